@@ -1,0 +1,69 @@
+"""Smoke check of the Argo CD integration: upsert one Application, sync it, and wait.
+
+The wait is the deferrable `ArgoCDApplicationSensor`, which passes only when the sync we
+requested has finished, been reconciled, compared at the asked revision, and the app is
+Synced and Healthy. Against the simulator's `degraded.yaml` scenario it fails with
+Argo CD's own resource messages.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from base_platform.argocd.operators import ArgoCDSyncApplicationOperator, ArgoCDUpsertApplicationOperator
+from base_platform.argocd.sensors import ArgoCDApplicationSensor
+
+APP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$"
+
+
+@dag(
+    dag_id="argocd_smoke",
+    schedule=None,
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["argocd", "smoke"],
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+    render_template_as_native_obj=True,
+    params={
+        "app_name": Param(
+            "smoke-app", type="string", pattern=APP_NAME_PATTERN, description="Application name"
+        ),
+        "repo_url": Param("https://git.example.com/platform/deploy.git", type="string", format="uri"),
+        "path": Param("smoke", type="string", minLength=1),
+        "revision": Param("main", type="string", minLength=1, description="Branch, tag or commit SHA"),
+        "dry_run": Param(False, type="boolean"),
+    },
+)
+def argocd_smoke() -> None:
+    upsert = ArgoCDUpsertApplicationOperator(
+        task_id="upsert",
+        application={
+            "metadata": {"name": "{{ params.app_name }}", "namespace": "argocd"},
+            "spec": {
+                "project": "default",
+                "source": {
+                    "repoURL": "{{ params.repo_url }}",
+                    "path": "{{ params.path }}",
+                    "targetRevision": "{{ params.revision }}",
+                },
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": "smoke"},
+                "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
+            },
+        },
+    )
+    sync = ArgoCDSyncApplicationOperator(
+        task_id="sync",
+        app_name="{{ params.app_name }}",
+        revision="{{ params.revision }}",
+        is_dry_run="{{ params.dry_run }}",
+    )
+    wait = ArgoCDApplicationSensor.after(
+        sync, task_id="wait", poke_interval=2, timeout=600, degraded_grace_seconds=30
+    )
+    upsert >> sync >> wait
+
+
+argocd_smoke()

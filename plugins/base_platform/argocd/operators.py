@@ -1,0 +1,254 @@
+"""Operators that change Argo CD: upsert, sync, rollback, delete, and AppProject upsert.
+
+Sync and rollback return ``{"app_name", "requested_at", "revision", "dry_run"}`` as separate
+XComs (``multiple_outputs``), so that :class:`~base_platform.argocd.sensors.ArgoCDApplicationSensor`
+can wait for exactly the operation they started: pass ``operator.output["requested_at"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
+from base_platform.templating import as_bool
+
+
+def request_time() -> str:
+    """Now, floored to the second: Argo CD's timestamps have second resolution."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+class _ArgoCDOperator(BaseOperator):
+    ui_color = "#ef7b4d"
+
+    def __init__(self, *, argocd_conn_id: str = ArgoCDHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.argocd_conn_id = argocd_conn_id
+
+    def hook(self) -> ArgoCDHook:
+        return ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
+
+
+class _HandsOffToSensor(_ArgoCDOperator):
+    """Pushes each key of its result as its own XCom, for the sensor's templated fields."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+
+
+class ArgoCDUpsertApplicationOperator(_ArgoCDOperator):
+    """Create or update an Application (``POST /applications?upsert=true&validate=true``).
+
+    :param application: the Application body (``metadata``, ``spec``).
+    :param validate: let Argo CD validate the spec (repository, destination) on write.
+    """
+
+    template_fields: Sequence[str] = ("application",)
+
+    def __init__(self, *, application: JSON, validate: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.application = application
+        self.validate = validate
+
+    def execute(self, context: Context) -> JSON:
+        app = self.hook().upsert_application(self.application, validate=self.validate)
+        meta = app.get("metadata", {})
+        self.log.info(
+            "Upserted Argo CD app %s (resourceVersion %s)", meta.get("name"), meta.get("resourceVersion")
+        )
+        return {"app_name": meta.get("name"), "resource_version": meta.get("resourceVersion")}
+
+
+class ArgoCDUpsertProjectOperator(_ArgoCDOperator):
+    """Create or update an AppProject.
+
+    :param project: the AppProject body.
+    """
+
+    template_fields: Sequence[str] = ("project",)
+
+    def __init__(self, *, project: JSON, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.project = project
+
+    def execute(self, context: Context) -> str:
+        name = str(self.hook().upsert_project(self.project).get("metadata", {}).get("name"))
+        self.log.info("Upserted Argo CD project %s", name)
+        return name
+
+
+class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
+    """Request a sync and hand its request time and revision to the sensor.
+
+    Retries "another operation is already in progress" with backoff (in the hook).
+
+    :param app_name: the Application to sync.
+    :param revision: the revision to sync to; defaults to the app's ``targetRevision``.
+    :param prune: delete resources that are no longer in Git.
+    :param is_dry_run: ask Argo CD what would change, without changing anything.
+    :param selected_resources: optional selection of resources to sync.
+    :param sync_options: e.g. ``["CreateNamespace=true", "ServerSideApply=true"]``.
+    """
+
+    template_fields: Sequence[str] = ("app_name", "revision", "prune", "is_dry_run", "selected_resources")
+
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        revision: str | None = None,
+        prune: bool | str = False,
+        is_dry_run: bool | str = False,
+        selected_resources: list[JSON] | None = None,
+        sync_options: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app_name = app_name
+        self.revision = revision
+        self.prune = prune
+        self.is_dry_run = is_dry_run
+        self.selected_resources = selected_resources
+        self.sync_options = sync_options
+
+    def execute(self, context: Context) -> JSON:
+        dry_run = as_bool(self.is_dry_run)
+        requested_at = request_time()
+        app = self.hook().sync_application(
+            self.app_name,
+            revision=self.revision or None,
+            prune=as_bool(self.prune),
+            dry_run=dry_run,
+            resources=self.selected_resources,
+            sync_options=self.sync_options,
+        )
+        revision = self.revision or app.get("spec", {}).get("source", {}).get("targetRevision")
+        self.log.info(
+            "Sync of %s to %s requested at %s (dry run: %s)",
+            self.app_name,
+            revision,
+            requested_at,
+            dry_run,
+        )
+        return {
+            "app_name": self.app_name,
+            "requested_at": requested_at,
+            "revision": revision,
+            "dry_run": dry_run,
+        }
+
+
+def pick_history_entry(app: JSON, to: int | str) -> JSON:
+    """The history entry to roll back to: an id, or ``previous`` (the one before the current)."""
+    history: list[JSON] = sorted(app.get("status", {}).get("history") or [], key=lambda h: int(h["id"]))
+    name = app.get("metadata", {}).get("name")
+    if to == "previous":
+        if len(history) < 2:
+            raise AirflowFailException(f"app {name!r} has no previous history entry to roll back to")
+        return history[-2]
+    for entry in history:
+        if int(entry["id"]) == int(to):
+            return entry
+    ids = [int(h["id"]) for h in history]
+    raise AirflowFailException(f"app {name!r} has no history entry {to}; known ids: {ids}")
+
+
+class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
+    """Roll an Application back to a history entry.
+
+    Argo CD refuses a rollback while automated sync is on. With ``disable_auto_sync`` the
+    operator turns it off first and says so in the log; otherwise it fails with that reason.
+
+    :param app_name: the Application.
+    :param to: a history id, or ``previous``.
+    :param prune: delete resources not in the target revision.
+    :param is_dry_run: only report.
+    :param disable_auto_sync: turn automated sync off before rolling back.
+    """
+
+    template_fields: Sequence[str] = ("app_name", "to")
+
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        to: int | str = "previous",
+        prune: bool = False,
+        is_dry_run: bool = False,
+        disable_auto_sync: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app_name = app_name
+        self.to = to
+        self.prune = prune
+        self.is_dry_run = is_dry_run
+        self.disable_auto_sync = disable_auto_sync
+
+    def execute(self, context: Context) -> JSON:
+        hook = self.hook()
+        app = hook.get_application(self.app_name)
+        entry = pick_history_entry(app, self.to)
+        if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
+            if not self.disable_auto_sync:
+                raise AirflowFailException(
+                    f"app {self.app_name!r} has automated sync on; Argo CD refuses a rollback. "
+                    "Set disable_auto_sync to turn it off first."
+                )
+            self.log.warning("Turning automated sync off for %s before the rollback", self.app_name)
+            app["spec"]["syncPolicy"].pop("automated")
+            hook.upsert_application({"metadata": {"name": self.app_name}, "spec": app["spec"]})
+        requested_at = request_time()
+        hook.rollback_application(self.app_name, int(entry["id"]), prune=self.prune, dry_run=self.is_dry_run)
+        self.log.info(
+            "Rollback of %s to history %s (%s) requested", self.app_name, entry["id"], entry.get("revision")
+        )
+        return {
+            "app_name": self.app_name,
+            "requested_at": requested_at,
+            "revision": entry.get("revision"),
+            "dry_run": self.is_dry_run,
+            "history_id": int(entry["id"]),
+        }
+
+
+class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):
+    """Delete an Application; deleting one that is already gone succeeds.
+
+    Argo CD answers 403 rather than 404 for a missing app, so a 403 is confirmed against the
+    list endpoint before it is treated as "already gone".
+
+    :param app_name: the Application.
+    :param cascade: delete its resources too.
+    :param propagation_policy: ``foreground`` or ``background``.
+    """
+
+    template_fields: Sequence[str] = ("app_name",)
+
+    def __init__(
+        self, *, app_name: str, cascade: bool = True, propagation_policy: str = "foreground", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app_name = app_name
+        self.cascade = cascade
+        self.propagation_policy = propagation_policy
+
+    def execute(self, context: Context) -> bool:
+        hook = self.hook()
+        try:
+            hook.delete_application(
+                self.app_name, cascade=self.cascade, propagation_policy=self.propagation_policy
+            )
+        except ArgoCDAPIError as exc:
+            if exc.status_code in {403, 404} and not hook.application_exists(self.app_name):
+                self.log.info("Argo CD app %s is already gone", self.app_name)
+                return False
+            raise
+        self.log.info("Deletion of %s requested (cascade=%s)", self.app_name, self.cascade)
+        return True

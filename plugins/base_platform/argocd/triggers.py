@@ -1,0 +1,117 @@
+"""Trigger that watches one Argo CD Application until the sync we asked for is really done.
+
+It runs in the triggerer, which never loads the DAG bundle, so it lives in ``plugins/`` and
+takes plain values only. It keeps no state between runs: ``seen`` lives inside ``run()``,
+and the Degraded grace period is measured from the server's own timestamps, so a restarted
+triggerer resumes with the same verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDAsyncHook
+from base_platform.argocd.status import Outcome, ResourceKey, Seen, WaitSpec, evaluate, parse_time
+
+
+def build_wait_spec(
+    requested_at: str | None,
+    revision: str | None,
+    dry_run: bool,
+    resources: Sequence[dict[str, Any]] | None,
+    degraded_grace_seconds: float,
+) -> WaitSpec:
+    """The :class:`WaitSpec` shared by the sensor's poke and the trigger."""
+    return WaitSpec(
+        requested_at=parse_time(requested_at),
+        revision=revision or None,
+        dry_run=dry_run,
+        resources=tuple(ResourceKey.from_dict(r) for r in resources or ()),
+        degraded_grace=timedelta(seconds=degraded_grace_seconds),
+    )
+
+
+class ArgoCDApplicationTrigger(BaseTrigger):
+    """Poll one Application and fire once with ``success``, ``failed`` or ``error``.
+
+    :param app_name: the Argo CD Application.
+    :param requested_at: ISO time of our sync request; None gates on the current state only.
+    :param revision: the revision asked for.
+    :param dry_run: the sync was a dry run.
+    :param selected_resources: optional selection of resources (``group, kind, namespace, name``).
+    :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
+    :param poll_interval: seconds between polls.
+    :param argocd_conn_id: Airflow connection to Argo CD.
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        requested_at: str | None = None,
+        revision: str | None = None,
+        dry_run: bool = False,
+        selected_resources: list[dict[str, Any]] | None = None,
+        degraded_grace_seconds: float = 60.0,
+        poll_interval: float = 5.0,
+        argocd_conn_id: str = ArgoCDAsyncHook.default_conn_name,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.app_name = app_name
+        self.requested_at = requested_at
+        self.revision = revision
+        self.dry_run = dry_run
+        self.selected_resources = selected_resources
+        self.degraded_grace_seconds = degraded_grace_seconds
+        self.poll_interval = poll_interval
+        self.argocd_conn_id = argocd_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "app_name": self.app_name,
+                "requested_at": self.requested_at,
+                "revision": self.revision,
+                "dry_run": self.dry_run,
+                "selected_resources": self.selected_resources,
+                "degraded_grace_seconds": self.degraded_grace_seconds,
+                "poll_interval": self.poll_interval,
+                "argocd_conn_id": self.argocd_conn_id,
+            },
+        )
+
+    def _event(self, status: str, message: str) -> TriggerEvent:
+        return TriggerEvent({"status": status, "message": message, "app_name": self.app_name})
+
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
+        hook = ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id)
+        spec = build_wait_spec(
+            self.requested_at,
+            self.revision,
+            self.dry_run,
+            self.selected_resources,
+            self.degraded_grace_seconds,
+        )
+        seen = Seen()
+        while True:
+            try:
+                app = await hook.get_application(self.app_name)
+            except (ArgoCDAPIError, httpx.HTTPError) as exc:
+                yield self._event("error", f"app {self.app_name!r}: {exc}")
+                return
+            verdict = evaluate(app, spec, seen)
+            seen = verdict.seen
+            if verdict.outcome is Outcome.DONE:
+                yield self._event("success", verdict.reason)
+                return
+            if verdict.outcome is Outcome.FAILED:
+                yield self._event("failed", verdict.reason)
+                return
+            self.log.info("Argo CD app %s: %s", self.app_name, verdict.reason)
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,1 @@
+"""Argo CD API SIMULATOR: ``python -m sandbox.argocd --port N --scenario FILE``."""

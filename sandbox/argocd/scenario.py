@@ -1,0 +1,81 @@
+"""Typed scenario files for the Argo CD simulator (``sandbox/argocd/scenarios/*.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resource(_Strict):
+    """A managed resource; an empty name means "named after the app"."""
+
+    kind: str
+    name: str = ""
+    group: str = ""
+    version: str = "v1"
+
+
+class Behaviour(_Strict):
+    """How one app reacts to a sync; every field may be set per app or in ``defaults``."""
+
+    sync_seconds: float = 1.0
+    healthy_after_seconds: float = 2.0
+    outcome: Literal["Healthy", "Degraded", "SyncFailed"] = "Healthy"
+    stale_read_seconds: float = 0.0
+    reconcile_lag_seconds: float = 0.0
+    delete_seconds: float = 0.0
+    resources: tuple[Resource, ...] | None = None
+
+
+class ExistingApp(_Strict):
+    """An Application that exists before any request, e.g. a dependency already deployed."""
+
+    project: str = "default"
+    namespace: str = "default"
+    repo_url: str = "https://git.example.com/platform/deploy.git"
+    path: str = "apps"
+    revision: str = "main"
+    health: Literal["Healthy", "Degraded", "Progressing", "Missing"] = "Healthy"
+    sync: Literal["Synced", "OutOfSync", "Unknown"] = "Synced"
+
+
+class Scenario(_Strict):
+    tokens: tuple[str, ...] = ("sandbox-token",)
+    users: dict[str, str] = Field(default_factory=lambda: {"admin": "sandbox-password"})
+    error_rate_5xx: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 1
+    defaults: Behaviour = Behaviour()
+    apps: dict[str, dict[str, object]] = Field(default_factory=dict)
+    existing: dict[str, ExistingApp] = Field(default_factory=dict)
+
+    def behaviour(self, app_name: str) -> Behaviour:
+        """The defaults overridden by this app's own settings."""
+        merged = self.defaults.model_dump() | dict(self.apps.get(app_name, {}))
+        return Behaviour.model_validate(merged)
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Load and check a scenario; a bad one fails naming the file and the key."""
+    if path is None:
+        return Scenario()
+    candidate = Path(path)
+    if not candidate.exists() and (SCENARIO_DIR / candidate).exists():
+        candidate = SCENARIO_DIR / candidate
+    data = yaml.safe_load(candidate.read_text()) or {}
+    try:
+        scenario = Scenario.model_validate(data)
+        for name in scenario.apps:
+            scenario.behaviour(name)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{candidate}: {where}") from exc
+    return scenario

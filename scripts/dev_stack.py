@@ -1,0 +1,196 @@
+"""``make run``: the Argo CD simulator and Airflow 3 (SQLite, LocalExecutor) on 127.0.0.1.
+
+Starts the simulator, migrates the database, creates the ``argocd_default`` connection, then
+the api-server, scheduler, dag-processor and triggerer. Ctrl-C (or any child dying) stops
+every process it started, so a second ``make run`` starts clean. The admin password and the
+JWT secret are generated once per checkout into ``.airflow/`` (git-ignored), never committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from sandbox.argocd.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = ROOT / ".airflow"
+BIN = Path(sys.executable).parent
+API_PORT = int(os.environ.get("AIRFLOW_PORT", "8080"))
+SIM_PORT = int(os.environ.get("ARGOCD_SIM_PORT", "8081"))
+SIM_SCENARIO = os.environ.get("ARGOCD_SIM_SCENARIO", "default.yaml")
+COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+
+
+def local_secrets() -> dict[str, str]:
+    """Generated once per checkout and kept in .airflow/ (git-ignored)."""
+    path = HOME / "local-secrets.json"
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    from cryptography.fernet import Fernet
+
+    data = {
+        "admin_password": secrets.token_urlsafe(12),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "fernet_key": Fernet.generate_key().decode(),
+    }
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return data
+
+
+def airflow_env(local: dict[str, str]) -> dict[str, str]:
+    passwords = HOME / "simple_auth_manager_passwords.json.generated"
+    passwords.write_text(json.dumps({"admin": local["admin_password"]}))
+    passwords.chmod(0o600)
+    return os.environ | {
+        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__FERNET_KEY": local["fernet_key"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(API_PORT),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": local["jwt_secret"],
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_http(url: str, what: str, seconds: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{proc.args!r} exited with {proc.returncode}; see {HOME / 'logs'}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{what} did not answer at {url} within {seconds:.0f} s; see {HOME / 'logs'}")
+
+
+class Stack:
+    """Children started in their own process groups, all stopped together."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (HOME / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        print(f"  started {name:<14} pid {proc.pid:<7} log .airflow/logs/{name}.log", flush=True)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def airflow(env: dict[str, str], *args: str, check: bool = True) -> None:
+    subprocess.run(
+        [str(BIN / "airflow"), *args],
+        env=env,
+        cwd=ROOT,
+        check=check,
+        stdout=subprocess.DEVNULL,
+        stderr=None if check else subprocess.DEVNULL,
+    )
+
+
+def main() -> int:
+    for port in (API_PORT, SIM_PORT):
+        if not port_free(port):
+            print(f"Port {port} on 127.0.0.1 is in use (is another `make run` still up?).", file=sys.stderr)
+            return 1
+    (HOME / "logs").mkdir(parents=True, exist_ok=True)
+    local = local_secrets()
+    env = airflow_env(local)
+    stack = Stack(env)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print("Starting the Argo CD SIMULATOR and Airflow on 127.0.0.1 ...", flush=True)
+        sim = stack.start(
+            "argocd-sim",
+            str(BIN / "python"),
+            "-m",
+            "sandbox.argocd",
+            "--port",
+            str(SIM_PORT),
+            "--scenario",
+            SIM_SCENARIO,
+        )
+        wait_http(f"http://127.0.0.1:{SIM_PORT}/healthz", "Argo CD simulator", 30, [sim])
+        airflow(env, "db", "migrate")
+        airflow(env, "connections", "delete", "argocd_default", check=False)
+        sim_token = load_scenario(SIM_SCENARIO).tokens[0]
+        conn = {"conn_type": "argocd", "host": f"http://127.0.0.1:{SIM_PORT}", "password": sim_token}
+        airflow(env, "connections", "add", "argocd_default", "--conn-json", json.dumps(conn))
+        api = stack.start(
+            "api-server", str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(API_PORT)
+        )
+        for component in COMPONENTS:
+            stack.start(component, str(BIN / "airflow"), component)
+        wait_http(f"http://127.0.0.1:{API_PORT}/api/v2/monitor/health", "Airflow api-server", 180, [api])
+        print(
+            f"\nAirflow UI:  http://127.0.0.1:{API_PORT}\nLogin:       admin / {local['admin_password']}\n"
+            f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"
+            "Press Ctrl-C to stop everything.",
+            flush=True,
+        )
+        while all(proc.poll() is None for proc in stack.procs.values()):
+            time.sleep(1)
+        dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
+        print(f"{', '.join(dead)} exited; stopping the rest. See .airflow/logs/.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        print("All processes stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The Argo CD simulator's answers validate against argocd-swagger.json (made strict)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.contracts import assert_valid
+from tests.unit.argocd.test_hooks import APP
+
+pytestmark = pytest.mark.contract
+
+STATES = {
+    "defaults": {"sync_seconds": 0.4, "healthy_after_seconds": 0.8},
+    "apps": {
+        "degraded": {"outcome": "Degraded"},
+        "failing": {"outcome": "SyncFailed"},
+        "slow": {"sync_seconds": 30, "delete_seconds": 30},
+    },
+    "existing": {"old": {"revision": "v1"}},
+}
+
+
+def _named(name: str) -> dict:
+    return {"metadata": {"name": name}, "spec": APP["spec"]}
+
+
+def test_application_in_every_state_matches_the_contract(contracts_dir: Path, start_simulator) -> None:
+    sim = start_simulator(STATES)
+    with sim.client() as client:
+        fresh = client.post("/api/v1/applications", params={"upsert": "true"}, json=_named("fresh")).json()
+        assert_valid(contracts_dir, "v1alpha1Application", fresh)
+        for name in ("web", "degraded", "failing", "slow", "dry"):
+            client.post("/api/v1/applications", params={"upsert": "true"}, json=_named(name))
+            body = {"revision": "main", "dryRun": name == "dry"}
+            running = client.post(f"/api/v1/applications/{name}/sync", json=body).json()
+            assert_valid(contracts_dir, "v1alpha1Application", running)
+        time.sleep(1.2)
+        client.delete("/api/v1/applications/slow", headers={"Content-Type": "application/json"})
+        listed = client.get("/api/v1/applications").json()
+        assert_valid(contracts_dir, "v1alpha1ApplicationList", listed)
+        assert {a["metadata"]["name"] for a in listed["items"]} == {
+            "fresh",
+            "web",
+            "degraded",
+            "failing",
+            "slow",
+            "dry",
+            "old",
+        }
+        for app in listed["items"]:
+            name = app["metadata"]["name"]
+            assert_valid(
+                contracts_dir,
+                "v1alpha1ApplicationTree",
+                client.get(f"/api/v1/applications/{name}/resource-tree").json(),
+            )
+            assert_valid(
+                contracts_dir,
+                "applicationManagedResourcesResponse",
+                client.get(f"/api/v1/applications/{name}/managed-resources").json(),
+            )
+            assert_valid(
+                contracts_dir, "eventsEventList", client.get(f"/api/v1/applications/{name}/events").json()
+            )
+        states = {a["metadata"]["name"]: a["status"]["health"]["status"] for a in listed["items"]}
+        assert states["degraded"] == "Degraded" and states["web"] == "Healthy"
+        assert next(a for a in listed["items"] if a["metadata"]["name"] == "slow")["metadata"][
+            "deletionTimestamp"
+        ]
+
+
+def test_other_answers_match_the_contract(contracts_dir: Path, start_simulator) -> None:
+    sim = start_simulator(STATES)
+    with sim.client() as client:
+        assert_valid(contracts_dir, "versionVersionMessage", client.get("/api/version").json())
+        session = client.post("/api/v1/session", json={"username": "admin", "password": "sandbox-password"})
+        assert_valid(contracts_dir, "sessionSessionResponse", session.json())
+        project = {
+            "project": {"metadata": {"name": "p"}, "spec": {"sourceRepos": ["https://g/x.git"]}},
+            "upsert": True,
+        }
+        assert_valid(
+            contracts_dir, "v1alpha1AppProject", client.post("/api/v1/projects", json=project).json()
+        )
+        assert_valid(contracts_dir, "v1alpha1AppProjectList", client.get("/api/v1/projects").json())
+
+
+def test_errors_use_the_runtime_error_shape(contracts_dir: Path, start_simulator) -> None:
+    sim = start_simulator({"defaults": {"sync_seconds": 30}})
+    with sim.client() as client:
+        client.post("/api/v1/applications", params={"upsert": "true"}, json=_named("web"))
+        client.post("/api/v1/applications/web/sync", json={})
+        answers = {
+            400: client.post("/api/v1/applications/web/sync", json={}),
+            401: client.get("/api/v1/applications", headers={"Authorization": "Bearer nope"}),
+            403: client.get("/api/v1/applications/ghost"),
+            415: client.post(
+                "/api/v1/applications/web/sync", content=b"{}", headers={"Content-Type": "text/plain"}
+            ),
+        }
+        sim.inject("/api/v1/applications", 400, message="another operation is already in progress")
+        for status, response in answers.items():
+            assert response.status_code == status, response.text
+            assert_valid(contracts_dir, "runtimeError", response.json())
+            assert response.json()["message"]
+        assert answers[400].json()["message"] == "another operation is already in progress"
+        assert answers[403].json()["code"] == 7
+
+
+def test_injected_5xx_rate_is_applied(start_simulator) -> None:
+    sim = start_simulator({"error_rate_5xx": 0.5, "seed": 3})
+    with sim.client() as client:
+        codes = [client.get("/api/v1/applications").status_code for _ in range(40)]
+    assert 5 < codes.count(503) < 35 and codes.count(200) == 40 - codes.count(503)
+
+
+def test_stale_reads_answer_the_previous_state(start_simulator) -> None:
+    sim = start_simulator(
+        {"defaults": {"sync_seconds": 0.2, "stale_read_seconds": 1.0}, "existing": {"web": {}}}
+    )
+    with sim.client() as client:
+        before = client.get("/api/v1/applications/web").json()
+        client.post("/api/v1/applications/web/sync", json={"revision": "v2"})
+        time.sleep(0.5)
+        assert client.get("/api/v1/applications/web").json()["status"] == before["status"]
+        time.sleep(0.7)
+        after = client.get("/api/v1/applications/web").json()
+        assert after["status"]["operationState"]["startedAt"]
+        assert after["status"]["sync"]["revision"] != before["status"]["sync"]["revision"]

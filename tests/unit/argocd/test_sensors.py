@@ -1,0 +1,79 @@
+"""ArgoCDApplicationSensor: defers by default, pokes when asked, fails on a failed event."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.argocd.operators import request_time
+from base_platform.argocd.sensors import ArgoCDApplicationSensor
+from base_platform.argocd.triggers import ArgoCDApplicationTrigger
+from tests.unit.argocd.test_hooks import APP
+
+
+def _sync() -> str:
+    hook = ArgoCDHook()
+    hook.upsert_application(APP)
+    requested_at = request_time()
+    hook.sync_application("web", revision="main")
+    return requested_at
+
+
+def test_defers_while_the_sync_runs(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 5}})
+    sensor = ArgoCDApplicationSensor(
+        task_id="wait", app_name="web", requested_at=_sync(), revision="main", timeout=60
+    )
+    assert sensor.deferrable
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    assert isinstance(deferred.value.trigger, ArgoCDApplicationTrigger)
+    assert deferred.value.trigger.app_name == "web"
+    assert deferred.value.method_name == "execute_complete"
+
+
+def test_does_not_defer_when_already_done(start_simulator) -> None:
+    start_simulator({"existing": {"web": {"revision": "main"}}})
+    sensor = ArgoCDApplicationSensor(task_id="wait", app_name="web", revision="main")
+    assert sensor.execute({}) is None
+
+
+def test_poke_mode_waits_then_passes(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6}})
+    sensor = ArgoCDApplicationSensor(
+        task_id="wait", app_name="web", requested_at=_sync(), revision="main", deferrable=False
+    )
+    assert sensor.poke({}) is False
+    import time
+
+    time.sleep(1.2)
+    assert sensor.poke({}) is True
+
+
+def test_poke_fails_fast_without_retry_on_degraded(start_simulator) -> None:
+    start_simulator(
+        {
+            "defaults": {"sync_seconds": 0.2, "healthy_after_seconds": 0.4},
+            "apps": {"web": {"outcome": "Degraded"}},
+        }
+    )
+    sensor = ArgoCDApplicationSensor(
+        task_id="wait",
+        app_name="web",
+        requested_at=_sync(),
+        revision="main",
+        deferrable=False,
+        poke_interval=0.2,
+        timeout=30,
+    )
+    with pytest.raises(AirflowFailException, match="exceeded its progress deadline"):
+        sensor.execute({})
+
+
+@pytest.mark.parametrize(("status", "error"), [("failed", AirflowFailException), ("error", AirflowException)])
+def test_execute_complete_raises_unless_success(status: str, error: type[Exception]) -> None:
+    sensor = ArgoCDApplicationSensor(task_id="wait", app_name="web")
+    with pytest.raises(error, match="boom"):
+        sensor.execute_complete({}, {"status": status, "message": "boom"})
+    sensor.execute_complete({}, {"status": "success", "message": "ok"})  # does not raise

@@ -1,0 +1,91 @@
+"""ArgoCDApplicationTrigger: serialize round-trip, and run() against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.argocd.operators import request_time
+from base_platform.argocd.triggers import ArgoCDApplicationTrigger
+from tests.conftest import FAST
+from tests.unit.argocd.test_hooks import APP
+
+
+def test_serialize_matches_init() -> None:
+    trigger = ArgoCDApplicationTrigger(
+        app_name="web",
+        requested_at="2026-11-26T10:00:00+00:00",
+        revision="main",
+        dry_run=True,
+        selected_resources=[{"kind": "Deployment", "name": "web"}],
+        degraded_grace_seconds=5,
+        poll_interval=2,
+        argocd_conn_id="other",
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "base_platform.argocd.triggers.ArgoCDApplicationTrigger"
+    assert ArgoCDApplicationTrigger(**kwargs).serialize() == (path, kwargs)
+    assert kwargs["argocd_conn_id"] == "other" and kwargs["selected_resources"] == [
+        {"kind": "Deployment", "name": "web"}
+    ]
+
+
+def _sync(revision: str = "main") -> str:
+    hook = ArgoCDHook()
+    hook.upsert_application(APP)
+    requested_at = request_time()
+    hook.sync_application("web", revision=revision)
+    return requested_at
+
+
+async def _first_event(trigger: ArgoCDApplicationTrigger, timeout: float = 20) -> dict:
+    event = await asyncio.wait_for(trigger.run().asend(None), timeout)
+    return dict(event.payload)
+
+
+async def test_fires_success_once_synced_and_healthy(start_simulator) -> None:
+    start_simulator(
+        {"defaults": {"sync_seconds": 0.5, "healthy_after_seconds": 1.0, "stale_read_seconds": 0.8}}
+    )
+    requested_at = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    assert event["status"] == "success", event
+    app = await asyncio.to_thread(ArgoCDHook().get_application, "web")
+    assert app["status"]["health"]["status"] == "Healthy"
+
+
+async def test_fires_failed_with_resource_messages_on_degraded(start_simulator) -> None:
+    start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "Degraded"}}})
+    requested_at = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    assert event["status"] == "failed"
+    assert "Degraded after progress" in event["message"]
+    assert 'Deployment "web" exceeded its progress deadline' in event["message"]
+
+
+async def test_fires_failed_on_sync_failed(start_simulator) -> None:
+    start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "SyncFailed"}}})
+    requested_at = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    assert event["status"] == "failed"
+    assert "one or more objects failed to apply" in event["message"]
+
+
+async def test_fires_error_for_an_unknown_app(start_simulator) -> None:
+    start_simulator(FAST)
+    event = await _first_event(ArgoCDApplicationTrigger("ghost", None, None, poll_interval=0.2))
+    assert event["status"] == "error" and "permission denied" in event["message"]
+
+
+async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> None:
+    """A trigger keeps no state: a fresh instance from serialize() mid-wait still succeeds."""
+    start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 2.0}})
+    requested_at = await asyncio.to_thread(_sync)
+    first = ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2)
+    run = first.run()
+    task = asyncio.ensure_future(run.asend(None))
+    await asyncio.sleep(0.5)
+    task.cancel()  # the triggerer went away mid-wait
+    _, kwargs = first.serialize()
+    event = await _first_event(ArgoCDApplicationTrigger(**kwargs))
+    assert event["status"] == "success"
