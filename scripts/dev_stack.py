@@ -24,7 +24,7 @@ import httpx
 from sandbox.argocd.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-HOME = ROOT / ".airflow"
+HOME = Path(os.environ.get("BASE_DEV_HOME", ROOT / ".airflow")).resolve()
 BIN = Path(sys.executable).parent
 API_PORT = int(os.environ.get("AIRFLOW_PORT", "8080"))
 SIM_PORT = int(os.environ.get("ARGOCD_SIM_PORT", "8081"))
@@ -108,7 +108,7 @@ class Stack:
             args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[name] = proc
-        print(f"  started {name:<14} pid {proc.pid:<7} log .airflow/logs/{name}.log", flush=True)
+        print(f"  started {name:<14} pid {proc.pid:<7} log {HOME / 'logs' / name}.log", flush=True)
         return proc
 
     def stop(self) -> None:
@@ -148,7 +148,9 @@ def main() -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Set explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         print("Starting the Argo CD SIMULATOR and Airflow on 127.0.0.1 ...", flush=True)
         sim = stack.start(
@@ -182,7 +184,7 @@ def main() -> int:
         while all(proc.poll() is None for proc in stack.procs.values()):
             time.sleep(1)
         dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
-        print(f"{', '.join(dead)} exited; stopping the rest. See .airflow/logs/.", file=sys.stderr)
+        print(f"{', '.join(dead)} exited; stopping the rest. See {HOME / 'logs'}.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)

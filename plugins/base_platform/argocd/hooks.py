@@ -9,7 +9,6 @@ retries Argo CD's "another operation is already in progress". Every other error 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,11 +16,13 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 import tenacity
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException
 
-log = logging.getLogger(__name__)
+# structlog, not stdlib logging: the triggerer only routes structlog events to task logs.
+log = structlog.get_logger(logger_name=__name__)
 
 RETRYABLE_STATUS_CODES = frozenset({502, 503, 504})
 OPERATION_IN_PROGRESS = "another operation is already in progress"

@@ -14,10 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDAsyncHook
 from base_platform.argocd.status import Outcome, ResourceKey, Seen, WaitSpec, evaluate, parse_time
+
+# The triggerer routes structlog events (not stdlib logging) into each task's trigger log.
+log = structlog.get_logger(logger_name=__name__)
 
 
 def build_wait_spec(
@@ -99,6 +103,7 @@ class ArgoCDApplicationTrigger(BaseTrigger):
             self.degraded_grace_seconds,
         )
         seen = Seen()
+        await log.ainfo("Watching Argo CD app %s (requested at %s)", self.app_name, self.requested_at)
         while True:
             try:
                 app = await hook.get_application(self.app_name)
@@ -113,5 +118,5 @@ class ArgoCDApplicationTrigger(BaseTrigger):
             if verdict.outcome is Outcome.FAILED:
                 yield self._event("failed", verdict.reason)
                 return
-            self.log.info("Argo CD app %s: %s", self.app_name, verdict.reason)
+            await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
             await asyncio.sleep(self.poll_interval)
