@@ -33,6 +33,7 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_home / "logs"),
+        "BASE_PLATFORM_POLL_SECONDS": "0.5",
     }
 )
 

@@ -30,10 +30,15 @@ class Behaviour(_Strict):
     sync_seconds: float = 1.0
     healthy_after_seconds: float = 2.0
     outcome: Literal["Healthy", "Degraded", "SyncFailed"] = "Healthy"
+    outcome_by_revision: dict[str, Literal["Healthy", "Degraded", "SyncFailed"]] = Field(default_factory=dict)
     stale_read_seconds: float = 0.0
     reconcile_lag_seconds: float = 0.0
     delete_seconds: float = 0.0
     resources: tuple[Resource, ...] | None = None
+
+    def outcome_for(self, revision: str) -> str:
+        """The outcome of a sync to ``revision`` (as requested: a branch, tag or SHA)."""
+        return self.outcome_by_revision.get(revision, self.outcome)
 
 
 class ExistingApp(_Strict):

@@ -49,6 +49,7 @@ def resolve_revision(repo_url: str, revision: str) -> str:
 class Operation:
     started: float
     revision: str
+    requested: str = ""
     dry_run: bool = False
     prune: bool = False
     previous_health: str = "Missing"
@@ -103,6 +104,10 @@ class Store:
         self.resource_version = 1000
         for name, existing in scenario.existing.items():
             self._add_existing(name, existing)
+            # An app cannot exist in a project that does not: create what existing apps use.
+            self.projects.setdefault(
+                existing.project, _project(existing.project, ["*"], [{"server": "*", "namespace": "*"}])
+            )
 
     def _add_existing(self, name: str, existing: Any) -> None:
         spec = {
@@ -129,7 +134,7 @@ class Store:
         if op is None or op.settled:
             rolled_out = op is not None and now >= op.started + beh.healthy_after_seconds
             if rolled_out and op is not None and not op.dry_run and app.live_health == "Progressing":
-                app.live_health = "Degraded" if beh.outcome == "Degraded" else "Healthy"
+                app.live_health = "Degraded" if beh.outcome_for(op.requested) == "Degraded" else "Healthy"
             return
         end = op.terminated_at or op.started + beh.sync_seconds
         if now < end:
@@ -138,7 +143,7 @@ class Store:
         app.reconciled = end + beh.reconcile_lag_seconds
         if op.dry_run:
             return
-        if op.terminated_at or beh.outcome == "SyncFailed":
+        if op.terminated_at or beh.outcome_for(op.requested) == "SyncFailed":
             app.live_health, app.live_sync = op.previous_health, op.previous_sync
             return
         app.live_revision, app.live_sync, app.live_health = op.revision, "Synced", "Progressing"
@@ -213,6 +218,7 @@ class Store:
         app.operation = Operation(
             started=now,
             revision=resolve_revision(app.repo_url, target),
+            requested=target,
             dry_run=dry_run,
             prune=prune,
             previous_health=app.live_health,

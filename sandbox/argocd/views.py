@@ -60,7 +60,9 @@ def _operation_state(app: SimApp, op: Operation, now: float) -> JSON:
     if not op.settled:
         return state
     end = op.terminated_at or op.started + app.behaviour.sync_seconds
-    failed = bool(op.terminated_at) or (app.behaviour.outcome == "SyncFailed" and not op.dry_run)
+    failed = bool(op.terminated_at) or (
+        app.behaviour.outcome_for(op.requested) == "SyncFailed" and not op.dry_run
+    )
     result_status = "SyncFailed" if failed else "Synced"
     suffix = " (dry run)" if op.dry_run else ""
     results = [

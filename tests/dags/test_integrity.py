@@ -42,6 +42,8 @@ def test_every_dag_serializes(dagbag) -> None:
 
 
 def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md, f"{dag_id} has no doc_md"

@@ -51,6 +51,15 @@ class ArgoCDAPIError(AirflowException):
         self.path = path
 
     @property
+    def is_permanent(self) -> bool:
+        """A client error that no retry will fix (not 408 or 429, and not the in-progress race)."""
+        return (
+            400 <= self.status_code < 500
+            and self.status_code not in {408, 429}
+            and not (self.is_operation_in_progress)
+        )
+
+    @property
     def is_operation_in_progress(self) -> bool:
         return self.status_code == 400 and OPERATION_IN_PROGRESS in self.message
 

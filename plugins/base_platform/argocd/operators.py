@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
 from base_platform.templating import as_bool
@@ -24,6 +24,9 @@ def request_time() -> str:
 
 
 class _ArgoCDOperator(BaseOperator):
+    """Runs ``call`` with a hook. A permanent client error fails without Airflow retries:
+    the hook already retried what a retry can fix."""
+
     ui_color = "#ef7b4d"
 
     def __init__(self, *, argocd_conn_id: str = ArgoCDHook.default_conn_name, **kwargs: Any) -> None:
@@ -32,6 +35,17 @@ class _ArgoCDOperator(BaseOperator):
 
     def hook(self) -> ArgoCDHook:
         return ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return self.call(self.hook(), context)
+        except ArgoCDAPIError as exc:
+            if exc.is_permanent:
+                raise AirflowFailException(str(exc)) from exc
+            raise
+
+    def call(self, hook: ArgoCDHook, context: Context) -> Any:
+        raise NotImplementedError
 
 
 class _HandsOffToSensor(_ArgoCDOperator):
@@ -42,22 +56,54 @@ class _HandsOffToSensor(_ArgoCDOperator):
         super().__init__(**kwargs)
 
 
+def spec_changes(live: Any, desired: Any, prefix: str = "spec") -> list[str]:
+    """Dotted paths where ``desired`` differs from ``live`` (keys only in live are ignored)."""
+    if isinstance(live, dict) and isinstance(desired, dict):
+        return [
+            c for key in sorted(desired) for c in spec_changes(live.get(key), desired[key], f"{prefix}.{key}")
+        ]
+    return [] if live == desired else [prefix]
+
+
 class ArgoCDUpsertApplicationOperator(_ArgoCDOperator):
     """Create or update an Application (``POST /applications?upsert=true&validate=true``).
 
+    In a dry run it writes nothing and reports whether the app would be created or updated,
+    and which spec fields would change.
+
     :param application: the Application body (``metadata``, ``spec``).
     :param validate: let Argo CD validate the spec (repository, destination) on write.
+    :param is_dry_run: only report.
     """
 
-    template_fields: Sequence[str] = ("application",)
+    template_fields: Sequence[str] = ("application", "is_dry_run")
 
-    def __init__(self, *, application: JSON, validate: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *, application: JSON, validate: bool = True, is_dry_run: bool | str = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.application = application
         self.validate = validate
+        self.is_dry_run = is_dry_run
 
-    def execute(self, context: Context) -> JSON:
-        app = self.hook().upsert_application(self.application, validate=self.validate)
+    def _dry_run(self, hook: ArgoCDHook) -> JSON:
+        name = self.application["metadata"]["name"]
+        if not hook.application_exists(name):
+            self.log.info("Dry run: Argo CD app %s would be created", name)
+            return {"app_name": name, "dry_run": True, "would": "create", "changes": ["spec"]}
+        changes = spec_changes(hook.get_application(name).get("spec", {}), self.application.get("spec", {}))
+        self.log.info("Dry run: Argo CD app %s would %s %s", name, "update" if changes else "keep", changes)
+        return {
+            "app_name": name,
+            "dry_run": True,
+            "would": "update" if changes else "keep",
+            "changes": changes,
+        }
+
+    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
+        if as_bool(self.is_dry_run):
+            return self._dry_run(hook)
+        app = hook.upsert_application(self.application, validate=self.validate)
         meta = app.get("metadata", {})
         self.log.info(
             "Upserted Argo CD app %s (resourceVersion %s)", meta.get("name"), meta.get("resourceVersion")
@@ -77,8 +123,8 @@ class ArgoCDUpsertProjectOperator(_ArgoCDOperator):
         super().__init__(**kwargs)
         self.project = project
 
-    def execute(self, context: Context) -> str:
-        name = str(self.hook().upsert_project(self.project).get("metadata", {}).get("name"))
+    def call(self, hook: ArgoCDHook, context: Context) -> str:
+        name = str(hook.upsert_project(self.project).get("metadata", {}).get("name"))
         self.log.info("Upserted Argo CD project %s", name)
         return name
 
@@ -86,7 +132,9 @@ class ArgoCDUpsertProjectOperator(_ArgoCDOperator):
 class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
     """Request a sync and hand its request time and revision to the sensor.
 
-    Retries "another operation is already in progress" with backoff (in the hook).
+    Retries "another operation is already in progress" with backoff (in the hook). Its result
+    also names ``previous_history_id``, the history entry deployed before this sync. A dry run
+    of an app that does not exist yet is skipped: there is nothing to compare.
 
     :param app_name: the Application to sync.
     :param revision: the revision to sync to; defaults to the app's ``targetRevision``.
@@ -117,10 +165,12 @@ class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
         self.selected_resources = selected_resources
         self.sync_options = sync_options
 
-    def execute(self, context: Context) -> JSON:
+    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
         dry_run = as_bool(self.is_dry_run)
+        if dry_run and not hook.application_exists(self.app_name):
+            raise AirflowSkipException(f"dry run: {self.app_name} does not exist yet, so it would be created")
         requested_at = request_time()
-        app = self.hook().sync_application(
+        app = hook.sync_application(
             self.app_name,
             revision=self.revision or None,
             prune=as_bool(self.prune),
@@ -136,11 +186,14 @@ class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
             requested_at,
             dry_run,
         )
+        history = app.get("status", {}).get("history") or []
         return {
             "app_name": self.app_name,
             "requested_at": requested_at,
             "revision": revision,
             "dry_run": dry_run,
+            # What was deployed before this sync: the rollback target if the sync goes bad.
+            "previous_history_id": max((int(h["id"]) for h in history), default=None),
         }
 
 
@@ -191,8 +244,7 @@ class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
         self.is_dry_run = is_dry_run
         self.disable_auto_sync = disable_auto_sync
 
-    def execute(self, context: Context) -> JSON:
-        hook = self.hook()
+    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
         app = hook.get_application(self.app_name)
         entry = pick_history_entry(app, self.to)
         if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
@@ -239,8 +291,7 @@ class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):
         self.cascade = cascade
         self.propagation_policy = propagation_policy
 
-    def execute(self, context: Context) -> bool:
-        hook = self.hook()
+    def call(self, hook: ArgoCDHook, context: Context) -> bool:
         try:
             hook.delete_application(
                 self.app_name, cascade=self.cascade, propagation_policy=self.propagation_policy

@@ -9,9 +9,14 @@ from typing import Any
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
 from base_platform.argocd.status import Seen, evaluate
-from base_platform.argocd.triggers import ArgoCDApplicationTrigger, build_wait_spec
+from base_platform.argocd.triggers import (
+    ArgoCDApplicationTrigger,
+    build_wait_spec,
+    past_deadline,
+    timeout_message,
+)
 from base_platform.templating import as_bool
 
 
@@ -28,6 +33,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
     :param is_dry_run: the sync was a dry run.
     :param selected_resources: optional selection of resources to judge instead of the whole app.
     :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
+    :param deadline: ISO time after which the wait fails, naming what it was still waiting for.
     :param argocd_conn_id: Airflow connection to Argo CD.
     :param deferrable: defer to the triggerer (default) instead of occupying a worker slot.
     """
@@ -38,6 +44,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         "revision",
         "is_dry_run",
         "selected_resources",
+        "deadline",
     )
     ui_color = "#ef7b4d"
 
@@ -50,6 +57,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         is_dry_run: bool | str = False,
         selected_resources: list[dict[str, Any]] | None = None,
         degraded_grace_seconds: float = 60.0,
+        deadline: str | None = None,
         argocd_conn_id: str = ArgoCDHook.default_conn_name,
         deferrable: bool = True,
         **kwargs: Any,
@@ -61,6 +69,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         self.is_dry_run = is_dry_run
         self.selected_resources = selected_resources
         self.degraded_grace_seconds = degraded_grace_seconds
+        self.deadline = deadline
         self.argocd_conn_id = argocd_conn_id
         self.deferrable = deferrable
         self._seen = Seen()
@@ -92,11 +101,17 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         hook = ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
         try:
             verdict = evaluate(hook.get_application(self.app_name), spec, self._seen)
+        except ArgoCDAPIError as exc:
+            if exc.is_permanent:
+                raise AirflowFailException(f"app {self.app_name!r}: {exc}") from exc
+            raise
         finally:
             hook.close()
         self._seen = verdict.seen
         if verdict.failed:
             raise AirflowFailException(verdict.reason)
+        if not verdict.done and past_deadline(self.deadline):
+            raise AirflowFailException(timeout_message(self.app_name, self.deadline, verdict.reason))
         self.log.info("Argo CD app %s: %s", self.app_name, verdict.reason)
         return verdict.done
 
@@ -113,6 +128,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
                 dry_run=as_bool(self.is_dry_run),
                 selected_resources=self.selected_resources,
                 degraded_grace_seconds=self.degraded_grace_seconds,
+                deadline=self.deadline,
                 poll_interval=self.poke_interval,
                 argocd_conn_id=self.argocd_conn_id,
             ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,8 +41,20 @@ def build_wait_spec(
     )
 
 
+def past_deadline(deadline: str | None) -> bool:
+    parsed = parse_time(deadline)
+    return parsed is not None and datetime.now(UTC) >= parsed
+
+
+def timeout_message(app_name: str, deadline: str | None, last_reason: str) -> str:
+    return f"app {app_name!r}: timed out at {deadline}; still waiting: {last_reason}"
+
+
 class ArgoCDApplicationTrigger(BaseTrigger):
     """Poll one Application and fire once with ``success``, ``failed`` or ``error``.
+
+    ``failed`` is final (the sync failed, or Argo CD refused the request); ``error`` is an
+    infrastructure problem that Airflow's retries may fix.
 
     :param app_name: the Argo CD Application.
     :param requested_at: ISO time of our sync request; None gates on the current state only.
@@ -50,6 +62,8 @@ class ArgoCDApplicationTrigger(BaseTrigger):
     :param dry_run: the sync was a dry run.
     :param selected_resources: optional selection of resources (``group, kind, namespace, name``).
     :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
+    :param deadline: ISO time after which the wait fails with its last reason (restart-safe,
+        unlike a relative timeout).
     :param poll_interval: seconds between polls.
     :param argocd_conn_id: Airflow connection to Argo CD.
     """
@@ -62,6 +76,7 @@ class ArgoCDApplicationTrigger(BaseTrigger):
         dry_run: bool = False,
         selected_resources: list[dict[str, Any]] | None = None,
         degraded_grace_seconds: float = 60.0,
+        deadline: str | None = None,
         poll_interval: float = 5.0,
         argocd_conn_id: str = ArgoCDAsyncHook.default_conn_name,
     ) -> None:
@@ -72,6 +87,7 @@ class ArgoCDApplicationTrigger(BaseTrigger):
         self.dry_run = dry_run
         self.selected_resources = selected_resources
         self.degraded_grace_seconds = degraded_grace_seconds
+        self.deadline = deadline
         self.poll_interval = poll_interval
         self.argocd_conn_id = argocd_conn_id
 
@@ -85,6 +101,7 @@ class ArgoCDApplicationTrigger(BaseTrigger):
                 "dry_run": self.dry_run,
                 "selected_resources": self.selected_resources,
                 "degraded_grace_seconds": self.degraded_grace_seconds,
+                "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
                 "argocd_conn_id": self.argocd_conn_id,
             },
@@ -108,7 +125,8 @@ class ArgoCDApplicationTrigger(BaseTrigger):
             try:
                 app = await hook.get_application(self.app_name)
             except (ArgoCDAPIError, httpx.HTTPError) as exc:
-                yield self._event("error", f"app {self.app_name!r}: {exc}")
+                permanent = isinstance(exc, ArgoCDAPIError) and exc.is_permanent
+                yield self._event("failed" if permanent else "error", f"app {self.app_name!r}: {exc}")
                 return
             verdict = evaluate(app, spec, seen)
             seen = verdict.seen
@@ -117,6 +135,9 @@ class ArgoCDApplicationTrigger(BaseTrigger):
                 return
             if verdict.outcome is Outcome.FAILED:
                 yield self._event("failed", verdict.reason)
+                return
+            if past_deadline(self.deadline):
+                yield self._event("failed", timeout_message(self.app_name, self.deadline, verdict.reason))
                 return
             await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
             await asyncio.sleep(self.poll_interval)

@@ -77,3 +77,29 @@ def test_execute_complete_raises_unless_success(status: str, error: type[Excepti
     with pytest.raises(error, match="boom"):
         sensor.execute_complete({}, {"status": status, "message": "boom"})
     sensor.execute_complete({}, {"status": "success", "message": "ok"})  # does not raise
+
+
+def test_every_handed_over_value_is_templated() -> None:
+    """XComArgs in a field that is not templated reach the sensor as unrendered strings."""
+    assert set(ArgoCDApplicationSensor.template_fields) >= {
+        "app_name",
+        "requested_at",
+        "revision",
+        "is_dry_run",
+        "selected_resources",
+        "deadline",
+    }
+
+
+def test_poke_fails_after_the_deadline_naming_what_it_waited_for(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 30}})
+    sensor = ArgoCDApplicationSensor(
+        task_id="wait",
+        app_name="web",
+        requested_at=_sync(),
+        revision="main",
+        deferrable=False,
+        deadline="2000-01-01T00:00:00+00:00",
+    )
+    with pytest.raises(AirflowFailException, match=r"timed out at 2000-01-01.*operation in progress"):
+        sensor.poke({})

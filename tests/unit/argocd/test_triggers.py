@@ -71,10 +71,10 @@ async def test_fires_failed_on_sync_failed(start_simulator) -> None:
     assert "one or more objects failed to apply" in event["message"]
 
 
-async def test_fires_error_for_an_unknown_app(start_simulator) -> None:
+async def test_fires_failed_for_an_unknown_app(start_simulator) -> None:
     start_simulator(FAST)
     event = await _first_event(ArgoCDApplicationTrigger("ghost", None, None, poll_interval=0.2))
-    assert event["status"] == "error" and "permission denied" in event["message"]
+    assert event["status"] == "failed" and "permission denied" in event["message"]
 
 
 async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> None:
@@ -89,3 +89,19 @@ async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> 
     _, kwargs = first.serialize()
     event = await _first_event(ArgoCDApplicationTrigger(**kwargs))
     assert event["status"] == "success"
+
+
+async def test_fires_failed_at_the_deadline_with_the_last_reason(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 30}})
+    requested_at = await asyncio.to_thread(_sync)
+    trigger = ArgoCDApplicationTrigger("web", requested_at, "main", deadline=requested_at, poll_interval=0.2)
+    event = await _first_event(trigger)
+    assert event["status"] == "failed"
+    assert "timed out at" in event["message"] and "operation in progress" in event["message"]
+
+
+async def test_a_transient_failure_is_a_retryable_error(start_simulator) -> None:
+    sim = start_simulator(FAST)
+    sim.inject("/api/v1/applications/web", 503, count=50)
+    event = await _first_event(ArgoCDApplicationTrigger("web", None, None, poll_interval=0.2), timeout=60)
+    assert event["status"] == "error" and "503" in event["message"]

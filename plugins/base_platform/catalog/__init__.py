@@ -1,0 +1,1 @@
+"""Typed loading and checking of config/platform.yaml and the environment overlays."""

@@ -1,0 +1,161 @@
+"""Load the catalog and overlays; every error names the file and the key.
+
+PyYAML silently keeps the last of two equal mapping keys, so the loader refuses duplicate
+keys itself. Cross-component rules: unknown dependencies, duplicate names, cycles, and a
+dependency that deploys later than the component that needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from base_platform.catalog.models import Catalog, Component, Environment, Wave
+
+M = TypeVar("M", bound=BaseModel)
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
+ENVIRONMENTS = ("dev", "staging", "prod")
+
+
+class CatalogError(ValueError):
+    """A configuration error, with the file and the key that caused it."""
+
+    def __init__(self, path: Path | str, key: str, message: str) -> None:
+        super().__init__(f"{path}: {key}: {message}")
+        self.path, self.key = str(path), key
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CatalogError(path, "(yaml)", str(exc).replace("\n", " ")) from exc
+    except OSError as exc:
+        raise CatalogError(path, "(file)", str(exc)) from exc
+
+
+def _key_path(loc: Iterable[Any], data: Any) -> str:
+    """``components[3] (vault).depends_on`` from a pydantic error location."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            name = (
+                node[item].get("name") if isinstance(node, list) and isinstance(node[item], Mapping) else None
+            )
+            parts[-1] += f"[{item}]" + (f" ({name})" if name else "")
+        else:
+            parts.append(str(item))
+        node = node[item] if isinstance(node, (list, Mapping)) and _has(node, item) else None
+    return ".".join(parts) or "(root)"
+
+
+def _has(node: Any, item: Any) -> bool:
+    return (isinstance(node, list) and isinstance(item, int) and item < len(node)) or (
+        isinstance(node, Mapping) and item in node
+    )
+
+
+def _validate(model: type[M], data: Any, path: Path) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise CatalogError(path, _key_path(first["loc"], data), first["msg"] + more) from exc
+
+
+def check_graph(catalog: Catalog, path: Path) -> None:
+    """Duplicate names, unknown dependencies, later-wave dependencies and cycles."""
+    seen: set[str] = set()
+    for index, component in enumerate(catalog.components):
+        if component.name in seen:
+            raise CatalogError(path, f"components[{index}].name", f"duplicate component {component.name!r}")
+        seen.add(component.name)
+    by_name = catalog.by_name
+    for index, component in enumerate(catalog.components):
+        key = f"components[{index}] ({component.name}).depends_on"
+        for dep in component.depends_on:
+            if dep not in by_name:
+                raise CatalogError(path, key, f"unknown component {dep!r}")
+            if by_name[dep].order > component.order:
+                raise CatalogError(
+                    path,
+                    key,
+                    f"{dep!r} deploys later ({by_name[dep].wave} stage {by_name[dep].stage}) "
+                    f"than {component.name!r} ({component.wave} stage {component.stage})",
+                )
+    cycle = find_cycle(by_name)
+    if cycle:
+        raise CatalogError(path, "components.depends_on", "dependency cycle " + " -> ".join(cycle))
+
+
+def find_cycle(components: Mapping[str, Component]) -> list[str]:
+    """A dependency cycle as a list of names (first == last), or [] when there is none."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = 1
+        stack.append(name)
+        for dep in components[name].depends_on:
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[name] = 2
+        return []
+
+    for name in sorted(components):
+        if name not in state and (found := visit(name)):
+            return found
+    return []
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    path = path or CONFIG_DIR / "platform.yaml"
+    catalog = _validate(Catalog, read_yaml(path), path)
+    check_graph(catalog, path)
+    return catalog
+
+
+def load_environment(name: str, config_dir: Path | None = None) -> Environment:
+    path = (config_dir or CONFIG_DIR) / "environments" / f"{name}.yaml"
+    env = _validate(Environment, read_yaml(path), path)
+    if env.name != name:
+        raise CatalogError(path, "name", f"is {env.name!r} but the file is for {name!r}")
+    for cluster in ("platform", "base"):
+        if cluster not in env.clusters:
+            raise CatalogError(path, "clusters", f"no destination server for cluster {cluster!r}")
+    for wave in Wave:
+        if wave not in env.wave_timeouts:
+            raise CatalogError(path, "wave_timeouts", f"no timeout for wave {wave.value!r}")
+    if env.autoscaling.min_replicas > env.autoscaling.max_replicas:
+        raise CatalogError(path, "autoscaling", "min_replicas is greater than max_replicas")
+    return env
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The project's catalog, loaded once per process (tasks and DAG parsing share it)."""
+    return load_catalog()

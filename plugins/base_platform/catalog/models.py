@@ -1,0 +1,111 @@
+"""The component catalog and environment overlays, as typed models.
+
+Unknown keys are errors (``extra="forbid"``); cross-field rules (dependencies, cycles, wave
+order) are checked in :mod:`base_platform.catalog.loader`, which knows the file names.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+QUANTITY_CPU = r"^[0-9]+(\.[0-9]+)?m?$"
+QUANTITY_MEMORY = r"^[0-9]+(Ki|Mi|Gi|Ti)?$"
+_DURATION = re.compile(r"^(\d+)(s|m|h)$")
+
+
+class Wave(StrEnum):
+    """Deploy waves in order; ``base`` is split further into ordered stages 1 to 4."""
+
+    CORE = "core"
+    SHARED = "shared"
+    ORCHESTRATION = "orchestration"
+    APPS = "apps"
+    BASE = "base"
+
+    @property
+    def position(self) -> int:
+        return list(Wave).index(self)
+
+
+def parse_duration(value: object) -> int:
+    """``"90s"``, ``"15m"``, ``"1h"`` or a number of seconds, as seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 90s, 15m or 1h")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+Seconds = Annotated[int, BeforeValidator(parse_duration)]
+
+
+CheckName = Literal["argocd_api", "resource_tree_healthy", "certificates_ready"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(_Strict):
+    """One Argo CD Application of the platform; its name is the Application's name."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    wave: Wave
+    stage: int = Field(default=1, ge=1, le=4, description="order inside the wave (base: steps 1 to 4)")
+    cluster: Literal["platform", "base"]
+    namespace: str = Field(pattern=DNS_LABEL)
+    depends_on: tuple[str, ...] = ()
+    template: str = Field(description="file under include/manifests/applications/")
+    project: str = Field(pattern=DNS_LABEL)
+    sync_options: tuple[str, ...] = ("CreateNamespace=true",)
+    timeout: Seconds = 900
+    checks: tuple[CheckName, ...] = ("resource_tree_healthy",)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.wave.position, self.stage)
+
+
+class Catalog(_Strict):
+    components: tuple[Component, ...]
+
+    def component(self, name: str) -> Component:
+        return self.by_name[name]
+
+    @property
+    def by_name(self) -> dict[str, Component]:
+        return {c.name: c for c in self.components}
+
+    def in_waves(self, waves: set[Wave]) -> list[Component]:
+        return [c for c in self.components if c.wave in waves]
+
+
+class Resources(_Strict):
+    cpu: str = Field(pattern=QUANTITY_CPU)
+    memory: str = Field(pattern=QUANTITY_MEMORY)
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(ge=1)
+    max_replicas: int = Field(ge=1)
+
+
+class Environment(_Strict):
+    """An environment overlay: ``config/environments/<name>.yaml``."""
+
+    name: Literal["dev", "staging", "prod"]
+    repo_url: str = Field(pattern=r"^https://")
+    target_revision: str = Field(min_length=1)
+    clusters: dict[Literal["platform", "base"], str]
+    resources: Resources
+    monitoring_enabled: bool
+    vault_enabled: bool
+    autoscaling: Autoscaling
+    approval_required: bool
+    wave_timeouts: dict[Wave, Seconds]

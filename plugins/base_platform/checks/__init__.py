@@ -1,0 +1,1 @@
+"""Validation checks as small named functions, and the report model."""

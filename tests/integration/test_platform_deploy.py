@@ -1,0 +1,171 @@
+"""platform_deploy under dag.test() against the Argo CD simulator."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.catalog.loader import default_catalog
+from base_platform.catalog.models import Wave
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+FAST = {"defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6}}
+
+
+def deploy_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags" / "platform_deploy.py")).dags["platform_deploy"]
+
+
+def run(**conf: Any):
+    dag_run = deploy_dag().test(run_conf={"environment": "dev"} | conf)
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    return dag_run, states
+
+
+def names(wave: Wave) -> list[str]:
+    return [c.name for c in default_catalog().components if c.wave is wave]
+
+
+def existing(*waves: Wave, **overrides: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Apps already deployed and healthy at the overlay's revision, as the simulator's `existing`."""
+    catalog = default_catalog()
+    apps = {n: {"revision": "main", "project": catalog.component(n).project} for w in waves for n in names(w)}
+    for name, fields in overrides.items():
+        apps[name.replace("_", "-")] = apps.get(name.replace("_", "-"), {}) | fields
+    return apps
+
+
+def test_all_waves_deploy(airflow_db, start_simulator) -> None:
+    start_simulator(FAST)
+    dag_run, states = run()
+    assert dag_run.state == "success", {k: v for k, v in states.items() if v != "success"}
+    apps = {a["metadata"]["name"]: a for a in ArgoCDHook().list_applications()["items"]}
+    assert set(apps) == {c.name for c in default_catalog().components}
+    assert all(a["status"]["health"]["status"] == "Healthy" for a in apps.values())
+    assert all(states[f"{w.value}.gate"] == "success" for w in Wave)
+
+
+def test_a_degraded_component_fails_its_branch_only(airflow_db, start_simulator, capfd) -> None:
+    start_simulator(FAST | {"apps": {"monitoring": {"outcome": "Degraded"}}})
+    dag_run, states = run(waves=["core", "shared"])
+    assert dag_run.state == "failed"
+    assert states["shared.monitoring.wait"] == "failed"
+    assert states["shared.logging.render"] == "upstream_failed"  # logging depends on monitoring
+    assert states["shared.service-mesh.verify"] == "success"  # independent branch finished
+    assert all(states[f"core.{n}.verify"] == "success" for n in names(Wave.CORE))
+    assert states["summary"] == "failed"
+    out = capfd.readouterr().out
+    assert "monitoring: failed at wait" in out and "logging: blocked by a failed dependency" in out
+
+
+def test_stale_reads_never_pass_early(airflow_db, start_simulator) -> None:
+    sim = start_simulator(
+        {
+            "defaults": {
+                "sync_seconds": 0.3,
+                "healthy_after_seconds": 0.6,
+                "stale_read_seconds": 2.5,
+                "reconcile_lag_seconds": 0.2,
+            },
+            "existing": existing(Wave.CORE),
+        }
+    )
+    dag_run, states = run(waves=["core"], target_revision="v2")
+    assert dag_run.state == "success", states
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    for name in names(Wave.CORE):
+        waited = tis[f"core.{name}.wait"].end_date - tis[f"core.{name}.sync"].end_date
+        assert waited.total_seconds() >= 2.0, (
+            f"{name} passed {waited} after its sync, inside the stale window"
+        )
+    with sim.client() as client:
+        app = client.get("/api/v1/applications/vault").json()
+    assert app["status"]["sync"]["revision"] == app["status"]["operationState"]["syncResult"]["revision"]
+
+
+def test_a_second_run_is_an_idempotent_success(airflow_db, start_simulator) -> None:
+    start_simulator(FAST)
+    first, _ = run(waves=["core"])
+    before = {
+        a["metadata"]["name"]: a["status"]["sync"]["revision"]
+        for a in ArgoCDHook().list_applications()["items"]
+    }
+    second, states = run(waves=["core"])
+    after = {
+        a["metadata"]["name"]: a["status"]["sync"]["revision"]
+        for a in ArgoCDHook().list_applications()["items"]
+    }
+    assert first.state == second.state == "success", states
+    assert before == after and len(after) == len(names(Wave.CORE))
+
+
+def test_apps_alone_fails_naming_unhealthy_dependencies(airflow_db, start_simulator, capfd) -> None:
+    start_simulator(
+        FAST
+        | {"existing": existing(Wave.CORE, Wave.SHARED, Wave.ORCHESTRATION, airflow={"health": "Degraded"})}
+    )
+    dag_run, states = run(waves=["apps"])
+    assert dag_run.state == "failed"
+    assert states["plan"] == "failed"
+    assert not ArgoCDHook().application_exists("platform-ui")  # nothing was deployed
+    out = capfd.readouterr().out
+    assert "dependencies outside the selection are not Synced and Healthy: airflow" in out
+
+
+def test_dry_run_changes_nothing(airflow_db, start_simulator) -> None:
+    start_simulator(FAST | {"existing": {"argocd": {"revision": "main"}}})
+    before = ArgoCDHook().get_application("argocd")
+    dag_run, states = run(waves=["core"], dry_run=True)
+    assert dag_run.state == "success", states
+    assert states["core.argocd.wait"] == "success"  # dry-run sync of the existing app
+    assert states["core.vault.sync"] == "skipped"  # would be created: nothing to dry-run
+    assert not ArgoCDHook().application_exists("vault")
+    after = ArgoCDHook().get_application("argocd")
+    assert after["spec"] == before["spec"] and after["status"]["history"] == before["status"]["history"]
+
+
+def test_rollback_on_failure_restores_the_previous_revision(airflow_db, start_simulator) -> None:
+    start_simulator(
+        FAST
+        | {"existing": existing(Wave.CORE), "apps": {"vault": {"outcome_by_revision": {"v2": "Degraded"}}}}
+    )
+    old = ArgoCDHook().get_application("vault")["status"]["sync"]["revision"]
+    dag_run, states = run(
+        components=["vault"], waves=["core"], target_revision="v2", rollback_on_failure=True
+    )
+    assert dag_run.state == "failed"
+    assert states["core.vault.wait"] == "failed" and states["core.vault.rollback"] == "success"
+    app = ArgoCDHook().get_application("vault")
+    assert (app["status"]["sync"]["revision"], app["status"]["health"]["status"]) == (old, "Healthy")
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"environment": "qa"},
+        {"waves": ["core", "bogus"]},
+        {"waves": []},
+        {"components": ["vault", "no-such-thing"]},
+        {"target_revision": "main; rm -rf /"},
+        {"dry_run": "yes"},
+    ],
+)
+def test_bad_params_are_refused_before_a_run_exists(conf: dict[str, Any]) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(deploy_dag().params)
+    with pytest.raises(ParamValidationError):
+        params.update(conf)  # what the API does with a run's conf, before the run exists
+        params.validate()
+
+
+def test_good_params_validate() -> None:
+    params = copy.deepcopy(deploy_dag().params)
+    params.update({"environment": "prod", "waves": ["apps"], "components": ["platform-ui"]})
+    assert params.validate()["components"] == ["platform-ui"]
