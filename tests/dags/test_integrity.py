@@ -71,3 +71,11 @@ print("HEAVY:" + ",".join(loaded))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "HEAVY:", out.stdout
+
+
+def test_platform_deploy_summary_waits_for_every_other_task(dagbag) -> None:
+    """The summary reads final task states: anything not upstream of it may still be running."""
+    dag = dagbag.dags["platform_deploy"]
+    summary = dag.task_dict["summary"]
+    upstream = summary.get_flat_relative_ids(upstream=True)
+    assert upstream == set(dag.task_dict) - {"summary"}

@@ -79,6 +79,22 @@ class DevStack:
         return self.proc.wait(timeout=90)
 
 
+def _assert_bad_params_are_a_400(stack: DevStack) -> None:
+    api = f"http://127.0.0.1:{stack.api_port}"
+    token = httpx.post(f"{api}/auth/token", json={"username": "admin", "password": stack.password}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    for conf in ({"environment": "qa"}, {"waves": ["bogus"]}, {"components": ["nope"]}):
+        answer = httpx.post(
+            f"{api}/api/v2/dags/platform_deploy/dagRuns",
+            headers=headers,
+            json={"logical_date": None, "conf": conf},
+            timeout=30,
+        )
+        assert answer.status_code == 400, (conf, answer.status_code, answer.text)
+    runs = httpx.get(f"{api}/api/v2/dags/platform_deploy/dagRuns", headers=headers, timeout=30).json()
+    assert runs["total_entries"] == 0  # refused before any run existed
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

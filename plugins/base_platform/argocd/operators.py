@@ -7,6 +7,7 @@ can wait for exactly the operation they started: pass ``operator.output["request
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
 from base_platform.templating import as_bool
+
+log = logging.getLogger(__name__)
 
 
 def request_time() -> str:
@@ -212,6 +215,42 @@ def pick_history_entry(app: JSON, to: int | str) -> JSON:
     raise AirflowFailException(f"app {name!r} has no history entry {to}; known ids: {ids}")
 
 
+def start_rollback(
+    hook: ArgoCDHook,
+    name: str,
+    to: int | str,
+    disable_auto_sync: bool = False,
+    prune: bool = False,
+    dry_run: bool = False,
+) -> JSON:
+    """Request a rollback to a history entry; the hand-off dict for the sensor.
+
+    Argo CD refuses a rollback while automated sync is on: with ``disable_auto_sync`` it is
+    turned off first, and the log says so.
+    """
+    app = hook.get_application(name)
+    entry = pick_history_entry(app, to)
+    if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
+        if not disable_auto_sync:
+            raise AirflowFailException(
+                f"app {name!r} has automated sync on; Argo CD refuses a rollback. "
+                "Set disable_auto_sync to turn it off first."
+            )
+        log.warning("Turning automated sync off for %s before the rollback", name)
+        app["spec"]["syncPolicy"].pop("automated")
+        hook.upsert_application({"metadata": {"name": name}, "spec": app["spec"]})
+    requested_at = request_time()
+    hook.rollback_application(name, int(entry["id"]), prune=prune, dry_run=dry_run)
+    log.info("Rollback of %s to history %s (%s) requested", name, entry["id"], entry.get("revision"))
+    return {
+        "app_name": name,
+        "requested_at": requested_at,
+        "revision": entry.get("revision"),
+        "dry_run": dry_run,
+        "history_id": int(entry["id"]),
+    }
+
+
 class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
     """Roll an Application back to a history entry.
 
@@ -245,29 +284,14 @@ class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
         self.disable_auto_sync = disable_auto_sync
 
     def call(self, hook: ArgoCDHook, context: Context) -> JSON:
-        app = hook.get_application(self.app_name)
-        entry = pick_history_entry(app, self.to)
-        if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
-            if not self.disable_auto_sync:
-                raise AirflowFailException(
-                    f"app {self.app_name!r} has automated sync on; Argo CD refuses a rollback. "
-                    "Set disable_auto_sync to turn it off first."
-                )
-            self.log.warning("Turning automated sync off for %s before the rollback", self.app_name)
-            app["spec"]["syncPolicy"].pop("automated")
-            hook.upsert_application({"metadata": {"name": self.app_name}, "spec": app["spec"]})
-        requested_at = request_time()
-        hook.rollback_application(self.app_name, int(entry["id"]), prune=self.prune, dry_run=self.is_dry_run)
-        self.log.info(
-            "Rollback of %s to history %s (%s) requested", self.app_name, entry["id"], entry.get("revision")
+        return start_rollback(
+            hook,
+            self.app_name,
+            self.to,
+            disable_auto_sync=self.disable_auto_sync,
+            prune=self.prune,
+            dry_run=self.is_dry_run,
         )
-        return {
-            "app_name": self.app_name,
-            "requested_at": requested_at,
-            "revision": entry.get("revision"),
-            "dry_run": self.is_dry_run,
-            "history_id": int(entry["id"]),
-        }
 
 
 class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):

@@ -121,17 +121,21 @@ def build_platform_deploy_dag(catalog: Catalog, doc_md: str | None = None) -> DA
         )
         planned >> approve
         groups: dict[str, dict[str, Any]] = {}
+        gates: list[Any] = []
         for wave in Wave:
             members = [c for c in topological_order(catalog.components) if c.wave is wave]
             with TaskGroup(wave.value, tooltip=f"Wave {wave.position}: {wave.value}"):
                 for component in members:
                     groups[component.name] = _component_group(component, catalog)
                     approve >> groups[component.name]["first"]
-                _wave_gate(wave, [groups[c.name]["verify"] for c in members], [c.name for c in members])
+                gates.append(
+                    _wave_gate(wave, [groups[c.name]["verify"] for c in members], [c.name for c in members])
+                )
         for component in catalog.components:
             for dep in component.depends_on:
                 groups[dep]["verify"] >> groups[component.name]["first"]
-        _summary(catalog) << [t for g in groups.values() for t in (g["verify"], g["rollback"])]
+        # The summary reads every task's final state, so it waits for all of them, gates included.
+        _summary(catalog) << [*gates, *(t for g in groups.values() for t in (g["verify"], g["rollback"]))]
     return dag
 
 
@@ -220,7 +224,7 @@ def _component_group(component: Component, catalog: Catalog) -> dict[str, Any]:
     return {"first": first, "verify": verified, "rollback": rolled_back}
 
 
-def _wave_gate(wave: Wave, verifies: list[Any], names: list[str]) -> None:
+def _wave_gate(wave: Wave, verifies: list[Any], names: list[str]) -> Any:
     @task(task_id="gate", trigger_rule=TriggerRule.NONE_FAILED)
     def gate(**context: Any) -> list[str]:
         planned = _planned(context)
@@ -232,7 +236,9 @@ def _wave_gate(wave: Wave, verifies: list[Any], names: list[str]) -> None:
         except tasks.DeployError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    gate() << verifies
+    gate_task = _operator(gate())
+    gate_task << verifies
+    return gate_task
 
 
 def _summary(catalog: Catalog) -> Any:

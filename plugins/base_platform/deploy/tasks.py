@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.operators import pick_history_entry, request_time
+from base_platform.argocd.operators import start_rollback
 from base_platform.argocd.status import Outcome, WaitSpec, describe, evaluate
 from base_platform.catalog.loader import load_environment
 from base_platform.catalog.models import Catalog, Component, Wave
@@ -111,15 +111,9 @@ def rollback(
     """Roll back to what was deployed before this run's sync, and wait until it is done."""
     if previous_history_id is None:
         return {"app_name": name, "rolled_back": False, "reason": "no earlier deployment to roll back to"}
-    app = hook.get_application(name)
-    entry = pick_history_entry(app, previous_history_id)
-    if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
-        app["spec"]["syncPolicy"].pop("automated")
-        hook.upsert_application({"metadata": {"name": name}, "spec": app["spec"]})
-    requested_at = request_time()
-    hook.rollback_application(name, int(entry["id"]))
+    started = start_rollback(hook, name, previous_history_id, disable_auto_sync=True)
     spec = WaitSpec(
-        requested_at=datetime.fromisoformat(requested_at), revision=str(entry.get("revision") or "")
+        requested_at=datetime.fromisoformat(started["requested_at"]), revision=started["revision"]
     )
     deadline = time.monotonic() + timeout
     verdict = evaluate(hook.get_application(name), spec)
@@ -127,12 +121,14 @@ def rollback(
         time.sleep(poll)
         verdict = evaluate(hook.get_application(name), spec, verdict.seen)
     if not verdict.done:
-        raise DeployError(f"rollback of {name} to history {entry['id']} did not finish: {verdict.reason}")
+        raise DeployError(
+            f"rollback of {name} to history {previous_history_id} did not finish: {verdict.reason}"
+        )
     return {
         "app_name": name,
         "rolled_back": True,
-        "history_id": int(entry["id"]),
-        "revision": entry.get("revision"),
+        "history_id": previous_history_id,
+        "revision": started["revision"],
     }
 
 
