@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from base_platform.argocd.status import Outcome, Seen, WaitSpec, evaluate  # noq
 from base_platform.catalog.loader import load_catalog, load_environment  # noqa: E402
 from base_platform.catalog.render import project_names, render_application, render_project  # noqa: E402
 from base_platform.plan.deploy import critical_path, topological_order  # noqa: E402
+from scripts.dev_stack import launch, wait_ready  # noqa: E402
 
 SYNC_SECONDS = 1.0
 WAVE_SECONDS = {"core": 6.0, "shared": 8.0, "orchestration": 10.0, "apps": 6.0, "base": 5.0}
@@ -63,35 +63,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def start_stack(home: Path, scenario: Path) -> tuple[subprocess.Popen[str], int, str]:
-    api_port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
-        "AIRFLOW_PORT": str(api_port),
-        "ARGOCD_SIM_PORT": str(sim_port),
-        "ARGOCD_SIM_SCENARIO": str(scenario),
-        "BASE_DEV_HOME": str(home),
-        "BASE_PLATFORM_POLL_SECONDS": str(POLL_SECONDS),
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "dev_stack.py")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    password = ""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if match := re.match(r"Login:\s+admin / (\S+)", line):
-            password = match.group(1)
-        if "Press Ctrl-C" in line:
-            return proc, api_port, password
-    raise SystemExit("the stack did not start")
 
 
 def run_dag(api: str, password: str) -> tuple[float, str]:
@@ -141,12 +112,13 @@ def sequential_baseline(sim_url: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scenario = scenario_file(Path(tmp))
-        stack, api_port, password = start_stack(Path(tmp) / "home", scenario)
+        extra = {"ARGOCD_SIM_SCENARIO": str(scenario), "BASE_PLATFORM_POLL_SECONDS": str(POLL_SECONDS)}
+        stack = wait_ready(launch(Path(tmp) / "home", free_port(), free_port(), extra))
         try:
-            dag_seconds, state = run_dag(f"http://127.0.0.1:{api_port}", password)
+            dag_seconds, state = run_dag(stack.api, stack.password)
         finally:
-            stack.terminate()
-            stack.wait(timeout=60)
+            stack.proc.terminate()
+            stack.proc.wait(timeout=60)
         sim_port = free_port()
         sim = subprocess.Popen(
             [sys.executable, "-m", "sandbox.argocd", "--port", str(sim_port), "--scenario", str(scenario)],

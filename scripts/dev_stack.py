@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -133,6 +136,60 @@ def airflow(env: dict[str, str], *args: str, check: bool = True) -> None:
         stdout=subprocess.DEVNULL,
         stderr=None if check else subprocess.DEVNULL,
     )
+
+
+@dataclass
+class Launched:
+    """A stack started in the background by :func:`launch`, for tests and benchmarks."""
+
+    proc: subprocess.Popen[str]
+    api_port: int
+    password: str = ""
+    child_pids: list[int] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def launch(home: Path, api_port: int, sim_port: int, extra_env: Mapping[str, str] | None = None) -> Launched:
+    """Start this script in its own session, with a clean Airflow environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+        "AIRFLOW_PORT": str(api_port),
+        "ARGOCD_SIM_PORT": str(sim_port),
+        "BASE_DEV_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve())],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Launched(proc, api_port)
+
+
+def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
+    """Read the stack's output until it prints the login; fail with that output otherwise."""
+    assert stack.proc.stdout is not None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = stack.proc.stdout.readline()
+        if not line and stack.proc.poll() is not None:
+            raise RuntimeError("dev stack exited:\n" + "".join(stack.output))
+        stack.output.append(line)
+        if started := re.search(r"started .* pid (\d+)", line):
+            stack.child_pids.append(int(started.group(1)))
+        if login := re.match(r"Login:\s+admin / (\S+)", line):
+            stack.password = login.group(1)
+        if "Press Ctrl-C" in line:
+            return stack
+    raise RuntimeError("dev stack did not get ready:\n" + "".join(stack.output))
 
 
 def main() -> int:

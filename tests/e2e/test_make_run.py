@@ -9,13 +9,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from scripts.dev_stack import launch, wait_ready
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -31,52 +31,29 @@ def readme_block(marker: str) -> str:
 
 
 class DevStack:
-    def __init__(self, home: Path) -> None:
-        self.api_port, self.sim_port = free_port(), free_port()
-        env = os.environ | {
-            "AIRFLOW_PORT": str(self.api_port),
-            "ARGOCD_SIM_PORT": str(self.sim_port),
-            "BASE_DEV_HOME": str(home),
-            "PYTHONPATH": str(ROOT),
-        }
-        for key in [
-            k
-            for k in env
-            if k.startswith("AIRFLOW__") or k in {"AIRFLOW_HOME", "AIRFLOW_CONN_ARGOCD_DEFAULT"}
-        ]:
-            env.pop(key)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "dev_stack.py")],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.output: list[str] = []
-        self.password = ""
-        self.child_pids: list[int] = []
+    """``make run``'s stack on free ports, via the launcher in scripts/dev_stack.py."""
 
-    def wait_ready(self, seconds: float = 240) -> None:
-        deadline = time.monotonic() + seconds
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                raise AssertionError("dev stack exited:\n" + "".join(self.output))
-            self.output.append(line)
-            if started := re.search(r"started .* pid (\d+)", line):
-                self.child_pids.append(int(started.group(1)))
-            if login := re.match(r"Login:\s+admin / (\S+)", line):
-                self.password = login.group(1)
-            if "Press Ctrl-C" in line:
-                return
-        raise AssertionError("dev stack did not get ready:\n" + "".join(self.output))
+    def __init__(self, home: Path) -> None:
+        self.stack = launch(home, free_port(), free_port())
+
+    def wait_ready(self) -> None:
+        wait_ready(self.stack)
+
+    @property
+    def api_port(self) -> int:
+        return self.stack.api_port
+
+    @property
+    def password(self) -> str:
+        return self.stack.password
+
+    @property
+    def child_pids(self) -> list[int]:
+        return self.stack.child_pids
 
     def ctrl_c(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGINT)  # what a terminal sends to the foreground group
-        return self.proc.wait(timeout=90)
+        os.killpg(self.stack.proc.pid, signal.SIGINT)  # what a terminal sends to the foreground group
+        return self.stack.proc.wait(timeout=90)
 
 
 def _assert_bad_params_are_a_400(stack: DevStack) -> None:
