@@ -332,6 +332,19 @@ class ArgoCDHook(ArgoCDApiMixin[JSON], _ArgoCDHookBase):
         """Argo CD answers 403 for a missing app; the list endpoint tells the truth."""
         return bool(self.list_applications(name=name).get("items"))
 
+    def is_missing(self, exc: ArgoCDAPIError, name: str) -> bool:
+        """Whether an error on ``name`` means the app does not exist (403 does not say)."""
+        return exc.status_code in {403, 404} and not self.application_exists(name)
+
+    def find_application(self, name: str) -> JSON | None:
+        """The Application, or None when it does not exist; other errors raise."""
+        try:
+            return self.get_application(name)
+        except ArgoCDAPIError as exc:
+            if self.is_missing(exc, name):
+                return None
+            raise
+
     def test_connection(self) -> tuple[bool, str]:
         try:
             return True, f"Argo CD {self.version().get('Version', 'unknown')}"

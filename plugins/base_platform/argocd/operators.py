@@ -321,7 +321,7 @@ class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):
                 self.app_name, cascade=self.cascade, propagation_policy=self.propagation_policy
             )
         except ArgoCDAPIError as exc:
-            if exc.status_code in {403, 404} and not hook.application_exists(self.app_name):
+            if hook.is_missing(exc, self.app_name):
                 self.log.info("Argo CD app %s is already gone", self.app_name)
                 return False
             raise

@@ -28,12 +28,9 @@ class DeployError(Exception):
 
 def health_problem(hook: ArgoCDHook, name: str) -> str | None:
     """Why an app deployed earlier is not Synced and Healthy now, or None when it is."""
-    try:
-        app = hook.get_application(name)
-    except ArgoCDAPIError as exc:
-        if exc.status_code in {403, 404} and not hook.application_exists(name):
-            return f"{name} (not found)"
-        raise
+    app = hook.find_application(name)
+    if app is None:
+        return f"{name} (not found)"
     verdict = evaluate(app, WaitSpec())
     return None if verdict.outcome is Outcome.DONE else f"{name} ({verdict.reason})"
 
@@ -173,10 +170,9 @@ def summarize(
         prefix = f"{component.wave.value}.{name}."
         states = {tid.removeprefix(prefix): st for tid, st in task_states.items() if tid.startswith(prefix)}
         try:
-            app: JSON | None = hook.get_application(name)
-        except ArgoCDAPIError:
-            app = None
-        rows.append(component_report(name, states, app))
+            rows.append(component_report(name, states, hook.find_application(name)))
+        except ArgoCDAPIError as exc:  # report what we know rather than lose the whole summary
+            rows.append(component_report(name, states, None) | {"detail": f"Argo CD error: {exc.message}"})
     waves = {}
     for wave in Wave:
         members = [r for r in rows if catalog.component(r["component"]).wave is wave]

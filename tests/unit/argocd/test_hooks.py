@@ -118,6 +118,17 @@ def test_application_lifecycle(start_simulator) -> None:
     assert not h.application_exists("web")
 
 
+def test_find_application_tells_missing_from_forbidden(start_simulator) -> None:
+    start_simulator(FAST)
+    h = hook()
+    assert h.find_application("ghost") is None  # 403 "permission denied", confirmed missing
+    h.upsert_application(APP)
+    found = h.find_application("web")
+    assert found is not None and found["metadata"]["name"] == "web"
+    # A 403 for an app that exists is a real refusal, not "missing".
+    assert not h.is_missing(ArgoCDAPIError(403, "permission denied", "GET", "/x"), "web")
+
+
 def test_unknown_app_is_403_not_retried(start_simulator) -> None:
     start_simulator(FAST)
     with pytest.raises(ArgoCDAPIError) as err:
