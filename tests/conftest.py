@@ -68,24 +68,23 @@ def free_port() -> int:
 
 
 class SimulatorProcess:
-    """A running ``python -m sandbox.argocd`` on a free loopback port."""
+    """A running ``python -m sandbox.<kind>`` on a free loopback port."""
 
-    def __init__(self, scenario: Path | str, tmp: Path) -> None:
+    def __init__(self, scenario: Path | str, tmp: Path, kind: str = "argocd") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (tmp / f"sim-{self.port}.log").open("wb")
+        self.log = (tmp / f"{kind}-sim-{self.port}.log").open("wb")
+        command = [sys.executable, "-m", f"sandbox.{kind}", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.argocd", "--port", str(self.port), "--scenario", str(scenario)],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            [*command, "--scenario", str(scenario)], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
         )
+        health = f"{self.url}/healthz" if kind == "argocd" else f"{self.url}/sandbox/healthz"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"simulator exited: {Path(self.log.name).read_text()}")
             try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
+                httpx.get(health, timeout=1)
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -131,4 +130,30 @@ def start_simulator(
         sim.stop()
 
 
+@pytest.fixture
+def start_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimulatorProcess]]:
+    """Start the Vault simulator with a scenario and point vault_default at it (userpass)."""
+    started: list[SimulatorProcess] = []
+
+    def start(scenario: dict[str, object] | str = "default.yaml") -> SimulatorProcess:
+        if isinstance(scenario, dict):
+            path = tmp_path / f"vault-scenario-{len(started)}.yaml"
+            path.write_text(json.dumps(scenario))
+            scenario = str(path)
+        sim = SimulatorProcess(scenario, tmp_path, kind="vault")
+        started.append(sim)
+        monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", vault_conn_uri(sim.port))
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def vault_conn_uri(port: int, tls: bool = False) -> str:
+    extras = f"auth_type=userpass&kv_engine_version=2&use_tls={'true' if tls else 'false'}"
+    return f"vault://airflow:{VAULT_PASSWORD}@127.0.0.1:{port}/secret?{extras}"
+
+
+VAULT_PASSWORD = "sandbox-vault-password"
 FAST = {"defaults": {"sync_seconds": 0.5, "healthy_after_seconds": 1.0}}

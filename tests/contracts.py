@@ -43,3 +43,19 @@ def argocd_validator(contracts: Path, definition: str) -> Draft4Validator:
 def assert_valid(contracts: Path, definition: str, instance: Any) -> None:
     errors = sorted(argocd_validator(contracts, definition).iter_errors(instance), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{definition} at {list(e.path)}: {e.message}" for e in errors[:10])
+
+
+@cache
+def _openapi_schemas(path: Path) -> JSON:
+    return _strict(json.loads(path.read_text())["components"]["schemas"])
+
+
+def assert_valid_vault(contracts: Path, schema: str, instance: Any) -> None:
+    """``instance`` matches ``components.schemas[schema]`` of vault-openapi.json (made strict)."""
+    schemas = _openapi_schemas(contracts / "vault-openapi.json")
+    assert schema in schemas, f"{schema} is not in vault-openapi.json"
+    validator = Draft4Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": {"schemas": schemas}}
+    )
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{schema} at {list(e.path)}: {e.message}" for e in errors[:10])

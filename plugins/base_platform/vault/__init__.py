@@ -1,0 +1,1 @@
+"""Thin helpers over hvac, through the hashicorp provider's ``VaultHook``."""

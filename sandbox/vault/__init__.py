@@ -1,0 +1,1 @@
+"""Vault API SIMULATOR: ``python -m sandbox.vault --port N [--scenario FILE]``."""
