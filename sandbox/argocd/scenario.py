@@ -24,6 +24,17 @@ class Resource(_Strict):
     version: str = "v1"
 
 
+class Drift(_Strict):
+    """A change made in the cluster behind Argo CD's back: ``live`` and ``target`` are the
+    fields that differ, merged into the resource's manifest on each side."""
+
+    kind: str
+    name: str = ""
+    after_seconds: float = Field(default=0.0, ge=0.0, description="after the last successful sync")
+    live: dict[str, object]
+    target: dict[str, object]
+
+
 class Behaviour(_Strict):
     """How one app reacts to a sync; every field may be set per app or in ``defaults``."""
 
@@ -35,6 +46,7 @@ class Behaviour(_Strict):
     reconcile_lag_seconds: float = 0.0
     delete_seconds: float = 0.0
     resources: tuple[Resource, ...] | None = None
+    drift: tuple[Drift, ...] = ()
 
     def outcome_for(self, revision: str) -> str:
         """The outcome of a sync to ``revision`` (as requested: a branch, tag or SHA)."""
@@ -56,6 +68,8 @@ class ExistingApp(_Strict):
 class Scenario(_Strict):
     tokens: tuple[str, ...] = ("sandbox-token",)
     users: dict[str, str] = Field(default_factory=lambda: {"admin": "sandbox-password"})
+    lock_default_project: bool = Field(default=False, description="no repos or destinations in 'default'")
+    disabled_accounts: tuple[str, ...] = Field(default=(), description="accounts that cannot log in")
     error_rate_5xx: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = 1
     defaults: Behaviour = Behaviour()

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.argocd import views
-from sandbox.argocd.scenario import Scenario
+from sandbox.argocd.scenario import Drift, Scenario
 from sandbox.argocd.state import JSON, ApiError, Store
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -101,9 +101,11 @@ class Simulator:
 
     async def session(self, request: Request) -> Response:
         body = await _body(request)
-        users = self.store.scenario.users
-        if users.get(str(body.get("username"))) != body.get("password") or not body.get("password"):
+        users, username = self.store.scenario.users, str(body.get("username"))
+        if users.get(username) != body.get("password") or not body.get("password"):
             raise ApiError(401, 16, "Invalid username or password")
+        if username in self.store.scenario.disabled_accounts:
+            raise ApiError(401, 16, f"Account {username} is disabled")
         token = secrets.token_urlsafe(24)
         self.tokens.add(token)
         return JSONResponse({"token": token})
@@ -177,6 +179,34 @@ class Simulator:
     async def upsert_project(self, request: Request) -> Response:
         return JSONResponse(self.store.upsert_project(await _body(request)))
 
+    def _account(self, name: str) -> JSON:
+        return {
+            "name": name,
+            "enabled": name not in self.store.scenario.disabled_accounts,
+            "capabilities": ["login"] if name == "admin" else ["apiKey", "login"],
+            "tokens": [],
+        }
+
+    async def list_accounts(self, request: Request) -> Response:
+        return JSONResponse({"items": [self._account(n) for n in sorted(self.store.scenario.users)]})
+
+    async def get_account(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in self.store.scenario.users:
+            raise ApiError(404, 5, f"account '{name}' does not exist")
+        return JSONResponse(self._account(name))
+
+    async def add_drift(self, request: Request) -> Response:
+        """Simulator-only: ``{"app", "kind", "name"?, "live", "target"}`` drifts a resource now."""
+        body = json.loads(await request.body())
+        with self.store.lock:
+            try:
+                app = self.store.get(str(body.pop("app")))
+            except ApiError as err:
+                return error_response(err)
+            self.store.inject_drift(app, Drift.model_validate(body))
+        return JSONResponse({"app": app.name, "drifted": len(app.active_drift)})
+
     async def add_fault(self, request: Request) -> Response:
         """Simulator-only: the next ``count`` requests under ``path`` answer ``status``."""
         fault = json.loads(await request.body())
@@ -204,7 +234,10 @@ class Simulator:
             ("/api/v1/applications/{name}/events", self.events, ["GET"]),
             ("/api/v1/projects", self.list_projects, ["GET"]),
             ("/api/v1/projects", self.upsert_project, ["POST"]),
+            ("/api/v1/account", self.list_accounts, ["GET"]),
+            ("/api/v1/account/{name}", self.get_account, ["GET"]),
             ("/sandbox/faults", self.add_fault, ["POST"]),
+            ("/sandbox/drift", self.add_drift, ["POST"]),
         ]
         return [Route(path, self._wrap(handler), methods=methods) for path, handler, methods in table]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.argocd.scenario import Behaviour, Resource, Scenario
+from sandbox.argocd.scenario import Behaviour, Drift, Resource, Scenario
 
 JSON = dict[str, Any]
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -75,6 +75,27 @@ class SimApp:
     deletion_requested: float | None = None
     stale_view: JSON | None = None
     stale_until: float = 0.0
+    last_synced: float | None = None
+    pending_drift: list[Drift] = field(default_factory=list)
+    active_drift: list[Drift] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pending_drift = list(self.behaviour.drift)
+
+    @property
+    def sync_status(self) -> str:
+        """What Argo CD reports: drift makes a Synced app OutOfSync."""
+        return "OutOfSync" if self.active_drift and self.live_sync == "Synced" else self.live_sync
+
+    def drift_of(self, resource: Resource) -> Drift | None:
+        return next(
+            (
+                d
+                for d in self.active_drift
+                if d.kind == resource.kind and (d.name or self.name) == resource.name
+            ),
+            None,
+        )
 
     @property
     def resources(self) -> tuple[Resource, ...]:
@@ -98,8 +119,9 @@ class Store:
         self.clock = clock
         self.lock = threading.RLock()
         self.apps: dict[str, SimApp] = {}
+        wide_open: tuple[list[str], list[JSON]] = (["*"], [{"server": "*", "namespace": "*"}])
         self.projects: dict[str, JSON] = {
-            "default": _project("default", ["*"], [{"server": "*", "namespace": "*"}])
+            "default": _project("default", *(([], []) if scenario.lock_default_project else wide_open))
         }
         self.resource_version = 1000
         for name, existing in scenario.existing.items():
@@ -124,6 +146,7 @@ class Store:
         app.live_revision = resolve_revision(existing.repo_url, existing.revision)
         app.live_health, app.live_sync, app.reconciled = existing.health, existing.sync, now - 60
         app.history.append(_history(1, app.live_revision, now - 3600, existing.repo_url))
+        app.last_synced = now - 3600
         self.apps[name] = app
 
     # ---- time -------------------------------------------------------------------------
@@ -131,6 +154,7 @@ class Store:
         """Settle the operation and health that the clock says are final by now."""
         now = self.clock()
         op, beh = app.operation, app.behaviour
+        self._drift(app, now)
         if op is None or op.settled:
             rolled_out = op is not None and now >= op.started + beh.healthy_after_seconds
             if rolled_out and op is not None and not op.dry_run and app.live_health == "Progressing":
@@ -147,8 +171,22 @@ class Store:
             app.live_health, app.live_sync = op.previous_health, op.previous_sync
             return
         app.live_revision, app.live_sync, app.live_health = op.revision, "Synced", "Progressing"
+        app.last_synced, app.active_drift = end, []  # a sync puts drifted fields back
         app.history.append(_history(len(app.history) + 1, op.revision, end, app.repo_url, op.started))
         self.advance(app)
+
+    @staticmethod
+    def _drift(app: SimApp, now: float) -> None:
+        """Scheduled drift happens once, ``after_seconds`` after the last successful sync."""
+        if app.last_synced is None or app.live_sync != "Synced":
+            return
+        due = [d for d in app.pending_drift if now >= app.last_synced + d.after_seconds]
+        for drift in due:
+            app.pending_drift.remove(drift)
+            app.active_drift.append(drift)
+
+    def inject_drift(self, app: SimApp, drift: Drift) -> None:
+        app.active_drift.append(drift)
 
     def deleted(self, app: SimApp) -> bool:
         return app.deletion_requested is not None and self.clock() >= (

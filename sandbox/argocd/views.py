@@ -42,7 +42,7 @@ def _ref(app: SimApp, resource: Resource) -> JSON:
 def resource_statuses(app: SimApp) -> list[JSON]:
     statuses = []
     for resource in app.resources:
-        entry = _ref(app, resource) | {"status": app.live_sync}
+        entry = _ref(app, resource) | {"status": "OutOfSync" if app.drift_of(resource) else app.live_sync}
         health = _resource_health(app, resource)
         if health:
             entry["health"] = health
@@ -101,7 +101,7 @@ def application(app: SimApp, now: float) -> JSON:
         health["message"] = "one or more resources are Degraded"
     status: JSON = {
         "sync": {
-            "status": app.live_sync,
+            "status": app.sync_status,
             "revision": app.live_revision or "",
             "comparedTo": {
                 "source": app.spec.get("source", {}),
@@ -188,12 +188,23 @@ def _manifest(app: SimApp, resource: Resource, revision: str | None) -> JSON:
     }
 
 
+def _merge(base: JSON, patch: dict[str, Any]) -> JSON:
+    merged = dict(base)
+    for key, value in patch.items():
+        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
 def managed_resources(app: SimApp) -> JSON:
     target_revision = app.operation.revision if app.operation else app.live_revision
     items = []
     for resource in app.resources:
-        target = json.dumps(_manifest(app, resource, target_revision))
+        target_manifest = _manifest(app, resource, target_revision)
         live: Any = _manifest(app, resource, app.live_revision) if app.live_revision else None
+        drift = app.drift_of(resource)
+        if drift is not None and live is not None:
+            target_manifest, live = _merge(target_manifest, drift.target), _merge(live, drift.live)
+        target = json.dumps(target_manifest)
         live_json = json.dumps(live)
         items.append(
             {k: v for k, v in _ref(app, resource).items() if k != "version"}

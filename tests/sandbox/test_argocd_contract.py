@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.contracts import assert_valid
@@ -130,3 +132,68 @@ def test_stale_reads_answer_the_previous_state(start_simulator) -> None:
         after = client.get("/api/v1/applications/web").json()
         assert after["status"]["operationState"]["startedAt"]
         assert after["status"]["sync"]["revision"] != before["status"]["sync"]["revision"]
+
+
+def test_accounts_match_the_contract_and_a_disabled_one_cannot_log_in(
+    contracts_dir: Path, start_simulator
+) -> None:
+    sim = start_simulator({"users": {"admin": "pw", "ci": "pw2"}, "disabled_accounts": ["admin"]})
+    with sim.client() as client:
+        accounts = client.get("/api/v1/account").json()
+        assert_valid(contracts_dir, "accountAccountsList", accounts)
+        assert {a["name"]: a["enabled"] for a in accounts["items"]} == {"admin": False, "ci": True}
+        assert_valid(contracts_dir, "accountAccount", client.get("/api/v1/account/ci").json())
+        refused = client.post("/api/v1/session", json={"username": "admin", "password": "pw"})
+        assert refused.status_code == 401 and "disabled" in refused.json()["message"]
+
+
+def test_scheduled_drift_shows_in_managed_resources_until_a_sync_heals_it(
+    contracts_dir: Path, start_simulator
+) -> None:
+    drift = {"kind": "Deployment", "live": {"spec": {"replicas": 5}}, "target": {"spec": {"replicas": 2}}}
+    sim = start_simulator(
+        {
+            "defaults": {"sync_seconds": 0.2, "healthy_after_seconds": 0.3},
+            "existing": {"web": {}},
+            "apps": {"web": {"drift": [drift]}},
+        }
+    )
+    with sim.client() as client:
+        app = client.get("/api/v1/applications/web").json()
+        assert (
+            app["status"]["sync"]["status"] == "OutOfSync" and app["status"]["health"]["status"] == "Healthy"
+        )
+        diff = client.get("/api/v1/applications/web/managed-resources").json()
+        assert_valid(contracts_dir, "applicationManagedResourcesResponse", diff)
+        modified = [i for i in diff["items"] if i["modified"]]
+        assert [i["kind"] for i in modified] == ["Deployment"]
+        assert json.loads(modified[0]["liveState"])["spec"] == {"replicas": 5}
+        assert json.loads(modified[0]["targetState"])["spec"] == {"replicas": 2}
+        client.post("/api/v1/applications/web/sync", json={})
+        time.sleep(0.5)
+        healed = client.get("/api/v1/applications/web").json()
+        assert healed["status"]["sync"]["status"] == "Synced"
+        items = client.get("/api/v1/applications/web/managed-resources").json()["items"]
+        assert not any(i["modified"] for i in items)
+
+
+def test_drift_injected_at_run_time(start_simulator) -> None:
+    sim = start_simulator({"existing": {"web": {}}})
+    body = {
+        "app": "web",
+        "kind": "Service",
+        "live": {"spec": {"type": "NodePort"}},
+        "target": {"spec": {"type": "ClusterIP"}},
+    }
+    httpx.post(f"{sim.url}/sandbox/drift", json=body).raise_for_status()
+    with sim.client() as client:
+        statuses = client.get("/api/v1/applications/web").json()["status"]["resources"]
+    assert {r["kind"]: r["status"] for r in statuses} == {"Deployment": "Synced", "Service": "OutOfSync"}
+
+
+def test_a_locked_default_project_allows_nothing(start_simulator) -> None:
+    sim = start_simulator({"lock_default_project": True})
+    with sim.client() as client:
+        default = client.get("/api/v1/projects").json()["items"][0]
+    assert default["metadata"]["name"] == "default"
+    assert default["spec"] == {"sourceRepos": [], "destinations": []}
