@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox.common import load_model
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -63,6 +64,9 @@ class ExistingApp(_Strict):
     revision: str = "main"
     health: Literal["Healthy", "Degraded", "Progressing", "Missing"] = "Healthy"
     sync: Literal["Synced", "OutOfSync", "Unknown"] = "Synced"
+    spec: dict[str, object] | None = Field(
+        default=None, description="the whole Application spec; replaces the fields above"
+    )
 
 
 class Scenario(_Strict):
@@ -86,15 +90,10 @@ def load_scenario(path: str | Path | None) -> Scenario:
     """Load and check a scenario; a bad one fails naming the file and the key."""
     if path is None:
         return Scenario()
-    candidate = Path(path)
-    if not candidate.exists() and (SCENARIO_DIR / candidate).exists():
-        candidate = SCENARIO_DIR / candidate
-    data = yaml.safe_load(candidate.read_text()) or {}
-    try:
-        scenario = Scenario.model_validate(data)
-        for name in scenario.apps:
+    scenario = load_model(path, Scenario, SCENARIO_DIR)
+    for name in scenario.apps:
+        try:
             scenario.behaviour(name)
-    except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{candidate}: {where}") from exc
+        except ValidationError as exc:
+            raise ValueError(f"{path}: apps.{name}: {exc.errors()[0]['msg']}") from exc
     return scenario

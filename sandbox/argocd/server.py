@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,8 +19,8 @@ from starlette.routing import Route
 from sandbox.argocd import views
 from sandbox.argocd.scenario import Drift, Scenario
 from sandbox.argocd.state import JSON, ApiError, Store
+from sandbox.common import Handler, routes
 
-Handler = Callable[[Request], Awaitable[Response]]
 VERSION = {
     "Version": "v3.5.1+sandbox",
     "BuildDate": "2026-10-01T00:00:00Z",
@@ -239,13 +238,7 @@ class Simulator:
             ("/sandbox/faults", self.add_fault, ["POST"]),
             ("/sandbox/drift", self.add_drift, ["POST"]),
         ]
-        return [Route(path, self._wrap(handler), methods=methods) for path, handler, methods in table]
-
-    def _wrap(self, handler: Handler) -> Handler:
-        async def wrapped(request: Request) -> Response:
-            return await self.dispatch(request, handler)
-
-        return wrapped
+        return routes(table, self.dispatch)
 
     def app(self) -> Starlette:
         return Starlette(routes=self.routes())

@@ -127,25 +127,29 @@ class Store:
         for name, existing in scenario.existing.items():
             self._add_existing(name, existing)
             # An app cannot exist in a project that does not: create what existing apps use.
-            self.projects.setdefault(
-                existing.project, _project(existing.project, ["*"], [{"server": "*", "namespace": "*"}])
-            )
+            project = str(self.apps[name].spec.get("project") or "default")
+            self.projects.setdefault(project, _project(project, ["*"], [{"server": "*", "namespace": "*"}]))
 
     def _add_existing(self, name: str, existing: Any) -> None:
-        spec = {
-            "project": existing.project,
-            "source": {
-                "repoURL": existing.repo_url,
-                "path": existing.path,
-                "targetRevision": existing.revision,
-            },
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": existing.namespace},
-        }
+        spec = (
+            copy.deepcopy(existing.spec)
+            if existing.spec
+            else {
+                "project": existing.project,
+                "source": {
+                    "repoURL": existing.repo_url,
+                    "path": existing.path,
+                    "targetRevision": existing.revision,
+                },
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": existing.namespace},
+            }
+        )
         now = self.clock()
         app = SimApp(name=name, spec=spec, behaviour=self.scenario.behaviour(name), created=now - 3600)
-        app.live_revision = resolve_revision(existing.repo_url, existing.revision)
+        source = spec.get("source") or {}
+        app.live_revision = resolve_revision(source.get("repoURL", ""), source.get("targetRevision", "HEAD"))
         app.live_health, app.live_sync, app.reconciled = existing.health, existing.sync, now - 60
-        app.history.append(_history(1, app.live_revision, now - 3600, existing.repo_url))
+        app.history.append(_history(1, app.live_revision, now - 3600, app.repo_url))
         app.last_synced = now - 3600
         self.apps[name] = app
 

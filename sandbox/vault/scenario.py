@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.common import load_model
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -40,13 +41,4 @@ class Scenario(_Strict):
 
 def load_scenario(path: str | Path | None) -> Scenario:
     """Load and check a scenario; a bad one fails naming the file and the key."""
-    if path is None:
-        return Scenario()
-    candidate = Path(path)
-    if not candidate.exists() and (SCENARIO_DIR / candidate).exists():
-        candidate = SCENARIO_DIR / candidate
-    try:
-        return Scenario.model_validate(yaml.safe_load(candidate.read_text()) or {})
-    except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{candidate}: {where}") from exc
+    return Scenario() if path is None else load_model(path, Scenario, SCENARIO_DIR)

@@ -13,7 +13,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.common import Handler, routes
 from sandbox.vault.scenario import Scenario
 
 JSON = dict[str, Any]
-Handler = Callable[[Request], Awaitable[Response]]
 VERSION = "1.15.6+sandbox"
 UNAUTHENTICATED = frozenset({"/v1/sys/health", "/v1/sys/seal-status"})
 
@@ -338,13 +337,7 @@ class VaultSimulator:
             ("/v1/{mount}/decrypt/{name}", self.decrypt, ["POST", "PUT"]),
             ("/v1/{mount}/datakey/{kind}/{name}", self.datakey, ["POST", "PUT"]),
         ]
-        return [Route(path, self._wrap(handler), methods=methods) for path, handler, methods in table]
-
-    def _wrap(self, handler: Handler) -> Handler:
-        async def wrapped(request: Request) -> Response:
-            return await self.dispatch(request, handler)
-
-        return wrapped
+        return routes(table, self.dispatch)
 
     def app(self) -> Starlette:
         return Starlette(routes=self.routes())
