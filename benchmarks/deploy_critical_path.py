@@ -113,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scenario = scenario_file(Path(tmp))
         extra = {"ARGOCD_SIM_SCENARIO": str(scenario), "BASE_PLATFORM_POLL_SECONDS": str(POLL_SECONDS)}
-        stack = wait_ready(launch(Path(tmp) / "home", free_port(), free_port(), extra))
+        stack = wait_ready(launch(Path(tmp) / "home", free_port(), free_port(), free_port(), extra))
         try:
             dag_seconds, state = run_dag(stack.api, stack.password)
         finally:

@@ -1,6 +1,7 @@
-"""``make run``: the Argo CD simulator and Airflow 3 (SQLite, LocalExecutor) on 127.0.0.1.
+"""``make run``: the Argo CD and Vault simulators and Airflow 3 (SQLite, LocalExecutor) on 127.0.0.1.
 
-Starts the simulator, migrates the database, creates the ``argocd_default`` connection, then
+Starts the simulators, migrates the database, creates the ``argocd_default`` and
+``vault_default`` connections, then
 the api-server, scheduler, dag-processor and triggerer. Ctrl-C (or any child dying) stops
 every process it started, so a second ``make run`` starts clean. The admin password and the
 JWT secret are generated once per checkout into ``.airflow/`` (git-ignored), never committed.
@@ -25,6 +26,7 @@ from types import FrameType
 import httpx
 
 from sandbox.argocd.scenario import load_scenario
+from sandbox.vault.scenario import load_scenario as load_vault_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("BASE_DEV_HOME", ROOT / ".airflow")).resolve()
@@ -32,6 +34,9 @@ BIN = Path(sys.executable).parent
 API_PORT = int(os.environ.get("AIRFLOW_PORT", "8080"))
 SIM_PORT = int(os.environ.get("ARGOCD_SIM_PORT", "8081"))
 SIM_SCENARIO = os.environ.get("ARGOCD_SIM_SCENARIO", "default.yaml")
+VAULT_PORT = int(os.environ.get("VAULT_SIM_PORT", "8200"))
+VAULT_SCENARIO = os.environ.get("VAULT_SIM_SCENARIO", "default.yaml")
+VAULT_USER = "airflow"
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 
 
@@ -153,11 +158,14 @@ class Launched:
         return f"http://127.0.0.1:{self.api_port}"
 
 
-def launch(home: Path, api_port: int, sim_port: int, extra_env: Mapping[str, str] | None = None) -> Launched:
+def launch(
+    home: Path, api_port: int, sim_port: int, vault_port: int, extra_env: Mapping[str, str] | None = None
+) -> Launched:
     """Start this script in its own session, with a clean Airflow environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
         "AIRFLOW_PORT": str(api_port),
         "ARGOCD_SIM_PORT": str(sim_port),
+        "VAULT_SIM_PORT": str(vault_port),
         "BASE_DEV_HOME": str(home),
         "PYTHONPATH": str(ROOT),
         **(extra_env or {}),
@@ -192,8 +200,41 @@ def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
     raise RuntimeError("dev stack did not get ready:\n" + "".join(stack.output))
 
 
+def sandbox_connections() -> dict[str, dict[str, object]]:
+    """``argocd_default`` and ``vault_default``, pointing at the simulators (sandbox credentials)."""
+    vault_password = load_vault_scenario(VAULT_SCENARIO).users[VAULT_USER].password
+    return {
+        "argocd_default": {
+            "conn_type": "argocd",
+            "host": f"http://127.0.0.1:{SIM_PORT}",
+            "password": load_scenario(SIM_SCENARIO).tokens[0],
+        },
+        "vault_default": {
+            "conn_type": "vault",
+            "host": "127.0.0.1",
+            "port": VAULT_PORT,
+            "schema": "secret",
+            "login": VAULT_USER,
+            "password": vault_password,
+            "extra": json.dumps({"auth_type": "userpass", "kv_engine_version": 2}),
+        },
+    }
+
+
+def start_simulators(stack: Stack) -> None:
+    python = str(BIN / "python")
+    argocd = stack.start(
+        "argocd-sim", python, "-m", "sandbox.argocd", "--port", str(SIM_PORT), "--scenario", SIM_SCENARIO
+    )
+    vault = stack.start(
+        "vault-sim", python, "-m", "sandbox.vault", "--port", str(VAULT_PORT), "--scenario", VAULT_SCENARIO
+    )
+    wait_http(f"http://127.0.0.1:{SIM_PORT}/healthz", "Argo CD simulator", 30, [argocd])
+    wait_http(f"http://127.0.0.1:{VAULT_PORT}/sandbox/healthz", "Vault simulator", 30, [vault])
+
+
 def main() -> int:
-    for port in (API_PORT, SIM_PORT):
+    for port in (API_PORT, SIM_PORT, VAULT_PORT):
         if not port_free(port):
             print(f"Port {port} on 127.0.0.1 is in use (is another `make run` still up?).", file=sys.stderr)
             return 1
@@ -209,23 +250,13 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     try:
-        print("Starting the Argo CD SIMULATOR and Airflow on 127.0.0.1 ...", flush=True)
-        sim = stack.start(
-            "argocd-sim",
-            str(BIN / "python"),
-            "-m",
-            "sandbox.argocd",
-            "--port",
-            str(SIM_PORT),
-            "--scenario",
-            SIM_SCENARIO,
-        )
-        wait_http(f"http://127.0.0.1:{SIM_PORT}/healthz", "Argo CD simulator", 30, [sim])
+        print("Starting the Argo CD and Vault SIMULATORS and Airflow on 127.0.0.1 ...", flush=True)
+        start_simulators(stack)
         airflow(env, "db", "migrate")
-        airflow(env, "connections", "delete", "argocd_default", check=False)
-        sim_token = load_scenario(SIM_SCENARIO).tokens[0]
-        conn = {"conn_type": "argocd", "host": f"http://127.0.0.1:{SIM_PORT}", "password": sim_token}
-        airflow(env, "connections", "add", "argocd_default", "--conn-json", json.dumps(conn))
+        connections = HOME / "sandbox-connections.json"
+        connections.write_text(json.dumps(sandbox_connections()))
+        connections.chmod(0o600)
+        airflow(env, "connections", "import", "--overwrite", str(connections))
         api = stack.start(
             "api-server", str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(API_PORT)
         )
@@ -235,6 +266,7 @@ def main() -> int:
         print(
             f"\nAirflow UI:  http://127.0.0.1:{API_PORT}\nLogin:       admin / {local['admin_password']}\n"
             f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"
+            f"Vault simulator:   http://127.0.0.1:{VAULT_PORT} (connection vault_default)\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )

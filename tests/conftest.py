@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -107,47 +108,66 @@ class SimulatorProcess:
         self.log.close()
 
 
+def _simulators(
+    kind: str, tmp_path: Path, point_at: Callable[[SimulatorProcess], None]
+) -> Iterator[Callable[..., SimulatorProcess]]:
+    """Start simulators of one kind with a scenario (a dict, a file, or a name); stop them after."""
+    started: list[SimulatorProcess] = []
+
+    def start(scenario: dict[str, object] | str = "default.yaml") -> SimulatorProcess:
+        if isinstance(scenario, dict):
+            path = tmp_path / f"{kind}-scenario-{len(started)}.yaml"
+            path.write_text(json.dumps(scenario))
+            scenario = str(path)
+        sim = SimulatorProcess(scenario, tmp_path, kind=kind)
+        started.append(sim)
+        point_at(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
 @pytest.fixture
 def start_simulator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., SimulatorProcess]]:
-    """Start a simulator with a scenario (a dict, a file, or a name) and point argocd_default at it."""
-    started: list[SimulatorProcess] = []
+    """Start an Argo CD simulator and point argocd_default at it."""
 
-    def start(scenario: dict[str, object] | str = "default.yaml") -> SimulatorProcess:
-        if isinstance(scenario, dict):
-            path = tmp_path / f"scenario-{len(started)}.yaml"
-            path.write_text(json.dumps(scenario))
-            scenario = str(path)
-        sim = SimulatorProcess(scenario, tmp_path)
-        started.append(sim)
+    def point_at(sim: SimulatorProcess) -> None:
         conn = {"conn_type": "argocd", "host": sim.url, "password": SIM_TOKEN}
         monkeypatch.setenv("AIRFLOW_CONN_ARGOCD_DEFAULT", json.dumps(conn))
-        return sim
 
-    yield start
-    for sim in started:
-        sim.stop()
+    yield from _simulators("argocd", tmp_path, point_at)
 
 
 @pytest.fixture
 def start_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimulatorProcess]]:
-    """Start the Vault simulator with a scenario and point vault_default at it (userpass)."""
-    started: list[SimulatorProcess] = []
+    """Start a Vault simulator and point vault_default at it (userpass)."""
+    yield from _simulators(
+        "vault",
+        tmp_path,
+        lambda sim: monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", vault_conn_uri(sim.port)),
+    )
 
-    def start(scenario: dict[str, object] | str = "default.yaml") -> SimulatorProcess:
-        if isinstance(scenario, dict):
-            path = tmp_path / f"vault-scenario-{len(started)}.yaml"
-            path.write_text(json.dumps(scenario))
-            scenario = str(path)
-        sim = SimulatorProcess(scenario, tmp_path, kind="vault")
-        started.append(sim)
-        monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", vault_conn_uri(sim.port))
-        return sim
 
-    yield start
-    for sim in started:
-        sim.stop()
+@pytest.fixture
+def platform(
+    start_simulator: Any, start_vault: Any
+) -> Callable[..., tuple[SimulatorProcess, SimulatorProcess]]:
+    """A whole platform deployed and locked down (tests/scenarios.py), with Vault beside it."""
+    from tests.scenarios import deployed_platform, install_projects
+
+    def start(
+        environment: str = "dev", top: dict[str, Any] | None = None, **apps: Any
+    ) -> tuple[SimulatorProcess, SimulatorProcess]:
+        sim = start_simulator(deployed_platform(environment, **apps) | (top or {}))
+        vault = start_vault()
+        install_projects(environment)
+        return sim, vault
+
+    return start
 
 
 def vault_conn_uri(port: int, tls: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""`make run`'s stack, started as a user would, driven by the README's own curl block.
+"""`make run`'s stack, started as a user would, driven by the README's own curl blocks.
 
 It also proves that Ctrl-C stops every process and that a second start works.
 """
@@ -34,7 +34,7 @@ class DevStack:
     """``make run``'s stack on free ports, via the launcher in scripts/dev_stack.py."""
 
     def __init__(self, home: Path) -> None:
-        self.stack = launch(home, free_port(), free_port())
+        self.stack = launch(home, free_port(), free_port(), free_port())
 
     def wait_ready(self) -> None:
         wait_ready(self.stack)
@@ -72,6 +72,15 @@ def _assert_bad_params_are_a_400(stack: DevStack) -> None:
     assert runs["total_entries"] == 0  # refused before any run existed
 
 
+def _run_block(marker: str, env: dict[str, str]) -> str:
+    """Run a README block verbatim, as a user would paste it; it must exit 0."""
+    result = subprocess.run(
+        ["bash", "-c", readme_block(marker)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{marker}: " + result.stdout + result.stderr
+    return result.stdout
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,18 +93,20 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
     stack = DevStack(tmp_path / "home")
     try:
         stack.wait_ready()
-        assert stack.password and len(stack.child_pids) == 5
+        assert stack.password and len(stack.child_pids) == 6  # 2 simulators, 4 Airflow services
         ui = httpx.get(f"http://127.0.0.1:{stack.api_port}/", timeout=10)
         assert ui.status_code == 200
         env = os.environ | {
             "AIRFLOW": f"http://127.0.0.1:{stack.api_port}",
             "AIRFLOW_PASSWORD": stack.password,
         }
-        result = subprocess.run(
-            ["bash", "-c", readme_block("smoke-curl")], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "success" in result.stdout
+        smoke = _run_block("smoke-curl", env)
+        assert "success" in smoke
+        _assert_bad_params_are_a_400(stack)
+        deploy = _run_block("deploy-curl", env)
+        assert "verdict: OK" in deploy and "vault" in deploy
+        validate = _run_block("validate-curl", env)
+        assert "Platform validation: HEALTHY" in validate and "vault_health" in validate
     finally:
         assert stack.ctrl_c() == 0
     time.sleep(1)

@@ -16,6 +16,12 @@ pytestmark = pytest.mark.integration
 FAST = {"defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6}}
 
 
+@pytest.fixture(autouse=True)
+def vault(start_vault):
+    """The core wave's gate checks Vault's health through vault_default."""
+    return start_vault()
+
+
 def deploy_dag():
     from airflow.dag_processing.dagbag import DagBag
 

@@ -253,6 +253,12 @@ class ArgoCDApiMixin(Generic[R]):
     def events(self, name: str) -> R:
         return self._run(ApiCall("GET", f"/api/v1/applications/{name}/events"))
 
+    def list_projects(self) -> R:
+        return self._run(ApiCall("GET", "/api/v1/projects"))
+
+    def list_accounts(self) -> R:
+        return self._run(ApiCall("GET", "/api/v1/account"))
+
 
 class _ArgoCDHookBase(BaseHook):
     conn_name_attr = "argocd_conn_id"

@@ -8,6 +8,7 @@ can wait for exactly the operation they started: pass ``operator.output["request
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
+from base_platform.argocd.status import Outcome, Verdict, WaitSpec, evaluate
 from base_platform.templating import as_bool
 
 log = logging.getLogger(__name__)
@@ -230,7 +232,8 @@ def start_rollback(
     """
     app = hook.get_application(name)
     entry = pick_history_entry(app, to)
-    if (app.get("spec", {}).get("syncPolicy") or {}).get("automated"):
+    auto_sync = bool((app.get("spec", {}).get("syncPolicy") or {}).get("automated"))
+    if auto_sync:
         if not disable_auto_sync:
             raise AirflowFailException(
                 f"app {name!r} has automated sync on; Argo CD refuses a rollback. "
@@ -248,7 +251,22 @@ def start_rollback(
         "revision": entry.get("revision"),
         "dry_run": dry_run,
         "history_id": int(entry["id"]),
+        "auto_sync_disabled": auto_sync,
     }
+
+
+def wait_until_done(hook: ArgoCDHook, name: str, spec: WaitSpec, timeout: float, poll: float) -> Verdict:
+    """Poll in-process until the app is done, failed, or ``timeout`` seconds pass.
+
+    For short waits inside a task (rollback after a failure, healing); long waits belong to
+    the deferrable sensor.
+    """
+    deadline = time.monotonic() + timeout
+    verdict = evaluate(hook.get_application(name), spec)
+    while verdict.outcome is Outcome.WAITING and time.monotonic() < deadline:
+        time.sleep(poll)
+        verdict = evaluate(hook.get_application(name), spec, verdict.seen)
+    return verdict
 
 
 class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
@@ -316,14 +334,19 @@ class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):
         self.propagation_policy = propagation_policy
 
     def call(self, hook: ArgoCDHook, context: Context) -> bool:
-        try:
-            hook.delete_application(
-                self.app_name, cascade=self.cascade, propagation_policy=self.propagation_policy
-            )
-        except ArgoCDAPIError as exc:
-            if hook.is_missing(exc, self.app_name):
-                self.log.info("Argo CD app %s is already gone", self.app_name)
-                return False
-            raise
-        self.log.info("Deletion of %s requested (cascade=%s)", self.app_name, self.cascade)
-        return True
+        return request_deletion(hook, self.app_name, self.cascade, self.propagation_policy)
+
+
+def request_deletion(
+    hook: ArgoCDHook, name: str, cascade: bool = True, propagation_policy: str = "foreground"
+) -> bool:
+    """Ask Argo CD to delete an app; False when it was already gone (idempotent)."""
+    try:
+        hook.delete_application(name, cascade=cascade, propagation_policy=propagation_policy)
+    except ArgoCDAPIError as exc:
+        if hook.is_missing(exc, name):
+            log.info("Argo CD app %s is already gone", name)
+            return False
+        raise
+    log.info("Deletion of %s requested (cascade=%s)", name, cascade)
+    return True

@@ -1,4 +1,4 @@
-"""Deferrable sensor that gates a step on an Argo CD Application really being synced and healthy."""
+"""Deferrable sensors: an Argo CD Application really synced and healthy, or really gone."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.triggers.base import BaseTrigger
 
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.status import Seen, evaluate
+from base_platform.argocd.status import Seen, deletion_verdict, evaluate
 from base_platform.argocd.triggers import (
+    ArgoCDApplicationDeletedTrigger,
     ArgoCDApplicationTrigger,
     build_wait_spec,
     past_deadline,
@@ -20,7 +22,40 @@ from base_platform.argocd.triggers import (
 from base_platform.templating import as_bool
 
 
-class ArgoCDApplicationSensor(BaseSensorOperator):
+class _DeferringSensor(BaseSensorOperator):
+    """Poke once; if not done, defer to the trigger that ``trigger()`` builds (or keep poking
+    when ``deferrable=False``). The trigger's ``failed`` is final, ``error`` keeps retries."""
+
+    ui_color = "#ef7b4d"
+
+    def __init__(self, *, argocd_conn_id: str, deferrable: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.argocd_conn_id = argocd_conn_id
+        self.deferrable = deferrable
+
+    def trigger(self) -> BaseTrigger:
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        self.defer(
+            trigger=self.trigger(), method_name="execute_complete", timeout=timedelta(seconds=self.timeout)
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
+        """Resume after the trigger fired; anything but success fails the task."""
+        status, message = event.get("status"), event.get("message", "")
+        if status == "failed":
+            raise AirflowFailException(message)
+        if status != "success":
+            raise AirflowException(message)
+        self.log.info("%s", message)
+
+
+class ArgoCDApplicationSensor(_DeferringSensor):
     """Wait until the sync requested at ``requested_at`` is finished, reconciled, Synced and Healthy.
 
     Defers by default; ``deferrable=False`` pokes instead. A failed sync, or Degraded after
@@ -46,7 +81,6 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         "selected_resources",
         "deadline",
     )
-    ui_color = "#ef7b4d"
 
     def __init__(
         self,
@@ -62,7 +96,7 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(argocd_conn_id=argocd_conn_id, deferrable=deferrable, **kwargs)
         self.app_name = app_name
         self.requested_at = requested_at
         self.revision = revision
@@ -70,8 +104,6 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         self.selected_resources = selected_resources
         self.degraded_grace_seconds = degraded_grace_seconds
         self.deadline = deadline
-        self.argocd_conn_id = argocd_conn_id
-        self.deferrable = deferrable
         self._seen = Seen()
 
     @classmethod
@@ -115,32 +147,61 @@ class ArgoCDApplicationSensor(BaseSensorOperator):
         self.log.info("Argo CD app %s: %s", self.app_name, verdict.reason)
         return verdict.done
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        if self.poke(context):
-            return None
-        self.defer(
-            trigger=ArgoCDApplicationTrigger(
-                app_name=self.app_name,
-                requested_at=self.requested_at,
-                revision=self.revision,
-                dry_run=as_bool(self.is_dry_run),
-                selected_resources=self.selected_resources,
-                degraded_grace_seconds=self.degraded_grace_seconds,
-                deadline=self.deadline,
-                poll_interval=self.poke_interval,
-                argocd_conn_id=self.argocd_conn_id,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+    def trigger(self) -> BaseTrigger:
+        return ArgoCDApplicationTrigger(
+            app_name=self.app_name,
+            requested_at=self.requested_at,
+            revision=self.revision,
+            dry_run=as_bool(self.is_dry_run),
+            selected_resources=self.selected_resources,
+            degraded_grace_seconds=self.degraded_grace_seconds,
+            deadline=self.deadline,
+            poll_interval=self.poke_interval,
+            argocd_conn_id=self.argocd_conn_id,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
-        """Resume after the trigger fired; anything but success fails the task."""
-        status, message = event.get("status"), event.get("message", "")
-        if status == "failed":
-            raise AirflowFailException(message)
-        if status != "success":
-            raise AirflowException(message)
-        self.log.info("Argo CD app %s is done: %s", self.app_name, message)
+
+class ArgoCDApplicationDeletedSensor(_DeferringSensor):
+    """Wait until a deleted Application is gone; fail, naming what is left, once it is stuck.
+
+    :param app_name: the Argo CD Application.
+    :param stuck_after_seconds: a ``deletionTimestamp`` older than this means stuck on finalizers.
+    :param argocd_conn_id: Airflow connection to Argo CD.
+    :param deferrable: defer to the triggerer (default) instead of occupying a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("app_name", "stuck_after_seconds")
+
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        stuck_after_seconds: float | str = 300.0,
+        argocd_conn_id: str = ArgoCDHook.default_conn_name,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(argocd_conn_id=argocd_conn_id, deferrable=deferrable, **kwargs)
+        self.app_name = app_name
+        self.stuck_after_seconds = stuck_after_seconds
+
+    def poke(self, context: Context) -> bool:
+        hook = ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
+        try:
+            items = hook.list_applications(name=self.app_name).get("items") or []
+        finally:
+            hook.close()
+        stuck_after = timedelta(seconds=float(self.stuck_after_seconds))
+        verdict = deletion_verdict(items[0] if items else None, stuck_after)
+        if verdict.failed:
+            raise AirflowFailException(verdict.reason)
+        self.log.info("%s", verdict.reason)
+        return verdict.done
+
+    def trigger(self) -> BaseTrigger:
+        return ArgoCDApplicationDeletedTrigger(
+            app_name=self.app_name,
+            stuck_after_seconds=float(self.stuck_after_seconds),
+            poll_interval=self.poke_interval,
+            argocd_conn_id=self.argocd_conn_id,
+        )

@@ -263,3 +263,30 @@ def _degraded(app: Mapping[str, Any], spec: WaitSpec, seen: Seen, now: datetime,
     if since is not None and now - since >= spec.degraded_grace:
         return _failure(app, f"Degraded for longer than {spec.degraded_grace}", seen)
     return Verdict(Outcome.WAITING, f"Degraded, within the {spec.degraded_grace} grace period", seen)
+
+
+def deletion_verdict(
+    app: Mapping[str, Any] | None, stuck_after: timedelta, now: datetime | None = None
+) -> Verdict:
+    """Whether a deleted app is gone, still going, or stuck on its finalizers.
+
+    Argo CD deletes asynchronously: the app stays, with ``metadata.deletionTimestamp``, until
+    its finalizers have removed the resources. Stuck means that timestamp is older than
+    ``stuck_after``; the verdict then names the finalizers and the resources still present.
+    """
+    if app is None:
+        return Verdict(Outcome.DONE, "deleted")
+    name = _get(app, "metadata", "name")
+    since = parse_time(_get(app, "metadata", "deletionTimestamp"))
+    if since is None:
+        return Verdict(Outcome.WAITING, f"app {name!r} has no deletionTimestamp yet")
+    left = [str(ResourceKey.from_dict(r)) for r in _get(app, "status", "resources") or []]
+    age = ((now or datetime.now(UTC)) - since).total_seconds()
+    if age >= stuck_after.total_seconds():
+        finalizers = ", ".join(_get(app, "metadata", "finalizers") or []) or "none listed"
+        return Verdict(
+            Outcome.FAILED,
+            f"app {name!r} stuck on finalizers ({finalizers}) since {since.isoformat()} ({age:.0f} s); "
+            f"resources still present: {', '.join(left) or 'none reported'}",
+        )
+    return Verdict(Outcome.WAITING, f"app {name!r} deleting for {age:.0f} s; {len(left)} resources left")

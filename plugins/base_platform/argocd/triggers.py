@@ -18,7 +18,15 @@ import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDAsyncHook
-from base_platform.argocd.status import Outcome, ResourceKey, Seen, WaitSpec, evaluate, parse_time
+from base_platform.argocd.status import (
+    Outcome,
+    ResourceKey,
+    Seen,
+    WaitSpec,
+    deletion_verdict,
+    evaluate,
+    parse_time,
+)
 
 # The triggerer routes structlog events (not stdlib logging) into each task's trigger log.
 log = structlog.get_logger(logger_name=__name__)
@@ -138,6 +146,55 @@ class ArgoCDApplicationTrigger(BaseTrigger):
                 return
             if past_deadline(self.deadline):
                 yield self._event("failed", timeout_message(self.app_name, self.deadline, verdict.reason))
+                return
+            await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
+            await asyncio.sleep(self.poll_interval)
+
+
+class ArgoCDApplicationDeletedTrigger(BaseTrigger):
+    """Poll until a deleted Application is gone (``success``) or stuck on finalizers (``failed``).
+
+    The list endpoint answers for a missing app (``get`` would say 403), and the stuck age is
+    measured from the server's ``deletionTimestamp``, so a restarted triggerer agrees.
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        stuck_after_seconds: float = 300.0,
+        poll_interval: float = 5.0,
+        argocd_conn_id: str = ArgoCDAsyncHook.default_conn_name,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.app_name = app_name
+        self.stuck_after_seconds = stuck_after_seconds
+        self.poll_interval = poll_interval
+        self.argocd_conn_id = argocd_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "app_name": self.app_name,
+                "stuck_after_seconds": self.stuck_after_seconds,
+                "poll_interval": self.poll_interval,
+                "argocd_conn_id": self.argocd_conn_id,
+            },
+        )
+
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
+        hook = ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id)
+        stuck_after = timedelta(seconds=self.stuck_after_seconds)
+        while True:
+            try:
+                items = (await hook.list_applications(name=self.app_name)).get("items") or []
+            except (ArgoCDAPIError, httpx.HTTPError) as exc:
+                yield TriggerEvent({"status": "error", "message": f"app {self.app_name!r}: {exc}"})
+                return
+            verdict = deletion_verdict(items[0] if items else None, stuck_after)
+            if verdict.outcome is not Outcome.WAITING:
+                status = "success" if verdict.done else "failed"
+                yield TriggerEvent({"status": status, "message": verdict.reason})
                 return
             await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
             await asyncio.sleep(self.poll_interval)

@@ -152,6 +152,12 @@ def load_environment(name: str, config_dir: Path | None = None) -> Environment:
             raise CatalogError(path, "wave_timeouts", f"no timeout for wave {wave.value!r}")
     if env.autoscaling.min_replicas > env.autoscaling.max_replicas:
         raise CatalogError(path, "autoscaling", "min_replicas is greater than max_replicas")
+    known = {c.name for c in load_catalog((config_dir or CONFIG_DIR) / "platform.yaml").components}
+    for index, app in enumerate(env.drift.heal_allowlist):
+        if app not in known:
+            raise CatalogError(
+                path, f"drift.heal_allowlist[{index}]", f"{app!r} is not a component of the catalog"
+            )
     return env
 
 

@@ -45,7 +45,7 @@ def parse_duration(value: object) -> int:
 Seconds = Annotated[int, BeforeValidator(parse_duration)]
 
 
-CheckName = Literal["argocd_api", "resource_tree_healthy", "certificates_ready"]
+CheckName = Literal["argocd_api", "vault_health", "certificates_ready"]
 
 
 class _Strict(BaseModel):
@@ -65,7 +65,7 @@ class Component(_Strict):
     project: str = Field(pattern=DNS_LABEL)
     sync_options: tuple[str, ...] = ("CreateNamespace=true",)
     timeout: Seconds = 900
-    checks: tuple[CheckName, ...] = ("resource_tree_healthy",)
+    checks: tuple[CheckName, ...] = Field(default=(), description="extra checks beyond the per-app ones")
 
     @property
     def order(self) -> tuple[int, int]:
@@ -96,6 +96,17 @@ class Autoscaling(_Strict):
     max_replicas: int = Field(ge=1)
 
 
+class DriftPolicy(_Strict):
+    """What the nightly drift check does about what it finds."""
+
+    heal: Literal["none", "sync-allowlisted"] = Field(
+        default="none", description="sync-allowlisted: sync drifted apps named in heal_allowlist"
+    )
+    heal_allowlist: tuple[str, ...] = ()
+    notify_conn_id: str | None = Field(default=None, description="HTTP connection of a webhook")
+    notify_when_clean: bool = Field(default=False, description="also send a message when nothing drifted")
+
+
 class Environment(_Strict):
     """An environment overlay: ``config/environments/<name>.yaml``."""
 
@@ -109,3 +120,9 @@ class Environment(_Strict):
     autoscaling: Autoscaling
     approval_required: bool
     wave_timeouts: dict[Wave, Seconds]
+    drift: DriftPolicy = Field(default_factory=lambda: DriftPolicy())
+
+    @property
+    def hardened(self) -> bool:
+        """Staging and prod get the strict security rules; dev gets warnings."""
+        return self.name != "dev"

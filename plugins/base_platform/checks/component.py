@@ -1,32 +1,61 @@
-"""Checks a component runs after its sync: what Argo CD reports about its live resources."""
+"""Checks of one component: its Application exists, is Synced at the wanted revision and
+Healthy, and so is every resource in its tree; plus the extra checks the catalog names."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.status import ResourceKey
+from base_platform.argocd.hooks import ArgoCDAPIError
+from base_platform.argocd.status import ResourceKey, describe
 from base_platform.catalog.models import CheckName, Component
+from base_platform.checks.context import CheckContext
 from base_platform.checks.report import CheckResult, Severity
+from base_platform.vault import client as vault
 
-ComponentCheck = Callable[[ArgoCDHook, Component], CheckResult]
+ComponentCheck = Callable[[CheckContext, Component], CheckResult]
+NOT_FOUND = "Application not found in Argo CD"
 
 
-def argocd_api(hook: ArgoCDHook, component: Component) -> CheckResult:
-    """The Argo CD API answers with its version."""
-    try:
-        version = hook.version().get("Version", "")
-    except ArgoCDAPIError as exc:
-        return CheckResult("argocd_api", component.name, False, f"API did not answer: {exc.message}")
-    return CheckResult(
-        "argocd_api", component.name, bool(version), f"Argo CD {version or 'returned no version'}"
-    )
+def _result(
+    check: str, component: Component, passed: bool, message: str, severity: Severity = Severity.ERROR
+) -> CheckResult:
+    return CheckResult(check, component.wave.value, component.name, passed, message, severity)
+
+
+def app_exists(ctx: CheckContext, component: Component) -> CheckResult:
+    app = ctx.applications.get(component.name)
+    if app is None:
+        return _result("app_exists", component, False, NOT_FOUND)
+    return _result("app_exists", component, True, f"in project {app['spec'].get('project')}")
+
+
+def app_synced_healthy(ctx: CheckContext, component: Component) -> CheckResult:
+    """Synced, at the revision the overlay (or the run) asks for, Healthy, no operation running."""
+    app = ctx.applications.get(component.name)
+    if app is None:
+        return _result("app_synced_healthy", component, False, NOT_FOUND)
+    status = app.get("status", {})
+    wanted = ctx.desired_revision
+    tracked = app["spec"].get("source", {}).get("targetRevision")
+    problems = []
+    if tracked != wanted:
+        problems.append(f"tracks {tracked!r}, not {wanted!r}")
+    if status.get("sync", {}).get("status") != "Synced":
+        problems.append("not Synced")
+    if status.get("health", {}).get("status") != "Healthy":
+        problems.append("not Healthy")
+    if app.get("operation"):
+        problems.append("an operation is running")
+    state = describe(app)
+    if problems:
+        return _result("app_synced_healthy", component, False, f"{', '.join(problems)} ({state})")
+    return _result("app_synced_healthy", component, True, f"at {wanted} ({state})")
 
 
 def _unhealthy(
-    hook: ArgoCDHook, component: Component, kinds: set[str] | None = None
+    ctx: CheckContext, component: Component, kinds: set[str] | None = None
 ) -> tuple[int, list[str]]:
-    nodes = hook.resource_tree(component.name).get("nodes") or []
+    nodes = ctx.resource_tree(component.name).get("nodes") or []
     judged = [n for n in nodes if n.get("health") and (kinds is None or n.get("kind") in kinds)]
     bad = [
         f"{ResourceKey.from_dict(n)}: {n['health'].get('status')}"
@@ -37,41 +66,67 @@ def _unhealthy(
     return len(judged), bad
 
 
-def resource_tree_healthy(hook: ArgoCDHook, component: Component) -> CheckResult:
+def resource_tree_healthy(ctx: CheckContext, component: Component) -> CheckResult:
     """Every resource with a health status in the app's resource tree is Healthy."""
-    total, bad = _unhealthy(hook, component)
+    if component.name not in ctx.applications:
+        return _result("resource_tree_healthy", component, False, NOT_FOUND)
+    total, bad = _unhealthy(ctx, component)
     if bad:
-        return CheckResult(
-            "resource_tree_healthy", component.name, False, f"{len(bad)} unhealthy: " + "; ".join(bad)
-        )
-    return CheckResult("resource_tree_healthy", component.name, True, f"{total} resources Healthy")
+        return _result("resource_tree_healthy", component, False, f"{len(bad)} unhealthy: " + "; ".join(bad))
+    return _result("resource_tree_healthy", component, True, f"{total} resources Healthy")
 
 
-def certificates_ready(hook: ArgoCDHook, component: Component) -> CheckResult:
+def argocd_api(ctx: CheckContext, component: Component) -> CheckResult:
+    """The Argo CD API answers with its version."""
+    version = ctx.hook.version().get("Version", "")
+    return _result("argocd_api", component, bool(version), f"Argo CD {version or 'returned no version'}")
+
+
+def vault_health(ctx: CheckContext, component: Component) -> CheckResult:
+    """Vault is initialised and unsealed (sys/health through hvac, connection ``vault_default``)."""
+    if not ctx.environment.vault_enabled:
+        return _result("vault_health", component, True, f"Vault is not enabled in {ctx.environment.name}")
+    health = vault.health(ctx.vault_conn_id)
+    return _result("vault_health", component, health.ok, health.describe())
+
+
+def certificates_ready(ctx: CheckContext, component: Component) -> CheckResult:
     """cert-manager's Certificates are Healthy (Ready)."""
-    total, bad = _unhealthy(hook, component, {"Certificate"})
+    if component.name not in ctx.applications:
+        return _result("certificates_ready", component, False, NOT_FOUND)
+    total, bad = _unhealthy(ctx, component, {"Certificate"})
     if bad:
-        return CheckResult("certificates_ready", component.name, False, "; ".join(bad))
+        return _result("certificates_ready", component, False, "; ".join(bad))
     if total == 0:
-        return CheckResult(
-            "certificates_ready", component.name, False, "no Certificate found", Severity.WARNING
+        return _result(
+            "certificates_ready", component, False, "no Certificate found", severity=Severity.WARNING
         )
-    return CheckResult("certificates_ready", component.name, True, f"{total} Certificates Ready")
+    return _result("certificates_ready", component, True, f"{total} Certificates Ready")
 
 
-CHECKS: dict[CheckName, ComponentCheck] = {
+ALWAYS: tuple[ComponentCheck, ...] = (app_exists, app_synced_healthy, resource_tree_healthy)
+EXTRA: dict[CheckName, ComponentCheck] = {
     "argocd_api": argocd_api,
-    "resource_tree_healthy": resource_tree_healthy,
+    "vault_health": vault_health,
     "certificates_ready": certificates_ready,
 }
 
 
-def run_component_checks(hook: ArgoCDHook, component: Component) -> list[CheckResult]:
-    """Run every check of the component, even after one fails."""
+def run_component_checks(ctx: CheckContext, component: Component) -> list[CheckResult]:
+    """Every check of the component runs, even after one fails or raises.
+
+    A check that cannot run (Argo CD down, no Vault connection...) is a failed check with the
+    reason, never a crash that hides the other checks' results.
+    """
     results = []
-    for name in component.checks:
+    for check in (*ALWAYS, *(EXTRA[name] for name in component.checks)):
         try:
-            results.append(CHECKS[name](hook, component))
-        except ArgoCDAPIError as exc:
-            results.append(CheckResult(name, component.name, False, f"Argo CD error: {exc}"))
+            results.append(check(ctx, component))
+        except Exception as exc:
+            results.append(_result(check.__name__, component, False, could_not_check(exc)))
     return results
+
+
+def could_not_check(exc: Exception) -> str:
+    message = exc.message if isinstance(exc, ArgoCDAPIError) else str(exc)
+    return f"could not check: {type(exc).__name__}: {message}"

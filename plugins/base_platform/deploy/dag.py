@@ -10,9 +10,8 @@ parallel and a failure stop only what depends on it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -23,37 +22,31 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import ArgoCDSyncApplicationOperator, ArgoCDUpsertApplicationOperator
 from base_platform.argocd.sensors import ArgoCDApplicationSensor
-from base_platform.catalog.loader import ENVIRONMENTS, load_environment
+from base_platform.catalog.loader import load_environment
 from base_platform.catalog.models import Catalog, Component, Wave
+from base_platform.dag_defaults import (
+    POLL_SECONDS,
+    components_param,
+    environment_param,
+    platform_dag,
+    waves_param,
+)
 from base_platform.deploy import tasks
 from base_platform.plan.deploy import topological_order
 
 log = logging.getLogger(__name__)
 DAG_ID = "platform_deploy"
-POLL_SECONDS = float(os.environ.get("BASE_PLATFORM_POLL_SECONDS", "10"))
 REVISION_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 
 
 def deploy_params(catalog: Catalog) -> dict[str, Param]:
     """Checked by Airflow when a run is triggered: a bad value is a 400, not a failed run."""
-    names = sorted(c.name for c in catalog.components)
     return {
-        "environment": Param("dev", type="string", enum=list(ENVIRONMENTS), description="Target environment"),
-        "waves": Param(
-            [w.value for w in Wave],
-            type="array",
-            items={"type": "string", "enum": [w.value for w in Wave]},
-            uniqueItems=True,
-            minItems=1,
-            description="Waves to deploy; dependencies in other waves are checked, not redeployed",
+        "environment": environment_param(),
+        "waves": waves_param(
+            "Waves to deploy; dependencies in other waves are checked, not redeployed", min_items=1
         ),
-        "components": Param(
-            [],
-            type="array",
-            items={"type": "string", "enum": names},
-            uniqueItems=True,
-            description="Only these components (default: all in the selected waves)",
-        ),
+        "components": components_param(catalog, "Only these components (default: all in the selected waves)"),
         "target_revision": Param(
             "", type="string", pattern=REVISION_PATTERN, description="Git revision; empty: the overlay's"
         ),
@@ -90,14 +83,11 @@ def _planned(context: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def build_platform_deploy_dag(catalog: Catalog, doc_md: str | None = None) -> DAG:
-    with DAG(
-        dag_id=DAG_ID,
-        schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
+    with platform_dag(
+        DAG_ID,
         max_active_runs=1,
-        doc_md=doc_md or __doc__,
-        tags=["platform", "deploy", "argocd"],
+        doc_md=doc_md or __doc__ or "",
+        tags=["deploy", "argocd"],
         params=deploy_params(catalog),
         render_template_as_native_obj=True,
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
@@ -129,7 +119,9 @@ def build_platform_deploy_dag(catalog: Catalog, doc_md: str | None = None) -> DA
                     groups[component.name] = _component_group(component, catalog)
                     approve >> groups[component.name]["first"]
                 gates.append(
-                    _wave_gate(wave, [groups[c.name]["verify"] for c in members], [c.name for c in members])
+                    _wave_gate(
+                        catalog, wave, [groups[c.name]["verify"] for c in members], [c.name for c in members]
+                    )
                 )
         for component in catalog.components:
             for dep in component.depends_on:
@@ -161,16 +153,16 @@ def _bootstrap_task(catalog: Catalog) -> Any:
     return _operator(bootstrap())
 
 
-def _verify_task(component: Component) -> Any:
+def _verify_task(component: Component, catalog: Catalog) -> Any:
     @task(task_id="verify")
     def verify(**context: Any) -> list[dict[str, Any]]:
         if context["params"].get("dry_run"):
             raise AirflowSkipException("dry run: nothing was changed, so nothing to verify")
+        ctx = tasks.check_context(catalog, _planned(context), ArgoCDHook())
         try:
-            results = tasks.verify(component, ArgoCDHook())
+            return tasks.verify(component, ctx)
         except tasks.DeployError as exc:
             raise AirflowFailException(str(exc)) from exc
-        return [r.to_dict() for r in results]
 
     return _operator(verify())
 
@@ -216,7 +208,7 @@ def _component_group(component: Component, catalog: Catalog) -> dict[str, Any]:
             timeout=component.timeout,
             poke_interval=POLL_SECONDS,
         )
-        verified = _verify_task(component)
+        verified = _verify_task(component, catalog)
         rolled_back = _rollback_task(component, sync.task_id)
         upsert >> sync
         wait >> verified
@@ -224,15 +216,15 @@ def _component_group(component: Component, catalog: Catalog) -> dict[str, Any]:
     return {"first": first, "verify": verified, "rollback": rolled_back}
 
 
-def _wave_gate(wave: Wave, verifies: list[Any], names: list[str]) -> Any:
+def _wave_gate(catalog: Catalog, wave: Wave, verifies: list[Any], names: list[str]) -> Any:
     @task(task_id="gate", trigger_rule=TriggerRule.NONE_FAILED)
-    def gate(**context: Any) -> list[str]:
+    def gate(**context: Any) -> list[dict[str, Any]]:
         planned = _planned(context)
         selected = [n for n in names if n in planned["selected"]]
         if not selected or planned["dry_run"]:
             raise AirflowSkipException(f"nothing deployed in wave {wave.value}")
         try:
-            return tasks.gate(selected, ArgoCDHook())
+            return tasks.gate(wave, selected, tasks.check_context(catalog, planned, ArgoCDHook()))
         except tasks.DeployError as exc:
             raise AirflowFailException(str(exc)) from exc
 

@@ -6,19 +6,20 @@ running a DAG.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.operators import start_rollback
+from base_platform.argocd.operators import start_rollback, wait_until_done
 from base_platform.argocd.status import Outcome, WaitSpec, describe, evaluate
 from base_platform.catalog.loader import load_environment
 from base_platform.catalog.models import Catalog, Component, Wave
 from base_platform.catalog.render import project_names, render_application, render_project
 from base_platform.checks.component import run_component_checks
+from base_platform.checks.context import CheckContext
 from base_platform.checks.report import CheckResult
+from base_platform.checks.suite import run_scope
 from base_platform.plan.deploy import SelectionError, select
 
 
@@ -86,20 +87,26 @@ def render(component: Component, planned: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def verify(component: Component, hook: ArgoCDHook) -> list[CheckResult]:
-    results = run_component_checks(hook, component)
+def check_context(catalog: Catalog, planned: Mapping[str, Any], hook: ArgoCDHook) -> CheckContext:
+    """What this run's checks compare against: its environment and revision."""
+    return CheckContext(hook, catalog, load_environment(planned["environment"]), planned["revision"])
+
+
+def _fail_on_errors(what: str, results: list[CheckResult]) -> list[dict[str, Any]]:
     errors = [r for r in results if r.is_error]
     if errors:
-        raise DeployError(f"{component.name}: " + " | ".join(r.line() for r in errors))
-    return results
+        raise DeployError(f"{what}: " + " | ".join(r.line() for r in errors))
+    return [r.to_dict() for r in results]
 
 
-def gate(names: Sequence[str], hook: ArgoCDHook) -> list[str]:
-    """The wave's validation gate: every selected component is still Synced and Healthy."""
-    problems = [p for name in names if (p := health_problem(hook, name))]
-    if problems:
-        raise DeployError("wave gate: " + "; ".join(problems))
-    return list(names)
+def verify(component: Component, ctx: CheckContext) -> list[dict[str, Any]]:
+    """The component's own checks; any error fails the component."""
+    return _fail_on_errors(component.name, run_component_checks(ctx, component))
+
+
+def gate(wave: Wave, names: Sequence[str], ctx: CheckContext) -> list[dict[str, Any]]:
+    """The wave's validation gate: ``platform_validate``'s checks for this wave, on what was deployed."""
+    return _fail_on_errors(f"wave gate {wave.value}", run_scope(ctx, wave.value, names))
 
 
 def rollback(
@@ -112,11 +119,7 @@ def rollback(
     spec = WaitSpec(
         requested_at=datetime.fromisoformat(started["requested_at"]), revision=started["revision"]
     )
-    deadline = time.monotonic() + timeout
-    verdict = evaluate(hook.get_application(name), spec)
-    while verdict.outcome is Outcome.WAITING and time.monotonic() < deadline:
-        time.sleep(poll)
-        verdict = evaluate(hook.get_application(name), spec, verdict.seen)
+    verdict = wait_until_done(hook, name, spec, timeout, poll)
     if not verdict.done:
         raise DeployError(
             f"rollback of {name} to history {previous_history_id} did not finish: {verdict.reason}"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hvac
-import requests
-from airflow.providers.hashicorp.hooks.vault import VaultHook
+if TYPE_CHECKING:
+    from airflow.providers.hashicorp.hooks.vault import VaultHook
 
 DEFAULT_CONN_ID = "vault_default"
 HEALTH_TIMEOUT_SECONDS = 10
@@ -50,6 +49,9 @@ class VaultHealth:
 
 
 def vault_hook(conn_id: str = DEFAULT_CONN_ID) -> VaultHook:
+    # hvac (under the provider) loads only when a task talks to Vault, never at DAG parse time
+    from airflow.providers.hashicorp.hooks.vault import VaultHook
+
     return VaultHook(vault_conn_id=conn_id)
 
 
@@ -60,6 +62,9 @@ def vault_url(conn_id: str = DEFAULT_CONN_ID) -> str:
 
 def health(conn_id: str = DEFAULT_CONN_ID) -> VaultHealth:
     """``GET /v1/sys/health``. Unauthenticated, so a sealed Vault still answers why."""
+    import hvac
+    import requests
+
     url = vault_url(conn_id)
     client = hvac.Client(url=url, timeout=HEALTH_TIMEOUT_SECONDS)
     try:
@@ -80,6 +85,8 @@ def health(conn_id: str = DEFAULT_CONN_ID) -> VaultHealth:
 
 def read_secret(path: str, key: str, conn_id: str = DEFAULT_CONN_ID) -> str:
     """One key of a KV secret (v1 or v2, as the connection says), or a clear error."""
+    import hvac
+
     try:
         secret = vault_hook(conn_id).get_secret(secret_path=path)
     except hvac.exceptions.VaultError as exc:
@@ -93,6 +100,8 @@ def data_key(
     key_name: str, mount_point: str = "transit", conn_id: str = DEFAULT_CONN_ID
 ) -> tuple[bytes, str]:
     """A fresh data key from transit: the key itself and the same key wrapped by ``key_name``."""
+    import hvac
+
     client = vault_hook(conn_id).get_conn()
     try:
         answer = client.secrets.transit.generate_data_key(

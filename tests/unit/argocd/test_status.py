@@ -330,3 +330,23 @@ def test_failure_names_app_sync_health_operation_and_resources() -> None:
 
 def test_describe_tolerates_an_empty_app() -> None:
     assert describe({}) == "app None, sync=Unknown@-, health=Unknown, operation=none"
+
+
+def test_deletion_verdicts() -> None:
+    from base_platform.argocd.status import Outcome, deletion_verdict
+
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    app = {
+        "metadata": {"name": "web", "deletionTimestamp": "2026-11-26T09:50:00Z", "finalizers": ["f"]},
+        "status": {"resources": [{"kind": "Service", "namespace": "n", "name": "web"}]},
+    }
+    assert deletion_verdict(None, timedelta(minutes=5), now).outcome is Outcome.DONE
+    assert deletion_verdict(app, timedelta(minutes=15), now).outcome is Outcome.WAITING
+    stuck = deletion_verdict(app, timedelta(minutes=5), now)
+    assert stuck.outcome is Outcome.FAILED
+    assert stuck.reason.endswith(
+        "stuck on finalizers (f) since 2026-11-26T09:50:00+00:00 (600 s); "
+        "resources still present: Service n/web"
+    )
+    pending = {"metadata": {"name": "web"}}
+    assert deletion_verdict(pending, timedelta(0), now).outcome is Outcome.WAITING

@@ -1,12 +1,14 @@
-"""ArgoCDApplicationTrigger: serialize round-trip, and run() against the simulator."""
+"""The Argo CD triggers: serialize round-trip, and run() against the simulator."""
 
 from __future__ import annotations
 
 import asyncio
 
+from airflow.triggers.base import BaseTrigger
+
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import request_time
-from base_platform.argocd.triggers import ArgoCDApplicationTrigger
+from base_platform.argocd.triggers import ArgoCDApplicationDeletedTrigger, ArgoCDApplicationTrigger
 from tests.conftest import FAST
 from tests.unit.argocd.test_hooks import APP
 
@@ -38,8 +40,8 @@ def _sync(revision: str = "main") -> str:
     return requested_at
 
 
-async def _first_event(trigger: ArgoCDApplicationTrigger, timeout: float = 20) -> dict:
-    event = await asyncio.wait_for(trigger.run().asend(None), timeout)
+async def _first_event(trigger: BaseTrigger, timeout: float = 20) -> dict:
+    event = await asyncio.wait_for(anext(trigger.run()), timeout)
     return dict(event.payload)
 
 
@@ -105,3 +107,25 @@ async def test_a_transient_failure_is_a_retryable_error(start_simulator) -> None
     sim.inject("/api/v1/applications/web", 503, count=50)
     event = await _first_event(ArgoCDApplicationTrigger("web", None, None, poll_interval=0.2), timeout=60)
     assert event["status"] == "error" and "503" in event["message"]
+
+
+async def test_deleted_trigger_fires_success_once_gone(start_simulator) -> None:
+    start_simulator({"defaults": {"delete_seconds": 1.0}, "existing": {"web": {}}})
+    await asyncio.to_thread(ArgoCDHook().delete_application, "web")
+    trigger = ArgoCDApplicationDeletedTrigger(app_name="web", stuck_after_seconds=30, poll_interval=0.2)
+    assert await _first_event(trigger) == {"status": "success", "message": "deleted"}
+
+
+async def test_deleted_trigger_reports_stuck_finalizers_and_a_new_triggerer_agrees(start_simulator) -> None:
+    """The stuck age comes from the server's deletionTimestamp: a restarted triggerer says the same."""
+    start_simulator({"defaults": {"delete_seconds": 3600}, "existing": {"web": {}}})
+    await asyncio.to_thread(ArgoCDHook().delete_application, "web")
+    await asyncio.sleep(1.1)
+    first = ArgoCDApplicationDeletedTrigger(app_name="web", stuck_after_seconds=1, poll_interval=0.2)
+    path, kwargs = first.serialize()
+    assert path == "base_platform.argocd.triggers.ArgoCDApplicationDeletedTrigger"
+    for trigger in (first, ArgoCDApplicationDeletedTrigger(**kwargs)):
+        event = await _first_event(trigger)
+        assert event["status"] == "failed"
+        assert "stuck on finalizers (resources-finalizer.argocd.argoproj.io)" in event["message"]
+        assert "resources still present: apps/Deployment default/web, Service default/web" in event["message"]

@@ -162,6 +162,8 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
         (lambda d: d.update(name="prod"), "name"),
         (lambda d: d["resources"].update(cpu="lots"), "resources.cpu"),
         (lambda d: d.update(approval="yes"), "approval"),
+        (lambda d: d["drift"].update(heal="always"), "drift.heal"),
+        (lambda d: d["drift"].update(heal_allowlist=["monitoring", "ghost"]), "drift.heal_allowlist[1]"),
     ],
 )
 def test_malformed_overlay_names_file_and_key(tmp_path: Path, edit, key: str) -> None:
@@ -170,6 +172,7 @@ def test_malformed_overlay_names_file_and_key(tmp_path: Path, edit, key: str) ->
     (tmp_path / "environments").mkdir()
     path = tmp_path / "environments" / "dev.yaml"
     path.write_text(yaml.safe_dump(data))
+    (tmp_path / "platform.yaml").write_text((CONFIG_DIR / "platform.yaml").read_text())
     with pytest.raises(CatalogError) as err:
         load_environment("dev", tmp_path)
     assert err.value.path == str(path) and err.value.key == key, str(err.value)

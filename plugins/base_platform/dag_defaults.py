@@ -1,0 +1,65 @@
+"""What every platform DAG shares: its fixed settings, the poll interval, and trigger-form
+params. Airflow checks params when a run is triggered, so a bad value is a 400 at trigger
+time, not a failed run later."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from base_platform.catalog.loader import ENVIRONMENTS
+from base_platform.catalog.models import Catalog, Wave
+
+POLL_SECONDS = float(os.environ.get("BASE_PLATFORM_POLL_SECONDS", "10"))
+"""How often waits on Argo CD poll (sensors and in-task waits)."""
+
+
+def default_environment() -> str:
+    """The environment this Airflow manages (``BASE_PLATFORM_ENVIRONMENT``), for schedules."""
+    configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT", "dev")
+    return configured if configured in ENVIRONMENTS else "dev"
+
+
+def environment_param() -> Param:
+    return Param(
+        default_environment(), type="string", enum=list(ENVIRONMENTS), description="Target environment"
+    )
+
+
+def waves_param(description: str, default: list[str] | None = None, min_items: int = 0) -> Param:
+    return Param(
+        [w.value for w in Wave] if default is None else default,
+        type="array",
+        items={"type": "string", "enum": [w.value for w in Wave]},
+        uniqueItems=True,
+        minItems=min_items,
+        description=description,
+    )
+
+
+def components_param(catalog: Catalog, description: str) -> Param:
+    return Param(
+        [],
+        type="array",
+        items={"type": "string", "enum": sorted(c.name for c in catalog.components)},
+        uniqueItems=True,
+        description=description,
+    )
+
+
+def platform_dag(
+    dag_id: str, *, doc_md: str, tags: list[str], schedule: str | None = None, **kwargs: Any
+) -> DAG:
+    """A DAG with the platform's fixed settings: no catchup, one start date, tags, docs."""
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        doc_md=doc_md,
+        tags=["platform", *tags],
+        **kwargs,
+    )

@@ -1,0 +1,1 @@
+"""Desired state (catalog, overlay, rendered manifests) against live state (Argo CD)."""

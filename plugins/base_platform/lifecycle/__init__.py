@@ -1,0 +1,1 @@
+"""Rollback and teardown of the platform's Argo CD Applications."""
