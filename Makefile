@@ -11,8 +11,9 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt | $(BIN)/uv
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 ## run: the whole stack on 127.0.0.1 (Argo CD simulator + Airflow on SQLite); Ctrl-C stops it.

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandbox.argocd.scenario import load_scenario
+from sandbox.vault.scenario import load_scenario as load_vault_scenario
 from scripts.dev_stack import launch, wait_ready
 from tests.conftest import ROOT, free_port
 
@@ -75,10 +77,22 @@ def _assert_bad_params_are_a_400(stack: DevStack) -> None:
 def _run_block(marker: str, env: dict[str, str]) -> str:
     """Run a README block verbatim, as a user would paste it; it must exit 0."""
     result = subprocess.run(
-        ["bash", "-c", readme_block(marker)], env=env, capture_output=True, text=True, timeout=600
+        ["bash", "-c", readme_block(marker)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, f"{marker}: " + result.stdout + result.stderr
     return result.stdout
+
+
+def _assert_no_credentials_in_logs(logs: Path) -> None:
+    """The runs above used the Argo CD token and Vault's password; no log may contain either."""
+    secrets = {
+        load_scenario("default.yaml").tokens[0],
+        load_vault_scenario("default.yaml").users["airflow"].password,
+    }
+    files = [f for f in logs.rglob("*") if f.is_file()]
+    assert any("task_id=" in str(f) for f in files), "no task logs were written"
+    leaked = [str(f) for f in files for secret in secrets if secret in f.read_text(errors="replace")]
+    assert leaked == []
 
 
 def _alive(pid: int) -> bool:
@@ -89,6 +103,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.timeout(900)  # starts the stack twice and deploys through it
 def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path: Path) -> None:
     stack = DevStack(tmp_path / "home")
     try:
@@ -107,6 +122,9 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert "verdict: OK" in deploy and "vault" in deploy
         validate = _run_block("validate-curl", env)
         assert "Platform validation: HEALTHY" in validate and "vault_health" in validate
+        ctl = _run_block("platformctl", env)
+        assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
+        _assert_no_credentials_in_logs(tmp_path / "home" / "logs")
     finally:
         assert stack.ctrl_c() == 0
     time.sleep(1)
