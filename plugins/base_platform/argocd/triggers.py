@@ -9,6 +9,7 @@ triggerer resumes with the same verdicts.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,7 +59,16 @@ def timeout_message(app_name: str, deadline: str | None, last_reason: str) -> st
     return f"app {app_name!r}: timed out at {deadline}; still waiting: {last_reason}"
 
 
-class ArgoCDApplicationTrigger(BaseTrigger):
+class _PlainTrigger(BaseTrigger):
+    """A trigger whose ``__init__`` keeps each argument under its own name, so it serializes
+    exactly what it takes: plain values only, the triggerer never loads the DAG."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return f"{type(self).__module__}.{type(self).__qualname__}", {n: getattr(self, n) for n in names}
+
+
+class ArgoCDApplicationTrigger(_PlainTrigger):
     """Poll one Application and fire once with ``success``, ``failed`` or ``error``.
 
     ``failed`` is final (the sync failed, or Argo CD refused the request); ``error`` is an
@@ -99,22 +109,6 @@ class ArgoCDApplicationTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.argocd_conn_id = argocd_conn_id
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "app_name": self.app_name,
-                "requested_at": self.requested_at,
-                "revision": self.revision,
-                "dry_run": self.dry_run,
-                "selected_resources": self.selected_resources,
-                "degraded_grace_seconds": self.degraded_grace_seconds,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "argocd_conn_id": self.argocd_conn_id,
-            },
-        )
-
     def _event(self, status: str, message: str) -> TriggerEvent:
         return TriggerEvent({"status": status, "message": message, "app_name": self.app_name})
 
@@ -151,7 +145,7 @@ class ArgoCDApplicationTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-class ArgoCDApplicationDeletedTrigger(BaseTrigger):
+class ArgoCDApplicationDeletedTrigger(_PlainTrigger):
     """Poll until a deleted Application is gone (``success``) or stuck on finalizers (``failed``).
 
     The list endpoint answers for a missing app (``get`` would say 403), and the stuck age is
@@ -170,17 +164,6 @@ class ArgoCDApplicationDeletedTrigger(BaseTrigger):
         self.stuck_after_seconds = stuck_after_seconds
         self.poll_interval = poll_interval
         self.argocd_conn_id = argocd_conn_id
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "app_name": self.app_name,
-                "stuck_after_seconds": self.stuck_after_seconds,
-                "poll_interval": self.poll_interval,
-                "argocd_conn_id": self.argocd_conn_id,
-            },
-        )
 
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         hook = ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id)
