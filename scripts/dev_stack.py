@@ -1,10 +1,15 @@
 """``make run``: the Argo CD and Vault simulators and Airflow 3 (SQLite, LocalExecutor) on 127.0.0.1.
 
 Starts the simulators, migrates the database, creates the ``argocd_default`` and
-``vault_default`` connections, then
-the api-server, scheduler, dag-processor and triggerer. Ctrl-C (or any child dying) stops
-every process it started, so a second ``make run`` starts clean. The admin password and the
-JWT secret are generated once per checkout into ``.airflow/`` (git-ignored), never committed.
+``vault_default`` connections, then the api-server, scheduler, dag-processor and triggerer.
+
+``BASE_DEV_EXECUTOR=celery`` runs the production topology instead: Postgres
+(``BASE_DEV_DATABASE_URL``), Redis (``BASE_DEV_BROKER_URL``), CeleryExecutor with one worker,
+and the FAB auth manager with the roles and users of config/roles.yaml.
+
+An Airflow service that dies is restarted (up to 3 times, like compose's ``restart: always``);
+a simulator dying, or Ctrl-C, stops every process it started, so a second ``make run`` starts
+clean. Passwords and keys are generated once per checkout into ``.airflow/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -37,50 +42,104 @@ SIM_SCENARIO = os.environ.get("ARGOCD_SIM_SCENARIO", "default.yaml")
 VAULT_PORT = int(os.environ.get("VAULT_SIM_PORT", "8200"))
 VAULT_SCENARIO = os.environ.get("VAULT_SIM_SCENARIO", "default.yaml")
 VAULT_USER = "airflow"
-COMPONENTS = ("scheduler", "dag-processor", "triggerer")
+EXECUTOR = os.environ.get("BASE_DEV_EXECUTOR", "local")
+MAX_RESTARTS = 3
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# Users of config/roles.yaml and the variables their passwords come from (Celery/FAB topology).
+FAB_USERS = {
+    "admin": "BASE_ADMIN_PASSWORD",
+    "dev": "BASE_DEVELOPER_PASSWORD",
+    "ds": "BASE_DATA_SCIENTIST_PASSWORD",
+}
+
+
+def airflow_services() -> dict[str, tuple[str, ...]]:
+    """What runs besides the api-server, each restartable on its own."""
+    airflow = str(BIN / "airflow")
+    services: dict[str, tuple[str, ...]] = {
+        name: (airflow, name) for name in ("scheduler", "dag-processor", "triggerer")
+    }
+    if EXECUTOR == "celery":
+        services["celery-worker"] = (airflow, "celery", "worker", "--concurrency", "8")
+    return services
 
 
 def local_secrets() -> dict[str, str]:
-    """Generated once per checkout and kept in .airflow/ (git-ignored)."""
-    path = HOME / "local-secrets.json"
-    if path.exists():
-        data: dict[str, str] = json.loads(path.read_text())
-        return data
+    """Generated once per checkout and kept in .airflow/ (git-ignored); new keys are added."""
     from cryptography.fernet import Fernet
 
-    data = {
-        "admin_password": secrets.token_urlsafe(12),
-        "jwt_secret": secrets.token_urlsafe(32),
-        "fernet_key": Fernet.generate_key().decode(),
+    path = HOME / "local-secrets.json"
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    makers: dict[str, Callable[[], str]] = {
+        "admin_password": lambda: secrets.token_urlsafe(12),
+        "jwt_secret": lambda: secrets.token_urlsafe(32),
+        "api_secret_key": lambda: secrets.token_urlsafe(32),
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+        **{f"{user}_password": lambda: secrets.token_urlsafe(12) for user in FAB_USERS},
     }
-    path.write_text(json.dumps(data))
-    path.chmod(0o600)
-    return data
+    missing = {key: make() for key, make in makers.items() if key not in data}
+    if missing:
+        path.write_text(json.dumps(data | missing))
+        path.chmod(0o600)
+    return data | missing
 
 
-def airflow_env(local: dict[str, str]) -> dict[str, str]:
+def auth_env(local: dict[str, str]) -> dict[str, str]:
+    """Simple auth manager (one admin) for ``make run``; FAB with config/roles.yaml for Celery."""
+    if EXECUTOR == "celery":
+        return {
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+            "AIRFLOW__API__SECRET_KEY": local["api_secret_key"],
+        } | {variable: local[f"{user}_password"] for user, variable in FAB_USERS.items()}
     passwords = HOME / "simple_auth_manager_passwords.json.generated"
     passwords.write_text(json.dumps({"admin": local["admin_password"]}))
     passwords.chmod(0o600)
-    return os.environ | {
-        "AIRFLOW_HOME": str(HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__FERNET_KEY": local["fernet_key"],
+    return {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(API_PORT),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
-        "AIRFLOW__API_AUTH__JWT_SECRET": local["jwt_secret"],
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
-        "PYTHONPATH": str(ROOT),
     }
+
+
+def executor_env() -> dict[str, str]:
+    if EXECUTOR == "local":
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        }
+    if EXECUTOR != "celery":
+        raise SystemExit(f"BASE_DEV_EXECUTOR must be local or celery, not {EXECUTOR!r}")
+    database, broker = os.environ.get("BASE_DEV_DATABASE_URL"), os.environ.get("BASE_DEV_BROKER_URL")
+    if not database or not broker:
+        raise SystemExit("BASE_DEV_EXECUTOR=celery needs BASE_DEV_DATABASE_URL and BASE_DEV_BROKER_URL")
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__CELERY__BROKER_URL": broker,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
+    }
+
+
+def airflow_env(local: dict[str, str]) -> dict[str, str]:
+    return (
+        os.environ
+        | auth_env(local)
+        | executor_env()
+        | {
+            "AIRFLOW_HOME": str(HOME),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": local["fernet_key"],
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(API_PORT),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
+            "AIRFLOW__API_AUTH__JWT_SECRET": local["jwt_secret"],
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
 
 
 def port_free(port: int) -> bool:
@@ -109,8 +168,10 @@ class Stack:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[str, ...]] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.commands[name] = args
         log = (HOME / "logs" / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -118,6 +179,20 @@ class Stack:
         self.procs[name] = proc
         print(f"  started {name:<14} pid {proc.pid:<7} log {HOME / 'logs' / name}.log", flush=True)
         return proc
+
+    def supervise(self, restartable: set[str]) -> str:
+        """Block while everything runs; restart a dead restartable service, else return its name."""
+        restarts: dict[str, int] = {}
+        while True:
+            time.sleep(1)
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    continue
+                restarts[name] = restarts.get(name, 0) + 1
+                if name not in restartable or restarts[name] > MAX_RESTARTS:
+                    return name
+                print(f"{name} exited with {proc.returncode}; restarting ({restarts[name]}/{MAX_RESTARTS})")
+                self.start(name, *self.commands[name])
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -149,13 +224,33 @@ class Launched:
 
     proc: subprocess.Popen[str]
     api_port: int
+    home: Path
     password: str = ""
     child_pids: list[int] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)  # the latest pid of each service
     output: list[str] = field(default_factory=list)
 
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    def read_until(self, pattern: str, seconds: float) -> re.Match[str]:
+        """Read the stack's output until a line matches; fail with that output otherwise."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError("dev stack exited:\n" + "".join(self.output))
+            self.output.append(line)
+            if started := re.search(r"started (\S+)\s+pid (\d+)", line):
+                self.child_pids.append(int(started.group(2)))
+                self.pids[started.group(1)] = int(started.group(2))
+            if login := re.match(r"Login:\s+admin / (\S+)", line):
+                self.password = login.group(1)
+            if match := re.search(pattern, line):
+                return match
+        raise RuntimeError(f"no line matched {pattern!r} within {seconds:.0f} s:\n" + "".join(self.output))
 
 
 def launch(
@@ -179,25 +274,13 @@ def launch(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    return Launched(proc, api_port)
+    return Launched(proc, api_port, home)
 
 
 def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
-    """Read the stack's output until it prints the login; fail with that output otherwise."""
-    assert stack.proc.stdout is not None
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = stack.proc.stdout.readline()
-        if not line and stack.proc.poll() is not None:
-            raise RuntimeError("dev stack exited:\n" + "".join(stack.output))
-        stack.output.append(line)
-        if started := re.search(r"started .* pid (\d+)", line):
-            stack.child_pids.append(int(started.group(1)))
-        if login := re.match(r"Login:\s+admin / (\S+)", line):
-            stack.password = login.group(1)
-        if "Press Ctrl-C" in line:
-            return stack
-    raise RuntimeError("dev stack did not get ready:\n" + "".join(stack.output))
+    """Read the stack's output until it says it is ready (after printing the login)."""
+    stack.read_until("Press Ctrl-C", seconds)
+    return stack
 
 
 def sandbox_connections() -> dict[str, dict[str, object]]:
@@ -219,6 +302,19 @@ def sandbox_connections() -> dict[str, dict[str, object]]:
             "extra": json.dumps({"auth_type": "userpass", "kv_engine_version": 2}),
         },
     }
+
+
+def sync_roles(env: dict[str, str]) -> None:
+    """Roles and users of config/roles.yaml (FAB); the output names roles, never passwords."""
+    plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
+    subprocess.run(
+        [str(BIN / "python"), "-m", "base_platform.auth.sync"],
+        env=env | plugins,
+        cwd=ROOT,
+        check=True,
+        stdout=(HOME / "logs" / "sync-roles.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def start_simulators(stack: Stack) -> None:
@@ -257,12 +353,25 @@ def main() -> int:
         connections.write_text(json.dumps(sandbox_connections()))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
-        api = stack.start(
-            "api-server", str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(API_PORT)
+        if EXECUTOR == "celery":
+            sync_roles(env)
+        services = airflow_services()
+        services["api-server"] = (
+            str(BIN / "airflow"),
+            "api-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(API_PORT),
         )
-        for component in COMPONENTS:
-            stack.start(component, str(BIN / "airflow"), component)
-        wait_http(f"http://127.0.0.1:{API_PORT}/api/v2/monitor/health", "Airflow api-server", 180, [api])
+        for name, command in services.items():
+            stack.start(name, *command)
+        wait_http(
+            f"http://127.0.0.1:{API_PORT}/api/v2/monitor/health",
+            "Airflow api-server",
+            180,
+            [stack.procs["api-server"]],
+        )
         print(
             f"\nAirflow UI:  http://127.0.0.1:{API_PORT}\nLogin:       admin / {local['admin_password']}\n"
             f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"
@@ -270,10 +379,8 @@ def main() -> int:
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
-        while all(proc.poll() is None for proc in stack.procs.values()):
-            time.sleep(1)
-        dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
-        print(f"{', '.join(dead)} exited; stopping the rest. See {HOME / 'logs'}.", file=sys.stderr)
+        dead = stack.supervise(restartable=set(services))
+        print(f"{dead} exited; stopping the rest. See {HOME / 'logs'}.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)

@@ -75,6 +75,11 @@ def _has(node: Any, item: Any) -> bool:
     )
 
 
+def load_model(model: type[M], path: Path) -> M:
+    """``path``'s YAML as ``model``; any error names the file and the key."""
+    return _validate(model, read_yaml(path), path)
+
+
 def _validate(model: type[M], data: Any, path: Path) -> M:
     try:
         return model.model_validate(data)
@@ -134,14 +139,14 @@ def find_cycle(components: Mapping[str, Component]) -> list[str]:
 
 def load_catalog(path: Path | None = None) -> Catalog:
     path = path or CONFIG_DIR / "platform.yaml"
-    catalog = _validate(Catalog, read_yaml(path), path)
+    catalog = load_model(Catalog, path)
     check_graph(catalog, path)
     return catalog
 
 
 def load_environment(name: str, config_dir: Path | None = None) -> Environment:
     path = (config_dir or CONFIG_DIR) / "environments" / f"{name}.yaml"
-    env = _validate(Environment, read_yaml(path), path)
+    env = load_model(Environment, path)
     if env.name != name:
         raise CatalogError(path, "name", f"is {env.name!r} but the file is for {name!r}")
     for cluster in ("platform", "base"):

@@ -1,0 +1,180 @@
+"""The production topology, natively: Postgres, Redis, CeleryExecutor with one worker, the
+api-server, scheduler, dag-processor and triggerer, and the FAB auth manager with the roles of
+config/roles.yaml. Driven over REST only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from scripts.dev_stack import Launched, launch, wait_ready
+from tests.conftest import free_port
+from tests.e2e.services import postgres, redis
+
+pytestmark = pytest.mark.e2e
+DEPLOY = {"environment": "dev", "waves": ["core"], "components": ["argocd"]}
+
+
+class Client:
+    """One role's view of the REST API."""
+
+    def __init__(self, stack: Launched, username: str, password: str) -> None:
+        answer = httpx.post(f"{stack.api}/auth/token", json={"username": username, "password": password})
+        assert answer.status_code in (200, 201), (username, answer.status_code, answer.text)
+        self.http = httpx.Client(
+            base_url=f"{stack.api}/api/v2",
+            headers={"Authorization": f"Bearer {answer.json()['access_token']}"},
+            timeout=30,
+        )
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> httpx.Response:
+        return self.http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+
+    def wait_for(self, dag_id: str, run_id: str, seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            state = str(self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"])
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+        raise AssertionError(f"{dag_id} {run_id} did not finish within {seconds:.0f} s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        answer = self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        instances: list[dict[str, Any]] = answer.json()["task_instances"]
+        return instances
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    base = tmp_path_factory.mktemp("celery")
+    with postgres() as database, redis(base / "redis") as broker:
+        launched = launch(
+            base / "home",
+            free_port(),
+            free_port(),
+            free_port(),
+            {
+                "BASE_DEV_EXECUTOR": "celery",
+                "BASE_DEV_DATABASE_URL": database,
+                "BASE_DEV_BROKER_URL": broker,
+                "ARGOCD_SIM_SCENARIO": "slow.yaml",  # apps stay Progressing 40 s: sensors defer
+            },
+        )
+        try:
+            wait_ready(launched, seconds=300)
+            yield launched
+        finally:
+            if launched.proc.poll() is None:
+                os.killpg(launched.proc.pid, signal.SIGINT)
+            launched.proc.wait(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def clients(stack: Launched) -> dict[str, Client]:
+    local = json.loads((stack.home / "local-secrets.json").read_text())
+    return {
+        role: Client(stack, user, local[f"{user}_password"])
+        for role, user in (("admin", "admin"), ("developer", "dev"), ("data-scientist", "ds"))
+    }
+
+
+@pytest.mark.timeout(600)
+def test_developer_deploys_over_rest_and_a_triggerer_restart_loses_nothing(
+    stack: Launched, clients: dict[str, Client]
+) -> None:
+    dev = clients["developer"]
+    assert dev.http.patch("/dags/platform_deploy", json={"is_paused": False}).status_code == 200
+    answer = dev.trigger("platform_deploy", DEPLOY)
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["dag_run_id"]
+
+    deadline = time.monotonic() + 240
+    deferred: list[str] = []
+    while not deferred:
+        assert time.monotonic() < deadline, "no sensor deferred"
+        deferred = [
+            ti["task_id"] for ti in dev.task_instances("platform_deploy", run_id) if ti["state"] == "deferred"
+        ]
+        time.sleep(1)
+    os.killpg(stack.pids["triggerer"], signal.SIGKILL)
+    stack.read_until(r"triggerer exited with -9; restarting", 30)
+    stack.read_until(r"started triggerer", 10)
+
+    assert dev.wait_for("platform_deploy", run_id, 420) == "success"
+    after = {ti["task_id"]: ti for ti in dev.task_instances("platform_deploy", run_id)}
+    for task_id in deferred:
+        assert after[task_id]["state"] == "success"
+        assert after[task_id]["try_number"] == 1  # resumed by the new triggerer, not retried
+
+
+BAD_DESTROY = {"environment": "dev", "waves": ["shared"], "confirm": "dev", "stuck_after_seconds": 1}
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "expected"),
+    [
+        # admin: everything, teardown included (400: authorized, then refused by the params).
+        ("admin", "GET", "/dags/platform_destroy", 200),
+        ("admin", "TRIGGER", "platform_destroy", 400),
+        ("admin", "GET", "/dags/argocd_smoke", 200),
+        # developer: the platform DAGs, but only admin may trigger a teardown.
+        ("developer", "GET", "/dags/platform_deploy", 200),
+        ("developer", "GET", "/dags/platform_destroy", 200),
+        ("developer", "GET", "/dags/platform_destroy/dagRuns", 200),
+        ("developer", "TRIGGER", "platform_destroy", 403),
+        ("developer", "TRIGGER", "platform_validate", 400),
+        ("developer", "PATCH", "/dags/platform_destroy", 403),
+        # data-scientist: no platform DAG, not even to look at.
+        ("data-scientist", "GET", "/dags/platform_deploy", 403),
+        ("data-scientist", "GET", "/dags/platform_deploy/dagRuns", 403),
+        ("data-scientist", "TRIGGER", "platform_deploy", 403),
+        ("data-scientist", "TRIGGER", "platform_destroy", 403),
+        ("data-scientist", "GET", "/dags/argocd_smoke", 403),
+        # no role may touch connections except admin.
+        ("developer", "GET", "/connections", 403),
+        ("data-scientist", "GET", "/connections", 403),
+        ("admin", "GET", "/connections", 200),
+    ],
+)
+def test_each_role_boundary_over_rest(
+    clients: dict[str, Client], role: str, method: str, path: str, expected: int
+) -> None:
+    client = clients[role]
+    if method == "TRIGGER":
+        conf = BAD_DESTROY if path == "platform_destroy" else {"environment": "qa"}
+        answer = client.trigger(path, conf)
+    elif method == "PATCH":
+        answer = client.http.patch(path, json={"is_paused": True})
+    else:
+        answer = client.http.get(path)
+    assert answer.status_code == expected, (role, method, path, answer.text)
+
+
+def test_each_role_lists_exactly_its_dags(clients: dict[str, Client]) -> None:
+    def listed(role: str) -> set[str] | None:
+        """The DAGs a role sees; None when FAB refuses the listing (it can read no DAG at all)."""
+        answer = clients[role].http.get("/dags", params={"limit": 100})
+        if answer.status_code == 403:
+            return None
+        assert answer.status_code == 200, answer.text
+        return {dag["dag_id"] for dag in answer.json()["dags"]}
+
+    everything = listed("admin")
+    assert everything and {"platform_deploy", "platform_destroy", "argocd_smoke"} <= everything
+    assert listed("developer") == {d for d in everything if d.startswith(("platform_", "pipeline_"))}
+    pipelines = {d for d in everything if d.startswith("pipeline_")}
+    assert listed("data-scientist") == (pipelines or None)
+
+
+def test_a_wrong_password_gets_no_token(stack: Launched) -> None:
+    answer = httpx.post(f"{stack.api}/auth/token", json={"username": "dev", "password": "wrong"})
+    assert answer.status_code == 401

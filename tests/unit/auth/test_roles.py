@@ -1,0 +1,103 @@
+"""config/roles.yaml: every role boundary as FAB permissions, and load errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from base_platform.auth.roles import load_roles, scoped_role_permissions
+from base_platform.catalog.loader import CatalogError
+
+DAG_IDS = [
+    "argocd_smoke",
+    "pipeline_transactions",
+    "platform_deploy",
+    "platform_destroy",
+    "platform_drift",
+    "platform_rollback",
+    "platform_validate",
+]
+ROLE = "roles: {dev: {copy_of: Viewer}}\n"
+VIEWER = {
+    ("can_read", "DAGs"),
+    ("can_access_menu", "DAGs"),
+    ("can_read", "DAG Runs"),
+    ("can_read", "Task Logs"),
+    ("can_read", "Website"),
+}
+
+
+def grants(role: str) -> dict[str, str | None]:
+    config = load_roles()
+    return {dag_id: config.roles[role].grant_for(dag_id) for dag_id in DAG_IDS}
+
+
+def test_developer_triggers_platform_and_pipelines_but_only_reads_destroy() -> None:
+    assert grants("developer") == {
+        "argocd_smoke": None,
+        "pipeline_transactions": "trigger",
+        "platform_deploy": "trigger",
+        "platform_destroy": "read",
+        "platform_drift": "trigger",
+        "platform_rollback": "trigger",
+        "platform_validate": "trigger",
+    }
+
+
+def test_data_scientist_sees_only_pipelines() -> None:
+    assert {dag for dag, grant in grants("data-scientist").items() if grant} == {"pipeline_transactions"}
+    assert grants("data-scientist")["pipeline_transactions"] == "trigger"
+
+
+def test_admin_copies_fabs_admin_role() -> None:
+    assert load_roles().roles["admin"].copy_of == "Admin"
+
+
+def test_scoped_roles_lose_the_global_dag_grant_and_gain_per_dag_ones() -> None:
+    perms = scoped_role_permissions(load_roles().roles["developer"], VIEWER, DAG_IDS)
+    assert ("can_read", "DAGs") not in perms  # that would show every DAG
+    assert ("can_access_menu", "DAGs") in perms
+    assert {("can_read", "DAG:platform_destroy")} == {p for p in perms if p[1].endswith("platform_destroy")}
+    assert {
+        ("can_read", "DAG:platform_deploy"),
+        ("can_edit", "DAG:platform_deploy"),
+        ("can_create", "DAG Run:platform_deploy"),
+    } <= perms
+    assert not any("argocd_smoke" in resource for _, resource in perms)
+
+
+def test_users_passwords_come_from_the_environment_not_the_file() -> None:
+    config = load_roles()
+    assert {(u.username, u.role) for u in config.users} == {
+        ("admin", "admin"),
+        ("dev", "developer"),
+        ("ds", "data-scientist"),
+    }
+    assert "password:" not in Path("config/roles.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("roles: {dev: {copy_of: Admin, dags: [{match: '*', grant: read}]}}", "roles.dev", "not both"),
+        ("roles: {dev: {dags: [{match: '*', grant: write}]}}", "roles.dev.dags[0].grant", "'trigger'"),
+        ("roles: {Admin: {copy_of: Admin}}", "(root)", "built-in"),
+        (
+            ROLE + "users: [{username: a, role: ops, email: a@b.c, password_env: A}]",
+            "(root)",
+            "unknown role 'ops'",
+        ),
+        (
+            ROLE + "users: [{username: a, role: dev, email: a@b.c, password_env: a-b}]",
+            "users[0].password_env",
+            "pattern",
+        ),
+    ],
+)
+def test_a_bad_roles_file_names_the_file_and_key(tmp_path: Path, text: str, key: str, message: str) -> None:
+    path = tmp_path / "roles.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as error:
+        load_roles(path)
+    assert str(error.value).startswith(f"{path}: {key}: ") and message in str(error.value)
