@@ -43,8 +43,10 @@ system-packages:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
 	fi
 
+## bench: ingest throughput (ours vs Polars and DuckDB) and the deploy critical path.
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/ingest_throughput.py benchmarks/deploy_critical_path.py; do \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## constraints: refreeze constraints.txt from a fresh install of the requirement files.
 constraints: | $(BIN)/uv

@@ -137,6 +137,7 @@ def airflow_env(local: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__API_AUTH__JWT_SECRET": local["jwt_secret"],
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
+            "BASE_PIPELINES_ROOT": str(HOME),
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -304,6 +305,17 @@ def sandbox_connections() -> dict[str, dict[str, object]]:
     }
 
 
+def sample_data() -> Path:
+    """Generated transactions for ``pipeline_transactions`` (once; delete the folder for new ones)."""
+    incoming = HOME / "data" / "transactions" / "incoming"
+    if not incoming.exists():
+        from benchmarks.datagen import generate
+
+        summary = generate(20_000, "csv", 0.02, incoming, files=2)
+        print(f"  generated {summary.rows} sample transactions ({summary.corrupt} corrupt) in {incoming}")
+    return incoming
+
+
 def sync_roles(env: dict[str, str]) -> None:
     """Roles and users of config/roles.yaml (FAB); the output names roles, never passwords."""
     plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
@@ -353,6 +365,7 @@ def main() -> int:
         connections.write_text(json.dumps(sandbox_connections()))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
+        sample_data()
         if EXECUTOR == "celery":
             sync_roles(env)
         services = airflow_services()

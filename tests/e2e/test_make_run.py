@@ -122,6 +122,10 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert "verdict: OK" in deploy and "vault" in deploy
         validate = _run_block("validate-curl", env)
         assert "Platform validation: HEALTHY" in validate and "vault_health" in validate
+        pipeline = _run_block("pipeline-curl", env)
+        assert re.search(r"rows in 20000 = stored \d+ \+ quarantined [1-9]\d*; [1-9]\d* files", pipeline), (
+            pipeline
+        )
         ctl = _run_block("platformctl", env)
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
         _assert_no_credentials_in_logs(tmp_path / "home" / "logs")

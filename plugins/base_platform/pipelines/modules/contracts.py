@@ -1,0 +1,129 @@
+"""Schema contracts: raw bytes to the contract's types, with a finding for every value that does not fit.
+
+Each check is a vectorised mask; a value that fails becomes null in the typed column and its
+row is quarantined with the reason, so one bad value never fails a batch.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from base_platform.pipelines.findings import Findings
+from base_platform.pipelines.spec import Column, Contract
+
+NULL_BOOL = pa.scalar(None, pa.bool_())
+
+
+def arrow_type(column: Column) -> pa.DataType:
+    if decimal := column.decimal:
+        return pa.decimal128(*decimal)
+    return {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+        "bool": pa.bool_(),
+    }[column.type]
+
+
+def arrow_schema(contract: Contract, enforce_nullability: bool = True) -> pa.Schema:
+    """The stored schema; while a batch still holds bad rows, every field must allow nulls."""
+    return pa.schema(
+        [
+            pa.field(c.name, arrow_type(c), nullable=c.nullable or not enforce_nullability)
+            for c in contract.columns
+        ]
+    )
+
+
+def invalid_utf8(values: pa.Array) -> list[int]:
+    """Positions of values that are not UTF-8, found by bisection: cheap when there are few."""
+    try:
+        values.cast(pa.string())
+        return []
+    except pa.ArrowInvalid:
+        if len(values) == 1:
+            return [0]
+    middle = len(values) // 2
+    return invalid_utf8(values.slice(0, middle)) + [middle + i for i in invalid_utf8(values.slice(middle))]
+
+
+def decode(values: pa.Array, name: str, findings: Findings) -> tuple[pa.StringArray, pa.Array]:
+    """Text, and which values were missing in the input (null or empty, in every format)."""
+    empty = pc.equal(pc.binary_length(values), 0)
+    if pc.any(empty).as_py():
+        values = pc.if_else(empty, pa.scalar(None, pa.binary()), values)
+    missing = pc.is_null(values)
+    bad = invalid_utf8(values)
+    if bad:
+        mask = pa.array(_mask(len(values), bad))
+        findings.add(mask, f"{name}: invalid UTF-8")
+        values = pc.if_else(mask, pa.scalar(None, pa.binary()), values)
+    return values.cast(pa.string()), missing
+
+
+def _mask(rows: int, positions: list[int]) -> list[bool]:
+    mask = [False] * rows
+    for position in positions:
+        mask[position] = True
+    return mask
+
+
+def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array:
+    """Cast text to the column's type; unparseable values become null with a finding."""
+    target = arrow_type(column)
+    if column.type == "string":
+        return text
+    if column.type in ("timestamp", "date"):
+        fmt = column.format or ("%Y-%m-%dT%H:%M:%S%z" if column.type == "timestamp" else "%Y-%m-%d")
+        parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+        findings.add(
+            pc.and_(pc.is_valid(text), pc.is_null(parsed)), f"{column.name}: not a {column.type} ({fmt})"
+        )
+        if column.type == "date":
+            return parsed.cast(pa.date32())
+        return parsed if parsed.type.tz else pc.assume_timezone(parsed, "UTC")
+    if decimal := column.decimal:
+        whole = decimal[0] - decimal[1]
+        shape = rf"^-?[0-9]{{1,{whole}}}(\.[0-9]{{1,{decimal[1]}}})?$"
+    elif column.type == "int64":
+        shape = r"^-?[0-9]{1,18}$"
+    else:
+        shape = r"^(true|false)$"
+    wrong = pc.invert(pc.match_substring_regex(text, shape))
+    findings.add(wrong, f"{column.name}: not a {column.type}")
+    clean = pc.if_else(pc.fill_null(wrong, False), pa.scalar(None, pa.string()), text)
+    if column.type == "bool":
+        return pc.equal(clean, "true")
+    return clean.cast(target)
+
+
+def _constrain(text: pa.StringArray, missing: pa.Array, column: Column, findings: Findings) -> None:
+    if not column.nullable:
+        findings.add(missing, f"{column.name}: missing")
+    if column.max_length:
+        findings.add(
+            pc.greater(pc.utf8_length(text), column.max_length),
+            f"{column.name}: longer than {column.max_length}",
+        )
+    if column.pattern:
+        findings.add(
+            pc.invert(pc.match_substring_regex(text, column.pattern)),
+            f"{column.name}: does not match {column.pattern}",
+        )
+    if column.allowed:
+        findings.add(
+            pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, pa.array(column.allowed)))),
+            f"{column.name}: not one of {list(column.allowed)}",
+        )
+
+
+def conform(raw: pa.RecordBatch, contract: Contract, findings: Findings) -> pa.RecordBatch:
+    """The batch in the contract's schema; every problem is recorded in ``findings``."""
+    arrays = []
+    for column in contract.columns:
+        text, missing = decode(raw.column(column.name), column.name, findings)
+        _constrain(text, missing, column, findings)
+        arrays.append(_parse(text, column, findings))
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(contract, enforce_nullability=False))

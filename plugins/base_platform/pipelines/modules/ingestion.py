@@ -1,0 +1,152 @@
+"""Ingestion: decode a source file into Arrow record batches of raw bytes, one column per contract column.
+
+Values stay binary here so that invalid UTF-8 is a per-row finding of the contract stage, not
+an error that loses a whole block. Rows the parser cannot split into the right columns are
+returned as rejects with their raw text, so every input row is accounted for.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+BLOCK_BYTES = 8 << 20
+
+
+class SourceError(ValueError):
+    """The file as a whole is unusable (e.g. a contract column is missing from its header)."""
+
+
+@dataclass
+class Reject:
+    raw: bytes
+    reason: str
+
+
+@dataclass
+class RawBatch:
+    """Raw values (binary, null for empty) plus the rows that could not be split into columns."""
+
+    batch: pa.RecordBatch
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def raw_schema(names: Sequence[str]) -> pa.Schema:
+    return pa.schema([(name, pa.binary()) for name in names])
+
+
+def read(
+    stream: BinaryIO, fmt: str, names: Sequence[str], options: dict[str, str | int | bool] | None = None
+) -> Iterator[RawBatch]:
+    """Batches of ``stream`` in file order; the reader never holds more than a block or two."""
+    if fmt == "csv":
+        return _csv(stream, names, options or {})
+    if fmt == "ndjson":
+        return _ndjson(stream, names)
+    if fmt == "parquet":
+        return _parquet(stream, names)
+    raise SourceError(f"unknown format {fmt!r}")
+
+
+def _csv(stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | bool]) -> Iterator[RawBatch]:
+    rejects: list[Reject] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        reason = f"expected {row.expected_columns} columns, found {row.actual_columns}"
+        rejects.append(Reject(row.text.encode("utf-8", "surrogateescape"), reason))
+        return "skip"
+
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=str(options.get("delimiter", ",")),
+                newlines_in_values=True,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=raw_schema(names), include_columns=list(names), strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise SourceError(f"cannot read the CSV header or first block: {exc}") from exc
+    for batch in reader:
+        yield RawBatch(batch.select(list(names)), rejects[:])
+        rejects.clear()
+    if rejects:
+        yield RawBatch(_empty(names), rejects)
+
+
+def _empty(names: Sequence[str]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=raw_schema(names))
+
+
+def _ndjson(stream: BinaryIO, names: Sequence[str], lines_per_chunk: int = 65_536) -> Iterator[RawBatch]:
+    schema = pa.schema([(name, pa.string()) for name in names])
+
+    def parse(lines: list[bytes]) -> pa.Table:
+        return pajson.read_json(
+            io.BytesIO(b"".join(lines)),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+
+    chunk: list[bytes] = []
+    for line in _lines(stream):
+        if line.strip():
+            chunk.append(line + b"\n")
+        if len(chunk) >= lines_per_chunk:
+            yield _parsed(chunk, parse, names)
+            chunk = []
+    if chunk:
+        yield _parsed(chunk, parse, names)
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Lines without their newline, read a block at a time (pyarrow streams have no readline)."""
+    rest = b""
+    while block := stream.read(BLOCK_BYTES):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _parsed(lines: list[bytes], parse: Callable[[list[bytes]], pa.Table], names: Sequence[str]) -> RawBatch:
+    """Parse a chunk; if it fails, bisect to the bad lines so only they are rejected."""
+    good: list[pa.Table] = []
+    rejects: list[Reject] = []
+
+    def visit(part: list[bytes]) -> None:
+        try:
+            good.append(parse(part))
+        except pa.ArrowInvalid as exc:
+            if len(part) == 1:
+                rejects.append(Reject(part[0].rstrip(b"\n"), f"not a JSON object: {exc}".splitlines()[0]))
+                return
+            middle = len(part) // 2
+            visit(part[:middle])
+            visit(part[middle:])
+
+    visit(lines)
+    tables = [table.select(list(names)).cast(raw_schema(names)) for table in good]
+    batch = pa.concat_tables(tables).combine_chunks().to_batches() if tables else []
+    return RawBatch(pa.concat_batches(batch) if batch else _empty(names), rejects)
+
+
+def _parquet(stream: BinaryIO, names: Sequence[str]) -> Iterator[RawBatch]:
+    source = pq.ParquetFile(stream)
+    missing = set(names) - set(source.schema_arrow.names)
+    if missing:
+        raise SourceError(f"columns missing from the file: {sorted(missing)}")
+    for batch in source.iter_batches(columns=list(names)):
+        arrays = [batch.column(name).cast(pa.string()).cast(pa.binary()) for name in names]
+        yield RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)))

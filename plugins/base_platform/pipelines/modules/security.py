@@ -1,0 +1,96 @@
+"""Security: PII and sensitive columns are protected before anything is written.
+
+``hmac`` is HMAC-SHA256 with a key from Vault KV, as lowercase hex, so equal inputs still join;
+``mask`` keeps the last characters; ``drop`` removes the column from what is stored.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from base_platform.pipelines.spec import Protection, Security
+
+BLOCK = 64
+
+
+def load_key(security: Security) -> bytes | None:
+    """The HMAC key from Vault KV (``path#key`` under ``vault_default``'s mount); None if unused."""
+    if not any(protection.protect == "hmac" for protection in security.columns.values()):
+        return None
+    from base_platform.vault.client import read_secret
+
+    secret_path, _, key = security.hmac_key.partition("#")
+    return read_secret(secret_path, key).encode()
+
+
+def hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
+    """HMAC-SHA256 per value; each distinct value of the batch is hashed once (DuckDB, zero-copy)."""
+    import duckdb
+
+    if len(values) == 0:
+        return pa.array([], pa.string())
+    encoded = pc.dictionary_encode(values)
+    if len(key) > BLOCK:
+        import hashlib
+
+        key = hashlib.sha256(key).digest()
+    padded = key.ljust(BLOCK, b"\0")
+    inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
+    distinct = pa.table({"v": encoded.dictionary})
+    with duckdb.connect() as con:
+        con.register("distinct_values", distinct)
+        digests = con.sql(
+            "select sha256($outer || unhex(sha256($inner || encode(v)))) as h from distinct_values",
+            params={"inner": inner, "outer": outer},
+        ).to_arrow_table()
+    return pc.take(digests.column("h"), encoded.indices).combine_chunks()
+
+
+def mask(values: pa.Array, keep_last: int) -> pa.Array:
+    tail = (
+        pc.utf8_slice_codeunits(values, start=-keep_last)
+        if keep_last
+        else pc.utf8_slice_codeunits(values, 0, 0)
+    )
+    hidden = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(values), keep_last), 0))
+    return pc.binary_join_element_wise(hidden, tail, "")
+
+
+def protect_column(values: pa.Array, protection: Protection, key: bytes | None) -> pa.Array | None:
+    """The stored form of a column, or None when it is dropped."""
+    if protection.protect == "drop":
+        return None
+    if protection.protect == "mask":
+        return mask(values, protection.keep_last)
+    if protection.protect == "hmac":
+        if key is None:
+            raise ValueError("hmac needs a key")
+        return hmac_hex(values, key)
+    return values
+
+
+def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.RecordBatch:
+    """The batch as it may be stored: protected columns replaced, dropped ones gone."""
+    names, arrays = [], []
+    for name in batch.schema.names:
+        protection = security.columns.get(name)
+        values = (
+            batch.column(name) if protection is None else protect_column(batch.column(name), protection, key)
+        )
+        if values is not None:
+            names.append(name)
+            arrays.append(values)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def stored_schema(schema: pa.Schema, security: Security) -> pa.Schema:
+    """What protection does to the contract's schema: hmac and mask store strings, drop removes."""
+    fields = []
+    for field in schema:
+        protection = security.columns.get(field.name)
+        if protection is None or protection.protect == "none":
+            fields.append(field)
+        elif protection.protect != "drop":
+            fields.append(pa.field(field.name, pa.string(), nullable=field.nullable))
+    return pa.schema(fields)

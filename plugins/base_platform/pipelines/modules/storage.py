@@ -1,0 +1,197 @@
+"""Storage: partitioned zstd Parquet written to staging, then published under a manifest.
+
+Layout under the target URI (local path or ``s3://``, through pyarrow's filesystems):
+
+- ``_staging/<run>/<shard>/``: a process_shard attempt's files. Readers ignore ``_``-prefixed
+  paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
+- ``<partition>=<value>/part-<run>-<shard>-<n>.parquet``: published data.
+- ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason.
+- ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
+  maps each committed input checksum to its run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from base_platform.pipelines.spec import resolve
+
+AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """pyarrow's S3 client with the credentials, region and endpoint of the amazon provider's connection."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=os.environ.get(AWS_CONN_VARIABLE, "aws_default"))
+    credentials = hook.get_credentials()
+    return pafs.S3FileSystem(
+        access_key=credentials.access_key,
+        secret_key=credentials.secret_key,
+        session_token=credentials.token,
+        region=hook.conn_region_name or "us-east-1",
+        endpoint_override=hook.conn_config.get_service_endpoint_url("s3"),
+        allow_bucket_creation=False,
+    )
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem and a base path, from any URI pyarrow understands."""
+
+    fs: pafs.FileSystem
+    base: str
+
+    @classmethod
+    def of(cls, uri: str) -> Location:
+        """Local paths directly; ``s3://`` through the amazon provider's connection."""
+        resolved = resolve(uri)
+        if resolved.startswith("s3://"):
+            return cls(s3_filesystem(), resolved.removeprefix("s3://").rstrip("/"))
+        fs, base = pafs.FileSystem.from_uri(resolved)
+        return cls(fs, base.rstrip("/"))
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        found: bool = self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+        return found
+
+    def read_json(self, *parts: str) -> Any:
+        with self.fs.open_input_stream(self.path(*parts)) as stream:
+            return json.loads(stream.read())
+
+    def write_json_atomically(self, data: Any, *parts: str) -> None:
+        """Write beside the target, then rename over it: readers see the old or the new file."""
+        final = self.path(*parts)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        temporary = f"{final}.tmp-{os.getpid()}"
+        with self.fs.open_output_stream(temporary) as stream:
+            stream.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+        self.fs.move(temporary, final)
+
+    def delete_dir(self, *parts: str) -> None:
+        if self.exists(*parts):
+            self.fs.delete_dir(self.path(*parts))
+
+
+def quarantine_schema(names: Iterable[str]) -> pa.Schema:
+    """Raw values as bytes (they may not be UTF-8), the whole raw line for unsplittable rows."""
+    fields = [pa.field(name, pa.binary()) for name in names]
+    return pa.schema(
+        [
+            *fields,
+            ("_raw", pa.binary()),
+            ("_reason", pa.string()),
+            ("_source", pa.string()),
+            ("_record", pa.int64()),
+        ]
+    )
+
+
+class QuarantineWriter:
+    """One Parquet file per shard attempt, opened on the first bad row."""
+
+    def __init__(self, location: Location, path: str, names: list[str], source: str) -> None:
+        self.location, self.file, self.names, self.source = location, path, names, source
+        self.schema = quarantine_schema(names)
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            self.location.fs.create_dir(self.file.rsplit("/", 1)[0], recursive=True)
+            self.writer = pq.ParquetWriter(
+                self.file, self.schema, filesystem=self.location.fs, compression="zstd"
+            )
+        self.writer.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def rows_of(self, raw: pa.RecordBatch, indices: pa.Array, reasons: pa.Array, first_record: int) -> None:
+        """The raw values of the rows at ``indices``, with one reason each."""
+        columns = {name: pc.take(raw.column(name), indices) for name in self.names}
+        self.write(
+            pa.table(
+                columns
+                | {
+                    "_raw": pa.nulls(len(indices), pa.binary()),
+                    "_reason": reasons,
+                    "_source": pa.array([self.source] * len(indices), pa.string()),
+                    "_record": pc.add(indices.cast(pa.int64()), first_record),
+                }
+            )
+        )
+
+    def lines(self, rejects: list[tuple[bytes, str]]) -> None:
+        n = len(rejects)
+        columns = {name: pa.nulls(n, pa.binary()) for name in self.names}
+        self.write(
+            pa.table(
+                columns
+                | {
+                    "_raw": pa.array([raw for raw, _ in rejects], pa.binary()),
+                    "_reason": pa.array([reason for _, reason in rejects], pa.string()),
+                    "_source": pa.array([self.source] * n, pa.string()),
+                    "_record": pa.nulls(n, pa.int64()),
+                }
+            )
+        )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_partitioned(
+    batches: Iterator[pa.RecordBatch],
+    schema: pa.Schema,
+    location: Location,
+    directory: str,
+    partition_by: tuple[str, ...],
+    basename: str,
+    rows_per_file: int,
+) -> list[str]:
+    """Stream batches into hive-partitioned zstd Parquet; returns the files written."""
+    written: list[str] = []
+    ds.write_dataset(
+        batches,
+        base_dir=location.path(directory),
+        schema=schema,
+        format="parquet",
+        filesystem=location.fs,
+        partitioning=ds.partitioning(pa.schema([schema.field(name) for name in partition_by]), flavor="hive")
+        if partition_by
+        else None,
+        basename_template=basename + "-{i}.parquet",
+        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+        max_rows_per_file=rows_per_file,
+        max_rows_per_group=min(rows_per_file, 1 << 20),
+        min_rows_per_group=min(rows_per_file, 1 << 17),
+        existing_data_behavior="overwrite_or_ignore",
+        file_visitor=lambda written_file: written.append(written_file.path),
+    )
+    return sorted(written)
+
+
+def file_digest(location: Location, path: str) -> tuple[str, int]:
+    """SHA-256 and size of a file, streamed."""
+    digest, size = hashlib.sha256(), 0
+    with location.fs.open_input_stream(path) as stream:
+        while chunk := stream.read(8 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

@@ -1,0 +1,245 @@
+"""Typed pipeline specs (config/pipelines/<name>.yaml) and data contracts (config/contracts/).
+
+Everything is checked at load, and an error names the file and the key, so a bad spec fails
+the DAG file's import in the dag-processor rather than a run an hour later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from base_platform.catalog.loader import CONFIG_DIR, CatalogError, load_model
+
+NAME = r"^[a-z][a-z0-9_]*$"
+ROOT_VARIABLE = "BASE_PIPELINES_ROOT"
+DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
+SCALAR_TYPES = ("string", "int64", "timestamp", "date", "bool")
+
+
+def resolve(uri: str) -> str:
+    """Relative paths are under ``$BASE_PIPELINES_ROOT`` (default: the working directory)."""
+    if "://" in uri or Path(uri).is_absolute():
+        return uri.rstrip("/")
+    return str(Path(os.environ.get(ROOT_VARIABLE, ".")).resolve() / uri).rstrip("/")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    name: str = Field(pattern=NAME)
+    type: str
+    nullable: bool = True
+    max_length: int | None = Field(default=None, gt=0)
+    pattern: str | None = None
+    allowed: tuple[str, ...] | None = None
+    format: str | None = Field(default=None, description="strptime format for timestamp and date")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value in SCALAR_TYPES:
+            return value
+        match = DECIMAL.match(value.replace(" ", ""))
+        if not match or not 0 < int(match.group(2)) < int(match.group(1)) <= 38:
+            raise ValueError(f"unknown type {value!r}: use {', '.join(SCALAR_TYPES)} or decimal(p,s)")
+        return value.replace(" ", "")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+    @property
+    def decimal(self) -> tuple[int, int] | None:
+        match = DECIMAL.match(self.type)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+class Contract(_Strict):
+    name: str = Field(pattern=NAME)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="semantic version")
+    primary_key: tuple[str, ...] = Field(min_length=1)
+    columns: tuple[Column, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_exist(self) -> Contract:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names in {names}")
+        for key in self.primary_key:
+            if key not in names:
+                raise ValueError(f"primary key column {key!r} is not a column")
+            if self.column(key).nullable:
+                raise ValueError(f"primary key column {key!r} must not be nullable")
+        return self
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+class Source(_Strict):
+    uri: str = Field(min_length=1, description="a local path or s3://bucket/prefix")
+    glob: str = "*"
+    format: Literal["csv", "ndjson", "parquet"]
+    options: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class NotNull(_Strict):
+    rule: Literal["not_null"]
+    column: str
+
+
+class Range(_Strict):
+    rule: Literal["range"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+
+class Regex(_Strict):
+    rule: Literal["regex"]
+    column: str
+    pattern: str
+
+
+class AcceptedValues(_Strict):
+    rule: Literal["accepted_values"]
+    column: str
+    values: tuple[str, ...] = Field(min_length=1)
+
+
+class Unique(_Strict):
+    rule: Literal["unique"]
+    columns: tuple[str, ...] = Field(min_length=1)
+
+
+class Freshness(_Strict):
+    rule: Literal["freshness"]
+    column: str
+    max_age_hours: float = Field(gt=0)
+
+
+Rule = Annotated[NotNull | Range | Regex | AcceptedValues | Unique | Freshness, Field(discriminator="rule")]
+
+
+class Protection(_Strict):
+    classification: Literal["pii", "sensitive", "public"]
+    protect: Literal["hmac", "mask", "drop", "encrypt", "none"] = "none"
+    keep_last: int = Field(default=0, ge=0, description="mask: characters left visible at the end")
+
+    @model_validator(mode="after")
+    def _protected_unless_public(self) -> Protection:
+        if self.classification != "public" and self.protect == "none":
+            raise ValueError(f"a {self.classification} column needs a protection (hmac, mask, drop, encrypt)")
+        return self
+
+
+class Security(_Strict):
+    hmac_key: str = Field(
+        default="platform/pipelines#hmac_key", pattern=r"^[\w/-]+#\w+$", description="Vault KV path#key"
+    )
+    columns: dict[str, Protection] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _supported(cls, columns: dict[str, Protection]) -> dict[str, Protection]:
+        for name, protection in columns.items():
+            if protection.protect == "encrypt":
+                raise ValueError(
+                    f"{name}: protect 'encrypt' (Parquet column encryption) is not implemented yet"
+                )
+        return columns
+
+
+class Storage(_Strict):
+    uri: str = Field(min_length=1)
+    partition_by: tuple[str, ...] = ()
+    compression: Literal["zstd"] = "zstd"
+    target_file_mb: int = Field(default=128, gt=0)
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    contract: str = Field(pattern=NAME, description="config/contracts/<contract>.yaml")
+    source: Source
+    quality: tuple[Rule, ...] = ()
+    security: Security = Security()
+    storage: Storage
+    schedule: str | None = None
+    execution: Literal["local", "kubernetes"] = "local"
+
+
+class Pipeline(_Strict):
+    """A spec with its contract, cross-checked."""
+
+    spec: PipelineSpec
+    contract: Contract
+
+
+def _check_columns(pipeline: Pipeline, path: Path) -> None:
+    names = set(pipeline.contract.names)
+    for index, rule in enumerate(pipeline.spec.quality):
+        used = rule.columns if isinstance(rule, Unique) else (rule.column,)
+        for column in used:
+            if column not in names:
+                raise CatalogError(path, f"quality[{index}]", f"unknown column {column!r}")
+    for column in pipeline.spec.security.columns:
+        if column not in names:
+            raise CatalogError(path, f"security.columns.{column}", "unknown column")
+    for index, column in enumerate(pipeline.spec.storage.partition_by):
+        if column not in names and column != "event_date":
+            raise CatalogError(path, f"storage.partition_by[{index}]", f"unknown column {column!r}")
+
+
+def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
+    spec = load_model(PipelineSpec, path)
+    if spec.name != path.stem:
+        raise CatalogError(path, "name", f"must match the file name {path.stem!r}")
+    contract_path = (contracts_dir or path.parent.parent / "contracts") / f"{spec.contract}.yaml"
+    contract = load_model(Contract, contract_path)
+    pipeline = Pipeline(spec=spec, contract=contract)
+    _check_columns(pipeline, path)
+    return pipeline
+
+
+@cache
+def load_pipelines(config_dir: Path = CONFIG_DIR) -> tuple[Pipeline, ...]:
+    """Every spec under config/pipelines, sorted by name."""
+    return tuple(load_pipeline(path) for path in sorted((config_dir / "pipelines").glob("*.yaml")))
+
+
+def classify_change(old: Contract, new: Contract) -> tuple[str, list[str]]:
+    """``breaking`` or ``compatible``, with the reasons; a breaking change needs a new major."""
+    reasons: list[str] = []
+    before = {c.name: c for c in old.columns}
+    after = {c.name: c for c in new.columns}
+    for name, column in before.items():
+        if name not in after:
+            reasons.append(f"column {name} removed")
+        elif after[name].type != column.type:
+            reasons.append(f"column {name} type {column.type} -> {after[name].type}")
+        elif column.nullable and not after[name].nullable:
+            reasons.append(f"column {name} became required")
+    for name in after.keys() - before.keys():
+        if not after[name].nullable:
+            reasons.append(f"new column {name} is required")
+    if old.primary_key != new.primary_key:
+        reasons.append(f"primary key {list(old.primary_key)} -> {list(new.primary_key)}")
+    if reasons:
+        return "breaking", reasons
+    return "compatible", [f"column {name} added (nullable)" for name in sorted(after.keys() - before.keys())]

@@ -1,0 +1,81 @@
+"""pipeline_transactions under dag.test(): the HMAC key from the Vault simulator, real files."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+from benchmarks.datagen import generate
+from sandbox.vault.scenario import load_scenario as load_vault_scenario
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+DAG_ID = "pipeline_transactions"
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_vault: Any) -> Path:
+    start_vault()
+    monkeypatch.setenv("BASE_PIPELINES_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "root"
+
+
+def run(**conf: Any) -> tuple[Any, dict[str, str]]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "base_pipelines.py")).dags[DAG_ID]
+    dag_run = dag.test(run_conf=conf)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    return dag_run, {t if i < 0 else f"{t}[{i}]": str(s) for (t, i), s in states.items()}
+
+
+def published(target: Path) -> list[str]:
+    return sorted(str(p.relative_to(target)) for p in target.rglob("*.parquet") if "_staging" not in p.parts)
+
+
+def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_rerun_changes_nothing(
+    airflow_db: None, root: Path
+) -> None:
+    summary = generate(4000, "csv", 0.05, root / "data/transactions/incoming", files=2)
+    dag_run, states = run()
+    assert dag_run.state == "success", states
+    assert states["process_shard[0]"] == states["process_shard[1]"] == "success"
+    target = root / "data/transactions/curated"
+    manifest = json.loads(next((target / "_manifests").glob("manual*.json")).read_text())
+    assert manifest["rows_in"] == 4000 == manifest["rows_stored"] + manifest["rows_quarantined"]
+    assert manifest["rows_quarantined"] == summary.corrupt and manifest["gb_per_hour"] > 0
+    assert set(manifest["stage_seconds"]) == {"ingestion", "contracts", "quality", "security", "storage"}
+    table = ds.dataset(target, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == manifest["rows_stored"] and "event_date" in table.schema.names
+    key = load_vault_scenario("default.yaml").kv["secret/platform/pipelines"]["hmac_key"].encode()
+    emails = set(table.column("customer_email").to_pylist())
+    assert (
+        hmac.new(key, b"user0000001@example.com", hashlib.sha256).hexdigest() in emails or len(emails) > 100
+    )
+    assert not any("@" in e for e in emails)
+    catalog = json.loads((root.parent / "artifacts/catalog/transactions.json").read_text())
+    assert catalog["last_commit"]["rows_stored"] == manifest["rows_stored"]
+    before = published(target)
+
+    dag_run, states = run()
+    assert dag_run.state == "success" and states["commit"] == "skipped", states
+    assert published(target) == before  # the same interval again changes nothing
+
+
+@pytest.mark.parametrize("conf", [{"source_uri": ""}, {"target_uri": 3}, {"full_refresh": "yes"}])
+def test_bad_params_are_refused_before_a_run_exists(conf: dict[str, Any]) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(DagBag(dag_folder=str(ROOT / "dags" / "base_pipelines.py")).dags[DAG_ID].params)
+    with pytest.raises(ParamValidationError):
+        params.update(conf)  # what the API does with a run's conf, before the run exists
+        params.validate()

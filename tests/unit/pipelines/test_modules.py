@@ -1,0 +1,148 @@
+"""Each BASE module stage alone, on small Arrow data."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from base_platform.pipelines.findings import Findings
+from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security
+from base_platform.pipelines.spec import Contract, Protection, Range, Security, Unique, load_pipelines
+
+CONTRACT = Contract.model_validate(
+    {
+        "name": "t",
+        "version": "1.0.0",
+        "primary_key": ["id"],
+        "columns": [
+            {"name": "id", "type": "string", "nullable": False},
+            {"name": "amount", "type": "decimal(6,2)"},
+            {"name": "at", "type": "timestamp", "format": "%Y-%m-%dT%H:%M:%SZ"},
+            {"name": "n", "type": "int64"},
+            {"name": "ok", "type": "bool"},
+            {"name": "day", "type": "date"},
+            {"name": "cur", "type": "string", "allowed": ["EUR", "USD"]},
+        ],
+    }
+)
+
+
+def raw(rows: list[list[bytes | None]]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, pa.binary()) for c in columns], schema=ingestion.raw_schema(CONTRACT.names)
+    )
+
+
+def reasons(findings: Findings) -> list[str]:
+    bad = pa.array(np.flatnonzero(findings.bad().to_numpy(zero_copy_only=False)))
+    found: list[str] = findings.reasons(bad).to_pylist()
+    return found
+
+
+def test_contract_types_good_rows_and_names_every_bad_value() -> None:
+    batch = raw(
+        [
+            [b"a", b"1234.50", b"2026-11-26T10:00:00Z", b"7", b"true", b"2026-11-26", b"EUR"],
+            [None, b"12,50", b"2026-13-45T99:00:00Z", b"x", b"yes", b"26.11.2026", b"XYZ"],
+            [b"c", b"12345.1", None, None, None, None, None],
+            [b"d\xff", b"-1.5", b"2026-11-26T10:00:00Z", b"-3", b"false", b"2026-01-01", b"USD"],
+        ]
+    )
+    findings = Findings(4)
+    typed = contracts.conform(batch, CONTRACT, findings)
+    assert typed.column("amount")[0].as_py() == pytest.approx(1234.5)
+    assert typed.column("at")[0].as_py() == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    assert typed.column("ok").to_pylist()[0] is True and typed.column("n")[3].as_py() == -3
+    assert findings.bad().to_pylist() == [False, True, True, True]
+    second, third, fourth = reasons(findings)
+    for expected in (
+        "id: missing",
+        "amount: not a decimal(6,2)",
+        "at: not a timestamp",
+        "n: not a int64",
+        "ok: not a bool",
+        "day: not a date",
+        "cur: not one of",
+    ):
+        assert expected in second
+    assert third == "amount: not a decimal(6,2)"  # 5 whole digits do not fit decimal(6,2)
+    assert fourth == "id: invalid UTF-8"
+
+
+def test_invalid_utf8_is_found_by_bisection_among_many_values() -> None:
+    values = pa.array([b"ok"] * 1000 + [b"\xff"] + [b"fine"] * 500 + [b"\xc3("], pa.binary())
+    assert contracts.invalid_utf8(values) == [1000, 1501]
+
+
+def test_unique_keys_flag_repeats_within_and_across_batches() -> None:
+    keys = quality.UniqueKeys()
+    assert keys.duplicates(np.array([5, 6, 5], dtype=np.uint64)).tolist() == [False, False, True]
+    assert keys.duplicates(np.array([7, 6, 8], dtype=np.uint64)).tolist() == [False, True, False]
+
+
+def test_quality_rules_record_findings_and_uniqueness_spans_batches() -> None:
+    state: dict[str, quality.UniqueKeys] = {}
+    rules = (Range(rule="range", column="n", min=0, max=10), Unique(rule="unique", columns=("id",)))
+    first = pa.RecordBatch.from_pydict({"id": ["a", "b"], "n": [5, 11]})
+    findings = Findings(2)
+    quality.apply(first, rules, findings, state)
+    assert reasons(findings) == ["n: above 10"]
+    findings = Findings(2)
+    quality.apply(pa.RecordBatch.from_pydict({"id": ["c", "a"], "n": [-1, 1]}), rules, findings, state)
+    assert reasons(findings) == ["n: below 0", "id: duplicate in this run"]
+
+
+def test_hmac_matches_the_standard_library_and_masking_keeps_the_tail() -> None:
+    key = b"sandbox-key"
+    values = pa.array(["a@example.com", "b@example.com", "a@example.com", None])
+    expected = [
+        hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in ("a@example.com", "b@example.com")
+    ]
+    assert security.hmac_hex(values, key).to_pylist() == [expected[0], expected[1], expected[0], None]
+    assert security.mask(pa.array(["1234", None, "9"]), 2).to_pylist() == ["**34", None, "9"]
+
+
+def test_protect_drops_and_never_stores_plain_pii() -> None:
+    policy = Security(
+        columns={
+            "email": Protection(classification="pii", protect="hmac"),
+            "ssn": Protection(classification="pii", protect="drop"),
+        }
+    )
+    batch = pa.RecordBatch.from_pydict({"email": ["x@y.z"], "ssn": ["123"], "n": [1]})
+    stored = security.protect(batch, policy, b"k")
+    assert stored.schema.names == ["email", "n"] and "x@y.z" not in str(stored.to_pylist())
+
+
+def test_csv_ingestion_keeps_quoted_commas_and_newlines_and_rejects_ragged_rows() -> None:
+    names = load_pipelines()[0].contract.names[:3]
+    text = b'transaction_id,account_id,event_time\n"a,1","acc\nx",t\nb,c\nd,e,f\n'
+    batches = list(ingestion.read(io.BytesIO(text), "csv", names))
+    rows = [r for b in batches for r in b.batch.to_pylist()]
+    rejects = [r for b in batches for r in b.rejects]
+    assert rows[0] == {"transaction_id": b"a,1", "account_id": b"acc\nx", "event_time": b"t"}
+    assert [r.reason for r in rejects] == ["expected 3 columns, found 2"] and rejects[0].raw == b"b,c"
+    assert len(rows) == 2
+
+
+def test_ndjson_ingestion_rejects_only_the_broken_lines() -> None:
+    names = ("transaction_id", "memo")
+    text = b'{"transaction_id": "a", "memo": "x"}\n{"transaction_id": "b", broken\n{"transaction_id": "c"}\n'
+    (batch,) = list(ingestion.read(io.BytesIO(text), "ndjson", names))
+    assert batch.batch.column("transaction_id").to_pylist() == [b"a", b"c"]
+    assert len(batch.rejects) == 1 and batch.rejects[0].raw.startswith(b'{"transaction_id": "b"')
+
+
+def test_robust_z_flags_an_outlier_only_with_enough_history() -> None:
+    history = [{"rows_in": v} for v in (100.0, 102.0, 98.0, 101.0, 99.0)]
+    assert monitoring.compare({"rows_in": 100.0}, history[:4])["status"] == "insufficient history"
+    assert monitoring.compare({"rows_in": 101.0}, history)["status"] == "normal"
+    outlier = monitoring.compare({"rows_in": 400.0}, history)
+    assert outlier["status"] == "anomalies" and outlier["anomalies"] == ["rows_in"]

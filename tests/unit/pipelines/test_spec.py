@@ -1,0 +1,123 @@
+"""Pipeline specs and contracts: the shipped ones load, and every error names the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from base_platform.catalog.loader import CatalogError
+from base_platform.pipelines.spec import Contract, classify_change, load_pipeline, load_pipelines
+
+CONTRACT = """name: t
+version: 1.0.0
+primary_key: [id]
+columns:
+  - {name: id, type: string, nullable: false}
+  - {name: amount, type: "decimal(18,2)"}
+"""
+SPEC = """name: t
+contract: t
+source: {uri: in, format: csv}
+storage: {uri: out}
+"""
+
+
+def write(tmp_path: Path, spec: str = SPEC, contract: str = CONTRACT) -> Path:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "t.yaml").write_text(contract)
+    path = tmp_path / "pipelines" / "t.yaml"
+    path.write_text(spec)
+    return path
+
+
+def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
+    (pipeline,) = load_pipelines()
+    assert pipeline.spec.name == "transactions" and pipeline.contract.primary_key == ("transaction_id",)
+    protections = pipeline.spec.security.columns
+    assert {n: p.protect for n, p in protections.items() if p.classification == "pii"} == {
+        "customer_email": "hmac",
+        "customer_phone": "hmac",
+    }
+    assert protections["card_last4"].classification == "sensitive"
+    assert pipeline.contract.column("amount").decimal == (18, 2)
+
+
+@pytest.mark.parametrize(
+    ("spec", "contract", "where", "message"),
+    [
+        (
+            SPEC.replace("csv", "xml"),
+            CONTRACT,
+            "pipelines/t.yaml: source.format",
+            "'csv', 'ndjson' or 'parquet'",
+        ),
+        (
+            SPEC + "quality: [{rule: range, column: nope, min: 0}]\n",
+            CONTRACT,
+            "pipelines/t.yaml: quality[0]",
+            "nope",
+        ),
+        (SPEC + "quality: [{rule: often, column: id}]\n", CONTRACT, "pipelines/t.yaml: quality[0]", "often"),
+        (
+            SPEC + "security: {columns: {id: {classification: pii}}}\n",
+            CONTRACT,
+            "pipelines/t.yaml: security.columns.id",
+            "needs a protection",
+        ),
+        (
+            SPEC + "security: {columns: {id: {classification: pii, protect: encrypt}}}\n",
+            CONTRACT,
+            "pipelines/t.yaml: security.columns",
+            "not implemented yet",
+        ),
+        (
+            SPEC,
+            CONTRACT.replace("decimal(18,2)", "money"),
+            "contracts/t.yaml: columns[1] (amount).type",
+            "unknown type",
+        ),
+        (SPEC, CONTRACT.replace("nullable: false", "nullable: true"), "contracts/t.yaml: (root)", "nullable"),
+        (SPEC.replace("name: t", "name: u"), CONTRACT, "pipelines/t.yaml: name", "file name"),
+    ],
+)
+def test_a_bad_spec_or_contract_names_the_file_and_key(
+    tmp_path: Path, spec: str, contract: str, where: str, message: str
+) -> None:
+    path = write(tmp_path, spec, contract)
+    with pytest.raises(CatalogError) as error:
+        load_pipeline(path)
+    assert f"{tmp_path}/{where}" in str(error.value) and message in str(error.value), str(error.value)
+
+
+def contract(columns: str, key: str = "[id]") -> Contract:
+    import yaml
+
+    return Contract.model_validate(
+        yaml.safe_load(f"name: t\nversion: 1.0.0\nprimary_key: {key}\ncolumns: {columns}")
+    )
+
+
+BASE = "[{name: id, type: string, nullable: false}, {name: a, type: int64}]"
+
+
+@pytest.mark.parametrize(
+    ("new", "key", "verdict", "reason"),
+    [
+        (BASE[:-1] + ", {name: b, type: string}]", "[id]", "compatible", "column b added (nullable)"),
+        ("[{name: id, type: string, nullable: false}]", "[id]", "breaking", "column a removed"),
+        (BASE.replace("int64", "string"), "[id]", "breaking", "column a type int64 -> string"),
+        (BASE.replace("type: int64", "type: int64, nullable: false"), "[id]", "breaking", "became required"),
+        (
+            BASE[:-1] + ", {name: b, type: string, nullable: false}]",
+            "[id]",
+            "breaking",
+            "new column b is required",
+        ),
+        (BASE.replace("type: int64", "type: int64, nullable: false"), "[id, a]", "breaking", "primary key"),
+    ],
+)
+def test_a_new_contract_version_is_classified(new: str, key: str, verdict: str, reason: str) -> None:
+    found, reasons = classify_change(contract(BASE), contract(new, key))
+    assert found == verdict and any(reason in r for r in reasons), reasons
