@@ -51,7 +51,7 @@ def ours(source: str, target: str) -> dict[str, Any]:
     manifest = engine.commit(
         pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True
     )
-    return {"rows_stored": manifest["rows_stored"], "rows_quarantined": manifest["rows_quarantined"]}
+    return {key: manifest[key] for key in ("rows_in", "rows_stored", "rows_quarantined", "stage_seconds")}
 
 
 def polars_baseline(source: str, target: str) -> dict[str, Any]:
@@ -134,6 +134,10 @@ def main() -> int:
                 f"peak RSS {result['peak_rss_kb'] / 1e6:.2f} GB"
             )
     results = dict(rows)
+    counts = results["ours"]
+    stored, quarantined = counts["rows_stored"], counts["rows_quarantined"]
+    print(f"ours: rows in {counts['rows_in']} = stored {stored} + quarantined {quarantined}")
+    print(f"ours: seconds per stage, summed over shards: {counts['stage_seconds']}")
     speed = {name: result["gb_per_hour"] for name, result in results.items()}
     for label, name, target in (
         ("DuckDB (same work)", "duckdb", "vs_duckdb"),

@@ -38,6 +38,13 @@ class Client:
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> httpx.Response:
         return self.http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
 
+    def start(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """Unpause the DAG and trigger a run as this role; the run's id."""
+        assert self.http.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        answer = self.trigger(dag_id, conf)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["dag_run_id"])
+
     def wait_for(self, dag_id: str, run_id: str, seconds: float) -> str:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -92,10 +99,7 @@ def test_developer_deploys_over_rest_and_a_triggerer_restart_loses_nothing(
     stack: Launched, clients: dict[str, Client]
 ) -> None:
     dev = clients["developer"]
-    assert dev.http.patch("/dags/platform_deploy", json={"is_paused": False}).status_code == 200
-    answer = dev.trigger("platform_deploy", DEPLOY)
-    assert answer.status_code == 200, answer.text
-    run_id = answer.json()["dag_run_id"]
+    run_id = dev.start("platform_deploy", DEPLOY)
 
     deadline = time.monotonic() + 240
     deferred: list[str] = []
@@ -191,10 +195,7 @@ def test_a_data_scientist_runs_the_transactions_pipeline_on_celery(
     stack: Launched, clients: dict[str, Client]
 ) -> None:
     ds = clients["data-scientist"]
-    assert ds.http.patch("/dags/pipeline_transactions", json={"is_paused": False}).status_code == 200
-    answer = ds.trigger("pipeline_transactions", {"full_refresh": True})  # unpausing also starts a run
-    assert answer.status_code == 200, answer.text
-    run_id = answer.json()["dag_run_id"]
+    run_id = ds.start("pipeline_transactions", {"full_refresh": True})  # unpausing also starts a run
     assert ds.wait_for("pipeline_transactions", run_id, 240) == "success"
     states = {ti["task_id"]: ti["state"] for ti in ds.task_instances("pipeline_transactions", run_id)}
     assert states["commit"] == states["catalog"] == states["monitor"] == "success", states

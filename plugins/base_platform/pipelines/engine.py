@@ -9,7 +9,6 @@ row ends either stored or quarantined with its reason, and the counts say so.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -45,14 +44,6 @@ class Shard:
         return f"{self.index:05d}-{self.checksum[:12]}"
 
 
-def checksum(location: storage.Location, path: str) -> str:
-    digest = hashlib.sha256()
-    with location.fs.open_input_stream(path) as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def committed_checksums(target: storage.Location) -> dict[str, str]:
     return (
         dict(target.read_json("_manifests", "_index.json"))
@@ -77,9 +68,8 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
     scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
     shards: list[Shard] = []
     for path in files:
-        digest = checksum(source, path)
+        digest, size = storage.file_digest(source, path)
         if digest not in done:
-            size = source.fs.get_file_info(path).size or 0
             shards.append(Shard(len(shards), scheme + path, digest, size))
     return shards
 
@@ -120,10 +110,8 @@ def _with_partition(batch: pa.RecordBatch, pipeline: Pipeline) -> pa.RecordBatch
 class _Pass:
     """The state of one streaming pass: counts, timings, uniqueness and the quarantine."""
 
-    def __init__(
-        self, pipeline: Pipeline, shard: Shard, key: bytes | None, quarantine: storage.QuarantineWriter
-    ):
-        self.pipeline, self.shard, self.key, self.quarantine = pipeline, shard, key, quarantine
+    def __init__(self, pipeline: Pipeline, key: bytes | None, quarantine: storage.QuarantineWriter) -> None:
+        self.pipeline, self.key, self.quarantine = pipeline, key, quarantine
         self.counts: Counter[str] = Counter()
         self.timings: dict[str, float] = {}
         self.keys: dict[str, quality.UniqueKeys] = {}
@@ -194,7 +182,7 @@ def process_shard(
     quarantine = storage.QuarantineWriter(
         target, target.path(staging, "_quarantine.parquet"), names, shard.source
     )
-    state = _Pass(pipeline, shard, key, quarantine)
+    state = _Pass(pipeline, key, quarantine)
     source = storage.Location.of(shard.source)
     started = time.perf_counter()
     try:
@@ -208,6 +196,7 @@ def process_shard(
                 pipeline.spec.storage.partition_by,
                 f"part-{run_key}-{shard.id}",
                 max(10_000, pipeline.spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
+                security.encryption_config(pipeline.spec.security),
             )
     except ingestion.SourceError as exc:
         raise ShardFailed(f"{shard.source}: {exc}") from exc
@@ -314,6 +303,14 @@ def _manifest(
         for stage, value in result["stage_seconds"].items():
             stages[stage] = stages.get(stage, 0.0) + value
     seconds = sum(result["seconds"] for result in results)
+    latest = max(
+        (datetime.fromisoformat(r["latest_event"]) for r in results if r["latest_event"]), default=None
+    )
+    fresh = [
+        quality.freshness(latest, rule, datetime.now(UTC))
+        for rule in pipeline.spec.quality
+        if isinstance(rule, Freshness)
+    ]
     return {
         "dataset": pipeline.spec.name,
         "run": run_key,
@@ -326,6 +323,7 @@ def _manifest(
         "bytes_in": totals["bytes_in"],
         "bytes_stored": sum(f["bytes"] for f in files),
         "null_counts": dict(nulls),
+        "freshness": fresh,
         "files": files,
         "quarantine": [r["quarantine"] for r in results if r["quarantine"]],
         "inputs": [{"source": r["shard"]["source"], "sha256": r["shard"]["checksum"]} for r in results],

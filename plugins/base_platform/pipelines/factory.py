@@ -151,7 +151,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task
         def pod_arguments(shards: Any, **context: Any) -> list[list[str]]:
-            from base_platform.pipelines.kubernetes import shard_arguments
+            from base_platform.pipelines.pod import shard_arguments
 
             target_uri, key = context["params"]["target_uri"], run_key(context["run_id"])
             return [shard_arguments(pipeline, shard, key, target_uri) for shard in shards]
@@ -159,7 +159,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
         if spec.execution == "kubernetes":
             from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-            from base_platform.pipelines.kubernetes import pod_settings
+            from base_platform.pipelines.pod import pod_settings
 
             pods = KubernetesPodOperator.partial(task_id="process_shard", **pod_settings(pipeline))  # noqa: AIR001
             results: Any = pods.expand(arguments=pod_arguments(discover())).output

@@ -152,17 +152,14 @@ class Security(_Strict):
     hmac_key: str = Field(
         default="platform/pipelines#hmac_key", pattern=r"^[\w/-]+#\w+$", description="Vault KV path#key"
     )
+    transit_key: str = Field(
+        default="pipelines", pattern=r"^[\w-]+$", description="Vault transit key for encrypt"
+    )
     columns: dict[str, Protection] = Field(default_factory=dict)
 
-    @field_validator("columns")
-    @classmethod
-    def _supported(cls, columns: dict[str, Protection]) -> dict[str, Protection]:
-        for name, protection in columns.items():
-            if protection.protect == "encrypt":
-                raise ValueError(
-                    f"{name}: protect 'encrypt' (Parquet column encryption) is not implemented yet"
-                )
-        return columns
+    @property
+    def encrypted(self) -> list[str]:
+        return sorted(name for name, p in self.columns.items() if p.protect == "encrypt")
 
 
 class Storage(_Strict):

@@ -96,21 +96,45 @@ def read_secret(path: str, key: str, conn_id: str = DEFAULT_CONN_ID) -> str:
     return str(secret[key])
 
 
-def data_key(
-    key_name: str, mount_point: str = "transit", conn_id: str = DEFAULT_CONN_ID
-) -> tuple[bytes, str]:
-    """A fresh data key from transit: the key itself and the same key wrapped by ``key_name``."""
+def _transit(
+    operation: str, key_name: str, mount_point: str, conn_id: str, **arguments: Any
+) -> dict[str, Any]:
+    """One transit call through hvac; a Vault error names the operation and the key."""
     import hvac
 
     client = vault_hook(conn_id).get_conn()
     try:
-        answer = client.secrets.transit.generate_data_key(
-            name=key_name, key_type="plaintext", mount_point=mount_point
+        answer = getattr(client.secrets.transit, operation)(
+            name=key_name, mount_point=mount_point, **arguments
         )
     except hvac.exceptions.VaultError as exc:
-        raise VaultAccessError(f"transit data key from {mount_point}/{key_name} failed: {exc}") from exc
-    data = answer["data"]
+        raise VaultAccessError(f"transit {operation} with {mount_point}/{key_name} failed: {exc}") from exc
+    data: dict[str, Any] = answer["data"]
+    return data
+
+
+def data_key(
+    key_name: str, mount_point: str = "transit", conn_id: str = DEFAULT_CONN_ID
+) -> tuple[bytes, str]:
+    """A fresh data key from transit: the key itself and the same key wrapped by ``key_name``."""
+    data = _transit("generate_data_key", key_name, mount_point, conn_id, key_type="plaintext")
     return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
+
+
+def transit_encrypt(
+    key_name: str, plaintext: bytes, mount_point: str = "transit", conn_id: str = DEFAULT_CONN_ID
+) -> str:
+    """``plaintext`` wrapped by the transit key ``key_name`` (``vault:v1:...``)."""
+    encoded = base64.b64encode(plaintext).decode()
+    return str(_transit("encrypt_data", key_name, mount_point, conn_id, plaintext=encoded)["ciphertext"])
+
+
+def transit_decrypt(
+    key_name: str, ciphertext: str, mount_point: str = "transit", conn_id: str = DEFAULT_CONN_ID
+) -> bytes:
+    """The plaintext behind a ``vault:v1:...`` ciphertext of the transit key ``key_name``."""
+    data = _transit("decrypt_data", key_name, mount_point, conn_id, ciphertext=ciphertext)
+    return base64.b64decode(data["plaintext"])
 
 
 def _json(response: Any) -> dict[str, Any]:

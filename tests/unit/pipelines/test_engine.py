@@ -56,6 +56,7 @@ def test_every_row_is_stored_or_quarantined_with_its_reason(
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
     assert manifest["rows_in"] == 3000 == manifest["rows_stored"] + manifest["rows_quarantined"]
     assert manifest["rows_quarantined"] == summary.corrupt
+    assert manifest["freshness"][0]["column"] == "event_time" and manifest["freshness"][0]["latest"]
     assert stored(tmp_path / "out").num_rows == manifest["rows_stored"]
     reasons = " ".join(quarantined(tmp_path / "out").column("_reason").to_pylist())
     for expected in (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from base_platform.pipelines.factory import build_pipeline_dag
-from base_platform.pipelines.kubernetes import pod_settings, shard_arguments
+from base_platform.pipelines.pod import pod_settings, shard_arguments
 from base_platform.pipelines.spec import Pipeline, load_pipelines
 
 SHARD = {"index": 0, "source": "s3://raw/transactions/a.csv", "checksum": "ab" * 32, "size": 10}

@@ -67,10 +67,10 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
             "needs a protection",
         ),
         (
-            SPEC + "security: {columns: {id: {classification: pii, protect: encrypt}}}\n",
+            SPEC + "security: {transit_key: 'a b', columns: {id: {classification: pii, protect: encrypt}}}\n",
             CONTRACT,
-            "pipelines/t.yaml: security.columns",
-            "not implemented yet",
+            "pipelines/t.yaml: security.transit_key",
+            "pattern",
         ),
         (
             SPEC,

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from base_platform.pipelines import duck
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, Range, Regex, Rule, Unique
 
@@ -39,13 +40,9 @@ class UniqueKeys:
 
 def key_hashes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> np.ndarray:
     """A 64-bit hash per row of the key columns (DuckDB's hash, zero-copy over Arrow)."""
-    import duckdb
-
     keys = pa.table({name: batch.column(name) for name in columns})
     expression = ", ".join(f'"{name}"' for name in columns)
-    with duckdb.connect() as con:
-        con.register("batch_keys", keys)
-        hashed = con.sql(f"select hash({expression}) as h from batch_keys").to_arrow_table()  # noqa: S608
+    hashed = duck.query(f"select hash({expression}) as h from batch_keys", {"batch_keys": keys})  # noqa: S608
     hashes: np.ndarray = hashed.column("h").to_numpy()
     return hashes
 

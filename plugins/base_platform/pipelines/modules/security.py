@@ -1,14 +1,19 @@
 """Security: PII and sensitive columns are protected before anything is written.
 
 ``hmac`` is HMAC-SHA256 with a key from Vault KV, as lowercase hex, so equal inputs still join;
-``mask`` keeps the last characters; ``drop`` removes the column from what is stored.
+``mask`` keeps the last characters; ``drop`` removes the column from what is stored;
+``encrypt`` stores the column with Parquet modular encryption (AES-GCM): pyarrow generates the
+data keys and Vault transit wraps them (envelope encryption), so no key is ever stored plain.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from base_platform.pipelines import duck
 from base_platform.pipelines.spec import Protection, Security
 
 BLOCK = 64
@@ -26,8 +31,6 @@ def load_key(security: Security) -> bytes | None:
 
 def hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
     """HMAC-SHA256 per value; each distinct value of the batch is hashed once (DuckDB, zero-copy)."""
-    import duckdb
-
     if len(values) == 0:
         return pa.array([], pa.string())
     encoded = pc.dictionary_encode(values)
@@ -37,13 +40,11 @@ def hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
         key = hashlib.sha256(key).digest()
     padded = key.ljust(BLOCK, b"\0")
     inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
-    distinct = pa.table({"v": encoded.dictionary})
-    with duckdb.connect() as con:
-        con.register("distinct_values", distinct)
-        digests = con.sql(
-            "select sha256($outer || unhex(sha256($inner || encode(v)))) as h from distinct_values",
-            params={"inner": inner, "outer": outer},
-        ).to_arrow_table()
+    digests = duck.query(
+        "select sha256($outer || unhex(sha256($inner || encode(v)))) as h from distinct_values",
+        {"distinct_values": pa.table({"v": encoded.dictionary})},
+        {"inner": inner, "outer": outer},
+    )
     return pc.take(digests.column("h"), encoded.indices).combine_chunks()
 
 
@@ -63,6 +64,8 @@ def protect_column(values: pa.Array, protection: Protection, key: bytes | None) 
         return None
     if protection.protect == "mask":
         return mask(values, protection.keep_last)
+    if protection.protect == "encrypt":
+        return values  # encrypted by the Parquet writer, see encryption_config
     if protection.protect == "hmac":
         if key is None:
             raise ValueError("hmac needs a key")
@@ -89,8 +92,62 @@ def stored_schema(schema: pa.Schema, security: Security) -> pa.Schema:
     fields = []
     for field in schema:
         protection = security.columns.get(field.name)
-        if protection is None or protection.protect == "none":
+        if protection is None or protection.protect in ("none", "encrypt"):
             fields.append(field)
         elif protection.protect != "drop":
             fields.append(pa.field(field.name, pa.string(), nullable=field.nullable))
     return pa.schema(fields)
+
+
+def _kms_client_class() -> type:
+    import pyarrow.parquet.encryption as pe
+
+    class VaultTransitKms(pe.KmsClient):  # type: ignore[misc]
+        """pyarrow's KMS interface over Vault transit: wrap and unwrap Parquet key-encryption keys."""
+
+        def __init__(self, config: pe.KmsConnectionConfig) -> None:
+            super().__init__()
+
+        def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
+            from base_platform.vault.client import transit_encrypt
+
+            return transit_encrypt(master_key_identifier, key_bytes)
+
+        def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
+            from base_platform.vault.client import transit_decrypt
+
+            return transit_decrypt(master_key_identifier, wrapped_key)
+
+    return VaultTransitKms
+
+
+def _crypto() -> tuple[Any, Any]:
+    import pyarrow.parquet.encryption as pe
+
+    kms = _kms_client_class()
+    return pe.CryptoFactory(lambda config: kms(config)), pe.KmsConnectionConfig()
+
+
+def encryption_config(security: Security) -> Any | None:
+    """The dataset writer's Parquet encryption for the ``encrypt`` columns (footer stays readable)."""
+    if not security.encrypted:
+        return None
+    import pyarrow.dataset as ds
+    import pyarrow.parquet.encryption as pe
+
+    factory, connection = _crypto()
+    config = pe.EncryptionConfiguration(
+        footer_key=security.transit_key,
+        column_keys={security.transit_key: security.encrypted},
+        encryption_algorithm="AES_GCM_V1",
+        plaintext_footer=True,
+    )
+    return ds.ParquetEncryptionConfig(factory, connection, config)
+
+
+def decryption_properties() -> Any:
+    """For readers of encrypted columns (anyone with decrypt on the transit key)."""
+    import pyarrow.parquet.encryption as pe
+
+    factory, connection = _crypto()
+    return factory.file_decryption_properties(connection, pe.DecryptionConfiguration())

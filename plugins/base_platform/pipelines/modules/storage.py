@@ -164,6 +164,7 @@ def write_partitioned(
     partition_by: tuple[str, ...],
     basename: str,
     rows_per_file: int,
+    encryption: Any | None = None,
 ) -> list[str]:
     """Stream batches into hive-partitioned zstd Parquet; returns the files written."""
     written: list[str] = []
@@ -177,7 +178,9 @@ def write_partitioned(
         if partition_by
         else None,
         basename_template=basename + "-{i}.parquet",
-        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+        file_options=ds.ParquetFileFormat().make_write_options(
+            compression="zstd", encryption_config=encryption
+        ),
         max_rows_per_file=rows_per_file,
         max_rows_per_group=min(rows_per_file, 1 << 20),
         min_rows_per_group=min(rows_per_file, 1 << 17),
