@@ -80,14 +80,12 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             from base_platform.pipelines import engine
             from base_platform.pipelines.modules.security import load_key
 
-            needs_key = any(p.protect == "hmac" for p in spec.security.columns.values())
-            key = load_key(spec.security) if needs_key else None
             result = engine.process_shard(
                 pipeline,
                 engine.Shard(**shard),
                 run_key(context["run_id"]),
                 context["params"]["target_uri"],
-                key,
+                load_key(spec.security),
             )
             log.info(
                 "%s: %d in, %d stored, %d quarantined in %.1f s %s",
