@@ -29,8 +29,13 @@ def artifacts_root() -> ObjectStoragePath:
     return ObjectStoragePath(f"file://{home.resolve() / 'artifacts'}")
 
 
+def safe_name(run_id: str) -> str:
+    """A run id usable as a file or folder name (``manual__2026-…+00:00`` has ``:`` and ``+``)."""
+    return UNSAFE.sub("_", run_id)
+
+
 def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
-    return artifacts_root() / dag_id / UNSAFE.sub("_", run_id)
+    return artifacts_root() / dag_id / safe_name(run_id)
 
 
 def _put(path: ObjectStoragePath, text: str) -> None:

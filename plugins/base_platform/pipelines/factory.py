@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from base_platform.artifacts import artifacts_root, write_report
+from base_platform.artifacts import artifacts_root, safe_name, write_report
 from base_platform.pipelines.modules.events import dataset_asset, source_asset
 from base_platform.pipelines.spec import Pipeline, resolve
 
 log = logging.getLogger(__name__)
-UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def run_key(run_id: str) -> str:
     """A file-name-safe, stable key per DAG run: a cleared and re-run run replaces its own output."""
-    return UNSAFE.sub("_", run_id)
+    return safe_name(run_id)
 
 
 def _interval(context: dict[str, Any]) -> dict[str, str | None]:
