@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-HEAVY = ("pyarrow", "duckdb", "hvac", "kubernetes", "boto3", "polars", "pandas")
+HEAVY = ("pyarrow", "datafusion", "duckdb", "hvac", "kubernetes", "boto3", "polars", "pandas")
 
 
 @pytest.fixture(scope="module")

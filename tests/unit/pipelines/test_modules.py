@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from base_platform.pipelines import fusion
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security
 from base_platform.pipelines.spec import Contract, Protection, Range, Security, Unique, load_pipelines
@@ -76,9 +77,24 @@ def test_contract_types_good_rows_and_names_every_bad_value() -> None:
     assert fourth == "id: invalid UTF-8"
 
 
-def test_invalid_utf8_is_found_by_bisection_among_many_values() -> None:
-    values = pa.array([b"ok"] * 1000 + [b"\xff"] + [b"fine"] * 500 + [b"\xc3("], pa.binary())
-    assert contracts.invalid_utf8(values) == [1000, 1501]
+def test_invalid_utf8_is_found_per_value_and_agrees_with_python() -> None:
+    samples = [b"ok", "h\u00e9llo \u20ac\U0001d11e".encode(), b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xc0\xaf"]
+    samples += [b"\xf4\x90\x80\x80", "\u65e5\u672c".encode(), b'a,\n"b"', b"\xe2\x82"]
+    values = pa.array([b"ok"] * 1000 + samples + [None], pa.binary())
+    text, bad = contracts.as_text(values)
+    assert text is None and bad is not None
+    expected = [False] * 1000 + [not _decodes(sample) for sample in samples] + [None]
+    assert bad.to_pylist() == expected
+    text, bad = contracts.as_text(pa.array([b"fine", None], pa.binary()))
+    assert bad is None and text is not None and text.to_pylist() == ["fine", None]
+
+
+def _decodes(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def test_unique_keys_flag_repeats_within_and_across_batches() -> None:
@@ -99,14 +115,32 @@ def test_quality_rules_record_findings_and_uniqueness_spans_batches() -> None:
     assert reasons(findings) == ["n: below 0", "id: duplicate in this run"]
 
 
-def test_hmac_matches_the_standard_library_and_masking_keeps_the_tail() -> None:
-    key = b"sandbox-key"
-    values = pa.array(["a@example.com", "b@example.com", "a@example.com", None])
-    expected = [
-        hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in ("a@example.com", "b@example.com")
-    ]
-    assert security.hmac_hex(values, key).to_pylist() == [expected[0], expected[1], expected[0], None]
+@pytest.mark.parametrize("key", [b"sandbox-key", b"k" * 64, b"a longer key than one SHA-256 block " * 3])
+def test_hmac_matches_the_standard_library_and_masking_keeps_the_tail(key: bytes) -> None:
+    emails = pa.array(["a@example.com", "b@example.com", "a@example.com", None])
+    phones = pa.array(["+4930", None, "", "+4930"])
+    digests = fusion.hmac_sha256_hex({"email": emails, "phone": phones}, key)
+
+    def expected(values: pa.Array) -> list[str | None]:
+        return [
+            None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest()
+            for v in values.to_pylist()
+        ]
+
+    assert digests["email"].to_pylist() == expected(emails)
+    assert digests["phone"].to_pylist() == expected(phones)
+    assert fusion.hmac_sha256_hex({"email": emails.slice(0, 0)}, key)["email"].to_pylist() == []
     assert security.mask(pa.array(["1234", None, "9"]), 2).to_pylist() == ["**34", None, "9"]
+
+
+def test_fingerprints_are_sha256_prefixes_and_tell_column_boundaries_apart() -> None:
+    ids = pa.array(["tx-1", "tx-2", "tx-1", "tx-3"]).slice(1)
+    expected = [int.from_bytes(hashlib.sha256(v.encode()).digest()[:8], "little") for v in ids.to_pylist()]
+    assert fusion.fingerprints({"id": ids}).tolist() == expected
+    split_one = fusion.fingerprints({"a": pa.array(["x,y"]), "b": pa.array(["z"])})
+    split_two = fusion.fingerprints({"a": pa.array(["x"]), "b": pa.array(["y,z"])})
+    assert split_one.tolist() != split_two.tolist()
+    assert len(fusion.fingerprints({"id": pa.array([], pa.string())})) == 0
 
 
 def test_protect_drops_and_never_stores_plain_pii() -> None:

@@ -13,6 +13,13 @@ from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.spec import Column, Contract
 
 NULL_BOOL = pa.scalar(None, pa.bool_())
+# RFC 3629's well-formed byte sequences. On binary input Arrow runs RE2 in Latin-1 mode, so
+# each \xNN below matches one byte: this checks UTF-8 per value without leaving Arrow.
+WELL_FORMED_UTF8 = (
+    r"^(?:[\x00-\x7F]|[\xC2-\xDF][\x80-\xBF]|\xE0[\xA0-\xBF][\x80-\xBF]|[\xE1-\xEC\xEE\xEF][\x80-\xBF]{2}"
+    r"|\xED[\x80-\x9F][\x80-\xBF]|\xF0[\x90-\xBF][\x80-\xBF]{2}|[\xF1-\xF3][\x80-\xBF]{3}"
+    r"|\xF4[\x80-\x8F][\x80-\xBF]{2})*$"
+)
 
 
 def arrow_type(column: Column) -> pa.DataType:
@@ -37,21 +44,12 @@ def arrow_schema(contract: Contract, enforce_nullability: bool = True) -> pa.Sch
     )
 
 
-def invalid_utf8(values: pa.Array) -> list[int]:
-    """Positions of values that are not UTF-8: one vectorised check, per-value only when it fails."""
+def as_text(values: pa.Array) -> tuple[pa.StringArray | None, pa.BooleanArray | None]:
+    """The values as UTF-8 text when they all are (one validating cast), else which ones are not."""
     try:
-        values.cast(pa.string())
-        return []
+        return values.cast(pa.string()), None
     except pa.ArrowInvalid:
-        return [i for i, value in enumerate(values.to_pylist()) if value is not None and not _is_utf8(value)]
-
-
-def _is_utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+        return None, pc.invert(pc.match_substring_regex(values, WELL_FORMED_UTF8))
 
 
 def decode(values: pa.Array, name: str, findings: Findings) -> tuple[pa.StringArray, pa.Array]:
@@ -60,19 +58,11 @@ def decode(values: pa.Array, name: str, findings: Findings) -> tuple[pa.StringAr
     if pc.any(empty).as_py():
         values = pc.if_else(empty, pa.scalar(None, pa.binary()), values)
     missing = pc.is_null(values)
-    bad = invalid_utf8(values)
-    if bad:
-        mask = pa.array(_mask(len(values), bad))
-        findings.add(mask, f"{name}: invalid UTF-8")
-        values = pc.if_else(mask, pa.scalar(None, pa.binary()), values)
-    return values.cast(pa.string()), missing
-
-
-def _mask(rows: int, positions: list[int]) -> list[bool]:
-    mask = [False] * rows
-    for position in positions:
-        mask[position] = True
-    return mask
+    text, bad = as_text(values)
+    if bad is not None:
+        findings.add(bad, f"{name}: invalid UTF-8")
+        text = pc.if_else(pc.fill_null(bad, False), pa.scalar(None, pa.binary()), values).cast(pa.string())
+    return text, missing
 
 
 def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array:
@@ -88,7 +78,7 @@ def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array
         )
         if column.type == "date":
             return parsed.cast(pa.date32())
-        return parsed if parsed.type.tz else pc.assume_timezone(parsed, "UTC")
+        return parsed.cast(target)  # naive is UTC: a relabel, no conversion
     if decimal := column.decimal:
         whole = decimal[0] - decimal[1]
         shape = rf"^-?[0-9]{{1,{whole}}}(\.[0-9]{{1,{decimal[1]}}})?$"

@@ -12,39 +12,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from base_platform.pipelines import duck
+from base_platform.pipelines import fusion
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, Range, Regex, Rule, Unique
 
 
 class UniqueKeys:
-    """Keys seen so far in this shard, as sorted 64-bit hashes: about 8 bytes a row."""
+    """Keys seen so far in this shard, as sorted 64-bit fingerprints: about 8 bytes a row."""
 
     def __init__(self) -> None:
         self.seen = np.empty(0, dtype=np.uint64)
 
-    def duplicates(self, hashes: np.ndarray) -> np.ndarray:
-        """True for each hash already seen, earlier in the shard or earlier in this batch."""
-        _, first = np.unique(hashes, return_index=True)
-        repeated = np.ones(len(hashes), dtype=bool)
+    def duplicates(self, fingerprints: np.ndarray) -> np.ndarray:
+        """True for each key already seen, earlier in the shard or earlier in this batch."""
+        distinct, first, inverse = np.unique(fingerprints, return_index=True, return_inverse=True)
+        repeated = np.ones(len(fingerprints), dtype=bool)
         repeated[first] = False
-        position = np.searchsorted(self.seen, hashes)
+        position = np.searchsorted(self.seen, distinct)  # sorted needles: one pass over seen
+        known = np.zeros(len(distinct), dtype=bool)
         inside = position < len(self.seen)
-        known = np.zeros(len(hashes), dtype=bool)
-        known[inside] = self.seen[position[inside]] == hashes[inside]
-        duplicate = repeated | known
-        fresh = np.unique(hashes[~duplicate])
-        self.seen = np.insert(self.seen, np.searchsorted(self.seen, fresh), fresh)
+        known[inside] = self.seen[position[inside]] == distinct[inside]
+        self.seen = np.insert(self.seen, position[~known], distinct[~known])
+        duplicate: np.ndarray = repeated | known[inverse]
         return duplicate
-
-
-def key_hashes(batch: pa.RecordBatch, columns: tuple[str, ...]) -> np.ndarray:
-    """A 64-bit hash per row of the key columns (DuckDB's hash, zero-copy over Arrow)."""
-    keys = pa.table({name: batch.column(name) for name in columns})
-    expression = ", ".join(f'"{name}"' for name in columns)
-    hashed = duck.query(f"select hash({expression}) as h from batch_keys", {"batch_keys": keys})  # noqa: S608
-    hashes: np.ndarray = hashed.column("h").to_numpy()
-    return hashes
 
 
 def apply(
@@ -71,7 +61,9 @@ def apply(
                 if len(rule.columns) > 1
                 else pc.is_valid(batch.column(rule.columns[0]))
             )
-            duplicate = seen.duplicates(key_hashes(batch, rule.columns))
+            duplicate = seen.duplicates(
+                fusion.fingerprints({name: batch.column(name) for name in rule.columns})
+            )
             findings.add(
                 pc.and_(pa.array(duplicate), valid), f"{'+'.join(rule.columns)}: duplicate in this run"
             )

@@ -13,10 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from base_platform.pipelines import duck
+from base_platform.pipelines import fusion
 from base_platform.pipelines.spec import Protection, Security
-
-BLOCK = 64
 
 
 def load_key(security: Security) -> bytes | None:
@@ -29,25 +27,6 @@ def load_key(security: Security) -> bytes | None:
     return read_secret(secret_path, key).encode()
 
 
-def hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA256 per value; each distinct value of the batch is hashed once (DuckDB, zero-copy)."""
-    if len(values) == 0:
-        return pa.array([], pa.string())
-    encoded = pc.dictionary_encode(values)
-    if len(key) > BLOCK:
-        import hashlib
-
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(BLOCK, b"\0")
-    inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
-    digests = duck.query(
-        "select sha256($outer || unhex(sha256($inner || encode(v)))) as h from distinct_values",
-        {"distinct_values": pa.table({"v": encoded.dictionary})},
-        {"inner": inner, "outer": outer},
-    )
-    return pc.take(digests.column("h"), encoded.indices).combine_chunks()
-
-
 def mask(values: pa.Array, keep_last: int) -> pa.Array:
     tail = (
         pc.utf8_slice_codeunits(values, start=-keep_last)
@@ -58,32 +37,38 @@ def mask(values: pa.Array, keep_last: int) -> pa.Array:
     return pc.binary_join_element_wise(hidden, tail, "")
 
 
-def protect_column(values: pa.Array, protection: Protection, key: bytes | None) -> pa.Array | None:
-    """The stored form of a column, or None when it is dropped."""
+def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
+    """The stored form of a column, or None when it is dropped.
+
+    ``encrypt`` columns are encrypted by the Parquet writer (see encryption_config) and ``hmac``
+    columns are hashed together, per batch, in :func:`protect`.
+    """
     if protection.protect == "drop":
         return None
     if protection.protect == "mask":
         return mask(values, protection.keep_last)
-    if protection.protect == "encrypt":
-        return values  # encrypted by the Parquet writer, see encryption_config
-    if protection.protect == "hmac":
-        if key is None:
-            raise ValueError("hmac needs a key")
-        return hmac_hex(values, key)
     return values
 
 
 def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.RecordBatch:
     """The batch as it may be stored: protected columns replaced, dropped ones gone."""
+    hmac_columns = {
+        name: batch.column(name)
+        for name, protection in security.columns.items()
+        if protection.protect == "hmac" and name in batch.schema.names
+    }
+    digests: dict[str, pa.Array] = {}
+    if hmac_columns:
+        if key is None:
+            raise ValueError("hmac needs a key")
+        digests = fusion.hmac_sha256_hex(hmac_columns, key)
     names, arrays = [], []
     for name in batch.schema.names:
         protection = security.columns.get(name)
-        values = (
-            batch.column(name) if protection is None else protect_column(batch.column(name), protection, key)
-        )
+        values = batch.column(name) if protection is None else protect_column(batch.column(name), protection)
         if values is not None:
             names.append(name)
-            arrays.append(values)
+            arrays.append(digests.get(name, values))
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
