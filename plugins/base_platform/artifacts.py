@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
     return artifacts_root() / dag_id / safe_name(run_id)
 
 
-def _put(path: ObjectStoragePath, text: str) -> None:
-    staging = path.parent / f".{path.name}.partial"
+def write_atomically(path: ObjectStoragePath, text: str) -> None:
+    """Write beside ``path``, then rename: a reader sees the old file or the new one, never half."""
+    staging = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"  # concurrent writers do not collide
     staging.write_text(text)
     staging.rename(path)
 
@@ -49,6 +51,6 @@ def write_report(dag_id: str, run_id: str, name: str, report: Any, markdown: str
     folder = run_folder(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / f"{name}.json", "markdown": folder / f"{name}.md"}
-    _put(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _put(paths["markdown"], markdown)
+    write_atomically(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_atomically(paths["markdown"], markdown)
     return {kind: str(path) for kind, path in paths.items()}

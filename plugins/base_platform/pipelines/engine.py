@@ -280,10 +280,18 @@ def commit(
     for path in sorted(superseded - keep):
         if target.exists(path):
             target.fs.delete_file(target.path(path))
+    for folder in sorted(
+        {path.rsplit("/", 1)[0] for path in superseded - keep if path.startswith("_quarantine/")}
+    ):
+        _delete_if_empty(target, folder)
     target.delete_dir(f"_staging/{run_key}")
-    if not target.fs.get_file_info(pafs.FileSelector(target.path("_staging"), allow_not_found=True)):
-        target.delete_dir("_staging")
+    _delete_if_empty(target, "_staging")
     return manifest
+
+
+def _delete_if_empty(target: storage.Location, folder: str) -> None:
+    if not target.fs.get_file_info(pafs.FileSelector(target.path(folder), allow_not_found=True)):
+        target.delete_dir(folder)
 
 
 def _manifest(

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from base_platform.artifacts import artifacts_root, safe_name, write_report
+from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
 from base_platform.pipelines.modules.events import dataset_asset, source_asset
 from base_platform.pipelines.spec import Pipeline, resolve
 
@@ -130,7 +130,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             entry = registry_entry(pipeline, engine.stored_schema(pipeline), manifest, location)
             path = artifacts_root() / "catalog" / f"{spec.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(entry, indent=2))
+            write_atomically(path, json.dumps(entry, indent=2))
             return str(path)
 
         @task

@@ -97,6 +97,7 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
         "_index.json",
         "run-2.json",
     ]
+    assert [p.name for p in (tmp_path / "out" / "_quarantine").iterdir()] == ["run-2"]
 
 
 def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_path: Path) -> None:
