@@ -163,6 +163,31 @@ def wait_http(url: str, what: str, seconds: float, procs: list[subprocess.Popen[
     raise SystemExit(f"{what} did not answer at {url} within {seconds:.0f} s; see {HOME / 'logs'}")
 
 
+def wait_dags_parsed(
+    api: str, password: str, seconds: float, procs: list[subprocess.Popen[bytes]]
+) -> list[str]:
+    """Until every file in dags/ has its DAGs registered (or an import error), so a trigger finds them.
+
+    Returns the import errors. The api-server answers before the dag-processor's first pass ends.
+    """
+    expected = {path.name for path in (ROOT / "dags").glob("*.py")}
+    token = httpx.post(f"{api}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{proc.args!r} exited with {proc.returncode}; see {HOME / 'logs'}")
+        dags = httpx.get(f"{api}/api/v2/dags", params={"limit": 1000}, headers=headers, timeout=30).json()
+        errors = httpx.get(f"{api}/api/v2/importErrors", headers=headers, timeout=30).json()
+        parsed = {Path(dag["fileloc"]).name for dag in dags["dags"]}
+        failed = {Path(error["filename"]).name: error["stack_trace"] for error in errors["import_errors"]}
+        if expected <= parsed | set(failed):
+            return [f"{name}: {trace.strip().splitlines()[-1]}" for name, trace in sorted(failed.items())]
+        time.sleep(1)
+    raise SystemExit(f"the DAGs were not all parsed within {seconds:.0f} s; see {HOME / 'logs'}")
+
+
 class Stack:
     """Children started in their own process groups, all stopped together."""
 
@@ -385,6 +410,9 @@ def main() -> int:
             180,
             [stack.procs["api-server"]],
         )
+        api = f"http://127.0.0.1:{API_PORT}"
+        for error in wait_dags_parsed(api, local["admin_password"], 240, [stack.procs["dag-processor"]]):
+            print(f"DAG import error: {error}", file=sys.stderr, flush=True)
         print(
             f"\nAirflow UI:  http://127.0.0.1:{API_PORT}\nLogin:       admin / {local['admin_password']}\n"
             f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"

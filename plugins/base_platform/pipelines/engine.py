@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
-from base_platform.pipelines.spec import Contract, Freshness, Pipeline, classify_change, resolve
+from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Unique, classify_change, resolve
 
 DERIVED_DATE = "event_date"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
@@ -30,6 +32,10 @@ BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured
 
 class ShardFailed(RuntimeError):
     """A shard that cannot be read at all; nothing of it is published."""
+
+
+class CommitFailed(RuntimeError):
+    """The published files do not hold the rows the shards counted; no manifest is written."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +225,28 @@ def process_shard(
     }
     if state.counts["rows_in"] != state.counts["stored"] + quarantine.rows:
         raise ShardFailed(f"{shard.source}: rows in != stored + quarantined ({result})")
+    for rule in _unique_rules(pipeline):
+        seen = state.keys.get(",".join(rule.columns), quality.UniqueKeys()).seen
+        storage.write_array(target, _keys_file(run_key, shard.id, rule), seen)
     target.write_json_atomically(result, staging, "_result.json")
     return result
+
+
+def _unique_rules(pipeline: Pipeline) -> list[Unique]:
+    return [rule for rule in pipeline.spec.quality if isinstance(rule, Unique)]
+
+
+def _keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
+    """The sorted fingerprints of every key a shard saw, for the run-wide check in ``commit``."""
+    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.npy"
+
+
+def _repeated_file(run_key: str, shard_id: str, number: int) -> tuple[str, str]:
+    """Where the rows removed from a shard's data file ``number`` are staged, and published."""
+    return (
+        f"_staging/{run_key}/{shard_id}/_repeated-{number}.parquet",
+        f"_quarantine/{run_key}/{shard_id}-repeated-{number}.parquet",
+    )
 
 
 def target_relative(target: storage.Location, path: str) -> str:
@@ -228,23 +254,114 @@ def target_relative(target: storage.Location, path: str) -> str:
 
 
 def _publish_shard(target: storage.Location, run_key: str, result: dict[str, Any]) -> list[str]:
-    """Move one shard's staged files to their published names; safe to repeat after a crash."""
+    """Move one shard's staged files to their published names; safe to repeat after a crash.
+
+    Returns the published data files: a file that lost every row to the run-wide uniqueness
+    check has none (commit's row count check would notice anything else missing).
+    """
     shard_id = result["shard"]["id"]
     staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
-    published = []
-    for staged in result["files"]:
-        final = staged.removeprefix(staged_prefix)
+    data = [(staged, staged.removeprefix(staged_prefix)) for staged in result["files"]]
+    moves = data + [_repeated_file(run_key, shard_id, number) for number in range(len(data))]
+    if result["quarantine"]:
+        moves.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
+        result["quarantine"] = moves[-1][1]
+    for staged, final in moves:
         if target.exists(staged):
             target.fs.create_dir(target.path(final).rsplit("/", 1)[0], recursive=True)
             target.fs.move(target.path(staged), target.path(final))
-        published.append(final)
-    if result["quarantine"]:
-        final = f"_quarantine/{run_key}/{shard_id}.parquet"
-        if target.exists(result["quarantine"]):
-            target.fs.create_dir(target.path(f"_quarantine/{run_key}"), recursive=True)
-            target.fs.move(target.path(result["quarantine"]), target.path(final))
-        result["quarantine"] = final
-    return published
+    return [final for _, final in data if target.exists(final)]
+
+
+def _quarantine_repeated_keys(
+    pipeline: Pipeline, target: storage.Location, run_key: str, results: list[dict[str, Any]]
+) -> None:
+    """``unique`` across the run: stored rows whose key an earlier shard had go to quarantine.
+
+    Shards check uniqueness alone, in parallel. Here, before anything is published, each shard's
+    keys meet those of the shards before it in discover's order; the first occurrence wins, as
+    within a shard. Safe to repeat: a file's removed rows are staged before the file is replaced
+    by the rest, and a replaced or published file has no repeated keys left.
+    """
+    for rule in _unique_rules(pipeline):
+        seen = np.empty(0, dtype=np.uint64)
+        for result in results:
+            keys = storage.read_array(target, _keys_file(run_key, result["shard"]["id"], rule))
+            position = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
+            repeated = keys[seen[position] == keys] if len(seen) else keys[:0]
+            if len(repeated):
+                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
+            seen = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
+    for result in results:
+        _count_repeated_rows(target, run_key, result)
+
+
+def _move_repeated_rows(
+    pipeline: Pipeline,
+    target: storage.Location,
+    run_key: str,
+    result: dict[str, Any],
+    rule: Unique,
+    repeated: np.ndarray,
+) -> None:
+    policy = pipeline.spec.security
+    decryption = security.decryption_properties() if policy.encrypted else None
+    for number, path in enumerate(result["files"]):
+        if not target.exists(path):
+            continue
+        table = storage.read_file(target, path, decryption)
+        fingerprints, valid = quality.keys_of(
+            {name: table.column(name).combine_chunks() for name in rule.columns}
+        )
+        drop = np.isin(fingerprints, repeated) & valid
+        if not drop.any():
+            continue
+        staged, _ = _repeated_file(run_key, result["shard"]["id"], number)
+        _write_repeated(
+            pipeline, target, staged, table.filter(pa.array(drop)), rule, result["shard"]["source"]
+        )
+        storage.replace_file(target, path, table.filter(pa.array(~drop)), security.encryption_config(policy))
+
+
+def _write_repeated(
+    pipeline: Pipeline, target: storage.Location, path: str, rows: pa.Table, rule: Unique, source: str
+) -> None:
+    """The rows as stored (PII already protected), with their reason; raw lines are not kept."""
+    names = list(pipeline.contract.names)
+    quarantine = storage.QuarantineWriter(target, target.path(path), names, source)
+    count = rows.num_rows
+    columns = {
+        name: rows.column(name).cast(pa.string())
+        if name in rows.column_names
+        else pa.nulls(count, pa.string())
+        for name in names
+    }
+    reason = f"{'+'.join(rule.columns)}: duplicate in this run (an earlier file has the key)"
+    quarantine.write(
+        pa.table(
+            columns
+            | {
+                "_raw": pa.nulls(count, pa.binary()),
+                "_reason": pa.array([reason] * count, pa.string()),
+                "_source": pa.array([source] * count, pa.string()),
+                "_record": pa.nulls(count, pa.int64()),
+            }
+        )
+    )
+    quarantine.close()
+
+
+def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[str, Any]) -> None:
+    """Move repeated rows from stored to quarantined in the counts, from the files (retries agree)."""
+    result["repeated"] = []
+    for number in range(len(result["files"])):
+        staged, published = _repeated_file(run_key, result["shard"]["id"], number)
+        found = next((path for path in (staged, published) if target.exists(path)), None)
+        if found:
+            rows = pq.read_metadata(target.path(found), filesystem=target.fs).num_rows
+            result["rows_stored"] -= rows
+            result["rows_quarantined"] += rows
+            result["repeated"].append(published)
 
 
 def commit(
@@ -262,14 +379,24 @@ def commit(
     if not results:
         raise ValueError("nothing to commit: no shard results")
     target = storage.Location.of(target_uri)
+    if target.exists("_manifests", f"{run_key}.json") and not target.exists("_staging", run_key):
+        finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
+        return finished  # a retry after the commit finished: nothing is left to publish
     results = sorted(results, key=lambda r: r["shard"]["index"])
+    _quarantine_repeated_keys(pipeline, target, run_key, results)
     files: list[dict[str, Any]] = []
     superseded = _superseded(target, run_key, full_refresh)
     for result in results:
         result["files"] = _publish_shard(target, run_key, result)
         for path in result["files"]:
             digest, size = storage.file_digest(target, target.path(path))
-            files.append({"path": path, "sha256": digest, "bytes": size})
+            rows = pq.read_metadata(target.path(path), filesystem=target.fs).num_rows
+            files.append({"path": path, "sha256": digest, "bytes": size, "rows": rows})
+    stored = sum(result["rows_stored"] for result in results)
+    if stored != sum(file["rows"] for file in files):
+        raise ShardFailed(
+            f"the published files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
+        )
     manifest = _manifest(pipeline, run_key, results, files, interval)
     target.write_json_atomically(manifest, "_manifests", f"{run_key}.json")
     index = {} if full_refresh else committed_checksums(target)
@@ -333,7 +460,7 @@ def _manifest(
         "null_counts": dict(nulls),
         "freshness": fresh,
         "files": files,
-        "quarantine": [r["quarantine"] for r in results if r["quarantine"]],
+        "quarantine": [path for r in results for path in [r["quarantine"], *r["repeated"]] if path],
         "inputs": [{"source": r["shard"]["source"], "sha256": r["shard"]["checksum"]} for r in results],
         "shards": results,
         "processing_seconds": round(seconds, 3),

@@ -75,9 +75,11 @@ def fingerprints(columns: dict[str, pa.Array]) -> np.ndarray:
     rows = _rows(columns)
     if rows == 0:
         return np.empty(0, dtype=np.uint64)
-    parts = [f.sha256(f.coalesce(col(name).cast(pa.binary()), lit(b""))) for name in columns]
+    # DataFusion casts only strings and integers to binary; Arrow renders every type as text
+    texts = {name: values.cast(pa.string()) for name, values in columns.items()}
+    parts = [f.sha256(f.coalesce(col(name).cast(pa.binary()), lit(b""))) for name in texts]
     digest = parts[0] if len(parts) == 1 else f.sha256(f.concat(*parts))
-    result = _select(columns, {"fingerprint": digest}).column("fingerprint").chunk(0)
+    result = _select(texts, {"fingerprint": digest}).column("fingerprint").chunk(0)
     start = int(np.frombuffer(result.buffers()[1], dtype=np.int32)[result.offset])
     data = np.frombuffer(result.buffers()[2], dtype=np.uint8, count=32 * rows, offset=start)
     return data.reshape(rows, 32)[:, :8].copy().view(np.uint64).ravel()

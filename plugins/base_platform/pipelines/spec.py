@@ -195,6 +195,14 @@ def _check_columns(pipeline: Pipeline, path: Path) -> None:
         for column in used:
             if column not in names:
                 raise CatalogError(path, f"quality[{index}]", f"unknown column {column!r}")
+            protection = pipeline.spec.security.columns.get(column)
+            if isinstance(rule, Unique) and protection and protection.protect in ("hmac", "mask", "drop"):
+                raise CatalogError(
+                    path,
+                    f"quality[{index}]",
+                    f"unique across a run's files is checked on stored values, and {column!r} is "
+                    f"stored as {protection.protect}",
+                )
     for column in pipeline.spec.security.columns:
         if column not in names:
             raise CatalogError(path, f"security.columns.{column}", "unknown column")

@@ -13,6 +13,7 @@ from base_platform.pipelines import engine
 from base_platform.pipelines.modules.security import decryption_properties
 from base_platform.pipelines.spec import Pipeline, Protection, load_pipelines
 from benchmarks.datagen import generate
+from tests.unit.pipelines.test_engine import repeat_first_rows_in_the_second_file
 
 
 @pytest.fixture
@@ -27,16 +28,21 @@ def pipeline() -> Pipeline:
 def test_encrypted_columns_need_vault_to_read_and_the_rest_stay_readable(
     pipeline: Pipeline, tmp_path: Path, start_vault: Any
 ) -> None:
+    """Also when the run-wide uniqueness check rewrites a file: it stays encrypted."""
     start_vault()
-    generate(300, "csv", 0.0, tmp_path / "in")
-    (shard,) = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
-    result = engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), b"k")
-    manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {})
-    path = tmp_path / "out" / manifest["files"][0]["path"]
+    generate(300, "csv", 0.0, tmp_path / "in", files=2)
+    repeat_first_rows_in_the_second_file(tmp_path / "in", 2)
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), b"k") for shard in shards]
+    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+    assert (manifest["rows_stored"], manifest["rows_quarantined"]) == (300, 2)
 
-    assert pq.read_table(path, columns=["transaction_id"]).num_rows > 0  # plaintext footer, open columns
-    with pytest.raises((OSError, pa.ArrowException)):
-        pq.read_table(path, columns=["memo"])
-    decrypted = pq.read_table(path, columns=["memo"], decryption_properties=decryption_properties())
-    memos = decrypted.column("memo")
-    assert set(memos.to_pylist()) & {"monthly subscription", "gift", None}
+    memos: list[str | None] = []
+    for file in manifest["files"]:
+        path = tmp_path / "out" / file["path"]
+        assert pq.read_table(path, columns=["transaction_id"]).num_rows == file["rows"]  # plaintext footer
+        with pytest.raises((OSError, pa.ArrowException)):
+            pq.read_table(path, columns=["memo"])
+        decrypted = pq.read_table(path, columns=["memo"], decryption_properties=decryption_properties())
+        memos += decrypted.column("memo").to_pylist()
+    assert len(memos) == 300 and set(memos) & {"monthly subscription", "gift", None}

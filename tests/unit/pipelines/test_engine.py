@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from base_platform.pipelines import engine
+from base_platform.pipelines.modules import storage
 from base_platform.pipelines.spec import Pipeline, load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -98,6 +101,47 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
         "run-2.json",
     ]
     assert [p.name for p in (tmp_path / "out" / "_quarantine").iterdir()] == ["run-2"]
+
+
+def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
+    """Append the first ``count`` records of the first file to the second; returns their ids."""
+    first, second = sorted(source.glob("*.csv"))[:2]
+    records = list(csv.reader(io.StringIO(first.read_text())))[1 : count + 1]
+    with second.open("a", newline="") as out:
+        csv.writer(out).writerows(records)
+    return [record[0] for record in records]
+
+
+def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate(600, "csv", 0.0, tmp_path / "in", files=2)
+    repeated = repeat_first_rows_in_the_second_file(tmp_path / "in", 3)
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
+    assert sum(r["rows_quarantined"] for r in results) == 0  # each file alone is clean
+
+    def crash(*args: Any) -> None:
+        raise OSError("killed after staging the removed rows, before replacing the file")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(storage, "replace_file", crash)
+        with pytest.raises(OSError, match="killed"):
+            engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+    manifest = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+
+    assert manifest["rows_in"] == 603 and manifest["rows_stored"] == 600 and manifest["rows_quarantined"] == 3
+    ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 600 and set(repeated) <= set(ids)
+    quarantine = quarantined(tmp_path / "out")
+    assert sorted(quarantine.column("transaction_id").to_pylist()) == sorted(r.encode() for r in repeated)
+    assert set(quarantine.column("_reason").to_pylist()) == {
+        "transaction_id: duplicate in this run (an earlier file has the key)"
+    }
+    assert set(quarantine.column("_source").to_pylist()) == {results[1]["shard"]["source"]}
+    assert sum(f["rows"] for f in manifest["files"]) == 600
+    again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+    assert again == manifest  # a retry after the commit finished changes nothing
 
 
 def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_path: Path) -> None:

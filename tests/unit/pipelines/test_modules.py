@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -141,6 +142,14 @@ def test_fingerprints_are_sha256_prefixes_and_tell_column_boundaries_apart() -> 
     split_two = fusion.fingerprints({"a": pa.array(["x"]), "b": pa.array(["y,z"])})
     assert split_one.tolist() != split_two.tolist()
     assert len(fusion.fingerprints({"id": pa.array([], pa.string())})) == 0
+    typed = {
+        "amount": pa.array([Decimal("1.20"), Decimal("1.20"), Decimal("3.00")], pa.decimal128(18, 2)),
+        "at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * 3, pa.timestamp("us", tz="UTC")),
+        "ok": pa.array([True, True, False]),
+        "n": pa.array([7, 7, 8]),
+    }
+    prints = fusion.fingerprints(typed)
+    assert prints[0] == prints[1] != prints[2]
 
 
 def test_protect_drops_and_never_stores_plain_pii() -> None:

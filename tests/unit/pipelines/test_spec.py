@@ -61,6 +61,14 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
         ),
         (SPEC + "quality: [{rule: often, column: id}]\n", CONTRACT, "pipelines/t.yaml: quality[0]", "often"),
         (
+            SPEC
+            + "quality: [{rule: unique, columns: [id]}]\n"
+            + "security: {columns: {id: {classification: pii, protect: hmac}}}\n",
+            CONTRACT,
+            "pipelines/t.yaml: quality[0]",
+            "stored as hmac",
+        ),
+        (
             SPEC + "security: {columns: {id: {classification: pii}}}\n",
             CONTRACT,
             "pipelines/t.yaml: security.columns.id",

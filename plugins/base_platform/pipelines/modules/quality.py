@@ -1,4 +1,6 @@
-"""Quality rules on typed batches: not_null, range, regex, accepted_values and unique within a shard.
+"""Quality rules on typed batches: not_null, range, regex, accepted_values and unique.
+
+Unique is checked here within a shard; ``engine.commit`` extends it across the run's shards.
 
 Freshness is a property of the dataset, not of a row: :func:`freshness` reports it for the
 manifest and the monitor instead of quarantining old rows.
@@ -55,18 +57,23 @@ def apply(
                 pc.and_(pc.is_valid(batch.column(rule.column)), wrong), f"{rule.column}: not accepted"
             )
         elif isinstance(rule, Unique):
-            seen = keys.setdefault(",".join(rule.columns), UniqueKeys())
-            valid = (
-                pc.and_(*[pc.is_valid(batch.column(c)) for c in rule.columns])
-                if len(rule.columns) > 1
-                else pc.is_valid(batch.column(rule.columns[0]))
-            )
-            duplicate = seen.duplicates(
-                fusion.fingerprints({name: batch.column(name) for name in rule.columns})
-            )
-            findings.add(
-                pc.and_(pa.array(duplicate), valid), f"{'+'.join(rule.columns)}: duplicate in this run"
-            )
+            _unique(batch, rule, findings, keys.setdefault(",".join(rule.columns), UniqueKeys()))
+
+
+def keys_of(columns: dict[str, pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's key fingerprint, and whether it has a key at all (no null in the key columns)."""
+    valid = np.logical_and.reduce(
+        [pc.is_valid(values).to_numpy(zero_copy_only=False) for values in columns.values()]
+    )
+    return fusion.fingerprints(columns), valid
+
+
+def _unique(batch: pa.RecordBatch, rule: Unique, findings: Findings, seen: UniqueKeys) -> None:
+    """A row whose key appeared before is a duplicate; a row with a null in its key has none."""
+    fingerprints, valid = keys_of({name: batch.column(name) for name in rule.columns})
+    duplicate = np.zeros(batch.num_rows, dtype=bool)
+    duplicate[valid] = seen.duplicates(fingerprints[valid])
+    findings.add(pa.array(duplicate), f"{'+'.join(rule.columns)}: duplicate in this run")
 
 
 def _range(values: pa.Array, rule: Range, findings: Findings) -> None:

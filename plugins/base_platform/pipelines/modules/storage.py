@@ -5,7 +5,9 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 - ``_staging/<run>/<shard>/``: a process_shard attempt's files. Readers ignore ``_``-prefixed
   paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
 - ``<partition>=<value>/part-<run>-<shard>-<n>.parquet``: published data.
-- ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason.
+- ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
+  ``_quarantine/<run>/<shard>-repeated-<n>.parquet``: stored rows whose key an earlier shard
+  of the run already had (``unique`` holds across the run, see ``engine.commit``).
 - ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
   maps each committed input checksum to its run.
 """
@@ -13,12 +15,14 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -198,3 +202,46 @@ def file_digest(location: Location, path: str) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def write_array(location: Location, path: str, values: np.ndarray) -> None:
+    """A NumPy array as ``.npy`` (a shard's key fingerprints, for the run-wide uniqueness check)."""
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    location.fs.create_dir(location.path(path).rsplit("/", 1)[0], recursive=True)
+    with location.fs.open_output_stream(location.path(path)) as stream:
+        stream.write(buffer.getvalue())
+
+
+def read_array(location: Location, path: str) -> np.ndarray:
+    with location.fs.open_input_stream(location.path(path)) as stream:
+        values: np.ndarray = np.load(io.BytesIO(stream.read()))
+    return values
+
+
+def read_file(location: Location, path: str, decryption: Any | None = None) -> pa.Table:
+    """One Parquet file as written (no partition columns inferred from its folder names)."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        return pq.ParquetFile(source, decryption_properties=decryption).read()
+
+
+def replace_file(location: Location, path: str, table: pa.Table, encryption: Any | None = None) -> None:
+    """Replace one data file by ``table``, written beside it and renamed over it; none if empty."""
+    if table.num_rows == 0:
+        location.fs.delete_file(location.path(path))
+        return
+    folder, name = path.rsplit("/", 1)
+    beside = f"{folder}/_replacing-{name}"
+    location.delete_dir(beside)
+    written = write_partitioned(
+        iter(table.to_batches()),
+        table.schema,
+        location,
+        beside,
+        (),
+        name.removesuffix(".parquet"),
+        table.num_rows,
+        encryption,
+    )
+    location.fs.move(written[0], location.path(path))
+    location.delete_dir(beside)
