@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Unique, classify_change, resolve
 
 DERIVED_DATE = "event_date"
+REPEATED = "duplicate in this run (an earlier file has the key)"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
@@ -317,38 +317,12 @@ def _move_repeated_rows(
         if not drop.any():
             continue
         staged, _ = _repeated_file(run_key, result["shard"]["id"], number)
-        _write_repeated(
-            pipeline, target, staged, table.filter(pa.array(drop)), rule, result["shard"]["source"]
+        quarantine = storage.QuarantineWriter(
+            target, target.path(staged), list(pipeline.contract.names), result["shard"]["source"]
         )
+        quarantine.stored_rows(table.filter(pa.array(drop)), f"{'+'.join(rule.columns)}: {REPEATED}")
+        quarantine.close()
         storage.replace_file(target, path, table.filter(pa.array(~drop)), security.encryption_config(policy))
-
-
-def _write_repeated(
-    pipeline: Pipeline, target: storage.Location, path: str, rows: pa.Table, rule: Unique, source: str
-) -> None:
-    """The rows as stored (PII already protected), with their reason; raw lines are not kept."""
-    names = list(pipeline.contract.names)
-    quarantine = storage.QuarantineWriter(target, target.path(path), names, source)
-    count = rows.num_rows
-    columns = {
-        name: rows.column(name).cast(pa.string())
-        if name in rows.column_names
-        else pa.nulls(count, pa.string())
-        for name in names
-    }
-    reason = f"{'+'.join(rule.columns)}: duplicate in this run (an earlier file has the key)"
-    quarantine.write(
-        pa.table(
-            columns
-            | {
-                "_raw": pa.nulls(count, pa.binary()),
-                "_reason": pa.array([reason] * count, pa.string()),
-                "_source": pa.array([source] * count, pa.string()),
-                "_record": pa.nulls(count, pa.int64()),
-            }
-        )
-    )
-    quarantine.close()
 
 
 def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[str, Any]) -> None:
@@ -358,7 +332,7 @@ def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[st
         staged, published = _repeated_file(run_key, result["shard"]["id"], number)
         found = next((path for path in (staged, published) if target.exists(path)), None)
         if found:
-            rows = pq.read_metadata(target.path(found), filesystem=target.fs).num_rows
+            rows = storage.row_count(target, found)
             result["rows_stored"] -= rows
             result["rows_quarantined"] += rows
             result["repeated"].append(published)
@@ -390,11 +364,12 @@ def commit(
         result["files"] = _publish_shard(target, run_key, result)
         for path in result["files"]:
             digest, size = storage.file_digest(target, target.path(path))
-            rows = pq.read_metadata(target.path(path), filesystem=target.fs).num_rows
-            files.append({"path": path, "sha256": digest, "bytes": size, "rows": rows})
+            files.append(
+                {"path": path, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
+            )
     stored = sum(result["rows_stored"] for result in results)
     if stored != sum(file["rows"] for file in files):
-        raise ShardFailed(
+        raise CommitFailed(
             f"the published files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
         )
     manifest = _manifest(pipeline, run_key, results, files, interval)

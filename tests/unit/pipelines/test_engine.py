@@ -144,6 +144,16 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
+def test_a_commit_whose_files_miss_rows_fails_before_its_manifest(pipeline: Pipeline, tmp_path: Path) -> None:
+    generate(800, "csv", 0.02, tmp_path / "in", files=2)
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
+    (tmp_path / "out" / results[1]["files"][0]).unlink()  # a staged file lost outside our control
+    with pytest.raises(engine.CommitFailed, match="the published files hold"):
+        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+    assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
+
+
 def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_path: Path) -> None:
     generate(800, "csv", 0.02, tmp_path / "in")
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")

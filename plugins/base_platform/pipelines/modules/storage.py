@@ -128,29 +128,39 @@ class QuarantineWriter:
     def rows_of(self, raw: pa.RecordBatch, indices: pa.Array, reasons: pa.Array, first_record: int) -> None:
         """The raw values of the rows at ``indices``, with one reason each."""
         columns = {name: pc.take(raw.column(name), indices) for name in self.names}
-        self.write(
-            pa.table(
-                columns
-                | {
-                    "_raw": pa.nulls(len(indices), pa.binary()),
-                    "_reason": reasons,
-                    "_source": pa.array([self.source] * len(indices), pa.string()),
-                    "_record": pc.add(indices.cast(pa.int64()), first_record),
-                }
-            )
-        )
+        self._append(columns, None, reasons, pc.add(indices.cast(pa.int64()), first_record))
 
     def lines(self, rejects: list[tuple[bytes, str]]) -> None:
-        n = len(rejects)
-        columns = {name: pa.nulls(n, pa.binary()) for name in self.names}
+        """Whole raw lines that could not be split into columns."""
+        columns = {name: pa.nulls(len(rejects), pa.binary()) for name in self.names}
+        raw = pa.array([line for line, _ in rejects], pa.binary())
+        self._append(columns, raw, pa.array([reason for _, reason in rejects], pa.string()), None)
+
+    def stored_rows(self, rows: pa.Table, reason: str) -> None:
+        """Rows as they were stored (PII already protected): their raw lines are no longer at hand."""
+        count = rows.num_rows
+        columns = {
+            name: rows.column(name).cast(pa.string()) if name in rows.column_names else pa.nulls(count)
+            for name in self.names
+        }
+        self._append(columns, None, pa.array([reason] * count, pa.string()), None)
+
+    def _append(
+        self,
+        columns: dict[str, pa.Array | pa.ChunkedArray],
+        raw: pa.Array | None,
+        reasons: pa.Array,
+        records: pa.Array | None,
+    ) -> None:
+        count = len(reasons)
         self.write(
             pa.table(
                 columns
                 | {
-                    "_raw": pa.array([raw for raw, _ in rejects], pa.binary()),
-                    "_reason": pa.array([reason for _, reason in rejects], pa.string()),
-                    "_source": pa.array([self.source] * n, pa.string()),
-                    "_record": pa.nulls(n, pa.int64()),
+                    "_raw": pa.nulls(count, pa.binary()) if raw is None else raw,
+                    "_reason": reasons,
+                    "_source": pa.array([self.source] * count, pa.string()),
+                    "_record": pa.nulls(count, pa.int64()) if records is None else records,
                 }
             )
         )
@@ -245,3 +255,9 @@ def replace_file(location: Location, path: str, table: pa.Table, encryption: Any
     )
     location.fs.move(written[0], location.path(path))
     location.delete_dir(beside)
+
+
+def row_count(location: Location, path: str) -> int:
+    """Rows of a Parquet file, from its footer (readable also when columns are encrypted)."""
+    rows: int = pq.read_metadata(location.path(path), filesystem=location.fs).num_rows
+    return rows
