@@ -104,6 +104,20 @@ def test_unique_keys_flag_repeats_within_and_across_batches() -> None:
     assert keys.duplicates(np.array([7, 6, 8], dtype=np.uint64)).tolist() == [False, True, False]
 
 
+def test_unique_keys_agree_with_a_set_over_many_batches() -> None:
+    """The sorted runs merge as batches arrive; a plain set of the keys must agree throughout."""
+    generator = np.random.default_rng(7)
+    keys, reference = quality.UniqueKeys(), set()
+    for _ in range(300):
+        batch = generator.integers(0, 2_000, generator.integers(0, 40), dtype=np.uint64)
+        expected = []
+        for value in batch.tolist():
+            expected.append(value in reference)
+            reference.add(value)
+        assert keys.duplicates(batch).tolist() == expected
+    assert keys.seen.tolist() == sorted(reference)
+
+
 def test_quality_rules_record_findings_and_uniqueness_spans_batches() -> None:
     state: dict[str, quality.UniqueKeys] = {}
     rules = (Range(rule="range", column="n", min=0, max=10), Unique(rule="unique", columns=("id",)))

@@ -20,23 +20,51 @@ from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, Ran
 
 
 class UniqueKeys:
-    """Keys seen so far in this shard, as sorted 64-bit fingerprints: about 8 bytes a row."""
+    """Keys seen so far in this shard, as sorted runs of 64-bit fingerprints: about 8 bytes a key.
+
+    Runs merge like a binary counter, so a shard of n keys costs O(n log n), not O(n²).
+    """
 
     def __init__(self) -> None:
-        self.seen = np.empty(0, dtype=np.uint64)
+        self.runs: list[np.ndarray] = []
+
+    @property
+    def seen(self) -> np.ndarray:
+        """Every key seen, sorted (for the run-wide check in ``engine.commit``)."""
+        if len(self.runs) != 1:
+            self.runs = [np.sort(np.concatenate([np.empty(0, np.uint64), *self.runs]), kind="stable")]
+        return self.runs[0]
 
     def duplicates(self, fingerprints: np.ndarray) -> np.ndarray:
         """True for each key already seen, earlier in the shard or earlier in this batch."""
-        distinct, first, inverse = np.unique(fingerprints, return_index=True, return_inverse=True)
-        repeated = np.ones(len(fingerprints), dtype=bool)
-        repeated[first] = False
-        position = np.searchsorted(self.seen, distinct)  # sorted needles: one pass over seen
+        ordered = np.sort(fingerprints)
+        again = ordered[1:] == ordered[:-1]
+        distinct = np.concatenate([ordered[:1], ordered[1:][~again]])
         known = np.zeros(len(distinct), dtype=bool)
-        inside = position < len(self.seen)
-        known[inside] = self.seen[position[inside]] == distinct[inside]
-        self.seen = np.insert(self.seen, position[~known], distinct[~known])
-        duplicate: np.ndarray = repeated | known[inverse]
+        for run in self.runs:
+            known |= _members(distinct, run)
+        duplicate = _members(fingerprints, distinct[known])
+        if again.any():  # a key twice in this batch: every row after its first is a duplicate
+            rows = np.flatnonzero(_members(fingerprints, np.unique(ordered[1:][again])))
+            _, first = np.unique(fingerprints[rows], return_index=True)
+            duplicate[np.delete(rows, first)] = True
+        self._add(distinct[~known])
         return duplicate
+
+    def _add(self, keys: np.ndarray) -> None:
+        self.runs.append(keys)
+        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            newest = self.runs.pop()  # two sorted runs: a stable sort merges them in linear time
+            self.runs[-1] = np.sort(np.concatenate([self.runs[-1], newest]), kind="stable")
+
+
+def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each value is in the (small, sorted) set, by binary search."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), dtype=bool)
+    position = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    found: np.ndarray = sorted_set[position] == values
+    return found
 
 
 def apply(
