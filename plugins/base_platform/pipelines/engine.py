@@ -16,26 +16,21 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from base_platform.pipelines import run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
-from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Unique, classify_change, resolve
+from base_platform.pipelines.spec import Contract, Freshness, Pipeline, classify_change, resolve
 
 DERIVED_DATE = "event_date"
-REPEATED = "duplicate in this run (an earlier file has the key)"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
 class ShardFailed(RuntimeError):
     """A shard that cannot be read at all; nothing of it is published."""
-
-
-class CommitFailed(RuntimeError):
-    """The published files do not hold the rows the shards counted; no manifest is written."""
 
 
 @dataclass(frozen=True)
@@ -189,21 +184,18 @@ def process_shard(
         target, target.path(staging, "_quarantine.parquet"), names, shard.source
     )
     state = _Pass(pipeline, key, quarantine)
-    source = storage.Location.of(shard.source)
     started = time.perf_counter()
     try:
-        with source.fs.open_input_stream(source.base) as stream:
-            raw = ingestion.read(stream, pipeline.spec.source.format, names, pipeline.spec.source.options)
-            files = storage.write_partitioned(
-                state.batches(raw),
-                stored_schema(pipeline),
-                target,
-                f"{staging}/data",
-                pipeline.spec.storage.partition_by,
-                f"part-{run_key}-{shard.id}",
-                max(10_000, pipeline.spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
-                security.encryption_config(pipeline.spec.security),
-            )
+        files = storage.write_partitioned(
+            state.batches(ingestion.read_uri(shard.source, names, pipeline.spec.source)),
+            stored_schema(pipeline),
+            target,
+            f"{staging}/data",
+            pipeline.spec.storage.partition_by,
+            f"part-{run_key}-{shard.id}",
+            max(10_000, pipeline.spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
+            security.encryption_config(pipeline.spec.security),
+        )
     except ingestion.SourceError as exc:
         raise ShardFailed(f"{shard.source}: {exc}") from exc
     finally:
@@ -225,28 +217,9 @@ def process_shard(
     }
     if state.counts["rows_in"] != state.counts["stored"] + quarantine.rows:
         raise ShardFailed(f"{shard.source}: rows in != stored + quarantined ({result})")
-    for rule in _unique_rules(pipeline):
-        seen = state.keys.get(",".join(rule.columns), quality.UniqueKeys()).seen
-        storage.write_array(target, _keys_file(run_key, shard.id, rule), seen)
+    run_unique.save_keys(pipeline, target, run_key, shard.id, state.keys)
     target.write_json_atomically(result, staging, "_result.json")
     return result
-
-
-def _unique_rules(pipeline: Pipeline) -> list[Unique]:
-    return [rule for rule in pipeline.spec.quality if isinstance(rule, Unique)]
-
-
-def _keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
-    """The sorted fingerprints of every key a shard saw, for the run-wide check in ``commit``."""
-    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.npy"
-
-
-def _repeated_file(run_key: str, shard_id: str, number: int) -> tuple[str, str]:
-    """Where the rows removed from a shard's data file ``number`` are staged, and published."""
-    return (
-        f"_staging/{run_key}/{shard_id}/_repeated-{number}.parquet",
-        f"_quarantine/{run_key}/{shard_id}-repeated-{number}.parquet",
-    )
 
 
 def target_relative(target: storage.Location, path: str) -> str:
@@ -262,7 +235,7 @@ def _publish_shard(target: storage.Location, run_key: str, result: dict[str, Any
     shard_id = result["shard"]["id"]
     staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
     data = [(staged, staged.removeprefix(staged_prefix)) for staged in result["files"]]
-    moves = data + [_repeated_file(run_key, shard_id, number) for number in range(len(data))]
+    moves = data + [run_unique.repeated_file(run_key, shard_id, number) for number in range(len(data))]
     if result["quarantine"]:
         moves.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
         result["quarantine"] = moves[-1][1]
@@ -271,71 +244,6 @@ def _publish_shard(target: storage.Location, run_key: str, result: dict[str, Any
             target.fs.create_dir(target.path(final).rsplit("/", 1)[0], recursive=True)
             target.fs.move(target.path(staged), target.path(final))
     return [final for _, final in data if target.exists(final)]
-
-
-def _quarantine_repeated_keys(
-    pipeline: Pipeline, target: storage.Location, run_key: str, results: list[dict[str, Any]]
-) -> None:
-    """``unique`` across the run: stored rows whose key an earlier shard had go to quarantine.
-
-    Shards check uniqueness alone, in parallel. Here, before anything is published, each shard's
-    keys meet those of the shards before it in discover's order; the first occurrence wins, as
-    within a shard. Safe to repeat: a file's removed rows are staged before the file is replaced
-    by the rest, and a replaced or published file has no repeated keys left.
-    """
-    for rule in _unique_rules(pipeline):
-        seen = np.empty(0, dtype=np.uint64)
-        for result in results:
-            keys = storage.read_array(target, _keys_file(run_key, result["shard"]["id"], rule))
-            position = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
-            repeated = keys[seen[position] == keys] if len(seen) else keys[:0]
-            if len(repeated):
-                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
-            seen = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
-    for result in results:
-        _count_repeated_rows(target, run_key, result)
-
-
-def _move_repeated_rows(
-    pipeline: Pipeline,
-    target: storage.Location,
-    run_key: str,
-    result: dict[str, Any],
-    rule: Unique,
-    repeated: np.ndarray,
-) -> None:
-    policy = pipeline.spec.security
-    decryption = security.decryption_properties() if policy.encrypted else None
-    for number, path in enumerate(result["files"]):
-        if not target.exists(path):
-            continue
-        table = storage.read_file(target, path, decryption)
-        fingerprints, valid = quality.keys_of(
-            {name: table.column(name).combine_chunks() for name in rule.columns}
-        )
-        drop = np.isin(fingerprints, repeated) & valid
-        if not drop.any():
-            continue
-        staged, _ = _repeated_file(run_key, result["shard"]["id"], number)
-        quarantine = storage.QuarantineWriter(
-            target, target.path(staged), list(pipeline.contract.names), result["shard"]["source"]
-        )
-        quarantine.stored_rows(table.filter(pa.array(drop)), f"{'+'.join(rule.columns)}: {REPEATED}")
-        quarantine.close()
-        storage.replace_file(target, path, table.filter(pa.array(~drop)), security.encryption_config(policy))
-
-
-def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[str, Any]) -> None:
-    """Move repeated rows from stored to quarantined in the counts, from the files (retries agree)."""
-    result["repeated"] = []
-    for number in range(len(result["files"])):
-        staged, published = _repeated_file(run_key, result["shard"]["id"], number)
-        found = next((path for path in (staged, published) if target.exists(path)), None)
-        if found:
-            rows = storage.row_count(target, found)
-            result["rows_stored"] -= rows
-            result["rows_quarantined"] += rows
-            result["repeated"].append(published)
 
 
 def commit(
@@ -357,7 +265,7 @@ def commit(
         finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
         return finished  # a retry after the commit finished: nothing is left to publish
     results = sorted(results, key=lambda r: r["shard"]["index"])
-    _quarantine_repeated_keys(pipeline, target, run_key, results)
+    run_unique.quarantine_repeated_keys(pipeline, target, run_key, results)
     files: list[dict[str, Any]] = []
     superseded = _superseded(target, run_key, full_refresh)
     for result in results:
@@ -369,7 +277,7 @@ def commit(
             )
     stored = sum(result["rows_stored"] for result in results)
     if stored != sum(file["rows"] for file in files):
-        raise CommitFailed(
+        raise run_unique.CommitFailed(
             f"the published files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
         )
     manifest = _manifest(pipeline, run_key, results, files, interval)

@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine
+from base_platform.pipelines import engine, run_unique
 from base_platform.pipelines.modules import storage
 from base_platform.pipelines.spec import Pipeline, load_pipelines
 from benchmarks.datagen import generate
@@ -136,8 +136,13 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert manifest["rows_in"] == 603 and manifest["rows_stored"] == 600 and manifest["rows_quarantined"] == 3
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600 and set(repeated) <= set(ids)
-    quarantine = quarantined(tmp_path / "out")
-    assert sorted(quarantine.column("transaction_id").to_pylist()) == sorted(r.encode() for r in repeated)
+    quarantine = quarantined(tmp_path / "out").sort_by("_record")
+    second = list(csv.reader(io.StringIO(sorted((tmp_path / "in").glob("*.csv"))[1].read_text())))[1:]
+    assert quarantine.column("_record").to_pylist() == list(range(len(second) - 3, len(second)))
+    for name in ("transaction_id", "customer_email", "amount"):  # kept raw: PII as it came in
+        column = list(pipeline.contract.names).index(name)
+        assert quarantine.column(name).to_pylist() == [row[column].encode() for row in second[-3:]]
+    assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
     assert set(quarantine.column("_reason").to_pylist()) == {
         "transaction_id: duplicate in this run (an earlier file has the key)"
     }
@@ -147,12 +152,26 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
+def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    generate(400, "csv", 0.0, tmp_path / "in", files=2)
+    repeat_first_rows_in_the_second_file(tmp_path / "in", 2)
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
+    with sorted((tmp_path / "in").glob("*.csv"))[1].open("a") as changed:
+        changed.write("\n")
+    with pytest.raises(run_unique.CommitFailed, match="changed since discover"):
+        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+    assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
+
+
 def test_a_commit_whose_files_miss_rows_fails_before_its_manifest(pipeline: Pipeline, tmp_path: Path) -> None:
     generate(800, "csv", 0.02, tmp_path / "in", files=2)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     (tmp_path / "out" / results[1]["files"][0]).unlink()  # a staged file lost outside our control
-    with pytest.raises(engine.CommitFailed, match="the published files hold"):
+    with pytest.raises(run_unique.CommitFailed, match="the published files hold"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
 

@@ -17,6 +17,9 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from base_platform.pipelines.modules.storage import Location
+from base_platform.pipelines.spec import Source
+
 BLOCK_BYTES = 8 << 20
 
 
@@ -53,6 +56,13 @@ def read(
     if fmt == "parquet":
         return _parquet(stream, names)
     raise SourceError(f"unknown format {fmt!r}")
+
+
+def read_uri(uri: str, names: Sequence[str], source: Source) -> Iterator[RawBatch]:
+    """:func:`read` of a whole file by URI (local or ``s3://``), streamed, as the spec's source says."""
+    location = Location.of(uri)
+    with location.fs.open_input_stream(location.base) as stream:
+        yield from read(stream, source.format, names, source.options)
 
 
 def _csv(stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | bool]) -> Iterator[RawBatch]:

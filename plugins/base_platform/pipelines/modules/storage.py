@@ -6,8 +6,8 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
   paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
 - ``<partition>=<value>/part-<run>-<shard>-<n>.parquet``: published data.
 - ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
-  ``_quarantine/<run>/<shard>-repeated-<n>.parquet``: stored rows whose key an earlier shard
-  of the run already had (``unique`` holds across the run, see ``engine.commit``).
+  ``_quarantine/<run>/<shard>-repeated-<n>.parquet``: the raw rows of stored rows whose key an
+  earlier shard of the run already had (``unique`` holds across the run, see ``run_unique``).
 - ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
   maps each committed input checksum to its run.
 """
@@ -138,15 +138,6 @@ class QuarantineWriter:
         raw = pa.array([line for line, _ in rejects], pa.binary())
         self._append(columns, raw, pa.array([reason for _, reason in rejects], pa.string()), None)
 
-    def stored_rows(self, rows: pa.Table, reason: str) -> None:
-        """Rows as they were stored (PII already protected): their raw lines are no longer at hand."""
-        count = rows.num_rows
-        columns = {
-            name: rows.column(name).cast(pa.string()) if name in rows.column_names else pa.nulls(count)
-            for name in self.names
-        }
-        self._append(columns, None, pa.array([reason] * count, pa.string()), None)
-
     def _append(
         self,
         columns: dict[str, pa.Array | pa.ChunkedArray],
@@ -247,10 +238,12 @@ def read_array(location: Location, path: str) -> np.ndarray:
     return values
 
 
-def read_file(location: Location, path: str, decryption: Any | None = None) -> pa.Table:
+def read_file(
+    location: Location, path: str, decryption: Any | None = None, columns: list[str] | None = None
+) -> pa.Table:
     """One Parquet file as written (no partition columns inferred from its folder names)."""
     with location.fs.open_input_file(location.path(path)) as source:
-        return pq.ParquetFile(source, decryption_properties=decryption).read()
+        return pq.ParquetFile(source, decryption_properties=decryption).read(columns=columns)
 
 
 def replace_file(location: Location, path: str, table: pa.Table, encryption: Any | None = None) -> None:

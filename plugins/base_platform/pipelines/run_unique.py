@@ -1,0 +1,179 @@
+"""``unique`` across a run: shards check their own keys in parallel, ``commit`` checks them together.
+
+Each ``process_shard`` saves the 64-bit fingerprints of the keys it saw. Before anything is
+published, ``commit`` meets each shard's keys with those of the shards before it in discover's
+order; a stored row whose key came earlier is moved to the quarantine with its raw input row,
+as every other rejected row is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from base_platform.pipelines.findings import Findings
+from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
+from base_platform.pipelines.spec import Pipeline, Unique
+
+REPEATED = "duplicate in this run (an earlier file has the key)"
+
+
+class CommitFailed(RuntimeError):
+    """The commit cannot publish exactly the rows the shards counted; no manifest is written."""
+
+
+def save_keys(
+    pipeline: Pipeline,
+    target: storage.Location,
+    run_key: str,
+    shard_id: str,
+    keys: dict[str, quality.UniqueKeys],
+) -> None:
+    """A shard's key fingerprints, one file per unique rule, staged beside its data."""
+    for rule in unique_rules(pipeline):
+        seen = keys.get(",".join(rule.columns), quality.UniqueKeys()).seen
+        storage.write_array(target, keys_file(run_key, shard_id, rule), seen)
+
+
+def unique_rules(pipeline: Pipeline) -> list[Unique]:
+    return [rule for rule in pipeline.spec.quality if isinstance(rule, Unique)]
+
+
+def keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
+    """The sorted fingerprints of every key a shard saw, for the run-wide check in ``commit``."""
+    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.npy"
+
+
+def repeated_file(run_key: str, shard_id: str, number: int) -> tuple[str, str]:
+    """Where the rows removed from a shard's data file ``number`` are staged, and published."""
+    return (
+        f"_staging/{run_key}/{shard_id}/_repeated-{number}.parquet",
+        f"_quarantine/{run_key}/{shard_id}-repeated-{number}.parquet",
+    )
+
+
+def quarantine_repeated_keys(
+    pipeline: Pipeline, target: storage.Location, run_key: str, results: list[dict[str, Any]]
+) -> None:
+    """``unique`` across the run: stored rows whose key an earlier shard had go to quarantine.
+
+    Shards check uniqueness alone, in parallel. Here, before anything is published, each shard's
+    keys meet those of the shards before it in discover's order; the first occurrence wins, as
+    within a shard. Safe to repeat: a file's removed rows are staged before the file is replaced
+    by the rest, and a replaced or published file has no repeated keys left.
+    """
+    for rule in unique_rules(pipeline):
+        seen = np.empty(0, dtype=np.uint64)
+        for result in results:
+            keys = storage.read_array(target, keys_file(run_key, result["shard"]["id"], rule))
+            position = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
+            repeated = keys[seen[position] == keys] if len(seen) else keys[:0]
+            if len(repeated):
+                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
+            seen = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
+    for result in results:
+        _count_repeated_rows(target, run_key, result)
+
+
+def _move_repeated_rows(
+    pipeline: Pipeline,
+    target: storage.Location,
+    run_key: str,
+    result: dict[str, Any],
+    rule: Unique,
+    repeated: np.ndarray,
+) -> None:
+    """Quarantine a shard's stored rows whose key is in ``repeated``, raw, then drop them from its files.
+
+    Every removed row's raw form is staged before any file is replaced, so a retry after a crash
+    either redoes both or finds the file already without those rows.
+    """
+    policy = pipeline.spec.security
+    decryption = security.decryption_properties() if policy.encrypted else None
+    drops: dict[int, np.ndarray] = {}
+    removed: dict[int, np.ndarray] = {}
+    for number, path in enumerate(result["files"]):
+        if target.exists(path):
+            keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
+            fingerprints, valid = quality.keys_of(
+                {name: keys.column(name).combine_chunks() for name in rule.columns}
+            )
+            drop = np.isin(fingerprints, repeated) & valid
+            if drop.any():
+                drops[number], removed[number] = drop, fingerprints[drop]
+    if not drops:
+        return
+    _quarantine_raw_rows(pipeline, target, run_key, result, rule, removed)
+    for number, drop in drops.items():
+        table = storage.read_file(target, result["files"][number], decryption)
+        storage.replace_file(
+            target, result["files"][number], table.filter(pa.array(~drop)), security.encryption_config(policy)
+        )
+
+
+def _quarantine_raw_rows(
+    pipeline: Pipeline,
+    target: storage.Location,
+    run_key: str,
+    result: dict[str, Any],
+    rule: Unique,
+    removed: dict[int, np.ndarray],
+) -> None:
+    """Stage the raw input rows of the stored rows about to be removed, with their record numbers.
+
+    A stored row is the first row of its key in its shard (later ones were quarantined as
+    duplicates there), so the source is read again, as process_shard read it, for those keys.
+    """
+    shard = result["shard"]
+    source = storage.Location.of(shard["source"])
+    if storage.file_digest(source, source.base)[0] != shard["checksum"]:
+        raise CommitFailed(f"{shard['source']} changed since discover: its repeated rows cannot be kept raw")
+    wanted = {int(key): number for number, keys in removed.items() for key in keys}
+    needles = np.array(sorted(wanted), dtype=np.uint64)
+    names = list(pipeline.contract.names)
+    reason = f"{'+'.join(rule.columns)}: {REPEATED}"
+    writers = {
+        number: storage.QuarantineWriter(
+            target, target.path(repeated_file(run_key, shard["id"], number)[0]), names, shard["source"]
+        )
+        for number in removed
+    }
+    key_contract = pipeline.contract.model_copy(
+        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
+    )
+    record = 0
+    for raw in ingestion.read_uri(shard["source"], names, pipeline.spec.source):
+        rows = raw.batch.num_rows
+        keys = contracts.conform(raw.batch, key_contract, Findings(rows))
+        fingerprints, valid = quality.keys_of({name: keys.column(name) for name in rule.columns})
+        found: dict[int, list[int]] = {}
+        for row in np.flatnonzero(valid & np.isin(fingerprints, needles)).tolist():
+            number = wanted.pop(int(fingerprints[row]), None)
+            if number is not None:  # the key's first row in the shard: the one that was stored
+                found.setdefault(number, []).append(row)
+        for number, found_rows in found.items():
+            writers[number].rows_of(
+                raw.batch, pa.array(found_rows, pa.int64()), pa.array([reason] * len(found_rows)), record
+            )
+        record += rows
+        if not wanted:
+            break
+    for writer in writers.values():
+        writer.close()
+    if wanted:
+        raise CommitFailed(f"{shard['source']}: {len(wanted)} stored rows not found in the source again")
+
+
+def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[str, Any]) -> None:
+    """Move repeated rows from stored to quarantined in the counts, from the files (retries agree)."""
+    result["repeated"] = []
+    for number in range(len(result["files"])):
+        staged, published = repeated_file(run_key, result["shard"]["id"], number)
+        found = next((path for path in (staged, published) if target.exists(path)), None)
+        if found:
+            rows = storage.row_count(target, found)
+            result["rows_stored"] -= rows
+            result["rows_quarantined"] += rows
+            result["repeated"].append(published)
