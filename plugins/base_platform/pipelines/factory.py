@@ -136,10 +136,10 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
         @task
         def monitor(manifest: Any, **context: Any) -> dict[str, Any]:
             from base_platform.pipelines import engine
-            from base_platform.pipelines.modules.monitoring import compare, metrics
+            from base_platform.pipelines.modules.monitoring import assess
 
             history = engine.manifest_history(context["params"]["target_uri"], before=manifest["run"])
-            report = compare(metrics(manifest), [metrics(m) for m in history])
+            report = assess(manifest, history)
             markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
             write_report(dag.dag_id, context["run_id"], "monitor", report, markdown)
             log.info("Monitor: %s, anomalies %s", report["status"], report["anomalies"] or "none")

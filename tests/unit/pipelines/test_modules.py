@@ -203,3 +203,11 @@ def test_robust_z_flags_an_outlier_only_with_enough_history() -> None:
     assert monitoring.compare({"rows_in": 101.0}, history)["status"] == "normal"
     outlier = monitoring.compare({"rows_in": 400.0}, history)
     assert outlier["status"] == "anomalies" and outlier["anomalies"] == ["rows_in"]
+
+
+def test_a_stale_run_is_flagged_without_history() -> None:
+    manifest = {"rows_in": 10, "rows_quarantined": 0, "rows_stored": 10, "gb_per_hour": None}
+    fresh = {"column": "event_time", "fresh": True, "age_hours": 1.0, "max_age_hours": 72}
+    assert monitoring.assess(manifest | {"freshness": [fresh]}, [])["status"] == "insufficient history"
+    stale = monitoring.assess(manifest | {"freshness": [fresh | {"fresh": False, "age_hours": 99.0}]}, [])
+    assert stale["status"] == "anomalies" and stale["anomalies"] == ["freshness.event_time"]

@@ -2,6 +2,8 @@
 
 The robust z-score (0.6745 * (x - median) / MAD) is not dragged by the outliers it looks for;
 with fewer than ``MIN_HISTORY`` earlier runs there is nothing to compare with, and it says so.
+Freshness needs no history: a run whose newest event is older than a freshness rule allows is
+flagged on its first run too.
 """
 
 from __future__ import annotations
@@ -66,3 +68,15 @@ def compare(current: dict[str, float], history: Sequence[dict[str, float]]) -> d
         "anomalies": anomalies,
         "metrics": rows,
     }
+
+
+def assess(manifest: dict[str, Any], history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run against earlier runs' manifests, plus each freshness rule the run breaks."""
+    report = compare(metrics(manifest), [metrics(earlier) for earlier in history])
+    checks: list[dict[str, Any]] = manifest.get("freshness", [])
+    stale = [f"freshness.{check['column']}" for check in checks if not check["fresh"]]
+    report["freshness"] = checks
+    if stale:
+        report["anomalies"] = [*report["anomalies"], *stale]
+        report["status"] = "anomalies"
+    return report
