@@ -68,8 +68,7 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
     done = {} if full_refresh else committed_checksums(storage.Location.of(target_uri))
     scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
     shards: list[Shard] = []
-    for path in files:
-        digest, size = storage.file_digest(source, path)
+    for path, (digest, size) in zip(files, storage.file_digests(source, files), strict=True):
         if digest not in done:
             shards.append(Shard(len(shards), scheme + path, digest, size))
     return shards
@@ -266,15 +265,15 @@ def commit(
         return finished  # a retry after the commit finished: nothing is left to publish
     results = sorted(results, key=lambda r: r["shard"]["index"])
     run_unique.quarantine_repeated_keys(pipeline, target, run_key, results)
-    files: list[dict[str, Any]] = []
     superseded = _superseded(target, run_key, full_refresh)
     for result in results:
         result["files"] = _publish_shard(target, run_key, result)
-        for path in result["files"]:
-            digest, size = storage.file_digest(target, target.path(path))
-            files.append(
-                {"path": path, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
-            )
+    published = [path for result in results for path in result["files"]]
+    digests = storage.file_digests(target, [target.path(path) for path in published])
+    files = [
+        {"path": path, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
+        for path, (digest, size) in zip(published, digests, strict=True)
+    ]
     stored = sum(result["rows_stored"] for result in results)
     if stored != sum(file["rows"] for file in files):
         raise run_unique.CommitFailed(

@@ -68,11 +68,11 @@ def quarantine_repeated_keys(
         seen = np.empty(0, dtype=np.uint64)
         for result in results:
             keys = storage.read_array(target, keys_file(run_key, result["shard"]["id"], rule))
-            position = np.searchsorted(seen, keys).clip(max=max(len(seen) - 1, 0))
-            repeated = keys[seen[position] == keys] if len(seen) else keys[:0]
-            if len(repeated):
-                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
-            seen = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
+            merged = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
+            twice = merged[1:] == merged[:-1]  # each run is distinct: equal neighbours are repeats
+            if twice.any():
+                _move_repeated_rows(pipeline, target, run_key, result, rule, merged[1:][twice])
+            seen = np.delete(merged, np.flatnonzero(twice))
     for result in results:
         _count_repeated_rows(target, run_key, result)
 

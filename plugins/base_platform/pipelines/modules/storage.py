@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from base_platform.pipelines.spec import resolve
 
 AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
 DICTIONARY_RATIO = 0.1  # at most one distinct value in ten rows
+DIGEST_THREADS = 4
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
@@ -211,6 +213,12 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
         for field, values in zip(sample.schema, sample.columns, strict=True)
         if pc.count_distinct(values).as_py() <= sample.num_rows * DICTIONARY_RATIO
     ]
+
+
+def file_digests(location: Location, paths: list[str]) -> list[tuple[str, int]]:
+    """:func:`file_digest` of each path, a few at a time (hashlib and pyarrow's reads release the GIL)."""
+    with ThreadPoolExecutor(max_workers=DIGEST_THREADS) as pool:
+        return list(pool.map(lambda path: file_digest(location, path), paths))
 
 
 def file_digest(location: Location, path: str) -> tuple[str, int]:
