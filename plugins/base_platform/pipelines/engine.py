@@ -225,7 +225,9 @@ def target_relative(target: storage.Location, path: str) -> str:
     return path.removeprefix(target.base + "/")
 
 
-def _publish_shard(target: storage.Location, run_key: str, result: dict[str, Any]) -> list[str]:
+def _publish_shard(
+    pipeline: Pipeline, target: storage.Location, run_key: str, result: dict[str, Any]
+) -> list[str]:
     """Move one shard's staged files to their published names; safe to repeat after a crash.
 
     Returns the published data files: a file that lost every row to the run-wide uniqueness
@@ -234,7 +236,7 @@ def _publish_shard(target: storage.Location, run_key: str, result: dict[str, Any
     shard_id = result["shard"]["id"]
     staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
     data = [(staged, staged.removeprefix(staged_prefix)) for staged in result["files"]]
-    moves = data + [run_unique.repeated_file(run_key, shard_id, number) for number in range(len(data))]
+    moves = data + run_unique.repeated_files(pipeline, run_key, shard_id, len(data))
     if result["quarantine"]:
         moves.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
         result["quarantine"] = moves[-1][1]
@@ -267,7 +269,7 @@ def commit(
     run_unique.quarantine_repeated_keys(pipeline, target, run_key, results)
     superseded = _superseded(target, run_key, full_refresh)
     for result in results:
-        result["files"] = _publish_shard(target, run_key, result)
+        result["files"] = _publish_shard(pipeline, target, run_key, result)
     published = [path for result in results for path in result["files"]]
     digests = storage.file_digests(target, [target.path(path) for path in published])
     files = [

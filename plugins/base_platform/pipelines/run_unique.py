@@ -46,12 +46,19 @@ def keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
     return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.npy"
 
 
-def repeated_file(run_key: str, shard_id: str, number: int) -> tuple[str, str]:
-    """Where the rows removed from a shard's data file ``number`` are staged, and published."""
-    return (
-        f"_staging/{run_key}/{shard_id}/_repeated-{number}.parquet",
-        f"_quarantine/{run_key}/{shard_id}-repeated-{number}.parquet",
-    )
+def repeated_file(run_key: str, shard_id: str, rule: Unique, number: int) -> tuple[str, str]:
+    """Where the rows a rule removes from a shard's data file ``number`` are staged, and published."""
+    name = f"repeated-{'+'.join(rule.columns)}-{number}.parquet"
+    return f"_staging/{run_key}/{shard_id}/_{name}", f"_quarantine/{run_key}/{shard_id}-{name}"
+
+
+def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) -> list[tuple[str, str]]:
+    """:func:`repeated_file` of every unique rule for each of a shard's ``count`` data files."""
+    return [
+        repeated_file(run_key, shard_id, rule, number)
+        for rule in unique_rules(pipeline)
+        for number in range(count)
+    ]
 
 
 def quarantine_repeated_keys(
@@ -74,7 +81,7 @@ def quarantine_repeated_keys(
                 _move_repeated_rows(pipeline, target, run_key, result, rule, merged[1:][twice])
             seen = np.delete(merged, np.flatnonzero(twice))
     for result in results:
-        _count_repeated_rows(target, run_key, result)
+        _count_repeated_rows(pipeline, target, run_key, result)
 
 
 def _move_repeated_rows(
@@ -136,7 +143,7 @@ def _quarantine_raw_rows(
     reason = f"{'+'.join(rule.columns)}: {REPEATED}"
     writers = {
         number: storage.QuarantineWriter(
-            target, target.path(repeated_file(run_key, shard["id"], number)[0]), names, shard["source"]
+            target, target.path(repeated_file(run_key, shard["id"], rule, number)[0]), names, shard["source"]
         )
         for number in removed
     }
@@ -166,11 +173,12 @@ def _quarantine_raw_rows(
         raise CommitFailed(f"{shard['source']}: {len(wanted)} stored rows not found in the source again")
 
 
-def _count_repeated_rows(target: storage.Location, run_key: str, result: dict[str, Any]) -> None:
+def _count_repeated_rows(
+    pipeline: Pipeline, target: storage.Location, run_key: str, result: dict[str, Any]
+) -> None:
     """Move repeated rows from stored to quarantined in the counts, from the files (retries agree)."""
     result["repeated"] = []
-    for number in range(len(result["files"])):
-        staged, published = repeated_file(run_key, result["shard"]["id"], number)
+    for staged, published in repeated_files(pipeline, run_key, result["shard"]["id"], len(result["files"])):
         found = next((path for path in (staged, published) if target.exists(path)), None)
         if found:
             rows = storage.row_count(target, found)

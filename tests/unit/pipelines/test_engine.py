@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from base_platform.pipelines import engine, run_unique
 from base_platform.pipelines.modules import storage
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
 
@@ -150,6 +151,26 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert sum(f["rows"] for f in manifest["files"]) == 600
     again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
     assert again == manifest  # a retry after the commit finished changes nothing
+
+
+def test_two_unique_rules_across_files_each_quarantine_their_own_rows(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    rules = (*pipeline.spec.quality, Unique(rule="unique", columns=("account_id", "event_time")))
+    pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"quality": rules})})
+    generate(600, "csv", 0.0, tmp_path / "in", files=2)
+    first, second = sorted((tmp_path / "in").glob("*.csv"))
+    records = list(csv.reader(io.StringIO(first.read_text())))[1:6]
+    renamed = [[f"tx-renamed-{n}", *record[1:]] for n, record in enumerate(records[3:])]
+    with second.open("a", newline="") as out:
+        csv.writer(out).writerows(records[:3] + renamed)  # 3 whole repeats, 2 with only the 2nd key
+    manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
+    assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (605, 600, 5)
+    assert Counter(quarantined(tmp_path / "out").column("_reason").to_pylist()) == {
+        f"transaction_id: {run_unique.REPEATED}": 3,
+        f"account_id+event_time: {run_unique.REPEATED}": 2,
+    }
+    assert stored(tmp_path / "out").num_rows == 600
 
 
 def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(

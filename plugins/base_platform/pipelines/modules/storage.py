@@ -6,7 +6,7 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
   paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
 - ``<partition>=<value>/part-<run>-<shard>-<n>.parquet``: published data.
 - ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
-  ``_quarantine/<run>/<shard>-repeated-<n>.parquet``: the raw rows of stored rows whose key an
+  ``_quarantine/<run>/<shard>-repeated-<key>-<n>.parquet``: the raw rows of stored rows whose key an
   earlier shard of the run already had (``unique`` holds across the run, see ``run_unique``).
 - ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
   maps each committed input checksum to its run.
