@@ -1,6 +1,6 @@
 """Quality rules on typed batches: not_null, range, regex, accepted_values and unique.
 
-Unique is checked here within a shard; ``engine.commit`` extends it across the run's shards.
+Unique is checked here within a shard; ``run_unique`` extends it across the run's shards.
 
 Freshness is a property of the dataset, not of a row: :func:`freshness` reports it for the
 manifest and the monitor instead of quarantining old rows.
@@ -30,7 +30,7 @@ class UniqueKeys:
 
     @property
     def seen(self) -> np.ndarray:
-        """Every key seen, sorted (for the run-wide check in ``engine.commit``)."""
+        """Every key seen, sorted (for the run-wide check in ``run_unique``)."""
         if len(self.runs) != 1:
             self.runs = [np.sort(np.concatenate([np.empty(0, np.uint64), *self.runs]), kind="stable")]
         return self.runs[0]
@@ -59,7 +59,7 @@ class UniqueKeys:
 
 
 def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """Whether each value is in the (small, sorted) set, by binary search."""
+    """Whether each value is in the sorted set, by binary search."""
     if len(sorted_set) == 0:
         return np.zeros(len(values), dtype=bool)
     position = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
