@@ -8,6 +8,7 @@ as every other rejected row is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from base_platform.pipelines.modules import contracts, ingestion, quality, secur
 from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (an earlier file has the key)"
+KEYS_AT_ONCE = 8 << 20  # fingerprints the run-wide check holds at once (64 MB), whatever the run's size
 
 
 class CommitFailed(RuntimeError):
@@ -34,7 +36,7 @@ def save_keys(
     """A shard's key fingerprints, one file per unique rule, staged beside its data."""
     for rule in unique_rules(pipeline):
         seen = keys.get(",".join(rule.columns), quality.UniqueKeys()).seen
-        storage.write_array(target, keys_file(run_key, shard_id, rule), seen)
+        storage.write_keys(target, keys_file(run_key, shard_id, rule), seen)
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:
@@ -43,7 +45,7 @@ def unique_rules(pipeline: Pipeline) -> list[Unique]:
 
 def keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
     """The sorted fingerprints of every key a shard saw, for the run-wide check in ``commit``."""
-    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.npy"
+    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.u64"
 
 
 def repeated_file(run_key: str, shard_id: str, rule: Unique, number: int) -> tuple[str, str]:
@@ -72,16 +74,40 @@ def quarantine_repeated_keys(
     by the rest, and a replaced or published file has no repeated keys left.
     """
     for rule in unique_rules(pipeline):
-        seen = np.empty(0, dtype=np.uint64)
-        for result in results:
-            keys = storage.read_array(target, keys_file(run_key, result["shard"]["id"], rule))
-            merged = np.sort(np.concatenate([seen, keys]), kind="stable")  # two sorted runs: a merge
-            twice = merged[1:] == merged[:-1]  # each run is distinct: equal neighbours are repeats
-            if twice.any():
-                _move_repeated_rows(pipeline, target, run_key, result, rule, merged[1:][twice])
-            seen = np.delete(merged, np.flatnonzero(twice))
+        for result, repeated in zip(results, _repeated_keys(target, run_key, results, rule), strict=True):
+            if len(repeated):
+                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
     for result in results:
         _count_repeated_rows(pipeline, target, run_key, result)
+
+
+def _repeated_keys(
+    target: storage.Location, run_key: str, results: list[dict[str, Any]], rule: Unique
+) -> list[np.ndarray]:
+    """Each shard's keys that a shard before it already had, a range of buckets at a time."""
+    files = [keys_file(run_key, result["shard"]["id"], rule) for result in results]
+    offsets = [storage.read_key_offsets(target, file) for file in files]
+    found: list[list[np.ndarray]] = [[] for _ in results]
+    for first, end in _bucket_groups(np.sum([np.diff(o) for o in offsets], axis=0)):
+        seen = np.empty(0, dtype=np.uint64)
+        for index, file in enumerate(files):
+            keys = storage.read_keys(target, file, offsets[index][first], offsets[index][end])
+            merged = quality.merge_sorted(seen, keys)
+            twice = merged[1:] == merged[:-1]  # each run is distinct: equal neighbours are repeats
+            found[index].append(merged[1:][twice])
+            seen = np.delete(merged, np.flatnonzero(twice))
+    return [np.concatenate(parts) if parts else np.empty(0, np.uint64) for parts in found]
+
+
+def _bucket_groups(counts: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Runs of consecutive buckets holding at most KEYS_AT_ONCE keys together (or one bucket)."""
+    first, held = 0, 0
+    for bucket, count in enumerate(counts.tolist()):
+        if held and held + count > KEYS_AT_ONCE:
+            yield first, bucket
+            first, held = bucket, 0
+        held += count
+    yield first, len(counts)
 
 
 def _move_repeated_rows(

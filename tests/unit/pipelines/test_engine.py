@@ -116,9 +116,11 @@ def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
     return [record[0] for record in records]
 
 
+@pytest.mark.parametrize("keys_at_once", [run_unique.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
 def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
-    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
+    monkeypatch.setattr(run_unique, "KEYS_AT_ONCE", keys_at_once)
     generate(600, "csv", 0.0, tmp_path / "in", files=2)
     repeated = repeat_first_rows_in_the_second_file(tmp_path / "in", 3)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)

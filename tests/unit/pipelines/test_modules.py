@@ -7,6 +7,7 @@ import hmac
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pytest
 
 from base_platform.pipelines import fusion
 from base_platform.pipelines.findings import Findings
-from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security
+from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security, storage
 from base_platform.pipelines.spec import Contract, Protection, Range, Security, Unique, load_pipelines
 
 CONTRACT = Contract.model_validate(
@@ -116,6 +117,18 @@ def test_unique_keys_agree_with_a_set_over_many_batches() -> None:
             reference.add(value)
         assert keys.duplicates(batch).tolist() == expected
     assert keys.seen.tolist() == sorted(reference)
+
+
+def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:
+    keys = np.sort(np.random.default_rng(5).integers(0, 2**64, 1000, dtype=np.uint64))
+    location = storage.Location.of(str(tmp_path))
+    storage.write_keys(location, "k/keys.u64", keys)
+    offsets = storage.read_key_offsets(location, "k/keys.u64")
+    assert offsets[-1] == 1000 and np.all(np.diff(offsets) >= 0)
+    top = (keys >> np.uint64(56)).astype(np.int64)
+    for first, end in [(0, 256), (0, 1), (17, 18), (100, 200), (255, 256)]:
+        read = storage.read_keys(location, "k/keys.u64", offsets[first], offsets[end])
+        assert read.tolist() == keys[(top >= first) & (top < end)].tolist()
 
 
 def test_quality_rules_record_findings_and_uniqueness_spans_batches() -> None:

@@ -32,7 +32,7 @@ class UniqueKeys:
     def seen(self) -> np.ndarray:
         """Every key seen, sorted (for the run-wide check in ``run_unique``)."""
         if len(self.runs) != 1:
-            self.runs = [np.sort(np.concatenate([np.empty(0, np.uint64), *self.runs]), kind="stable")]
+            self.runs = [merge_sorted(np.empty(0, np.uint64), *self.runs)]
         return self.runs[0]
 
     def duplicates(self, fingerprints: np.ndarray) -> np.ndarray:
@@ -54,8 +54,15 @@ class UniqueKeys:
     def _add(self, keys: np.ndarray) -> None:
         self.runs.append(keys)
         while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
-            newest = self.runs.pop()  # two sorted runs: a stable sort merges them in linear time
-            self.runs[-1] = np.sort(np.concatenate([self.runs[-1], newest]), kind="stable")
+            newest = self.runs.pop()
+            self.runs[-1] = merge_sorted(self.runs[-1], newest)
+
+
+def merge_sorted(*runs: np.ndarray) -> np.ndarray:
+    """Sorted runs into one: timsort (numpy's stable sort) finds the runs and merges them."""
+    merged = np.concatenate(runs)
+    merged.sort(kind="stable")
+    return merged
 
 
 def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

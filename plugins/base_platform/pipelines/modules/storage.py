@@ -15,7 +15,6 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -36,6 +35,7 @@ from base_platform.pipelines.spec import resolve
 AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
 DICTIONARY_RATIO = 0.1  # at most one distinct value in ten rows
 DIGEST_THREADS = 4
+KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
@@ -231,19 +231,30 @@ def file_digest(location: Location, path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def write_array(location: Location, path: str, values: np.ndarray) -> None:
-    """A NumPy array as ``.npy`` (a shard's key fingerprints, for the run-wide uniqueness check)."""
-    buffer = io.BytesIO()
-    np.save(buffer, values)
+def write_keys(location: Location, path: str, keys: np.ndarray) -> None:
+    """Sorted 64-bit key fingerprints, after a table of where each top-byte bucket starts.
+
+    The table lets a reader take any range of buckets with one ranged read (also on S3), so the
+    run-wide uniqueness check never has to hold every key of a run at once.
+    """
+    starts = np.searchsorted(keys, np.arange(KEY_BUCKETS, dtype=np.uint64) << np.uint64(56))
+    offsets = np.append(starts, len(keys)).astype("<u8")
     location.fs.create_dir(location.path(path).rsplit("/", 1)[0], recursive=True)
     with location.fs.open_output_stream(location.path(path)) as stream:
-        stream.write(buffer.getvalue())
+        stream.write(offsets.tobytes() + keys.astype("<u8").tobytes())
 
 
-def read_array(location: Location, path: str) -> np.ndarray:
-    with location.fs.open_input_stream(location.path(path)) as stream:
-        values: np.ndarray = np.load(io.BytesIO(stream.read()))
-    return values
+def read_key_offsets(location: Location, path: str) -> np.ndarray:
+    """Where each bucket of a :func:`write_keys` file starts, in keys, and the total at the end."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        return np.frombuffer(source.read_at(8 * (KEY_BUCKETS + 1), 0), dtype="<u8").astype(np.int64)
+
+
+def read_keys(location: Location, path: str, start: int, stop: int) -> np.ndarray:
+    """Keys ``start`` to ``stop`` (positions from :func:`read_key_offsets`) of a :func:`write_keys` file."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        data = source.read_at(8 * (stop - start), 8 * (KEY_BUCKETS + 1 + start))
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
 def read_file(
