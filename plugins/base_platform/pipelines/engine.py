@@ -225,26 +225,42 @@ def target_relative(target: storage.Location, path: str) -> str:
     return path.removeprefix(target.base + "/")
 
 
-def _publish_shard(
+def _shard_files(
     pipeline: Pipeline, target: storage.Location, run_key: str, result: dict[str, Any]
-) -> list[str]:
-    """Move one shard's staged files to their published names; safe to repeat after a crash.
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """A shard's (staged, published) data files, and its quarantine files; points ``result`` at the latter.
 
-    Returns the published data files: a file that lost every row to the run-wide uniqueness
-    check has none (commit's row count check would notice anything else missing).
+    A data file that lost every row to the run-wide uniqueness check is in neither place and
+    left out; commit's row count check would notice anything else missing.
     """
     shard_id = result["shard"]["id"]
     staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
     data = [(staged, staged.removeprefix(staged_prefix)) for staged in result["files"]]
-    moves = data + run_unique.repeated_files(pipeline, run_key, shard_id, len(data))
+    quarantine = run_unique.repeated_files(pipeline, run_key, shard_id, len(data))
     if result["quarantine"]:
-        moves.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
-        result["quarantine"] = moves[-1][1]
+        quarantine.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
+        result["quarantine"] = quarantine[-1][1]
+    data = [(staged, final) for staged, final in data if target.exists(staged) or target.exists(final)]
+    result["files"] = [final for _, final in data]
+    return data, quarantine
+
+
+def _describe(target: storage.Location, data: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The manifest's entry for each data file, read where it is now (staged, or moved by a retry)."""
+    current = [staged if target.exists(staged) else final for staged, final in data]
+    digests = storage.file_digests(target, [target.path(path) for path in current])
+    return [
+        {"path": final, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
+        for (_, final), path, (digest, size) in zip(data, current, digests, strict=True)
+    ]
+
+
+def _publish(target: storage.Location, moves: list[tuple[str, str]]) -> None:
+    """Rename staged files to their published names; safe to repeat after a crash."""
     for staged, final in moves:
         if target.exists(staged):
             target.fs.create_dir(target.path(final).rsplit("/", 1)[0], recursive=True)
             target.fs.move(target.path(staged), target.path(final))
-    return [final for _, final in data if target.exists(final)]
 
 
 def commit(
@@ -268,19 +284,18 @@ def commit(
     results = sorted(results, key=lambda r: r["shard"]["index"])
     run_unique.quarantine_repeated_keys(pipeline, target, run_key, results)
     superseded = _superseded(target, run_key, full_refresh)
+    data: list[tuple[str, str]] = []
+    quarantine: list[tuple[str, str]] = []
     for result in results:
-        result["files"] = _publish_shard(pipeline, target, run_key, result)
-    published = [path for result in results for path in result["files"]]
-    digests = storage.file_digests(target, [target.path(path) for path in published])
-    files = [
-        {"path": path, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
-        for path, (digest, size) in zip(published, digests, strict=True)
-    ]
+        shard_data, shard_quarantine = _shard_files(pipeline, target, run_key, result)
+        data, quarantine = data + shard_data, quarantine + shard_quarantine
+    files = _describe(target, data)  # checksums and rows before anything is visible
     stored = sum(result["rows_stored"] for result in results)
     if stored != sum(file["rows"] for file in files):
         raise run_unique.CommitFailed(
-            f"the published files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
+            f"the run's files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
         )
+    _publish(target, data + quarantine)
     manifest = _manifest(pipeline, run_key, results, files, interval)
     target.write_json_atomically(manifest, "_manifests", f"{run_key}.json")
     index = {} if full_refresh else committed_checksums(target)

@@ -189,14 +189,15 @@ def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
 
 
-def test_a_commit_whose_files_miss_rows_fails_before_its_manifest(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeline, tmp_path: Path) -> None:
     generate(800, "csv", 0.02, tmp_path / "in", files=2)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     (tmp_path / "out" / results[1]["files"][0]).unlink()  # a staged file lost outside our control
-    with pytest.raises(run_unique.CommitFailed, match="the published files hold"):
+    with pytest.raises(run_unique.CommitFailed, match="the run's files hold"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_staging"]  # nothing published
 
 
 def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_path: Path) -> None:
