@@ -35,8 +35,8 @@ def save_keys(
 ) -> None:
     """A shard's key fingerprints, one file per unique rule, staged beside its data."""
     for rule in unique_rules(pipeline):
-        seen = keys.get(",".join(rule.columns), quality.UniqueKeys()).seen
-        storage.write_keys(target, keys_file(run_key, shard_id, rule), seen)
+        seen = keys.get(",".join(rule.columns), quality.UniqueKeys())
+        storage.write_keys(target, keys_file(run_key, shard_id, rule), seen.sorted_keys())
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:

@@ -116,7 +116,7 @@ def test_unique_keys_agree_with_a_set_over_many_batches() -> None:
             expected.append(value in reference)
             reference.add(value)
         assert keys.duplicates(batch).tolist() == expected
-    assert keys.seen.tolist() == sorted(reference)
+    assert keys.sorted_keys().tolist() == sorted(reference)
 
 
 def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:

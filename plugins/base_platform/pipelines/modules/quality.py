@@ -28,9 +28,8 @@ class UniqueKeys:
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
 
-    @property
-    def seen(self) -> np.ndarray:
-        """Every key seen, sorted (for the run-wide check in ``run_unique``)."""
+    def sorted_keys(self) -> np.ndarray:
+        """Every key seen, sorted (for the run-wide check in ``run_unique``); merges the runs."""
         if len(self.runs) != 1:
             self.runs = [merge_sorted(np.empty(0, np.uint64), *self.runs)]
         return self.runs[0]
