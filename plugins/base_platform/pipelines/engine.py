@@ -153,6 +153,51 @@ class _Pass:
             self.counts["stored"] += stored.num_rows
             yield stored
 
+    def stage(
+        self, raw_batches: Iterator[ingestion.RawBatch], target: storage.Location, run_key: str, shard_id: str
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Write the pass to staging part by part, each part's key fingerprints beside its files."""
+        spec = self.pipeline.spec
+        files: list[str] = []
+        parts: list[dict[str, Any]] = []
+        for number, part in enumerate(self.parts(self.batches(raw_batches))):
+            written = storage.write_partitioned(
+                part,
+                stored_schema(self.pipeline),
+                target,
+                f"_staging/{run_key}/{shard_id}/data",
+                spec.storage.partition_by,
+                f"part-{run_key}-{shard_id}-{number}",
+                max(10_000, spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
+                security.encryption_config(spec.security),
+            )
+            run_unique.save_keys(self.pipeline, target, run_key, shard_id, number, self.keys)
+            self.keys.clear()
+            first_record = parts[-1]["records"][1] if parts else 0
+            parts.append({"records": [first_record, self.counts["records"]], "files": len(written)})
+            files += written
+        return files, parts
+
+    def parts(self, batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordBatch]]:
+        """The shard's batches in parts of at most ``KEYS_AT_ONCE`` keys, so no file is too big to check.
+
+        Each part starts with no keys (the caller saves and clears them); ``run_unique`` checks keys
+        across the parts of a shard as it does across shards. Most shards are one part.
+        """
+        yield self._until_keys_fill(next(batches, None), batches)
+        while (first := next(batches, None)) is not None:
+            yield self._until_keys_fill(first, batches)
+
+    def _until_keys_fill(
+        self, first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]
+    ) -> Iterator[pa.RecordBatch]:
+        batch = first
+        while batch is not None:
+            yield batch
+            if sum(keys.held for keys in self.keys.values()) >= run_unique.KEYS_AT_ONCE:
+                return
+            batch = next(rest, None)
+
     def _observe(self, good: pa.RecordBatch) -> None:
         """Null counts and the newest event, for the manifest and the monitor."""
         for name in good.schema.names:
@@ -185,15 +230,8 @@ def process_shard(
     state = _Pass(pipeline, key, quarantine)
     started = time.perf_counter()
     try:
-        files = storage.write_partitioned(
-            state.batches(ingestion.read_uri(shard.source, names, pipeline.spec.source)),
-            stored_schema(pipeline),
-            target,
-            f"{staging}/data",
-            pipeline.spec.storage.partition_by,
-            f"part-{run_key}-{shard.id}",
-            max(10_000, pipeline.spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
-            security.encryption_config(pipeline.spec.security),
+        files, parts = state.stage(
+            ingestion.read_uri(shard.source, names, pipeline.spec.source), target, run_key, shard.id
         )
     except ingestion.SourceError as exc:
         raise ShardFailed(f"{shard.source}: {exc}") from exc
@@ -208,6 +246,7 @@ def process_shard(
         "rows_quarantined": quarantine.rows,
         "bytes_in": shard.size,
         "files": [target_relative(target, f) for f in files],
+        "parts": parts,
         "quarantine": target_relative(target, quarantine.file) if quarantine.rows else None,
         "null_counts": dict(state.nulls),
         "latest_event": state.latest.isoformat() if state.latest else None,
@@ -216,7 +255,6 @@ def process_shard(
     }
     if state.counts["rows_in"] != state.counts["stored"] + quarantine.rows:
         raise ShardFailed(f"{shard.source}: rows in != stored + quarantined ({result})")
-    run_unique.save_keys(pipeline, target, run_key, shard.id, state.keys)
     target.write_json_atomically(result, staging, "_result.json")
     return result
 

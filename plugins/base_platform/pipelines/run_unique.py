@@ -1,14 +1,16 @@
 """``unique`` across a run: shards check their own keys in parallel, ``commit`` checks them together.
 
-Each ``process_shard`` saves the 64-bit fingerprints of the keys it saw. Before anything is
-published, ``commit`` meets each shard's keys with those of the shards before it in discover's
-order; a stored row whose key came earlier is moved to the quarantine with its raw input row,
-as every other rejected row is.
+Each ``process_shard`` saves the 64-bit fingerprints of the keys it saw, per part: a shard whose
+keys would not fit ``KEYS_AT_ONCE`` is written in several parts, each with its own data files.
+Before anything is published, ``commit`` meets each part's keys with those of the parts before
+it (discover's order, then the file's); a stored row whose key came earlier is moved to the
+quarantine with its raw input row, as every other rejected row is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,8 @@ from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.spec import Pipeline, Unique
 
-REPEATED = "duplicate in this run (an earlier file has the key)"
-KEYS_AT_ONCE = 8 << 20  # fingerprints the run-wide check holds at once (64 MB), whatever the run's size
+REPEATED = "duplicate in this run (the key came earlier in the run)"
+KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
 
 class CommitFailed(RuntimeError):
@@ -31,21 +33,44 @@ def save_keys(
     target: storage.Location,
     run_key: str,
     shard_id: str,
+    part: int,
     keys: dict[str, quality.UniqueKeys],
 ) -> None:
-    """A shard's key fingerprints, one file per unique rule, staged beside its data."""
+    """A shard part's key fingerprints, one file per unique rule, staged beside its data."""
     for rule in unique_rules(pipeline):
         seen = keys.get(",".join(rule.columns), quality.UniqueKeys())
-        storage.write_keys(target, keys_file(run_key, shard_id, rule), seen.sorted_keys())
+        storage.write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:
     return [rule for rule in pipeline.spec.quality if isinstance(rule, Unique)]
 
 
-def keys_file(run_key: str, shard_id: str, rule: Unique) -> str:
-    """The sorted fingerprints of every key a shard saw, for the run-wide check in ``commit``."""
-    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}.u64"
+def keys_file(run_key: str, shard_id: str, part: int, rule: Unique) -> str:
+    """The sorted fingerprints of every key a shard part saw, for the run-wide check in ``commit``."""
+    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}-{part}.u64"
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part ``number`` of a shard: its records (as counted by process_shard) and its data files."""
+
+    result: dict[str, Any]
+    number: int
+    records: tuple[int, int]
+    files: range  # positions in result["files"]
+
+
+def parts_of(results: list[dict[str, Any]]) -> list[Part]:
+    """Every shard's parts, in the run's order."""
+    parts = []
+    for result in results:
+        first_file = 0
+        for number, part in enumerate(result["parts"]):
+            files = range(first_file, first_file + part["files"])
+            parts.append(Part(result, number, (part["records"][0], part["records"][1]), files))
+            first_file = files.stop
+    return parts
 
 
 def repeated_file(run_key: str, shard_id: str, rule: Unique, number: int) -> tuple[str, str]:
@@ -66,28 +91,29 @@ def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) 
 def quarantine_repeated_keys(
     pipeline: Pipeline, target: storage.Location, run_key: str, results: list[dict[str, Any]]
 ) -> None:
-    """``unique`` across the run: stored rows whose key an earlier shard had go to quarantine.
+    """``unique`` across the run: stored rows whose key an earlier part had go to quarantine.
 
-    Shards check uniqueness alone, in parallel. Here, before anything is published, each shard's
-    keys meet those of the shards before it in discover's order; the first occurrence wins, as
-    within a shard. Safe to repeat: a file's removed rows are staged before the file is replaced
-    by the rest, and a replaced or published file has no repeated keys left.
+    Shard parts check uniqueness alone. Here, before anything is published, each part's keys
+    meet those of the parts before it; the first occurrence wins, as within a part. Safe to
+    repeat: a file's removed rows are staged before the file is replaced by the rest, and a
+    replaced or published file has no repeated keys left.
     """
+    parts = parts_of(results)
     for rule in unique_rules(pipeline):
-        for result, repeated in zip(results, _repeated_keys(target, run_key, results, rule), strict=True):
+        for part, repeated in zip(parts, _repeated_keys(target, run_key, parts, rule), strict=True):
             if len(repeated):
-                _move_repeated_rows(pipeline, target, run_key, result, rule, repeated)
+                _move_repeated_rows(pipeline, target, run_key, part, rule, repeated)
     for result in results:
         _count_repeated_rows(pipeline, target, run_key, result)
 
 
 def _repeated_keys(
-    target: storage.Location, run_key: str, results: list[dict[str, Any]], rule: Unique
+    target: storage.Location, run_key: str, parts: list[Part], rule: Unique
 ) -> list[np.ndarray]:
-    """Each shard's keys that a shard before it already had, a range of buckets at a time."""
-    files = [keys_file(run_key, result["shard"]["id"], rule) for result in results]
+    """Each part's keys that a part before it already had, a range of buckets at a time."""
+    files = [keys_file(run_key, part.result["shard"]["id"], part.number, rule) for part in parts]
     offsets = [storage.read_key_offsets(target, file) for file in files]
-    found: list[list[np.ndarray]] = [[] for _ in results]
+    found: list[list[np.ndarray]] = [[] for _ in parts]
     for first, end in _bucket_groups(np.sum([np.diff(o) for o in offsets], axis=0)):
         seen = np.empty(0, dtype=np.uint64)
         for index, file in enumerate(files):
@@ -114,11 +140,11 @@ def _move_repeated_rows(
     pipeline: Pipeline,
     target: storage.Location,
     run_key: str,
-    result: dict[str, Any],
+    part: Part,
     rule: Unique,
     repeated: np.ndarray,
 ) -> None:
-    """Quarantine a shard's stored rows whose key is in ``repeated``, raw, then drop them from its files.
+    """Quarantine a part's stored rows whose key is in ``repeated``, raw, then drop them from its files.
 
     Every removed row's raw form is staged before any file is replaced, so a retry after a crash
     either redoes both or finds the file already without those rows.
@@ -127,7 +153,8 @@ def _move_repeated_rows(
     decryption = security.decryption_properties() if policy.encrypted else None
     drops: dict[int, np.ndarray] = {}
     removed: dict[int, np.ndarray] = {}
-    for number, path in enumerate(result["files"]):
+    for number in part.files:
+        path = part.result["files"][number]
         if target.exists(path):
             keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
             fingerprints, valid = quality.keys_of(
@@ -138,28 +165,35 @@ def _move_repeated_rows(
                 drops[number], removed[number] = drop, fingerprints[drop]
     if not drops:
         return
-    _quarantine_raw_rows(pipeline, target, run_key, result, rule, removed)
+    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
     for number, drop in drops.items():
-        table = storage.read_file(target, result["files"][number], decryption)
-        storage.replace_file(
-            target, result["files"][number], table.filter(pa.array(~drop)), security.encryption_config(policy)
-        )
+        path = part.result["files"][number]
+        kept = _kept(storage.read_batches(target, path, decryption), drop)
+        storage.replace_file(target, path, kept, security.encryption_config(policy))
+
+
+def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The rows of a file's batches that ``drop`` (one flag per row of the file) does not flag."""
+    start = 0
+    for batch in batches:
+        yield batch.filter(pa.array(~drop[start : start + batch.num_rows]))
+        start += batch.num_rows
 
 
 def _quarantine_raw_rows(
     pipeline: Pipeline,
     target: storage.Location,
     run_key: str,
-    result: dict[str, Any],
+    part: Part,
     rule: Unique,
     removed: dict[int, np.ndarray],
 ) -> None:
     """Stage the raw input rows of the stored rows about to be removed, with their record numbers.
 
-    A stored row is the first row of its key in its shard (later ones were quarantined as
+    A stored row is the first row of its key in its part (later ones were quarantined as
     duplicates there), so the source is read again, as process_shard read it, for those keys.
     """
-    shard = result["shard"]
+    shard = part.result["shard"]
     source = storage.Location.of(shard["source"])
     if storage.file_digest(source, source.base)[0] != shard["checksum"]:
         raise CommitFailed(f"{shard['source']} changed since discover: its repeated rows cannot be kept raw")
@@ -173,30 +207,44 @@ def _quarantine_raw_rows(
         )
         for number in removed
     }
-    key_contract = pipeline.contract.model_copy(
-        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
-    )
-    record = 0
-    for raw in ingestion.read_uri(shard["source"], names, pipeline.spec.source):
-        rows = raw.batch.num_rows
-        keys = contracts.conform(raw.batch, key_contract, Findings(rows))
-        fingerprints, valid = quality.keys_of({name: keys.column(name) for name in rule.columns})
+    for batch, record, rows, fingerprints in _keyed_rows(pipeline, shard["source"], part, rule):
         found: dict[int, list[int]] = {}
-        for row in np.flatnonzero(valid & np.isin(fingerprints, needles)).tolist():
+        for row in rows[np.isin(fingerprints[rows], needles)].tolist():
             number = wanted.pop(int(fingerprints[row]), None)
-            if number is not None:  # the key's first row in the shard: the one that was stored
+            if number is not None:  # the key's first row in the part: the one that was stored
                 found.setdefault(number, []).append(row)
         for number, found_rows in found.items():
             writers[number].rows_of(
-                raw.batch, pa.array(found_rows, pa.int64()), pa.array([reason] * len(found_rows)), record
+                batch, pa.array(found_rows, pa.int64()), pa.array([reason] * len(found_rows)), record
             )
-        record += rows
         if not wanted:
             break
     for writer in writers.values():
         writer.close()
     if wanted:
         raise CommitFailed(f"{shard['source']}: {len(wanted)} stored rows not found in the source again")
+
+
+def _keyed_rows(
+    pipeline: Pipeline, source: str, part: Part, rule: Unique
+) -> Iterator[tuple[pa.RecordBatch, int, np.ndarray, np.ndarray]]:
+    """The part's raw batches, read again as process_shard read them, each with its first record
+    number, the positions of its rows in the part that have a key, and every row's fingerprint."""
+    key_contract = pipeline.contract.model_copy(
+        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
+    )
+    record, (start, stop) = 0, part.records
+    for raw in ingestion.read_uri(source, list(pipeline.contract.names), pipeline.spec.source):
+        rows = raw.batch.num_rows
+        if record + rows > start:
+            keys = contracts.conform(raw.batch, key_contract, Findings(rows))
+            fingerprints, valid = quality.keys_of({name: keys.column(name) for name in rule.columns})
+            positions = np.arange(record, record + rows)
+            in_part = valid & (positions >= start) & (positions < stop)
+            yield raw.batch, record, np.flatnonzero(in_part), fingerprints
+        record += rows
+        if record >= stop:
+            return
 
 
 def _count_repeated_rows(

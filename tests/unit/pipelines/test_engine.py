@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from base_platform.pipelines import engine, run_unique
-from base_platform.pipelines.modules import storage
+from base_platform.pipelines.modules import ingestion, storage
 from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -146,13 +146,40 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
         column = list(pipeline.contract.names).index(name)
         assert quarantine.column(name).to_pylist() == [row[column].encode() for row in second[-3:]]
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
-    assert set(quarantine.column("_reason").to_pylist()) == {
-        "transaction_id: duplicate in this run (an earlier file has the key)"
-    }
+    assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {run_unique.REPEATED}"}
     assert set(quarantine.column("_source").to_pylist()) == {results[1]["shard"]["source"]}
     assert sum(f["rows"] for f in manifest["files"]) == 600
     again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
     assert again == manifest  # a retry after the commit finished changes nothing
+
+
+@pytest.mark.parametrize("keys_at_once", [run_unique.KEYS_AT_ONCE, 150])  # 150: the file in parts
+def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
+) -> None:
+    monkeypatch.setattr(run_unique, "KEYS_AT_ONCE", keys_at_once)
+    monkeypatch.setattr(ingestion, "BLOCK_BYTES", 16 << 10)  # about 90 rows a batch
+    generate(600, "csv", 0.0, tmp_path / "in")
+    source = next((tmp_path / "in").glob("*.csv"))
+    records = list(csv.reader(io.StringIO(source.read_text())))[1:4]
+    with source.open("a", newline="") as out:
+        csv.writer(out).writerows(records)  # the first three keys again, at the end of the same file
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
+    parts = results[0]["parts"]
+    assert (len(parts) > 1) == (keys_at_once == 150)
+    assert parts[-1]["records"][1] == 603 and sum(p["files"] for p in parts) == len(results[0]["files"])
+
+    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+    assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (603, 600, 3)
+    ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 600
+    quarantine = quarantined(tmp_path / "out").sort_by("_record")
+    assert quarantine.column("_record").to_pylist() == [600, 601, 602]
+    assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == [r[0] for r in records]
+    assert all(
+        r.startswith("transaction_id: duplicate in this run") for r in quarantine["_reason"].to_pylist()
+    )
 
 
 def test_two_unique_rules_across_files_each_quarantine_their_own_rows(

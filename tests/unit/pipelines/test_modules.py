@@ -131,6 +131,33 @@ def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:
         assert read.tolist() == keys[(top >= first) & (top < end)].tolist()
 
 
+def test_a_file_is_replaced_a_batch_at_a_time_and_removed_when_nothing_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(storage, "READ_BATCH_ROWS", 128)
+    location, folder = storage.Location.of(str(tmp_path)), tmp_path / "data"
+    folder.mkdir()
+    table = pa.table({"id": [f"r{n}" for n in range(1000)], "n": list(range(1000))})
+    pq.write_table(table, folder / "f.parquet", row_group_size=300)
+    batches = storage.read_batches(location, "data/f.parquet")
+    assert [batch.num_rows for batch in batches] == [128] * 7 + [104]  # never the whole file at once
+
+    odd = (
+        batch.filter(pc.equal(pc.bit_wise_and(batch["n"], 1), 1))
+        for batch in storage.read_batches(location, "data/f.parquet")
+    )
+    storage.replace_file(location, "data/f.parquet", odd)
+    assert pq.read_table(folder / "f.parquet") == table.filter(pa.array([n % 2 == 1 for n in range(1000)]))
+    assert [p.name for p in folder.iterdir()] == ["f.parquet"]  # nothing left beside it
+
+    nothing = (batch.slice(0, 0) for batch in storage.read_batches(location, "data/f.parquet"))
+    storage.replace_file(location, "data/f.parquet", nothing)
+    assert list(folder.iterdir()) == []
+
+
 def test_quality_rules_record_findings_and_uniqueness_spans_batches() -> None:
     state: dict[str, quality.UniqueKeys] = {}
     rules = (Range(rule="range", column="n", min=0, max=10), Unique(rule="unique", columns=("id",)))

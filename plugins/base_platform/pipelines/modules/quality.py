@@ -28,6 +28,10 @@ class UniqueKeys:
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
 
+    @property
+    def held(self) -> int:
+        return sum(len(run) for run in self.runs)
+
     def sorted_keys(self) -> np.ndarray:
         """Every key seen, sorted (for the run-wide check in ``run_unique``); merges the runs."""
         if len(self.runs) != 1:

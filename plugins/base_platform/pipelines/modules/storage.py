@@ -4,7 +4,7 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 
 - ``_staging/<run>/<shard>/``: a process_shard attempt's files. Readers ignore ``_``-prefixed
   paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
-- ``<partition>=<value>/part-<run>-<shard>-<n>.parquet``: published data.
+- ``<partition>=<value>/part-<run>-<shard>-<part>-<n>.parquet``: published data.
 - ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
   ``_quarantine/<run>/<shard>-repeated-<key>-<n>.parquet``: the raw rows of stored rows whose key an
   earlier shard of the run already had (``unique`` holds across the run, see ``run_unique``).
@@ -36,6 +36,7 @@ AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
 DICTIONARY_RATIO = 0.1  # at most one distinct value in ten rows
 DIGEST_THREADS = 4
 KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
+READ_BATCH_ROWS = 1 << 16
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
@@ -265,25 +266,41 @@ def read_file(
         return pq.ParquetFile(source, decryption_properties=decryption).read(columns=columns)
 
 
-def replace_file(location: Location, path: str, table: pa.Table, encryption: Any | None = None) -> None:
-    """Replace one data file by ``table``, written beside it and renamed over it; none if empty."""
-    if table.num_rows == 0:
-        location.fs.delete_file(location.path(path))
-        return
+def read_batches(location: Location, path: str, decryption: Any | None = None) -> Iterator[pa.RecordBatch]:
+    """One Parquet file's rows, ``READ_BATCH_ROWS`` at a time: a big file never sits in memory whole."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        file = pq.ParquetFile(source, decryption_properties=decryption)
+        yield from file.iter_batches(batch_size=READ_BATCH_ROWS)
+
+
+def replace_file(
+    location: Location,
+    path: str,
+    batches: Iterator[pa.RecordBatch],
+    encryption: Any | None = None,
+) -> None:
+    """Replace one data file by ``batches`` of its schema, streamed beside it and renamed over it.
+
+    No rows left, no file.
+    """
+    footer = pq.read_metadata(location.path(path), filesystem=location.fs)  # never encrypted
     folder, name = path.rsplit("/", 1)
     beside = f"{folder}/_replacing-{name}"
     location.delete_dir(beside)
     written = write_partitioned(
-        iter(table.to_batches()),
-        table.schema,
+        (batch for batch in batches if batch.num_rows),
+        footer.schema.to_arrow_schema(),
         location,
         beside,
         (),
         name.removesuffix(".parquet"),
-        table.num_rows,
+        footer.num_rows,  # one file: it can only shrink
         encryption,
     )
-    location.fs.move(written[0], location.path(path))
+    if written:
+        location.fs.move(written[0], location.path(path))
+    else:
+        location.fs.delete_file(location.path(path))
     location.delete_dir(beside)
 
 
