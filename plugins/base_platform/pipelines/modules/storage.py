@@ -7,7 +7,8 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 - ``<partition>=<value>/part-<run>-<shard>-<part>-<n>.parquet``: published data.
 - ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
   ``_quarantine/<run>/<shard>-repeated-<key>-<n>.parquet``: the raw rows of stored rows whose key an
-  earlier shard of the run already had (``unique`` holds across the run, see ``run_unique``).
+  earlier shard, or an earlier part of the same shard, already had (``unique`` holds across the
+  run, see ``run_unique``).
 - ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
   maps each committed input checksum to its run.
 """
