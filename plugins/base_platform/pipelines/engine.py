@@ -158,18 +158,20 @@ class _Pass:
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """Write the pass to staging part by part, each part's key fingerprints beside its files."""
         spec = self.pipeline.spec
+        schema, encryption = stored_schema(self.pipeline), security.encryption_config(spec.security)
+        rows_per_file = max(10_000, spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW)
         files: list[str] = []
         parts: list[dict[str, Any]] = []
         for number, part in enumerate(self.parts(self.batches(raw_batches))):
             written = storage.write_partitioned(
                 part,
-                stored_schema(self.pipeline),
+                schema,
                 target,
                 f"_staging/{run_key}/{shard_id}/data",
                 spec.storage.partition_by,
                 f"part-{run_key}-{shard_id}-{number}",
-                max(10_000, spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW),
-                security.encryption_config(spec.security),
+                rows_per_file,
+                encryption,
             )
             run_unique.save_keys(self.pipeline, target, run_key, shard_id, number, self.keys)
             self.keys.clear()

@@ -229,19 +229,21 @@ def _keyed_rows(
     pipeline: Pipeline, source: str, part: Part, rule: Unique
 ) -> Iterator[tuple[pa.RecordBatch, int, np.ndarray, np.ndarray]]:
     """The part's raw batches, read again as process_shard read them, each with its first record
-    number, the positions of its rows in the part that have a key, and every row's fingerprint."""
+    number, the positions of its rows that have a key, and every row's fingerprint.
+
+    A part is whole batches (process_shard ends one only between batches), so batches before
+    ``start`` are skipped whole.
+    """
     key_contract = pipeline.contract.model_copy(
         update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
     )
     record, (start, stop) = 0, part.records
     for raw in ingestion.read_uri(source, list(pipeline.contract.names), pipeline.spec.source):
         rows = raw.batch.num_rows
-        if record + rows > start:
+        if record >= start:
             keys = contracts.conform(raw.batch, key_contract, Findings(rows))
             fingerprints, valid = quality.keys_of({name: keys.column(name) for name in rule.columns})
-            positions = np.arange(record, record + rows)
-            in_part = valid & (positions >= start) & (positions < stop)
-            yield raw.batch, record, np.flatnonzero(in_part), fingerprints
+            yield raw.batch, record, np.flatnonzero(valid), fingerprints
         record += rows
         if record >= stop:
             return
