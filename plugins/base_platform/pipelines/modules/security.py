@@ -1,6 +1,6 @@
 """Security: PII and sensitive columns are protected before anything is written.
 
-``hmac`` is HMAC-SHA256 with a key from Vault KV, as lowercase hex, so equal inputs still join;
+``hmac`` is HMAC-SHA256 with a key from Vault KV, stored as its 32 raw bytes, so equal inputs still join;
 ``mask`` keeps the last characters; ``drop`` removes the column from what is stored;
 ``encrypt`` stores the column with Parquet modular encryption (AES-GCM): pyarrow generates the
 data keys and Vault transit wraps them (envelope encryption), so no key is ever stored plain.
@@ -61,7 +61,7 @@ def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.
     if hmac_columns:
         if key is None:
             raise ValueError("hmac needs a key")
-        digests = fusion.hmac_sha256_hex(hmac_columns, key)
+        digests = fusion.hmac_sha256(hmac_columns, key)
     names, arrays = [], []
     for name in batch.schema.names:
         protection = security.columns.get(name)
@@ -73,14 +73,15 @@ def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.
 
 
 def stored_schema(schema: pa.Schema, security: Security) -> pa.Schema:
-    """What protection does to the contract's schema: hmac and mask store strings, drop removes."""
+    """What protection does to the contract's schema: hmac stores 32 bytes, mask a string, drop nothing."""
     fields = []
     for field in schema:
         protection = security.columns.get(field.name)
         if protection is None or protection.protect in ("none", "encrypt"):
             fields.append(field)
         elif protection.protect != "drop":
-            fields.append(pa.field(field.name, pa.string(), nullable=field.nullable))
+            stored = fusion.DIGEST if protection.protect == "hmac" else pa.string()
+            fields.append(pa.field(field.name, stored, nullable=field.nullable))
     return pa.schema(fields)
 
 
