@@ -8,6 +8,7 @@ row ends either stored or quarantined with its reason, and the counts say so.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from collections import Counter
@@ -218,10 +219,21 @@ def stored_schema(pipeline: Pipeline) -> pa.Schema:
     return schema
 
 
+def use_jemalloc() -> None:
+    """Arrow's jemalloc pool, where the wheel has one: it keeps freed pages for the next batch.
+
+    The default (mimalloc) hands them back, and the kernel zeroes them again on the next batch:
+    a shard spent about 6% of its CPU there and peaked 130 MB higher.
+    """
+    with contextlib.suppress(NotImplementedError):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 def process_shard(
     pipeline: Pipeline, shard: Shard, run_key: str, target_uri: str, key: bytes | None
 ) -> dict[str, Any]:
     """Stage one shard; a retry deletes the previous attempt first. Returns the shard's counts."""
+    use_jemalloc()
     target = storage.Location.of(target_uri)
     staging = f"_staging/{run_key}/{shard.id}"
     target.delete_dir(staging)
@@ -317,6 +329,7 @@ def commit(
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
+    use_jemalloc()
     target = storage.Location.of(target_uri)
     if target.exists("_manifests", f"{run_key}.json") and not target.exists("_staging", run_key):
         finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
