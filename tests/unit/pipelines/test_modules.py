@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from base_platform.pipelines import fusion
@@ -97,6 +98,22 @@ def _decodes(value: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["EUR", "usd", None, "GBP", "EU"] * 400,  # repeats: matched once per distinct value
+        [f"{n:03d}" if n % 7 else f"x{n}" for n in range(2000)] + [None],  # distinct: matched per row
+    ],
+)
+def test_pattern_matching_agrees_with_re2_per_row_on_repeating_and_distinct_columns(
+    values: list[str | None],
+) -> None:
+    array = pa.array(values, pa.string()).slice(1)
+    for pattern in ("^[A-Z]{3}$", "^[0-9]{3}$"):
+        expected = pc.match_substring_regex(array, pattern)
+        assert contracts.matches(array, pattern).to_pylist() == expected.to_pylist()
 
 
 def test_unique_keys_flag_repeats_within_and_across_batches() -> None:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from base_platform.pipelines import fusion
 from base_platform.pipelines.findings import Findings
+from base_platform.pipelines.modules import contracts
 from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, Range, Regex, Rule, Unique
 
 
@@ -87,7 +88,7 @@ def apply(
         elif isinstance(rule, Range):
             _range(batch.column(rule.column), rule, findings)
         elif isinstance(rule, Regex):
-            wrong = pc.invert(pc.match_substring_regex(batch.column(rule.column), rule.pattern))
+            wrong = pc.invert(contracts.matches(batch.column(rule.column), rule.pattern))
             findings.add(wrong, f"{rule.column}: does not match {rule.pattern}")
         elif isinstance(rule, AcceptedValues):
             wrong = pc.invert(pc.is_in(batch.column(rule.column), pa.array(rule.values)))
