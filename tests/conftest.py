@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +38,11 @@ os.environ.update(
         "BASE_PLATFORM_POLL_SECONDS": "0.5",
     }
 )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The isolated Airflow home goes with the session that made it."""
+    shutil.rmtree(_home, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
