@@ -121,7 +121,8 @@ def executor_env() -> dict[str, str]:
 
 def airflow_env(local: dict[str, str]) -> dict[str, str]:
     return (
-        os.environ
+        {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}  # as the image sets it (see the Dockerfile)
+        | os.environ
         | auth_env(local)
         | executor_env()
         | {

@@ -85,6 +85,7 @@ def test_dockerfile_builds_on_the_pinned_airflow_image_with_the_projects_code() 
     assert "-r /opt/base-platform/requirements.txt -c /opt/base-platform/constraints.txt" in dockerfile
     for folder in ("dags", "plugins", "include", "config"):
         assert f"COPY --chown=airflow:root {folder}/ /opt/airflow/{folder}/" in dockerfile
+    assert "\nENV ARROW_DEFAULT_MEMORY_POOL=jemalloc\n" in dockerfile  # see engine.use_jemalloc
 
 
 def test_env_is_ignored_and_the_example_holds_only_placeholders() -> None:

@@ -223,7 +223,9 @@ def use_jemalloc() -> None:
     """Arrow's jemalloc pool, where the wheel has one: it keeps freed pages for the next batch.
 
     The default (mimalloc) hands them back, and the kernel zeroes them again on the next batch:
-    a shard spent about 6% of its CPU there and peaked 130 MB higher.
+    a shard spent about 6% of its CPU there and peaked 130 MB higher. This covers what Python
+    allocates; Arrow's C++ internals (file reads, the writer) follow ``ARROW_DEFAULT_MEMORY_POOL``,
+    which the image and ``make run`` set, because Arrow reads it once, at its first allocation.
     """
     with contextlib.suppress(NotImplementedError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
