@@ -13,6 +13,7 @@ Each runs in its own process so peak RSS is its own. Prints GB/hour, peak RSS an
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -46,7 +47,8 @@ def ours(source: str, target: str) -> dict[str, Any]:
 
     pipeline = load_pipelines()[0]
     shards = engine.discover(pipeline, source, target, full_refresh=True)
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # fresh processes, as each task is: a forked worker would count the parent's pages in its RSS
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_shard, [(asdict(s), target, "bench") for s in shards]))
     manifest = engine.commit(
         pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True
@@ -101,7 +103,8 @@ def measure(name: str, source: str, target: str) -> dict[str, Any]:
         "print(json.dumps({'seconds': seconds, 'peak_rss_kb': rss, **extra}))\n"
     )
     shutil.rmtree(target, ignore_errors=True)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    env = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} | os.environ  # as the image and `make run` set it
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
