@@ -248,6 +248,16 @@ def test_csv_ingestion_keeps_quoted_commas_and_newlines_and_rejects_ragged_rows(
     assert len(rows) == 2
 
 
+def test_csv_ingestion_reads_only_an_empty_field_as_missing() -> None:
+    names = ("merchant_country", "memo", "currency")
+    text = b'merchant_country,memo,currency\nNA,N/A,NaN\n,"",NULL\n'
+    (batch,) = list(ingestion.read(io.BytesIO(text), "csv", names))
+    assert batch.batch.to_pylist() == [
+        {"merchant_country": b"NA", "memo": b"N/A", "currency": b"NaN"},  # Namibia, a memo, a bad code
+        {"merchant_country": None, "memo": None, "currency": b"NULL"},
+    ]
+
+
 def test_ndjson_ingestion_rejects_only_the_broken_lines() -> None:
     names = ("transaction_id", "memo")
     text = b'{"transaction_id": "a", "memo": "x"}\n{"transaction_id": "b", broken\n{"transaction_id": "c"}\n'

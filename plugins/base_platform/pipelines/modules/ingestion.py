@@ -83,7 +83,11 @@ def _csv(stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | 
                 invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types=raw_schema(names), include_columns=list(names), strings_can_be_null=True
+                column_types=raw_schema(names),
+                include_columns=list(names),
+                # only an empty field is missing: Arrow's default tokens would make Namibia ("NA") null
+                null_values=[""],
+                strings_can_be_null=True,
             ),
         )
     except (pa.ArrowInvalid, KeyError) as exc:
