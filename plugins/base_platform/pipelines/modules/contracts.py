@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from base_platform.pipelines.findings import Findings
+from base_platform.pipelines.modules import storage
 from base_platform.pipelines.spec import Column, Contract
 
 NULL_BOOL = pa.scalar(None, pa.bool_())
@@ -74,7 +75,7 @@ def matches(values: pa.Array, pattern: str) -> pa.Array:
     directly, judged on a sample so it pays nothing for the encoding.
     """
     sample = values.slice(0, SAMPLE_ROWS)
-    if pc.count_distinct(sample).as_py() * 10 > len(sample):
+    if pc.count_distinct(sample).as_py() > len(sample) * storage.DICTIONARY_RATIO:  # as the writer judges
         return pc.match_substring_regex(values, pattern)
     encoded = pc.dictionary_encode(values)
     return pc.take(pc.match_substring_regex(encoded.dictionary, pattern), encoded.indices)
