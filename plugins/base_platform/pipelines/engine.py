@@ -108,6 +108,9 @@ def _with_partition(batch: pa.RecordBatch, pipeline: Pipeline) -> pa.RecordBatch
     return batch.append_column(DERIVED_DATE, pc.cast(batch.column(timestamp), pa.date32()))
 
 
+_Kept = tuple[pa.RecordBatch, pa.BooleanArray]  # a batch, and which of its rows are stored
+
+
 class _Pass:
     """The state of one streaming pass: counts, timings, uniqueness and the quarantine."""
 
@@ -124,7 +127,12 @@ class _Pass:
         self.timings[stage] = self.timings.get(stage, 0.0) + now - started
         return now
 
-    def batches(self, raw_batches: Iterator[ingestion.RawBatch]) -> Iterator[pa.RecordBatch]:
+    def batches(self, raw_batches: Iterator[ingestion.RawBatch]) -> Iterator[_Kept]:
+        """Each batch as it may be stored, with which rows to store; the rest are quarantined.
+
+        The rows are not filtered here: the writer's one copy of a batch drops them as it groups
+        the rest by partition.
+        """
         spec, contract = self.pipeline.spec, self.pipeline.contract
         while True:
             started = time.perf_counter()
@@ -147,33 +155,35 @@ class _Pass:
                     raw.batch, rows_out, findings.reasons(rows_out), self.counts["records"]
                 )
             self.counts["records"] += rows
-            good = typed.filter(pc.invert(bad))
-            self._observe(good)
-            stored = _with_partition(security.protect(good, spec.security, self.key), self.pipeline)
+            keep = pc.invert(bad)
+            self._observe(typed, keep)
+            stored = _with_partition(security.protect(typed, spec.security, self.key), self.pipeline)
             self._timed("security", started)
-            self.counts["stored"] += stored.num_rows
-            yield stored
+            self.counts["stored"] += keep.true_count
+            yield stored, keep
 
     def stage(
         self, raw_batches: Iterator[ingestion.RawBatch], target: storage.Location, run_key: str, shard_id: str
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """Write the pass to staging part by part, each part's key fingerprints beside its files."""
         spec = self.pipeline.spec
-        schema, encryption = stored_schema(self.pipeline), security.encryption_config(spec.security)
+        schema, encryption = stored_schema(self.pipeline), security.file_encryption(spec.security)
         rows_per_file = max(10_000, spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW)
         files: list[str] = []
         parts: list[dict[str, Any]] = []
         for number, part in enumerate(self.parts(self.batches(raw_batches))):
-            written = storage.write_partitioned(
-                part,
-                schema,
+            writer = storage.PartitionedWriter(
                 target,
                 f"_staging/{run_key}/{shard_id}/data",
+                schema,
                 spec.storage.partition_by,
                 f"part-{run_key}-{shard_id}-{number}",
                 rows_per_file,
                 encryption,
             )
+            for batch, keep in part:
+                writer.write(batch, keep)
+            written = writer.close()
             run_unique.save_keys(self.pipeline, target, run_key, shard_id, number, self.keys)
             self.keys.clear()
             first_record = parts[-1]["records"][1] if parts else 0
@@ -181,7 +191,7 @@ class _Pass:
             files += written
         return files, parts
 
-    def parts(self, batches: Iterator[pa.RecordBatch]) -> Iterator[Iterator[pa.RecordBatch]]:
+    def parts(self, batches: Iterator[_Kept]) -> Iterator[Iterator[_Kept]]:
         """The shard's batches in parts of at most ``KEYS_AT_ONCE`` keys, so no file is too big to check.
 
         Each part starts with no keys (the caller saves and clears them); ``run_unique`` checks keys
@@ -191,9 +201,7 @@ class _Pass:
         while (first := next(batches, None)) is not None:
             yield self._until_keys_fill(first, batches)
 
-    def _until_keys_fill(
-        self, first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]
-    ) -> Iterator[pa.RecordBatch]:
+    def _until_keys_fill(self, first: _Kept | None, rest: Iterator[_Kept]) -> Iterator[_Kept]:
         batch = first
         while batch is not None:
             yield batch
@@ -201,13 +209,14 @@ class _Pass:
                 return
             batch = next(rest, None)
 
-    def _observe(self, good: pa.RecordBatch) -> None:
-        """Null counts and the newest event, for the manifest and the monitor."""
-        for name in good.schema.names:
-            self.nulls[name] += good.column(name).null_count
+    def _observe(self, typed: pa.RecordBatch, keep: pa.BooleanArray) -> None:
+        """Null counts and the newest event of the rows stored, for the manifest and the monitor."""
+        for name, values in zip(typed.schema.names, typed.columns, strict=True):
+            stored_nulls = pc.sum(pc.and_(keep, pc.is_null(values))).as_py() if values.null_count else 0
+            self.nulls[name] += stored_nulls or 0
         rules = [r for r in self.pipeline.spec.quality if isinstance(r, Freshness)]
-        if rules and good.num_rows:
-            newest = pc.max(good.column(rules[0].column)).as_py()
+        if rules and keep.true_count:
+            newest = pc.max(pc.filter(typed.column(rules[0].column), keep)).as_py()
             if newest is not None and (self.latest is None or newest > self.latest):
                 self.latest = newest
 

@@ -169,7 +169,7 @@ def _move_repeated_rows(
     for number, drop in drops.items():
         path = part.result["files"][number]
         kept = _kept(storage.read_batches(target, path, decryption), drop)
-        storage.replace_file(target, path, kept, security.encryption_config(policy))
+        storage.replace_file(target, path, kept, security.file_encryption(policy))
 
 
 def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:

@@ -148,6 +148,60 @@ def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:
         assert read.tolist() == keys[(top >= first) & (top < end)].tolist()
 
 
+def written_rows(files: list[str]) -> list[dict[str, object]]:
+    """Every row of ``files`` with its partition values from the folder names, in a stable order."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(
+        files, format="parquet", partitioning="hive", partition_base_dir=files[0].split("/k=")[0]
+    )
+    return sorted(table.to_table().to_pylist(), key=lambda row: str(row["n"]))
+
+
+def test_the_writer_keeps_only_kept_rows_grouped_into_hive_folders_and_files_of_bounded_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(storage, "PENDING_ROWS", 50)  # many partitions: queues flush early
+    schema = pa.schema([("n", pa.int64()), ("k", pa.string()), ("digest", pa.binary(32))])
+    location = storage.Location.of(str(tmp_path))
+    writer = storage.PartitionedWriter(location, "data", schema, ("k",), "part", rows_per_file=7)
+    expected = []
+    for start in range(0, 300, 60):
+        numbers = list(range(start, start + 60))
+        keys = [None if n % 13 == 0 else f"a/b {n % 11}" for n in numbers]  # needs escaping; some null
+        keep = [n % 5 != 0 for n in numbers]
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array(numbers),
+                pa.array(keys),
+                pa.array([n.to_bytes(32, "big") for n in numbers], pa.binary(32)),
+            ],
+            schema=schema,
+        )
+        writer.write(batch, pa.array(keep))
+        assert sum(map(storage._rows, writer.pending.values())) <= 50
+        expected += [
+            {"n": n, "k": k, "digest": n.to_bytes(32, "big")}
+            for n, k, ok in zip(numbers, keys, keep, strict=True)
+            if ok
+        ]
+    files = writer.close()
+
+    assert written_rows(files) == sorted(expected, key=lambda row: str(row["n"]))
+    assert {path.split("/")[-2] for path in files} == {"k=__HIVE_DEFAULT_PARTITION__"} | {
+        f"k=a%2Fb%20{n}" for n in range(11)
+    }
+    for path in files:
+        metadata = pq.read_metadata(path)
+        assert 0 < metadata.num_rows <= 7 and metadata.schema.names == ["n", "digest"]  # k is in the path
+        column = {
+            metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i) for i in (0, 1)
+        }
+        assert (column["n"].compression, column["digest"].compression) == ("ZSTD", "UNCOMPRESSED")
+
+
 def test_a_file_is_replaced_a_batch_at_a_time_and_removed_when_nothing_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

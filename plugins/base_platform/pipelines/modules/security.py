@@ -8,6 +8,7 @@ data keys and Vault transit wraps them (envelope encryption), so no key is ever 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -40,7 +41,7 @@ def mask(values: pa.Array, keep_last: int) -> pa.Array:
 def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
     """The stored form of a column, or None when it is dropped.
 
-    ``encrypt`` columns are encrypted by the Parquet writer (see encryption_config) and ``hmac``
+    ``encrypt`` columns are encrypted by the Parquet writer (see file_encryption) and ``hmac``
     columns are hashed together, per batch, in :func:`protect`.
     """
     if protection.protect == "drop":
@@ -114,11 +115,14 @@ def _crypto() -> tuple[Any, Any]:
     return pe.CryptoFactory(lambda config: kms(config)), pe.KmsConnectionConfig()
 
 
-def encryption_config(security: Security) -> Any | None:
-    """The dataset writer's Parquet encryption for the ``encrypt`` columns (footer stays readable)."""
+def file_encryption(security: Security) -> Callable[[], Any] | None:
+    """New Parquet encryption properties for each data file of the ``encrypt`` columns, or None.
+
+    Each file gets its own data keys (Parquet refuses properties used for another file); Vault
+    transit wraps them. The footer stays plaintext, so row counts read without a key.
+    """
     if not security.encrypted:
         return None
-    import pyarrow.dataset as ds
     import pyarrow.parquet.encryption as pe
 
     factory, connection = _crypto()
@@ -128,7 +132,7 @@ def encryption_config(security: Security) -> Any | None:
         encryption_algorithm="AES_GCM_V1",
         plaintext_footer=True,
     )
-    return ds.ParquetEncryptionConfig(factory, connection, config)
+    return lambda: factory.file_encryption_properties(connection, config)
 
 
 def decryption_properties() -> Any:

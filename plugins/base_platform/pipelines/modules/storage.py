@@ -16,10 +16,10 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -167,41 +166,125 @@ class QuarantineWriter:
             self.writer.close()
 
 
-def write_partitioned(
-    batches: Iterator[pa.RecordBatch],
-    schema: pa.Schema,
-    location: Location,
-    directory: str,
-    partition_by: tuple[str, ...],
-    basename: str,
-    rows_per_file: int,
-    encryption: Any | None = None,
-) -> list[str]:
-    """Stream batches into hive-partitioned zstd Parquet; returns the files written."""
-    written: list[str] = []
-    first = next(batches, None)
-    ds.write_dataset(
-        itertools.chain([first] if first is not None else [], batches),
-        base_dir=location.path(directory),
-        schema=schema,
-        format="parquet",
-        filesystem=location.fs,
-        partitioning=ds.partitioning(pa.schema([schema.field(name) for name in partition_by]), flavor="hive")
-        if partition_by
-        else None,
-        basename_template=basename + "-{i}.parquet",
-        file_options=ds.ParquetFileFormat().make_write_options(
-            compression="zstd",
-            use_dictionary=True if first is None else dictionary_columns(first),
-            encryption_config=encryption,
-        ),
-        max_rows_per_file=rows_per_file,
-        max_rows_per_group=min(rows_per_file, 1 << 20),
-        min_rows_per_group=min(rows_per_file, 1 << 17),
-        existing_data_behavior="overwrite_or_ignore",
-        file_visitor=lambda written_file: written.append(written_file.path),
-    )
-    return sorted(written)
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # a null partition value's folder, as Hive and pyarrow name it
+PENDING_ROWS = 1 << 20  # rows a writer holds for unfinished row groups, over all partitions
+
+
+@dataclass
+class _OpenFile:
+    writer: pq.ParquetWriter
+    rows: int = 0
+
+
+class PartitionedWriter:
+    """Hive-partitioned zstd Parquet from a stream of batches, ``rows_per_file`` at most per file.
+
+    Each batch costs one copy: the rows to keep, grouped by partition value, are taken together.
+    (pyarrow's dataset writer copies each partition out of a batch that the caller had already
+    copied to drop its bad rows.) Row groups collect up to 128 Ki rows per partition; memory is
+    bounded by ``PENDING_ROWS`` whatever the number of partitions.
+    """
+
+    def __init__(
+        self,
+        location: Location,
+        directory: str,
+        schema: pa.Schema,
+        partition_by: tuple[str, ...],
+        basename: str,
+        rows_per_file: int,
+        encryption: Callable[[], Any] | None = None,
+    ) -> None:
+        self.location, self.directory, self.basename = location, directory, basename
+        self.partition_by, self.rows_per_file, self.encryption = partition_by, rows_per_file, encryption
+        self.file_schema = pa.schema([field for field in schema if field.name not in partition_by])
+        self.group_rows = min(rows_per_file, 1 << 17)
+        self.pending: dict[str, list[pa.RecordBatch]] = {}
+        self.open: dict[str, _OpenFile] = {}
+        self.written: list[str] = []
+        self.dictionary: list[str] | None = None
+
+    def write(self, batch: pa.RecordBatch, keep: pa.BooleanArray | None = None) -> None:
+        """Queue the rows of ``batch`` where ``keep`` is true (all when None) under their partitions."""
+        if self.dictionary is None:
+            self.dictionary = dictionary_columns(batch.select(self.file_schema.names))
+        for folder, rows in self._groups(batch, keep):
+            queue = self.pending.setdefault(folder, [])
+            queue.append(pa.RecordBatch.from_arrays(rows.columns, schema=self.file_schema))
+            if _rows(queue) >= self.group_rows:
+                self._flush(folder)
+        while sum(map(_rows, self.pending.values())) > PENDING_ROWS:
+            self._flush(max(self.pending, key=lambda folder: _rows(self.pending[folder])))
+
+    def close(self) -> list[str]:
+        """Write what is queued and close every file; returns the files written, sorted."""
+        for folder in list(self.pending):
+            self._flush(folder)
+        for file in self.open.values():
+            file.writer.close()
+        self.open.clear()
+        return sorted(self.written)
+
+    def _groups(
+        self, batch: pa.RecordBatch, keep: pa.BooleanArray | None
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """(folder, rows) per partition value of the kept rows, after one ``take`` of the batch."""
+        rows = None if keep is None or keep.false_count == 0 else pc.indices_nonzero(keep)
+        if not self.partition_by:
+            yield "", (batch if rows is None else batch.take(rows)).select(self.file_schema.names)
+            return
+        keys = batch.select(list(self.partition_by))
+        keys = keys if rows is None else keys.take(rows)
+        order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in self.partition_by])
+        grouped = batch.take(order if rows is None else pc.take(rows, order))
+        keys = keys.take(order)
+        runs = [pc.run_end_encode(column).run_ends.to_pylist() for column in keys.columns]
+        ends = sorted(set().union(*runs))  # a new partition wherever any of its columns changes
+        for start, end in zip([0, *ends], ends, strict=False):
+            values = [column[start].cast(pa.string()).as_py() for column in keys.columns]
+            folder = "/".join(
+                f"{name}={HIVE_NULL if value is None else urllib.parse.quote(value, safe='')}"
+                for name, value in zip(self.partition_by, values, strict=True)
+            )
+            yield folder, grouped.slice(start, end - start).select(self.file_schema.names)
+
+    def _flush(self, folder: str) -> None:
+        table = pa.Table.from_batches(self.pending.pop(folder), schema=self.file_schema)
+        while table.num_rows:
+            file = self.open.get(folder) or self._open(folder)
+            room = self.rows_per_file - file.rows
+            file.writer.write_table(table.slice(0, room), row_group_size=min(self.rows_per_file, 1 << 20))
+            file.rows += min(room, table.num_rows)
+            table = table.slice(room)
+            if file.rows >= self.rows_per_file:
+                file.writer.close()
+                del self.open[folder]
+
+    def _open(self, folder: str) -> _OpenFile:
+        path = "/".join(part for part in (self.location.path(self.directory), folder) if part)
+        path += f"/{self.basename}-{len(self.written)}.parquet"
+        self.location.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self.written.append(path)
+        self.open[folder] = _OpenFile(
+            pq.ParquetWriter(
+                path,
+                self.file_schema,
+                filesystem=self.location.fs,
+                compression=codecs(self.file_schema),
+                use_dictionary=self.dictionary or False,
+                encryption_properties=self.encryption() if self.encryption else None,
+            )
+        )
+        return self.open[folder]
+
+
+def _rows(batches: list[pa.RecordBatch]) -> int:
+    return sum(batch.num_rows for batch in batches)
+
+
+def codecs(schema: pa.Schema) -> dict[str, str]:
+    """zstd, except for fixed-size binary columns (HMAC digests): random bytes zstd cannot shrink."""
+    return {field.name: "none" if pa.types.is_fixed_size_binary(field.type) else "zstd" for field in schema}
 
 
 def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
@@ -278,7 +361,7 @@ def replace_file(
     location: Location,
     path: str,
     batches: Iterator[pa.RecordBatch],
-    encryption: Any | None = None,
+    encryption: Callable[[], Any] | None = None,
 ) -> None:
     """Replace one data file by ``batches`` of its schema, streamed beside it and renamed over it.
 
@@ -288,16 +371,19 @@ def replace_file(
     folder, name = path.rsplit("/", 1)
     beside = f"{folder}/_replacing-{name}"
     location.delete_dir(beside)
-    written = write_partitioned(
-        (batch for batch in batches if batch.num_rows),
-        footer.schema.to_arrow_schema(),
+    writer = PartitionedWriter(
         location,
         beside,
+        footer.schema.to_arrow_schema(),
         (),
         name.removesuffix(".parquet"),
         footer.num_rows,  # one file: it can only shrink
         encryption,
     )
+    for batch in batches:
+        if batch.num_rows:
+            writer.write(batch)
+    written = writer.close()
     if written:
         location.fs.move(written[0], location.path(path))
     else:
