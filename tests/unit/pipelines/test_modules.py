@@ -80,14 +80,42 @@ def test_contract_types_good_rows_and_names_every_bad_value() -> None:
     assert fourth == "id: invalid UTF-8"
 
 
+@pytest.mark.parametrize(
+    ("values", "too_long"),
+    [
+        (["abcd", None], [False, False]),  # no value has more than 4 bytes: characters are not counted
+        (["abcd", "\u00e9\u00e9\u00e9\u00e9", None], [False, False, False]),  # 8 bytes, 4 characters
+        (["abcd", "abcde", "\u00e9\u00e9\u00e9\u00e9\u00e9"], [False, True, True]),
+    ],
+)
+def test_max_length_counts_characters_not_bytes(values: list[str | None], too_long: list[bool]) -> None:
+    column = Contract.model_validate(
+        {
+            "name": "t",
+            "version": "1.0.0",
+            "primary_key": ["id"],
+            "columns": [
+                {"name": "id", "type": "string", "nullable": False},
+                {"name": "s", "type": "string", "max_length": 4},
+            ],
+        }
+    ).columns[1]
+    findings = Findings(len(values))
+    contracts._constrain(
+        pa.array(values, pa.string()), pa.array([v is None for v in values]), column, findings
+    )
+    assert findings.bad().to_pylist() == too_long
+
+
 def test_invalid_utf8_is_found_per_value_and_agrees_with_python() -> None:
     samples = [b"ok", "h\u00e9llo \u20ac\U0001d11e".encode(), b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xc0\xaf"]
     samples += [b"\xf4\x90\x80\x80", "\u65e5\u672c".encode(), b'a,\n"b"', b"\xe2\x82"]
     values = pa.array([b"ok"] * 1000 + samples + [None], pa.binary())
     text, bad = contracts.as_text(values)
     assert text is None and bad is not None
-    expected = [False] * 1000 + [not _decodes(sample) for sample in samples] + [None]
+    expected = [False] * 1000 + [not _decodes(sample) for sample in samples] + [False]  # null: no finding
     assert bad.to_pylist() == expected
+    assert contracts.not_utf8(values.slice(997)).to_pylist() == expected[997:]  # a slice of a batch
     text, bad = contracts.as_text(pa.array([b"fine", None], pa.binary()))
     assert bad is None and text is not None and text.to_pylist() == ["fine", None]
 

@@ -6,6 +6,7 @@ row is quarantined with the reason, so one bad value never fails a batch.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,7 +52,21 @@ def as_text(values: pa.Array) -> tuple[pa.StringArray | None, pa.BooleanArray | 
     try:
         return values.cast(pa.string()), None
     except pa.ArrowInvalid:
-        return None, pc.invert(pc.match_substring_regex(values, WELL_FORMED_UTF8))
+        return None, not_utf8(values)
+
+
+def not_utf8(values: pa.Array) -> pa.BooleanArray:
+    """Which values are not well-formed UTF-8 (null is not a finding).
+
+    Only a value with a byte above 0x7F can be malformed, so RE2 scans just those: an ASCII test
+    over the raw bytes (viewed as text, which it reads byte by byte) is a tenth of RE2's cost.
+    """
+    suspects = pc.indices_nonzero(pc.invert(pc.string_is_ascii(values.view(pa.string()))))
+    wrong = np.zeros(len(values), dtype=bool)
+    wrong[suspects.to_numpy()] = pc.invert(
+        pc.match_substring_regex(values.take(suspects), WELL_FORMED_UTF8)
+    ).to_numpy(zero_copy_only=False)
+    return pa.array(wrong)
 
 
 def decode(values: pa.Array, name: str, findings: Findings) -> tuple[pa.StringArray, pa.Array]:
@@ -113,7 +128,8 @@ def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array
 def _constrain(text: pa.StringArray, missing: pa.Array, column: Column, findings: Findings) -> None:
     if not column.nullable:
         findings.add(missing, f"{column.name}: missing")
-    if column.max_length:
+    if column.max_length and (pc.max(pc.binary_length(text)).as_py() or 0) > column.max_length:
+        # a character is at least a byte: only when some value has more bytes are characters counted
         findings.add(
             pc.greater(pc.utf8_length(text), column.max_length),
             f"{column.name}: longer than {column.max_length}",
