@@ -172,7 +172,7 @@ class _Pass:
         files: list[str] = []
         parts: list[dict[str, Any]] = []
         for number, part in enumerate(self.parts(self.batches(raw_batches))):
-            writer = storage.PartitionedWriter(
+            with storage.PartitionedWriter(
                 target,
                 f"_staging/{run_key}/{shard_id}/data",
                 schema,
@@ -180,10 +180,10 @@ class _Pass:
                 f"part-{run_key}-{shard_id}-{number}",
                 rows_per_file,
                 encryption,
-            )
-            for batch, keep in part:
-                writer.write(batch, keep)
-            written = writer.close()
+            ) as writer:
+                for batch, keep in part:
+                    writer.write(batch, keep)
+                written = writer.close()
             run_unique.save_keys(self.pipeline, target, run_key, shard_id, number, self.keys)
             self.keys.clear()
             first_record = parts[-1]["records"][1] if parts else 0

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 BLOCK = 64  # SHA-256's block size, which HMAC pads the key to
 DIGEST = pa.binary(32)  # a SHA-256 digest, stored as Parquet FIXED_LEN_BYTE_ARRAY(32)
+INPUT = "batch"  # the input table's name in a session, while a query runs
 _local = threading.local()
 
 
@@ -29,10 +30,19 @@ def _session() -> Any:
 
 
 def _select(columns: dict[str, pa.Array], expressions: dict[str, Any]) -> pa.Table:
-    frame = _session().from_arrow(pa.table(columns))
-    result: pa.Table = frame.select(
-        *[expr.alias(name) for name, expr in expressions.items()]
-    ).to_arrow_table()
+    """``expressions`` over ``columns``; the input is dropped from the session afterwards.
+
+    ``from_arrow`` registers its table in the session's catalog: kept there, every batch a shard
+    hashed stayed alive (1.5 GB of a 3.9 GB file's columns).
+    """
+    session = _session()
+    frame = session.from_arrow(pa.table(columns), name=INPUT)
+    try:
+        result: pa.Table = frame.select(
+            *[expr.alias(name) for name, expr in expressions.items()]
+        ).to_arrow_table()
+    finally:
+        session.deregister_table(INPUT)
     if result.num_rows == 0:  # DataFusion returns no batches, hence no typed columns, for no rows
         return result
     return result.combine_chunks()

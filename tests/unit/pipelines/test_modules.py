@@ -192,30 +192,27 @@ def test_the_writer_keeps_only_kept_rows_grouped_into_hive_folders_and_files_of_
     import pyarrow.parquet as pq
 
     monkeypatch.setattr(storage, "PENDING_ROWS", 50)  # many partitions: queues flush early
+    monkeypatch.setattr(storage, "OPEN_FILES", 3)  # and files are finished early
     schema = pa.schema([("n", pa.int64()), ("k", pa.string()), ("digest", pa.binary(32))])
     location = storage.Location.of(str(tmp_path))
-    writer = storage.PartitionedWriter(location, "data", schema, ("k",), "part", rows_per_file=7)
-    expected = []
+    batches, expected = [], []
     for start in range(0, 300, 60):
         numbers = list(range(start, start + 60))
         keys = [None if n % 13 == 0 else f"a/b {n % 11}" for n in numbers]  # needs escaping; some null
         keep = [n % 5 != 0 for n in numbers]
-        batch = pa.RecordBatch.from_arrays(
-            [
-                pa.array(numbers),
-                pa.array(keys),
-                pa.array([n.to_bytes(32, "big") for n in numbers], pa.binary(32)),
-            ],
-            schema=schema,
-        )
-        writer.write(batch, pa.array(keep))
-        assert sum(map(storage._rows, writer.pending.values())) <= 50
+        digests = [n.to_bytes(32, "big") for n in numbers]
+        arrays = [pa.array(numbers), pa.array(keys), pa.array(digests, pa.binary(32))]
+        batches.append((pa.RecordBatch.from_arrays(arrays, schema=schema), pa.array(keep)))
         expected += [
-            {"n": n, "k": k, "digest": n.to_bytes(32, "big")}
-            for n, k, ok in zip(numbers, keys, keep, strict=True)
+            {"n": n, "k": k, "digest": d}
+            for n, k, d, ok in zip(numbers, keys, digests, keep, strict=True)
             if ok
         ]
-    files = writer.close()
+    with storage.PartitionedWriter(location, "data", schema, ("k",), "part", rows_per_file=7) as writer:
+        for batch, keep_rows in batches:
+            writer.write(batch, keep_rows)
+            assert sum(map(storage._rows, writer.pending.values())) <= 50 and len(writer.open) <= 3
+        files = writer.close()
 
     assert written_rows(files) == sorted(expected, key=lambda row: str(row["n"]))
     assert {path.split("/")[-2] for path in files} == {"k=__HIVE_DEFAULT_PARTITION__"} | {
@@ -287,6 +284,17 @@ def test_hmac_matches_the_standard_library_and_masking_keeps_the_tail(key: bytes
     assert digests["phone"].to_pylist() == expected(phones)
     assert fusion.hmac_sha256({"email": emails.slice(0, 0)}, key)["email"].to_pylist() == []
     assert security.mask(pa.array(["1234", None, "9"]), 2).to_pylist() == ["**34", None, "9"]
+
+
+def test_hashing_a_batch_keeps_nothing_of_it_alive() -> None:
+    """A shard hashes hundreds of batches: none may stay referenced by the DataFusion session."""
+    before = pa.total_allocated_bytes()
+    for batch in range(20):
+        emails = pa.array([f"user{batch}-{n}@example.com" for n in range(20_000)])  # about 0.6 MB
+        fusion.hmac_sha256({"email": emails}, b"k")
+        fusion.fingerprints({"email": emails})
+        del emails
+    assert pa.total_allocated_bytes() - before < 1 << 20
 
 
 def test_fingerprints_are_sha256_prefixes_and_tell_column_boundaries_apart() -> None:

@@ -19,9 +19,11 @@ import hashlib
 import json
 import os
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -168,6 +170,8 @@ class QuarantineWriter:
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # a null partition value's folder, as Hive and pyarrow name it
 PENDING_ROWS = 1 << 20  # rows a writer holds for unfinished row groups, over all partitions
+OPEN_FILES = 256  # files a writer keeps open; past that the oldest is finished first
+WRITES_IN_FLIGHT = 2  # row groups handed to the writing thread and not yet written
 
 
 @dataclass
@@ -181,8 +185,10 @@ class PartitionedWriter:
 
     Each batch costs one copy: the rows to keep, grouped by partition value, are taken together.
     (pyarrow's dataset writer copies each partition out of a batch that the caller had already
-    copied to drop its bad rows.) Row groups collect up to 128 Ki rows per partition; memory is
-    bounded by ``PENDING_ROWS`` whatever the number of partitions.
+    copied to drop its bad rows.) Row groups collect up to 128 Ki rows per partition; memory and
+    open files are bounded by ``PENDING_ROWS`` and ``OPEN_FILES`` whatever the number of partitions.
+    Parquet encoding and compression run on a thread of their own (pyarrow releases the GIL
+    there), so a shard alone on a machine checks its next batches meanwhile.
     """
 
     def __init__(
@@ -203,6 +209,15 @@ class PartitionedWriter:
         self.open: dict[str, _OpenFile] = {}
         self.written: list[str] = []
         self.dictionary: list[str] | None = None
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self.in_flight: deque[Future[object]] = deque()
+
+    def __enter__(self) -> PartitionedWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """On an error the thread stops; what was written stays in staging, which a retry deletes."""
+        self.io.shutdown(wait=True, cancel_futures=True)
 
     def write(self, batch: pa.RecordBatch, keep: pa.BooleanArray | None = None) -> None:
         """Queue the rows of ``batch`` where ``keep`` is true (all when None) under their partitions."""
@@ -220,15 +235,19 @@ class PartitionedWriter:
         """Write what is queued and close every file; returns the files written, sorted."""
         for folder in list(self.pending):
             self._flush(folder)
-        for file in self.open.values():
-            file.writer.close()
-        self.open.clear()
+        for folder in list(self.open):
+            self._finish(folder)
+        self._wait(0)
         return sorted(self.written)
 
     def _groups(
         self, batch: pa.RecordBatch, keep: pa.BooleanArray | None
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """(folder, rows) per partition value of the kept rows, after one ``take`` of the batch."""
+        """(folder, rows) per partition value of the kept rows; each row is copied once.
+
+        Each partition's rows are taken into their own buffers: a slice of one copy of the whole
+        batch would keep all of it alive while a rare partition's queue fills.
+        """
         rows = None if keep is None or keep.false_count == 0 else pc.indices_nonzero(keep)
         if not self.partition_by:
             yield "", (batch if rows is None else batch.take(rows)).select(self.file_schema.names)
@@ -236,31 +255,46 @@ class PartitionedWriter:
         keys = batch.select(list(self.partition_by))
         keys = keys if rows is None else keys.take(rows)
         order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in self.partition_by])
-        grouped = batch.take(order if rows is None else pc.take(rows, order))
+        rows = order if rows is None else pc.take(rows, order)
         keys = keys.take(order)
         runs = [pc.run_end_encode(column).run_ends.to_pylist() for column in keys.columns]
         ends = sorted(set().union(*runs))  # a new partition wherever any of its columns changes
+        columns = batch.select(self.file_schema.names)
         for start, end in zip([0, *ends], ends, strict=False):
             values = [column[start].cast(pa.string()).as_py() for column in keys.columns]
             folder = "/".join(
                 f"{name}={HIVE_NULL if value is None else urllib.parse.quote(value, safe='')}"
                 for name, value in zip(self.partition_by, values, strict=True)
             )
-            yield folder, grouped.slice(start, end - start).select(self.file_schema.names)
+            yield folder, columns.take(rows.slice(start, end - start))
 
     def _flush(self, folder: str) -> None:
         table = pa.Table.from_batches(self.pending.pop(folder), schema=self.file_schema)
         while table.num_rows:
             file = self.open.get(folder) or self._open(folder)
             room = self.rows_per_file - file.rows
-            file.writer.write_table(table.slice(0, room), row_group_size=min(self.rows_per_file, 1 << 20))
+            row_groups = min(self.rows_per_file, 1 << 20)
+            self._in_background(partial(file.writer.write_table, table.slice(0, room), row_groups))
             file.rows += min(room, table.num_rows)
             table = table.slice(room)
             if file.rows >= self.rows_per_file:
-                file.writer.close()
-                del self.open[folder]
+                self._finish(folder)
+
+    def _finish(self, folder: str) -> None:
+        self._in_background(self.open.pop(folder).writer.close)
+
+    def _in_background(self, work: Callable[[], object]) -> None:
+        """Hand ``work`` to the writing thread, which does everything in order; wait while it is behind."""
+        self.in_flight.append(self.io.submit(work))
+        self._wait(WRITES_IN_FLIGHT)
+
+    def _wait(self, at_most: int) -> None:
+        while len(self.in_flight) > at_most:
+            self.in_flight.popleft().result()  # a failed write raises here
 
     def _open(self, folder: str) -> _OpenFile:
+        if len(self.open) >= OPEN_FILES:
+            self._finish(next(iter(self.open)))  # the oldest: dicts keep insertion order
         path = "/".join(part for part in (self.location.path(self.directory), folder) if part)
         path += f"/{self.basename}-{len(self.written)}.parquet"
         self.location.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -371,7 +405,7 @@ def replace_file(
     folder, name = path.rsplit("/", 1)
     beside = f"{folder}/_replacing-{name}"
     location.delete_dir(beside)
-    writer = PartitionedWriter(
+    with PartitionedWriter(
         location,
         beside,
         footer.schema.to_arrow_schema(),
@@ -379,11 +413,11 @@ def replace_file(
         name.removesuffix(".parquet"),
         footer.num_rows,  # one file: it can only shrink
         encryption,
-    )
-    for batch in batches:
-        if batch.num_rows:
-            writer.write(batch)
-    written = writer.close()
+    ) as writer:
+        for batch in batches:
+            if batch.num_rows:
+                writer.write(batch)
+        written = writer.close()
     if written:
         location.fs.move(written[0], location.path(path))
     else:
