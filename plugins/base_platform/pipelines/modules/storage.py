@@ -183,9 +183,9 @@ class _OpenFile:
 class PartitionedWriter:
     """Hive-partitioned zstd Parquet from a stream of batches, ``rows_per_file`` at most per file.
 
-    Each batch costs one copy: the rows to keep, grouped by partition value, are taken together.
-    (pyarrow's dataset writer copies each partition out of a batch that the caller had already
-    copied to drop its bad rows.) Row groups collect up to 128 Ki rows per partition; memory and
+    Each kept row is copied once, straight into its partition's queue; pyarrow's dataset writer
+    copies each partition out of a batch that the caller had already copied to drop its bad
+    rows. Row groups collect up to 128 Ki rows per partition; memory and
     open files are bounded by ``PENDING_ROWS`` and ``OPEN_FILES`` whatever the number of partitions.
     Parquet encoding and compression run on a thread of their own (pyarrow releases the GIL
     there), so a shard alone on a machine checks its next batches meanwhile.
