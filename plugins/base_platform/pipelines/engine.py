@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import pyarrow.fs as pafs
 from base_platform.pipelines import run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
-from base_platform.pipelines.spec import Contract, Freshness, Pipeline, classify_change, resolve
+from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Source, classify_change, resolve
 
 DERIVED_DATE = "event_date"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
@@ -36,14 +37,23 @@ class ShardFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Shard:
+    """A whole input file, or one piece of it: ``start`` to ``end``, cut at record boundaries."""
+
     index: int
     source: str
-    checksum: str
-    size: int
+    checksum: str  # of the whole file
+    size: int  # the bytes this shard reads
+    start: int = 0
+    end: int | None = None  # None: the whole file
 
     @property
     def id(self) -> str:
         return f"{self.index:05d}-{self.checksum[:12]}"
+
+    @property
+    def label(self) -> str:
+        """The source as the quarantine and errors name it; a piece's record numbers start at its start."""
+        return self.source if self.end is None else f"{self.source} bytes {self.start}-{self.end}"
 
 
 def committed_checksums(target: storage.Location) -> dict[str, str]:
@@ -61,18 +71,38 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
         raise ShardFailed(f"source {resolve(source_uri)} does not exist")
     selector = pafs.FileSelector(source.base, recursive=True)
     files = sorted(
-        info.path
+        (info.path, info.size)
         for info in source.fs.get_file_info(selector)
         if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pipeline.spec.source.glob)
     )
     check_contract_version(pipeline, target_uri)
     done = {} if full_refresh else committed_checksums(storage.Location.of(target_uri))
     scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
+    cuts = [_record_cuts(pipeline.spec.source, size) for _, size in files]
+    digests = storage.file_digests(source, [path for path, _ in files], [c.feed if c else None for c in cuts])
     shards: list[Shard] = []
-    for path, (digest, size) in zip(files, storage.file_digests(source, files), strict=True):
-        if digest not in done:
-            shards.append(Shard(len(shards), scheme + path, digest, size))
+    for (path, _), (digest, size), file_cuts in zip(files, digests, cuts, strict=True):
+        if digest in done:
+            continue
+        pieces = list(
+            itertools.pairwise(
+                [0, *(c for c in file_cuts.cuts if c < size), size] if file_cuts else [0, size]
+            )
+        )
+        for start, end in pieces:
+            whole = len(pieces) == 1
+            shards.append(
+                Shard(len(shards), scheme + path, digest, end - start, start, None if whole else end)
+            )
     return shards
+
+
+def _record_cuts(source: Source, size: int) -> ingestion.RecordCuts | None:
+    """Where to split a file too big for one shard; Parquet files are never split."""
+    every = source.shard_mb << 20
+    if size <= every or source.format == "parquet":
+        return None
+    return ingestion.RecordCuts(every, quoted=source.format == "csv")
 
 
 class ContractChanged(ValueError):
@@ -250,22 +280,25 @@ def process_shard(
     target.delete_dir(staging)
     names = list(pipeline.contract.names)
     quarantine = storage.QuarantineWriter(
-        target, target.path(staging, "_quarantine.parquet"), names, shard.source
+        target, target.path(staging, "_quarantine.parquet"), names, shard.label
     )
     state = _Pass(pipeline, key, quarantine)
     started = time.perf_counter()
     try:
         files, parts = state.stage(
-            ingestion.read_uri(shard.source, names, pipeline.spec.source), target, run_key, shard.id
+            ingestion.read_uri(shard.source, names, pipeline.spec.source, shard.start, shard.end),
+            target,
+            run_key,
+            shard.id,
         )
     except ingestion.SourceError as exc:
-        raise ShardFailed(f"{shard.source}: {exc}") from exc
+        raise ShardFailed(f"{shard.label}: {exc}") from exc
     finally:
         quarantine.close()
     elapsed = time.perf_counter() - started
     state.timings["storage"] = max(0.0, elapsed - sum(state.timings.values()))
     result = {
-        "shard": asdict(shard) | {"id": shard.id},
+        "shard": asdict(shard) | {"id": shard.id, "label": shard.label},
         "rows_in": state.counts["rows_in"],
         "rows_stored": state.counts["stored"],
         "rows_quarantined": quarantine.rows,
@@ -279,7 +312,7 @@ def process_shard(
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in state.timings.items()},
     }
     if state.counts["rows_in"] != state.counts["stored"] + quarantine.rows:
-        raise ShardFailed(f"{shard.source}: rows in != stored + quarantined ({result})")
+        raise ShardFailed(f"{shard.label}: rows in != stored + quarantined ({result})")
     target.write_json_atomically(result, staging, "_result.json")
     return result
 
@@ -424,7 +457,12 @@ def _manifest(
         "freshness": fresh,
         "files": files,
         "quarantine": [path for r in results for path in [r["quarantine"], *r["repeated"]] if path],
-        "inputs": [{"source": r["shard"]["source"], "sha256": r["shard"]["checksum"]} for r in results],
+        "inputs": [
+            {"source": source, "sha256": checksum}
+            for source, checksum in dict.fromkeys(
+                (r["shard"]["source"], r["shard"]["checksum"]) for r in results
+            )
+        ],
         "shards": results,
         "processing_seconds": round(seconds, 3),
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},

@@ -87,7 +87,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             )
             log.info(
                 "%s: %d in, %d stored, %d quarantined in %.1f s %s",
-                shard["source"],
+                result["shard"]["label"],
                 result["rows_in"],
                 result["rows_stored"],
                 result["rows_quarantined"],

@@ -10,6 +10,7 @@ quarantine with its raw input row, as every other rejected row is.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from base_platform.pipelines.modules import contracts, ingestion, quality, secur
 from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
+# files read and rewritten at once: commit runs alone, and Parquet decoding and encoding release the GIL
+REWRITE_THREADS = 2
 KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
 
@@ -99,10 +102,11 @@ def quarantine_repeated_keys(
     replaced or published file has no repeated keys left.
     """
     parts = parts_of(results)
+    unchanged: set[str] = set()  # sources hashed again in this commit: a file split into shards once
     for rule in unique_rules(pipeline):
         for part, repeated in zip(parts, _repeated_keys(target, run_key, parts, rule), strict=True):
             if len(repeated):
-                _move_repeated_rows(pipeline, target, run_key, part, rule, repeated)
+                _move_repeated_rows(pipeline, target, run_key, part, rule, repeated, unchanged)
     for result in results:
         _count_repeated_rows(pipeline, target, run_key, result)
 
@@ -143,6 +147,7 @@ def _move_repeated_rows(
     part: Part,
     rule: Unique,
     repeated: np.ndarray,
+    unchanged: set[str],
 ) -> None:
     """Quarantine a part's stored rows whose key is in ``repeated``, raw, then drop them from its files.
 
@@ -151,25 +156,33 @@ def _move_repeated_rows(
     """
     policy = pipeline.spec.security
     decryption = security.decryption_properties() if policy.encrypted else None
-    drops: dict[int, np.ndarray] = {}
-    removed: dict[int, np.ndarray] = {}
-    for number in part.files:
+
+    def rows_to_drop(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if not target.exists(path):
+            return None
+        keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
+        fingerprints, valid = quality.keys_of(
+            {name: keys.column(name).combine_chunks() for name in rule.columns}
+        )
+        drop = np.isin(fingerprints, repeated) & valid
+        return (drop, fingerprints[drop]) if drop.any() else None
+
+    def rewrite(number: int) -> None:
         path = part.result["files"][number]
-        if target.exists(path):
-            keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
-            fingerprints, valid = quality.keys_of(
-                {name: keys.column(name).combine_chunks() for name in rule.columns}
-            )
-            drop = np.isin(fingerprints, repeated) & valid
-            if drop.any():
-                drops[number], removed[number] = drop, fingerprints[drop]
-    if not drops:
-        return
-    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
-    for number, drop in drops.items():
-        path = part.result["files"][number]
-        kept = _kept(storage.read_batches(target, path, decryption), drop)
+        kept = _kept(storage.read_batches(target, path, decryption), drops[number])
         storage.replace_file(target, path, kept, security.file_encryption(policy))
+
+    with ThreadPoolExecutor(REWRITE_THREADS) as pool:
+        found = pool.map(rows_to_drop, [part.result["files"][number] for number in part.files])
+        drops, removed = {}, {}
+        for number, dropped in zip(part.files, found, strict=True):
+            if dropped is not None:
+                drops[number], removed[number] = dropped
+        if not drops:
+            return
+        _check_unchanged(part.result["shard"], unchanged)
+        _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
+        list(pool.map(rewrite, drops))
 
 
 def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -194,20 +207,17 @@ def _quarantine_raw_rows(
     duplicates there), so the source is read again, as process_shard read it, for those keys.
     """
     shard = part.result["shard"]
-    source = storage.Location.of(shard["source"])
-    if storage.file_digest(source, source.base)[0] != shard["checksum"]:
-        raise CommitFailed(f"{shard['source']} changed since discover: its repeated rows cannot be kept raw")
     wanted = {int(key): number for number, keys in removed.items() for key in keys}
     needles = np.array(sorted(wanted), dtype=np.uint64)
     names = list(pipeline.contract.names)
     reason = f"{'+'.join(rule.columns)}: {REPEATED}"
     writers = {
         number: storage.QuarantineWriter(
-            target, target.path(repeated_file(run_key, shard["id"], rule, number)[0]), names, shard["source"]
+            target, target.path(repeated_file(run_key, shard["id"], rule, number)[0]), names, shard["label"]
         )
         for number in removed
     }
-    for batch, record, rows, fingerprints in _keyed_rows(pipeline, shard["source"], part, rule):
+    for batch, record, rows, fingerprints in _keyed_rows(pipeline, shard, part, rule):
         found: dict[int, list[int]] = {}
         for row in rows[np.isin(fingerprints[rows], needles)].tolist():
             number = wanted.pop(int(fingerprints[row]), None)
@@ -222,11 +232,21 @@ def _quarantine_raw_rows(
     for writer in writers.values():
         writer.close()
     if wanted:
-        raise CommitFailed(f"{shard['source']}: {len(wanted)} stored rows not found in the source again")
+        raise CommitFailed(f"{shard['label']}: {len(wanted)} stored rows not found in the source again")
+
+
+def _check_unchanged(shard: dict[str, Any], unchanged: set[str]) -> None:
+    """The source must still be what discover hashed, or its rows cannot be found again."""
+    if shard["source"] in unchanged:
+        return
+    source = storage.Location.of(shard["source"])
+    if storage.file_digest(source, source.base)[0] != shard["checksum"]:
+        raise CommitFailed(f"{shard['label']} changed since discover: its repeated rows cannot be kept raw")
+    unchanged.add(shard["source"])
 
 
 def _keyed_rows(
-    pipeline: Pipeline, source: str, part: Part, rule: Unique
+    pipeline: Pipeline, shard: dict[str, Any], part: Part, rule: Unique
 ) -> Iterator[tuple[pa.RecordBatch, int, np.ndarray, np.ndarray]]:
     """The part's raw batches, read again as process_shard read them, each with its first record
     number, the positions of its rows that have a key, and every row's fingerprint.
@@ -238,7 +258,8 @@ def _keyed_rows(
         update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
     )
     record, (start, stop) = 0, part.records
-    for raw in ingestion.read_uri(source, list(pipeline.contract.names), pipeline.spec.source):
+    names, source = list(pipeline.contract.names), pipeline.spec.source
+    for raw in ingestion.read_uri(shard["source"], names, source, shard["start"], shard["end"]):
         rows = raw.batch.num_rows
         if record >= start:
             keys = contracts.conform(raw.batch, key_contract, Findings(rows))

@@ -96,6 +96,11 @@ class Source(_Strict):
     glob: str = "*"
     format: Literal["csv", "ndjson", "parquet"]
     options: dict[str, str | int | bool] = Field(default_factory=dict)
+    shard_mb: int = Field(
+        256,
+        ge=1,
+        description="a bigger CSV or NDJSON file is split at record boundaries into shards of about this",
+    )
 
 
 class NotNull(_Strict):

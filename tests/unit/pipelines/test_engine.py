@@ -109,6 +109,46 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
     assert [p.name for p in (tmp_path / "out" / "_quarantine").iterdir()] == ["run-2"]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_does(
+    pipeline: Pipeline, tmp_path: Path, fmt: str
+) -> None:
+    source = pipeline.spec.source.model_copy(update={"format": fmt, "glob": f"*.{fmt}"})
+    summary = generate(12_000, fmt, 0.05, tmp_path / "in")  # 2-4 MB, with quoted newlines and bad bytes
+    outcomes = []
+    for shard_mb in (256, 1):
+        spec = pipeline.spec.model_copy(update={"source": source.model_copy(update={"shard_mb": shard_mb})})
+        split = pipeline.model_copy(update={"spec": spec})
+        shards = engine.discover(split, str(tmp_path / "in"), str(tmp_path / f"out{shard_mb}"), False)
+        assert (len(shards) > 1) == (shard_mb == 1) and sum(s.size for s in shards) == summary.bytes
+        manifest = run(split, tmp_path / "in", tmp_path / f"out{shard_mb}")
+        assert engine.discover(split, str(tmp_path / "in"), str(tmp_path / f"out{shard_mb}"), False) == []
+        quarantine = quarantined(tmp_path / f"out{shard_mb}")
+        outcomes.append(
+            (
+                manifest["rows_in"],
+                manifest["rows_quarantined"],
+                manifest["bytes_in"],
+                [i["source"] for i in manifest["inputs"]],
+                sorted(stored(tmp_path / f"out{shard_mb}").column("transaction_id").to_pylist()),
+                sorted(  # a repeat across pieces is worded as one across files
+                    zip(
+                        quarantine.column("transaction_id").to_pylist(),
+                        quarantine.column("_raw").to_pylist(),
+                        [
+                            r.replace(run_unique.REPEATED, "duplicate in this run")
+                            for r in quarantine["_reason"].to_pylist()
+                        ],
+                        strict=True,
+                    ),
+                    key=repr,
+                ),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][:2] == (12_000, summary.corrupt)
+
+
 def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
     """Append the first ``count`` records of the first file to the second; returns their ids."""
     first, second = sorted(source.glob("*.csv"))[:2]

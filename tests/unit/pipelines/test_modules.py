@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import io
+import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -326,6 +328,52 @@ def test_csv_ingestion_keeps_quoted_commas_and_newlines_and_rejects_ragged_rows(
     assert rows[0] == {"transaction_id": b"a,1", "account_id": b"acc\nx", "event_time": b"t"}
     assert [r.reason for r in rejects] == ["expected 3 columns, found 2"] and rejects[0].raw == b"b,c"
     assert len(rows) == 2
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 20])
+def test_record_cuts_fall_only_between_records_however_the_bytes_arrive(chunk: int) -> None:
+    records = [["id", "memo"], ["a", 'say "hi",\r\nthen'], ["b", ""], ["c", '"\n"'], ["d", "x\ny\nz"]] * 20
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(records)
+    text = buffer.getvalue().encode()
+    for every in (1, 7, 30):
+        cuts = ingestion.RecordCuts(every, quoted=True)
+        for start in range(0, len(text), chunk):
+            cuts.feed(text[start : start + chunk])
+        bounds = [0, *cuts.cuts, len(text)]
+        pieces = [text[a:b].decode() for a, b in itertools.pairwise(bounds)]
+        assert len(pieces) > len(text) // 120 and all(
+            b - a >= every for a, b in itertools.pairwise(bounds[:-1])
+        )
+        assert [row for piece in pieces for row in csv.reader(io.StringIO(piece, newline=""))] == records
+
+
+def test_ndjson_cuts_follow_any_newline_and_pieces_read_the_same_rows(tmp_path: Path) -> None:
+    names = ("transaction_id", "memo")
+    lines = [f'{{"transaction_id": "t{n}", "memo": "a \\"quoted\\" {n}"}}\n'.encode() for n in range(50)]
+    (tmp_path / "f.ndjson").write_bytes(b"".join(lines))
+    cuts = ingestion.RecordCuts(100, quoted=False)
+    cuts.feed(b"".join(lines))
+    assert all(b"".join(lines)[cut - 1 : cut] == b"\n" for cut in cuts.cuts) and len(cuts.cuts) > 10
+    source = load_pipelines()[0].spec.source.model_copy(update={"format": "ndjson"})
+    bounds = [0, *cuts.cuts, len(b"".join(lines))]
+    ids = [
+        value
+        for a, b in itertools.pairwise(bounds)
+        for raw in ingestion.read_uri(str(tmp_path / "f.ndjson"), names, source, a, b)
+        for value in raw.batch.column("transaction_id").to_pylist()
+    ]
+    assert ids == [f"t{n}".encode() for n in range(50)]
+
+
+def test_a_csv_piece_past_the_header_reads_its_columns_by_the_header(tmp_path: Path) -> None:
+    names = ("memo", "transaction_id")  # not the file's order
+    text = b'"transaction_id",memo\na,"x\ny"\nb,z\n'
+    (tmp_path / "f.csv").write_bytes(text)
+    start = text.index(b"b,z")
+    source = load_pipelines()[0].spec.source
+    (raw,) = list(ingestion.read_uri(str(tmp_path / "f.csv"), names, source, start, len(text)))
+    assert raw.batch.to_pylist() == [{"memo": b"z", "transaction_id": b"b"}]
 
 
 def test_csv_ingestion_reads_only_an_empty_field_as_missing() -> None:

@@ -60,3 +60,18 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
     assert {f"transactions/{f['path']}" for f in manifest["files"]} <= set(keys)
     assert not any("_staging" in key for key in keys), keys
     assert engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False) == []
+
+
+def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path) -> None:
+    pipeline = load_pipelines()[0]
+    source = pipeline.spec.source.model_copy(update={"shard_mb": 1})
+    pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"source": source})})
+    summary = generate(9000, "csv", 0.05, tmp_path / "in")  # about 1.5 MB: two shards
+    s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
+
+    shards = engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False)
+    assert len(shards) == 2 and shards[0].end == shards[1].start and shards[1].end == summary.bytes
+    results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", b"k") for s in shards]
+    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {})
+    assert manifest["rows_in"] == 9000 and manifest["rows_quarantined"] == summary.corrupt
+    assert manifest["inputs"] == [{"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum}]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
@@ -21,6 +22,8 @@ from base_platform.pipelines.modules.storage import Location
 from base_platform.pipelines.spec import Source
 
 BLOCK_BYTES = 8 << 20
+QUOTE = ord('"')
+HEADER_BYTES = 1 << 20  # the most a CSV header may take, read again by each later piece of a file
 
 
 class SourceError(ValueError):
@@ -45,12 +48,83 @@ def raw_schema(names: Sequence[str]) -> pa.Schema:
     return pa.schema([(name, pa.binary()) for name in names])
 
 
+class RecordCuts:
+    """Where to cut a CSV or NDJSON file into pieces of about ``every`` bytes, at record boundaries.
+
+    Fed the file's bytes in order (discover already streams them for the checksum). In RFC 4180
+    CSV a quote inside a value is doubled, so a newline ends a record exactly when an even number
+    of quotes precede it; an NDJSON line never holds a raw newline, so any newline does.
+    """
+
+    def __init__(self, every: int, quoted: bool) -> None:
+        self.every, self.quoted = every, quoted
+        self.cuts: list[int] = []
+        self.offset = 0  # bytes fed so far
+        self.odd = False  # inside a quoted value at ``offset``
+        self.scratch = np.empty(0, dtype=bool)  # reused: a fresh mask per chunk halves the scan's speed
+
+    def feed(self, chunk: bytes) -> None:
+        position = 0
+        while (wanted := (self.cuts[-1] if self.cuts else 0) + self.every - self.offset) < len(chunk):
+            start = max(position, wanted)
+            self._count_quotes(chunk, position, start)
+            cut = self.record_end(chunk, start)
+            if cut is None:
+                position = len(chunk)
+                break
+            self.cuts.append(self.offset + cut)
+            position = cut
+        self._count_quotes(chunk, position, len(chunk))
+        self.offset += len(chunk)
+
+    def record_end(self, chunk: bytes, start: int) -> int | None:
+        """Just after the first newline from ``start`` that ends a record; None if none in ``chunk``."""
+        position = start
+        while (newline := chunk.find(b"\n", position)) != -1:
+            self._count_quotes(chunk, position, newline)
+            if not self.odd:
+                return newline + 1
+            position = newline + 1
+        self._count_quotes(chunk, position, len(chunk))
+        return None
+
+    def _count_quotes(self, chunk: bytes, start: int, stop: int) -> None:
+        """Flip ``odd`` for each quote in ``chunk[start:stop]``; numpy scans 4 GB/s, ``bytes.count`` 0.75."""
+        if not self.quoted or stop <= start:
+            return
+        if len(self.scratch) < stop - start:
+            self.scratch = np.empty(stop - start, dtype=bool)
+        quotes = self.scratch[: stop - start]
+        np.equal(np.frombuffer(chunk, np.uint8, stop - start, start), QUOTE, out=quotes)
+        self.odd ^= bool(np.count_nonzero(quotes) % 2)
+
+
+def header_names(file: pa.NativeFile, options: dict[str, str | int | bool]) -> list[str]:
+    """The column names of a CSV file's header, for a reader that starts past it."""
+    head = file.read_at(HEADER_BYTES, 0)
+    end = RecordCuts(HEADER_BYTES, quoted=True).record_end(head, 0)
+    if end is None:
+        raise SourceError(f"no CSV header within the first {HEADER_BYTES} bytes")
+    header = pacsv.read_csv(
+        io.BytesIO(head[:end]),
+        parse_options=pacsv.ParseOptions(delimiter=str(options.get("delimiter", ","))),
+    )
+    return list(header.column_names)
+
+
 def read(
-    stream: BinaryIO, fmt: str, names: Sequence[str], options: dict[str, str | int | bool] | None = None
+    stream: BinaryIO,
+    fmt: str,
+    names: Sequence[str],
+    options: dict[str, str | int | bool] | None = None,
+    header: list[str] | None = None,
 ) -> Iterator[RawBatch]:
-    """Batches of ``stream`` in file order; the reader never holds more than a block or two."""
+    """Batches of ``stream`` in file order; the reader never holds more than a block or two.
+
+    ``header``: the CSV's column names, when ``stream`` starts past its header line.
+    """
     if fmt == "csv":
-        return _csv(stream, names, options or {})
+        return _csv(stream, names, options or {}, header)
     if fmt == "ndjson":
         return _ndjson(stream, names)
     if fmt == "parquet":
@@ -58,14 +132,27 @@ def read(
     raise SourceError(f"unknown format {fmt!r}")
 
 
-def read_uri(uri: str, names: Sequence[str], source: Source) -> Iterator[RawBatch]:
-    """:func:`read` of a whole file by URI (local or ``s3://``), streamed, as the spec's source says."""
+def read_uri(
+    uri: str, names: Sequence[str], source: Source, start: int = 0, end: int | None = None
+) -> Iterator[RawBatch]:
+    """:func:`read` of a file by URI (local or ``s3://``), streamed, as the spec's source says.
+
+    ``start`` and ``end`` read one piece of the file (cut by :class:`RecordCuts`); ranged
+    reads, so on S3 a piece costs only its own bytes.
+    """
     location = Location.of(uri)
-    with location.fs.open_input_stream(location.base) as stream:
-        yield from read(stream, source.format, names, source.options)
+    if end is None:
+        with location.fs.open_input_stream(location.base) as stream:
+            yield from read(stream, source.format, names, source.options)
+        return
+    with location.fs.open_input_file(location.base) as file:
+        header = header_names(file, source.options) if source.format == "csv" and start else None
+        yield from read(file.get_stream(start, end - start), source.format, names, source.options, header)
 
 
-def _csv(stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | bool]) -> Iterator[RawBatch]:
+def _csv(
+    stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | bool], header: list[str] | None
+) -> Iterator[RawBatch]:
     rejects: list[Reject] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -76,7 +163,9 @@ def _csv(stream: BinaryIO, names: Sequence[str], options: dict[str, str | int | 
     try:
         reader = pacsv.open_csv(
             stream,
-            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+            read_options=pacsv.ReadOptions(
+                block_size=BLOCK_BYTES, use_threads=True, column_names=header or []
+            ),
             parse_options=pacsv.ParseOptions(
                 delimiter=str(options.get("delimiter", ",")),
                 newlines_in_values=True,

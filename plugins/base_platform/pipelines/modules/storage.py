@@ -334,19 +334,31 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
     ]
 
 
-def file_digests(location: Location, paths: list[str]) -> list[tuple[str, int]]:
+def file_digests(
+    location: Location, paths: list[str], observers: list[Callable[[bytes], None] | None] | None = None
+) -> list[tuple[str, int]]:
     """:func:`file_digest` of each path, a few at a time (hashlib and pyarrow's reads release the GIL)."""
     with ThreadPoolExecutor(max_workers=DIGEST_THREADS) as pool:
-        return list(pool.map(lambda path: file_digest(location, path), paths))
+        return list(
+            pool.map(
+                lambda path, observe: file_digest(location, path, observe),
+                paths,
+                observers or [None] * len(paths),
+            )
+        )
 
 
-def file_digest(location: Location, path: str) -> tuple[str, int]:
-    """SHA-256 and size of a file, streamed."""
+def file_digest(
+    location: Location, path: str, observe: Callable[[bytes], None] | None = None
+) -> tuple[str, int]:
+    """SHA-256 and size of a file, streamed; ``observe`` sees every chunk too, in order."""
     digest, size = hashlib.sha256(), 0
     with location.fs.open_input_stream(path) as stream:
         while chunk := stream.read(8 << 20):
             digest.update(chunk)
             size += len(chunk)
+            if observe:
+                observe(chunk)
     return digest.hexdigest(), size
 
 
