@@ -65,7 +65,10 @@ def committed_checksums(target: storage.Location) -> dict[str, str]:
 
 
 def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh: bool) -> list[Shard]:
-    """Input files in a stable (path) order, one shard each; committed checksums are skipped."""
+    """Input files in a stable (path) order, a shard each (or per piece of a big one).
+
+    Files whose checksum is committed are skipped.
+    """
     source = storage.Location.of(source_uri)
     if not source.exists():
         raise ShardFailed(f"source {resolve(source_uri)} does not exist")
@@ -84,13 +87,9 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
     for (path, _), (digest, size), file_cuts in zip(files, digests, cuts, strict=True):
         if digest in done:
             continue
-        pieces = list(
-            itertools.pairwise(
-                [0, *(c for c in file_cuts.cuts if c < size), size] if file_cuts else [0, size]
-            )
-        )
-        for start, end in pieces:
-            whole = len(pieces) == 1
+        bounds = [0, *(c for c in file_cuts.cuts if c < size), size] if file_cuts else [0, size]
+        whole = len(bounds) == 2
+        for start, end in itertools.pairwise(bounds):
             shards.append(
                 Shard(len(shards), scheme + path, digest, end - start, start, None if whole else end)
             )
