@@ -157,7 +157,8 @@ def _move_repeated_rows(
     policy = pipeline.spec.security
     decryption = security.decryption_properties() if policy.encrypted else None
 
-    def rows_to_drop(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def rows_to_drop(number: int) -> tuple[np.ndarray, np.ndarray] | None:
+        path = part.result["files"][number]
         if not target.exists(path):
             return None
         keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
@@ -173,7 +174,7 @@ def _move_repeated_rows(
         storage.replace_file(target, path, kept, security.file_encryption(policy))
 
     with ThreadPoolExecutor(REWRITE_THREADS) as pool:
-        found = pool.map(rows_to_drop, [part.result["files"][number] for number in part.files])
+        found = pool.map(rows_to_drop, part.files)
         drops, removed = {}, {}
         for number, dropped in zip(part.files, found, strict=True):
             if dropped is not None:

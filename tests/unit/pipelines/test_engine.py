@@ -41,6 +41,12 @@ def run(
     return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full)
 
 
+def with_source(pipeline: Pipeline, **fields: Any) -> Pipeline:
+    """The pipeline with its spec's source changed (format, glob, shard_mb)."""
+    spec = pipeline.spec.model_copy(update={"source": pipeline.spec.source.model_copy(update=fields)})
+    return pipeline.model_copy(update={"spec": spec})
+
+
 def stored(target: Path) -> Any:
     return ds.dataset(target, format="parquet", partitioning="hive").to_table()
 
@@ -53,10 +59,7 @@ def quarantined(target: Path) -> Any:
 def test_every_row_is_stored_or_quarantined_with_its_reason(
     pipeline: Pipeline, tmp_path: Path, fmt: str
 ) -> None:
-    spec = pipeline.spec.model_copy(
-        update={"source": pipeline.spec.source.model_copy(update={"format": fmt, "glob": f"*.{fmt}"})}
-    )
-    pipeline = pipeline.model_copy(update={"spec": spec})
+    pipeline = with_source(pipeline, format=fmt, glob=f"*.{fmt}")
     summary = generate(3000, fmt, 0.06, tmp_path / "in", files=2)
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
     assert manifest["rows_in"] == 3000 == manifest["rows_stored"] + manifest["rows_quarantined"]
@@ -113,12 +116,10 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
 def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_does(
     pipeline: Pipeline, tmp_path: Path, fmt: str
 ) -> None:
-    source = pipeline.spec.source.model_copy(update={"format": fmt, "glob": f"*.{fmt}"})
     summary = generate(12_000, fmt, 0.05, tmp_path / "in")  # 2-4 MB, with quoted newlines and bad bytes
     outcomes = []
     for shard_mb in (256, 1):
-        spec = pipeline.spec.model_copy(update={"source": source.model_copy(update={"shard_mb": shard_mb})})
-        split = pipeline.model_copy(update={"spec": spec})
+        split = with_source(pipeline, format=fmt, glob=f"*.{fmt}", shard_mb=shard_mb)
         shards = engine.discover(split, str(tmp_path / "in"), str(tmp_path / f"out{shard_mb}"), False)
         assert (len(shards) > 1) == (shard_mb == 1) and sum(s.size for s in shards) == summary.bytes
         manifest = run(split, tmp_path / "in", tmp_path / f"out{shard_mb}")

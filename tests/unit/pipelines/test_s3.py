@@ -12,6 +12,7 @@ from base_platform.pipelines import engine
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import free_port
+from tests.unit.pipelines.test_engine import with_source
 
 
 @pytest.fixture
@@ -63,9 +64,7 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
 
 
 def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path) -> None:
-    pipeline = load_pipelines()[0]
-    source = pipeline.spec.source.model_copy(update={"shard_mb": 1})
-    pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"source": source})})
+    pipeline = with_source(load_pipelines()[0], shard_mb=1)
     summary = generate(9000, "csv", 0.05, tmp_path / "in")  # about 1.5 MB: two shards
     s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
 
