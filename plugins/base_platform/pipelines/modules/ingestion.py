@@ -8,7 +8,7 @@ returned as rejects with their raw text, so every input row is accounted for.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 from base_platform.pipelines.modules.storage import Location
 from base_platform.pipelines.spec import Source
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 8 << 20  # a batch for the checks: big, so per-batch costs stay small per row
+# what pyarrow's CSV reader reads at a time; it reads 32 of them ahead, so 8 MB blocks held 256 MB
+READ_BYTES = 1 << 20
 QUOTE = ord('"')
 HEADER_BYTES = 1 << 20  # the most a CSV header may take, read again by each later piece of a file
 
@@ -164,7 +166,7 @@ def _csv(
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(
-                block_size=BLOCK_BYTES, use_threads=True, column_names=header or []
+                block_size=min(READ_BYTES, BLOCK_BYTES), use_threads=True, column_names=header or []
             ),
             parse_options=pacsv.ParseOptions(
                 delimiter=str(options.get("delimiter", ",")),
@@ -181,11 +183,23 @@ def _csv(
         )
     except (pa.ArrowInvalid, KeyError) as exc:
         raise SourceError(f"cannot read the CSV header or first block: {exc}") from exc
-    for batch in reader:
+    for batch in _joined(reader, BLOCK_BYTES):
         yield RawBatch(batch.select(list(names)), rejects[:])
         rejects.clear()
     if rejects:
         yield RawBatch(_empty(names), rejects)
+
+
+def _joined(batches: Iterable[pa.RecordBatch], at_least: int) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches joined until they hold ``at_least`` bytes (the last one may hold fewer)."""
+    pending: list[pa.RecordBatch] = []
+    for batch in batches:
+        pending.append(batch)
+        if sum(b.nbytes for b in pending) >= at_least:
+            yield pa.concat_batches(pending)
+            pending = []
+    if pending:
+        yield pa.concat_batches(pending)
 
 
 def _empty(names: Sequence[str]) -> pa.RecordBatch:
