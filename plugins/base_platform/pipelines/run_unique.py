@@ -9,9 +9,11 @@ quarantine with its raw input row, as every other rejected row is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from base_platform.pipelines.modules import contracts, ingestion, quality, secur
 from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
-# files read and rewritten at once: commit runs alone, and Parquet decoding and encoding release the GIL
+# parts mended at once: commit runs alone, and CSV and Parquet decoding and encoding release the GIL
 REWRITE_THREADS = 2
 KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
@@ -97,16 +99,19 @@ def quarantine_repeated_keys(
     """``unique`` across the run: stored rows whose key an earlier part had go to quarantine.
 
     Shard parts check uniqueness alone. Here, before anything is published, each part's keys
-    meet those of the parts before it; the first occurrence wins, as within a part. Safe to
-    repeat: a file's removed rows are staged before the file is replaced by the rest, and a
-    replaced or published file has no repeated keys left.
+    meet those of the parts before it; the first occurrence wins, as within a part. Parts that
+    lost rows are mended ``REWRITE_THREADS`` at a time: they share no files. Safe to repeat: a
+    file's removed rows are staged before the file is replaced by the rest, and a replaced or
+    published file has no repeated keys left.
     """
     parts = parts_of(results)
-    unchanged: set[str] = set()  # sources hashed again in this commit: a file split into shards once
-    for rule in unique_rules(pipeline):
-        for part, repeated in zip(parts, _repeated_keys(target, run_key, parts, rule), strict=True):
-            if len(repeated):
-                _move_repeated_rows(pipeline, target, run_key, part, rule, repeated, unchanged)
+    sources = _UnchangedSources()
+    for rule in unique_rules(pipeline):  # in turn: a later rule reads the files an earlier one mended
+        repeated = _repeated_keys(target, run_key, parts, rule)
+        losing = [index for index, keys in enumerate(repeated) if len(keys)]
+        mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, sources)
+        with ThreadPoolExecutor(REWRITE_THREADS) as pool:
+            list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
     for result in results:
         _count_repeated_rows(pipeline, target, run_key, result)
 
@@ -144,10 +149,10 @@ def _move_repeated_rows(
     pipeline: Pipeline,
     target: storage.Location,
     run_key: str,
-    part: Part,
     rule: Unique,
+    sources: _UnchangedSources,
+    part: Part,
     repeated: np.ndarray,
-    unchanged: set[str],
 ) -> None:
     """Quarantine a part's stored rows whose key is in ``repeated``, raw, then drop them from its files.
 
@@ -156,34 +161,26 @@ def _move_repeated_rows(
     """
     policy = pipeline.spec.security
     decryption = security.decryption_properties() if policy.encrypted else None
-
-    def rows_to_drop(number: int) -> tuple[np.ndarray, np.ndarray] | None:
+    drops, removed = {}, {}
+    for number in part.files:
         path = part.result["files"][number]
         if not target.exists(path):
-            return None
+            continue
         keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
         fingerprints, valid = quality.keys_of(
             {name: keys.column(name).combine_chunks() for name in rule.columns}
         )
         drop = np.isin(fingerprints, repeated) & valid
-        return (drop, fingerprints[drop]) if drop.any() else None
-
-    def rewrite(number: int) -> None:
+        if drop.any():
+            drops[number], removed[number] = drop, fingerprints[drop]
+    if not drops:
+        return
+    sources.check(part.result["shard"])
+    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
+    for number, drop in drops.items():
         path = part.result["files"][number]
-        kept = _kept(storage.read_batches(target, path, decryption), drops[number])
+        kept = _kept(storage.read_batches(target, path, decryption), drop)
         storage.replace_file(target, path, kept, security.file_encryption(policy))
-
-    with ThreadPoolExecutor(REWRITE_THREADS) as pool:
-        found = pool.map(rows_to_drop, part.files)
-        drops, removed = {}, {}
-        for number, dropped in zip(part.files, found, strict=True):
-            if dropped is not None:
-                drops[number], removed[number] = dropped
-        if not drops:
-            return
-        _check_unchanged(part.result["shard"], unchanged)
-        _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
-        list(pool.map(rewrite, drops))
 
 
 def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -236,14 +233,30 @@ def _quarantine_raw_rows(
         raise CommitFailed(f"{shard['label']}: {len(wanted)} stored rows not found in the source again")
 
 
-def _check_unchanged(shard: dict[str, Any], unchanged: set[str]) -> None:
-    """The source must still be what discover hashed, or its rows cannot be found again."""
-    if shard["source"] in unchanged:
-        return
-    source = storage.Location.of(shard["source"])
-    if storage.file_digest(source, source.base)[0] != shard["checksum"]:
-        raise CommitFailed(f"{shard['label']} changed since discover: its repeated rows cannot be kept raw")
-    unchanged.add(shard["source"])
+class _UnchangedSources:
+    """Checks that a source is still what discover hashed, or its rows cannot be found again.
+
+    Each source is hashed at most once per commit (a big file is split into many shards),
+    whichever thread asks first; the others wait for that answer.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._unchanged: set[str] = set()
+
+    def check(self, shard: dict[str, Any]) -> None:
+        with self._guard:
+            lock = self._locks.setdefault(shard["source"], threading.Lock())
+        with lock:
+            if shard["source"] in self._unchanged:
+                return
+            source = storage.Location.of(shard["source"])
+            if storage.file_digest(source, source.base)[0] != shard["checksum"]:
+                raise CommitFailed(
+                    f"{shard['label']} changed since discover: its repeated rows cannot be kept raw"
+                )
+            self._unchanged.add(shard["source"])
 
 
 def _keyed_rows(
