@@ -150,6 +150,26 @@ def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_
     assert outcomes[0][:2] == (12_000, summary.corrupt)
 
 
+def test_a_cut_never_falls_inside_a_quoted_value(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Twenty of every record's 21 newlines are inside its quoted memo: a cut that ignored the
+    quotes would land in a memo and break records (the generator's own quoted newlines are rare)."""
+    generate(10_000, "csv", 0.0, tmp_path / "generated")
+    header, *records = csv.reader(io.StringIO(next((tmp_path / "generated").glob("*.csv")).read_text()))
+    memo = header.index("memo")
+    (tmp_path / "in").mkdir()
+    with (tmp_path / "in" / "lines.csv").open("w", newline="") as out:
+        csv.writer(out).writerows(
+            [header, *([*r[:memo], "line\n" * 20 + r[memo], *r[memo + 1 :]] for r in records)]
+        )
+    split = with_source(pipeline, shard_mb=1)
+    assert len(engine.discover(split, str(tmp_path / "in"), str(tmp_path / "out"), False)) >= 3
+    manifest = run(split, tmp_path / "in", tmp_path / "out")
+    assert (manifest["rows_in"], manifest["rows_stored"]) == (10_000, 10_000)
+    assert all(
+        value.startswith("line\n" * 20) for value in stored(tmp_path / "out").column("memo").to_pylist()
+    )
+
+
 def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
     """Append the first ``count`` records of the first file to the second; returns their ids."""
     first, second = sorted(source.glob("*.csv"))[:2]
