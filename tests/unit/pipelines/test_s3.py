@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from base_platform.pipelines import engine
+from base_platform.pipelines.modules import ingestion
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import free_port
@@ -74,3 +76,38 @@ def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path)
     manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {})
     assert manifest["rows_in"] == 9000 and manifest["rows_quarantined"] == summary.corrupt
     assert manifest["inputs"] == [{"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum}]
+
+
+class _Requests(logging.Handler):
+    """The request lines moto's server logs (through werkzeug)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read of an S3 file is a GET: the CSV reader's small reads come out of BLOCK_BYTES buffers."""
+    monkeypatch.setattr(ingestion, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(ingestion, "READ_BYTES", 64 << 10)
+    summary = generate(20_000, "csv", 0.0, tmp_path / "in")  # about 3.4 MB: 53 reads of 64 KB
+    s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
+    pipeline = load_pipelines()[0]
+    requests = _Requests()
+    server_log = logging.getLogger("werkzeug")
+    monkeypatch.setattr(server_log, "level", logging.INFO)
+    server_log.addHandler(requests)
+    try:
+        for end in (None, summary.bytes):  # the whole object, and the same bytes as a piece
+            requests.lines.clear()
+            batches = ingestion.read_uri(
+                "s3://raw/incoming/big.csv", list(pipeline.contract.names), pipeline.spec.source, 0, end
+            )
+            assert sum(raw.batch.num_rows for raw in batches) == 20_000
+            gets = [line for line in requests.lines if "GET /raw/incoming/big.csv" in line]
+            assert 1 <= len(gets) <= summary.bytes // (1 << 20) + 2, gets
+    finally:
+        server_log.removeHandler(requests)
