@@ -25,7 +25,7 @@ from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
 # parts mended at once: commit runs alone, and CSV and Parquet decoding and encoding release the GIL
-REWRITE_THREADS = 2
+PARTS_AT_ONCE = 2
 KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
 
@@ -100,7 +100,7 @@ def quarantine_repeated_keys(
 
     Shard parts check uniqueness alone. Here, before anything is published, each part's keys
     meet those of the parts before it; the first occurrence wins, as within a part. Parts that
-    lost rows are mended ``REWRITE_THREADS`` at a time: they share no files. Safe to repeat: a
+    lost rows are mended ``PARTS_AT_ONCE`` at a time: they share no files. Safe to repeat: a
     file's removed rows are staged before the file is replaced by the rest, and a replaced or
     published file has no repeated keys left.
     """
@@ -110,7 +110,7 @@ def quarantine_repeated_keys(
         repeated = _repeated_keys(target, run_key, parts, rule)
         losing = [index for index, keys in enumerate(repeated) if len(keys)]
         mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, sources)
-        with ThreadPoolExecutor(REWRITE_THREADS) as pool:
+        with ThreadPoolExecutor(PARTS_AT_ONCE) as pool:
             list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
     for result in results:
         _count_repeated_rows(pipeline, target, run_key, result)

@@ -195,11 +195,13 @@ def _csv(
 def _joined(batches: Iterable[pa.RecordBatch], at_least: int) -> Iterator[pa.RecordBatch]:
     """Consecutive batches joined until they hold ``at_least`` bytes (the last one may hold fewer)."""
     pending: list[pa.RecordBatch] = []
+    held = 0
     for batch in batches:
         pending.append(batch)
-        if sum(b.nbytes for b in pending) >= at_least:
+        held += batch.nbytes
+        if held >= at_least:
             yield pa.concat_batches(pending)
-            pending = []
+            pending, held = [], 0
     if pending:
         yield pa.concat_batches(pending)
 
