@@ -351,12 +351,13 @@ def test_record_cuts_fall_only_between_records_however_the_bytes_arrive(chunk: i
 def test_ndjson_cuts_follow_any_newline_and_pieces_read_the_same_rows(tmp_path: Path) -> None:
     names = ("transaction_id", "memo")
     lines = [f'{{"transaction_id": "t{n}", "memo": "a \\"quoted\\" {n}"}}\n'.encode() for n in range(50)]
-    (tmp_path / "f.ndjson").write_bytes(b"".join(lines))
+    text = b"".join(lines)
+    (tmp_path / "f.ndjson").write_bytes(text)
     cuts = ingestion.RecordCuts(100, quoted=False)
-    cuts.feed(b"".join(lines))
-    assert all(b"".join(lines)[cut - 1 : cut] == b"\n" for cut in cuts.cuts) and len(cuts.cuts) > 10
+    cuts.feed(text)
+    assert all(text[cut - 1 : cut] == b"\n" for cut in cuts.cuts) and len(cuts.cuts) > 10
     source = load_pipelines()[0].spec.source.model_copy(update={"format": "ndjson"})
-    bounds = [0, *cuts.cuts, len(b"".join(lines))]
+    bounds = [0, *cuts.cuts, len(text)]
     ids = [
         value
         for a, b in itertools.pairwise(bounds)

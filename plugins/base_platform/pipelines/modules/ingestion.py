@@ -121,7 +121,7 @@ def read(
     options: dict[str, str | int | bool] | None = None,
     header: list[str] | None = None,
 ) -> Iterator[RawBatch]:
-    """Batches of ``stream`` in file order; the reader never holds more than a block or two.
+    """Batches of ``stream`` in file order; a CSV reader holds 32 reads ahead (32 MB) and one batch.
 
     ``header``: the CSV's column names, when ``stream`` starts past its header line.
     """
