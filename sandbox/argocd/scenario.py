@@ -75,6 +75,9 @@ class Scenario(_Strict):
     lock_default_project: bool = Field(default=False, description="no repos or destinations in 'default'")
     disabled_accounts: tuple[str, ...] = Field(default=(), description="accounts that cannot log in")
     error_rate_5xx: float = Field(default=0.0, ge=0.0, le=1.0)
+    clock_offset_seconds: float = Field(
+        default=0.0, description="the controller's clock runs this far ahead (+) or behind (-) the host's"
+    )
     seed: int = 1
     defaults: Behaviour = Behaviour()
     apps: dict[str, dict[str, object]] = Field(default_factory=dict)

@@ -78,6 +78,8 @@ class SimApp:
     last_synced: float | None = None
     pending_drift: list[Drift] = field(default_factory=list)
     active_drift: list[Drift] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pending_drift = list(self.behaviour.drift)
@@ -114,9 +116,9 @@ class SimApp:
 class Store:
     """All simulated objects, guarded by one lock (the server runs requests on threads)."""
 
-    def __init__(self, scenario: Scenario, clock: Any = time.time) -> None:
+    def __init__(self, scenario: Scenario, clock: Any = None) -> None:
         self.scenario = scenario
-        self.clock = clock
+        self.clock = clock or (lambda: time.time() + scenario.clock_offset_seconds)
         self.lock = threading.RLock()
         self.apps: dict[str, SimApp] = {}
         wide_open: tuple[list[str], list[JSON]] = (["*"], [{"server": "*", "namespace": "*"}])
@@ -229,6 +231,8 @@ class Store:
         project = spec.get("project") or "default"
         if project not in self.projects:
             raise ApiError(400, 3, f"application references project {project} which does not exist")
+        metadata = body.get("metadata") or {}
+        labels, annotations = dict(metadata.get("labels") or {}), dict(metadata.get("annotations") or {})
         existing = self.apps.get(name)
         if existing is not None and not self.deleted(existing):
             if existing.spec != spec and not upsert:
@@ -238,9 +242,16 @@ class Store:
             if existing.spec != spec:
                 existing.spec, existing.generation = copy.deepcopy(spec), existing.generation + 1
                 existing.live_sync = "OutOfSync" if existing.live_revision else existing.live_sync
+            if upsert:  # Argo CD's upsert replaces the labels and annotations with the body's
+                existing.labels, existing.annotations = labels, annotations
             return existing
         app = SimApp(
-            name=name, spec=copy.deepcopy(spec), behaviour=self.scenario.behaviour(name), created=self.clock()
+            name=name,
+            spec=copy.deepcopy(spec),
+            behaviour=self.scenario.behaviour(name),
+            created=self.clock(),
+            labels=labels,
+            annotations=annotations,
         )
         self.apps[name] = app
         return app

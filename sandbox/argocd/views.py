@@ -125,6 +125,10 @@ def application(app: SimApp, now: float) -> JSON:
         "resourceVersion": str(int(now * 1000)),
         "creationTimestamp": ts(app.created),
     }
+    if app.labels:
+        metadata["labels"] = dict(app.labels)
+    if app.annotations:
+        metadata["annotations"] = dict(app.annotations)
     if app.deletion_requested is not None:
         metadata["deletionTimestamp"] = ts(app.deletion_requested)
         metadata["finalizers"] = ["resources-finalizer.argocd.argoproj.io"]

@@ -1,4 +1,4 @@
-"""Sync and async hooks over the Argo CD REST API (see ../shared/contracts/ARGOCD.md).
+"""Sync and async hooks over the Argo CD REST API (see docs/argocd-gates.md).
 
 Each API call is described once as an :class:`ApiCall`; :class:`ArgoCDHook` runs it with
 ``httpx.Client`` and :class:`ArgoCDAsyncHook` with ``httpx.AsyncClient``, so the two hooks
@@ -214,8 +214,9 @@ class ArgoCDApiMixin(Generic[R]):
         dry_run: bool = False,
         resources: list[JSON] | None = None,
         sync_options: list[str] | None = None,
+        retry_in_progress: bool = True,
     ) -> R:
-        """Start a sync; retried while another operation is in progress."""
+        """Start a sync; retried while another operation is in progress, unless told not to."""
         body: JSON = {"name": name, "prune": prune, "dryRun": dry_run}
         if revision:
             body["revision"] = revision
@@ -223,7 +224,9 @@ class ArgoCDApiMixin(Generic[R]):
             body["resources"] = resources
         if sync_options:
             body["syncOptions"] = {"items": sync_options}
-        call = ApiCall("POST", f"/api/v1/applications/{name}/sync", body=body, retry_when_in_progress=True)
+        call = ApiCall(
+            "POST", f"/api/v1/applications/{name}/sync", body=body, retry_when_in_progress=retry_in_progress
+        )
         return self._run(call)
 
     def resource_tree(self, name: str) -> R:
@@ -235,8 +238,10 @@ class ArgoCDApiMixin(Generic[R]):
     def rollback_application(
         self, name: str, history_id: int, prune: bool = False, dry_run: bool = False
     ) -> R:
+        """Start a rollback; retried while another operation is in progress, as sync is."""
         body = {"name": name, "id": history_id, "prune": prune, "dryRun": dry_run}
-        return self._run(ApiCall("POST", f"/api/v1/applications/{name}/rollback", body=body))
+        path = f"/api/v1/applications/{name}/rollback"
+        return self._run(ApiCall("POST", path, body=body, retry_when_in_progress=True))
 
     def terminate_operation(self, name: str) -> R:
         return self._run(ApiCall("DELETE", f"/api/v1/applications/{name}/operation"))
@@ -360,13 +365,22 @@ class ArgoCDHook(ArgoCDApiMixin[JSON], _ArgoCDHookBase):
     def close(self) -> None:
         if "client" in self.__dict__:
             self.client.close()
+            del self.__dict__["client"]
+
+    def __enter__(self) -> ArgoCDHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
-    """Non-blocking hook for triggers: the connection is fetched asynchronously."""
+    """Non-blocking hook for triggers: the connection is fetched asynchronously, and one HTTP
+    client serves every call until :meth:`aclose` (use ``async with``)."""
 
     _settings: ConnectionSettings | None = None
     _token_value: str | None = None
+    _client: httpx.AsyncClient | None = None
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
@@ -374,22 +388,23 @@ class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
             self._settings = ConnectionSettings.from_connection(conn, self._verify_ssl, self._timeout)
         return self._settings
 
+    async def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            settings = await self.get_settings()
+            self._client = httpx.AsyncClient(
+                base_url=settings.base_url, verify=settings.verify_ssl, timeout=settings.timeout
+            )
+        return self._client
+
     async def _send(self, call: ApiCall, token: str | None) -> JSON:
-        settings = await self.get_settings()
+        client = await self._http()
         policy = retry_policy(call, self.max_attempts, self.backoff_seconds)
-        async with httpx.AsyncClient(
-            base_url=settings.base_url, verify=settings.verify_ssl, timeout=settings.timeout
-        ) as client:
-            async for attempt in tenacity.AsyncRetrying(**policy):
-                with attempt:
-                    response = await client.request(
-                        call.method,
-                        call.path,
-                        params=call.params,
-                        json=call.body,
-                        headers=self._headers(token),
-                    )
-                    return _check(response)
+        async for attempt in tenacity.AsyncRetrying(**policy):
+            with attempt:
+                response = await client.request(
+                    call.method, call.path, params=call.params, json=call.body, headers=self._headers(token)
+                )
+                return _check(response)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _get_token(self) -> str | None:
@@ -405,6 +420,17 @@ class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
 
     def _run(self, call: ApiCall) -> Awaitable[JSON]:
         return self._run_async(call)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> ArgoCDAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 __all__ = [

@@ -1,147 +1,154 @@
-"""Operators that change Argo CD: upsert, sync, rollback, delete, and AppProject upsert.
+"""Operators that change Argo CD: sync (with its upsert), rollback and delete.
 
-Sync and rollback return ``{"app_name", "requested_at", "revision", "dry_run"}`` as separate
-XComs (``multiple_outputs``), so that :class:`~base_platform.argocd.sensors.ArgoCDApplicationSensor`
-can wait for exactly the operation they started: pass ``operator.output["requested_at"]``.
+Sync and rollback follow the provider packages' ``wait_for_completion=True, deferrable=True``
+pattern: ``execute`` starts the operation and defers to
+:class:`~base_platform.argocd.triggers.ArgoCDApplicationTrigger`, which recognises exactly that
+operation by the mark taken before it started; ``execute_complete`` judges the event. A wait
+that reaches its deadline terminates the operation, as ``argocd app terminate-op`` does, then
+fails with the reason. With ``deferrable=False`` the same wait polls inside the task.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.status import Outcome, Verdict, WaitSpec, evaluate
+from base_platform.argocd import actions
+from base_platform.argocd.adapter import airflow_errors
+from base_platform.argocd.hooks import JSON, ArgoCDHook
+from base_platform.argocd.status import Outcome, WaitSpec
+from base_platform.argocd.triggers import (
+    ArgoCDApplicationDeletedTrigger,
+    ArgoCDApplicationTrigger,
+    timeout_message,
+)
 from base_platform.templating import as_bool
 
-log = logging.getLogger(__name__)
+DEFAULT_TIMEOUT_SECONDS = 900.0
 
 
-def request_time() -> str:
-    """Now, floored to the second: Argo CD's timestamps have second resolution."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, as the provider packages' operators read it."""
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
-class _ArgoCDOperator(BaseOperator):
-    """Runs ``call`` with a hook. A permanent client error fails without Airflow retries:
-    the hook already retried what a retry can fix."""
+class ArgoCDOperationOperator(BaseOperator):
+    """Start an Argo CD operation, then wait for exactly that operation (the shared half of
+    sync and rollback). Subclasses implement :meth:`start`.
+
+    :param wait_for_completion: wait until the operation is done, Synced and Healthy.
+    :param deferrable: wait in the triggerer instead of a worker slot; defaults to
+        ``[operators] default_deferrable``.
+    :param wait_timeout: seconds the wait may take before the operation is terminated.
+    :param poll_interval: seconds between two reads of the Application.
+    :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
+    :param argocd_conn_id: Airflow connection to Argo CD.
+    """
 
     ui_color = "#ef7b4d"
 
-    def __init__(self, *, argocd_conn_id: str = ArgoCDHook.default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        poll_interval: float = 10.0,
+        degraded_grace_seconds: float = 60.0,
+        argocd_conn_id: str = ArgoCDHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self.degraded_grace_seconds = degraded_grace_seconds
         self.argocd_conn_id = argocd_conn_id
 
     def hook(self) -> ArgoCDHook:
         return ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
 
-    def execute(self, context: Context) -> Any:
-        try:
-            return self.call(self.hook(), context)
-        except ArgoCDAPIError as exc:
-            if exc.is_permanent:
-                raise AirflowFailException(str(exc)) from exc
-            raise
-
-    def call(self, hook: ArgoCDHook, context: Context) -> Any:
+    def start(self, hook: ArgoCDHook, context: Context) -> actions.Started:
         raise NotImplementedError
 
+    def execute(self, context: Context) -> Any:
+        with self.hook() as hook, airflow_errors(self.task_id):
+            started = self.start(hook, context)
+        return self.wait_for(started, context, "execute_complete")
 
-class _HandsOffToSensor(_ArgoCDOperator):
-    """Pushes each key of its result as its own XCom, for the sensor's templated fields."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("multiple_outputs", True)
-        super().__init__(**kwargs)
-
-
-def spec_changes(live: Any, desired: Any, prefix: str = "spec") -> list[str]:
-    """Dotted paths where ``desired`` differs from ``live`` (keys only in live are ignored)."""
-    if isinstance(live, dict) and isinstance(desired, dict):
-        return [
-            c for key in sorted(desired) for c in spec_changes(live.get(key), desired[key], f"{prefix}.{key}")
-        ]
-    return [] if live == desired else [prefix]
-
-
-class ArgoCDUpsertApplicationOperator(_ArgoCDOperator):
-    """Create or update an Application (``POST /applications?upsert=true&validate=true``).
-
-    In a dry run it writes nothing and reports whether the app would be created or updated,
-    and which spec fields would change.
-
-    :param application: the Application body (``metadata``, ``spec``).
-    :param validate: let Argo CD validate the spec (repository, destination) on write.
-    :param is_dry_run: only report.
-    """
-
-    template_fields: Sequence[str] = ("application", "is_dry_run")
-
-    def __init__(
-        self, *, application: JSON, validate: bool = True, is_dry_run: bool | str = False, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.application = application
-        self.validate = validate
-        self.is_dry_run = is_dry_run
-
-    def _dry_run(self, hook: ArgoCDHook) -> JSON:
-        name = self.application["metadata"]["name"]
-        if not hook.application_exists(name):
-            self.log.info("Dry run: Argo CD app %s would be created", name)
-            return {"app_name": name, "dry_run": True, "would": "create", "changes": ["spec"]}
-        changes = spec_changes(hook.get_application(name).get("spec", {}), self.application.get("spec", {}))
-        self.log.info("Dry run: Argo CD app %s would %s %s", name, "update" if changes else "keep", changes)
-        return {
-            "app_name": name,
-            "dry_run": True,
-            "would": "update" if changes else "keep",
-            "changes": changes,
-        }
-
-    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
-        if as_bool(self.is_dry_run):
-            return self._dry_run(hook)
-        app = hook.upsert_application(self.application, validate=self.validate)
-        meta = app.get("metadata", {})
-        self.log.info(
-            "Upserted Argo CD app %s (resourceVersion %s)", meta.get("name"), meta.get("resourceVersion")
+    def wait_for(self, started: actions.Started, context: Context, method_name: str, **extra: Any) -> Any:
+        """Defer to the trigger, or poll here; either way ``method_name`` judges the outcome, with
+        ``started`` and ``extra`` as keyword arguments."""
+        if not self.wait_for_completion:
+            return started.to_dict()
+        deadline = (datetime.now(UTC) + timedelta(seconds=self.wait_timeout)).isoformat()
+        if not self.deferrable:
+            with self.hook() as hook, airflow_errors(self.task_id):
+                verdict = actions.wait_until_done(
+                    hook, started.app_name, self._spec(started), self.wait_timeout, self.poll_interval
+                )
+            status = {Outcome.DONE: "success", Outcome.FAILED: "failed"}.get(verdict.outcome, "timeout")
+            message = verdict.reason
+            if status == "timeout":
+                message = timeout_message(started.app_name, deadline, verdict.reason)
+            event = {"status": status, "message": message}
+            return getattr(self, method_name)(context, event, started=started.to_dict(), **extra)
+        self.defer(
+            trigger=ArgoCDApplicationTrigger(
+                app_name=started.app_name,
+                after=started.mark.to_dict(),
+                revision=started.revision,
+                dry_run=started.dry_run,
+                degraded_grace_seconds=self.degraded_grace_seconds,
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                argocd_conn_id=self.argocd_conn_id,
+            ),
+            method_name=method_name,
+            kwargs={"started": started.to_dict(), **extra},
+            # The trigger fires "timeout" at the deadline; this only backs it up.
+            timeout=timedelta(seconds=self.wait_timeout + 120),
         )
-        return {"app_name": meta.get("name"), "resource_version": meta.get("resourceVersion")}
+
+    def _spec(self, started: actions.Started) -> WaitSpec:
+        return replace(started.wait_spec(), degraded_grace=timedelta(seconds=self.degraded_grace_seconds))
+
+    def judge(self, event: dict[str, Any], started: actions.Started) -> str:
+        """The success message; a failure raises (``timeout`` after terminating the operation)."""
+        status, message = event.get("status"), str(event.get("message", ""))
+        if status == "success":
+            self.log.info("%s", message)
+            return message
+        if status == "timeout":
+            with self.hook() as hook, airflow_errors(self.task_id):
+                if actions.terminate(hook, started.app_name):
+                    message += "; terminated the running operation"
+            raise AirflowFailException(message)
+        if status == "failed":
+            raise AirflowFailException(message)
+        raise AirflowException(message)  # an infrastructure error: Airflow's retries apply
+
+    def execute_complete(self, context: Context, event: dict[str, Any], started: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: the operation's result, or a failure that says why."""
+        handoff = actions.Started.from_dict(started)
+        return handoff.to_dict() | {"verdict": self.judge(event, handoff)}
 
 
-class ArgoCDUpsertProjectOperator(_ArgoCDOperator):
-    """Create or update an AppProject.
+class ArgoCDSyncApplicationOperator(ArgoCDOperationOperator):
+    """Create or update an Application (when given), sync it, and wait until that sync is done.
 
-    :param project: the AppProject body.
-    """
-
-    template_fields: Sequence[str] = ("project",)
-
-    def __init__(self, *, project: JSON, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.project = project
-
-    def call(self, hook: ArgoCDHook, context: Context) -> str:
-        name = str(hook.upsert_project(self.project).get("metadata", {}).get("name"))
-        self.log.info("Upserted Argo CD project %s", name)
-        return name
-
-
-class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
-    """Request a sync and hand its request time and revision to the sensor.
-
-    Retries "another operation is already in progress" with backoff (in the hook). Its result
-    also names ``previous_history_id``, the history entry deployed before this sync. A dry run
-    of an app that does not exist yet is skipped: there is nothing to compare.
+    A dry run writes nothing: it reports what the upsert would change and, for an app that
+    exists, what Argo CD's dry-run sync would apply.
 
     :param app_name: the Application to sync.
+    :param application: the Application body to upsert first (``metadata``, ``spec``), if any.
     :param revision: the revision to sync to; defaults to the app's ``targetRevision``.
     :param prune: delete resources that are no longer in Git.
     :param is_dry_run: ask Argo CD what would change, without changing anything.
@@ -149,12 +156,20 @@ class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
     :param sync_options: e.g. ``["CreateNamespace=true", "ServerSideApply=true"]``.
     """
 
-    template_fields: Sequence[str] = ("app_name", "revision", "prune", "is_dry_run", "selected_resources")
+    template_fields: Sequence[str] = (
+        "app_name",
+        "application",
+        "revision",
+        "prune",
+        "is_dry_run",
+        "selected_resources",
+    )
 
     def __init__(
         self,
         *,
         app_name: str,
+        application: JSON | None = None,
         revision: str | None = None,
         prune: bool | str = False,
         is_dry_run: bool | str = False,
@@ -164,116 +179,62 @@ class ArgoCDSyncApplicationOperator(_HandsOffToSensor):
     ) -> None:
         super().__init__(**kwargs)
         self.app_name = app_name
+        self.application = application
         self.revision = revision
         self.prune = prune
         self.is_dry_run = is_dry_run
         self.selected_resources = selected_resources
         self.sync_options = sync_options
 
-    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
-        dry_run = as_bool(self.is_dry_run)
-        if dry_run and not hook.application_exists(self.app_name):
-            raise AirflowSkipException(f"dry run: {self.app_name} does not exist yet, so it would be created")
-        requested_at = request_time()
-        app = hook.sync_application(
+    def upsert(self, hook: ArgoCDHook) -> JSON:
+        """Write the Application, or in a dry run say what writing it would change."""
+        assert self.application is not None
+        if not as_bool(self.is_dry_run):
+            app = hook.upsert_application(self.application)
+            self.log.info(
+                "Upserted %s (resourceVersion %s)", self.app_name, app["metadata"].get("resourceVersion")
+            )
+            return {"would": "upsert"}
+        if not hook.application_exists(self.app_name):
+            return {"would": "create", "changes": ["spec"]}
+        live = hook.get_application(self.app_name).get("spec", {})
+        changes = actions.spec_changes(live, self.application.get("spec", {}))
+        return {"would": "update" if changes else "keep", "changes": changes}
+
+    def start(self, hook: ArgoCDHook, context: Context) -> actions.Started:
+        if self.application is not None:
+            planned = self.upsert(hook)
+            self.log.info("Upsert of %s: %s", self.app_name, planned)
+            if planned["would"] == "create":
+                raise _NothingToSync(f"dry run: {self.app_name} does not exist yet, so it would be created")
+        return actions.start_sync(
+            hook,
             self.app_name,
             revision=self.revision or None,
             prune=as_bool(self.prune),
-            dry_run=dry_run,
+            dry_run=as_bool(self.is_dry_run),
             resources=self.selected_resources,
             sync_options=self.sync_options,
         )
-        revision = self.revision or app.get("spec", {}).get("source", {}).get("targetRevision")
-        self.log.info(
-            "Sync of %s to %s requested at %s (dry run: %s)",
-            self.app_name,
-            revision,
-            requested_at,
-            dry_run,
-        )
-        history = app.get("status", {}).get("history") or []
-        return {
-            "app_name": self.app_name,
-            "requested_at": requested_at,
-            "revision": revision,
-            "dry_run": dry_run,
-            # What was deployed before this sync: the rollback target if the sync goes bad.
-            "previous_history_id": max((int(h["id"]) for h in history), default=None),
-        }
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return super().execute(context)
+        except _NothingToSync as done:
+            self.log.info("%s", done)
+            return {"app_name": self.app_name, "dry_run": True, "verdict": str(done)}
 
 
-def pick_history_entry(app: JSON, to: int | str) -> JSON:
-    """The history entry to roll back to: an id, or ``previous`` (the one before the current)."""
-    history: list[JSON] = sorted(app.get("status", {}).get("history") or [], key=lambda h: int(h["id"]))
-    name = app.get("metadata", {}).get("name")
-    if to == "previous":
-        if len(history) < 2:
-            raise AirflowFailException(f"app {name!r} has no previous history entry to roll back to")
-        return history[-2]
-    for entry in history:
-        if int(entry["id"]) == int(to):
-            return entry
-    ids = [int(h["id"]) for h in history]
-    raise AirflowFailException(f"app {name!r} has no history entry {to}; known ids: {ids}")
+class _NothingToSync(Exception):
+    """A dry run of an app that does not exist: there is nothing to ask Argo CD."""
 
 
-def start_rollback(
-    hook: ArgoCDHook,
-    name: str,
-    to: int | str,
-    disable_auto_sync: bool = False,
-    prune: bool = False,
-    dry_run: bool = False,
-) -> JSON:
-    """Request a rollback to a history entry; the hand-off dict for the sensor.
+class ArgoCDRollbackApplicationOperator(ArgoCDOperationOperator):
+    """Roll an Application back to a history entry and wait until that rollback is done.
 
-    Argo CD refuses a rollback while automated sync is on: with ``disable_auto_sync`` it is
-    turned off first, and the log says so.
-    """
-    app = hook.get_application(name)
-    entry = pick_history_entry(app, to)
-    auto_sync = bool((app.get("spec", {}).get("syncPolicy") or {}).get("automated"))
-    if auto_sync:
-        if not disable_auto_sync:
-            raise AirflowFailException(
-                f"app {name!r} has automated sync on; Argo CD refuses a rollback. "
-                "Set disable_auto_sync to turn it off first."
-            )
-        log.warning("Turning automated sync off for %s before the rollback", name)
-        app["spec"]["syncPolicy"].pop("automated")
-        hook.upsert_application({"metadata": {"name": name}, "spec": app["spec"]})
-    requested_at = request_time()
-    hook.rollback_application(name, int(entry["id"]), prune=prune, dry_run=dry_run)
-    log.info("Rollback of %s to history %s (%s) requested", name, entry["id"], entry.get("revision"))
-    return {
-        "app_name": name,
-        "requested_at": requested_at,
-        "revision": entry.get("revision"),
-        "dry_run": dry_run,
-        "history_id": int(entry["id"]),
-        "auto_sync_disabled": auto_sync,
-    }
-
-
-def wait_until_done(hook: ArgoCDHook, name: str, spec: WaitSpec, timeout: float, poll: float) -> Verdict:
-    """Poll in-process until the app is done, failed, or ``timeout`` seconds pass.
-
-    For short waits inside a task (rollback after a failure, healing); long waits belong to
-    the deferrable sensor.
-    """
-    deadline = time.monotonic() + timeout
-    verdict = evaluate(hook.get_application(name), spec)
-    while verdict.outcome is Outcome.WAITING and time.monotonic() < deadline:
-        time.sleep(poll)
-        verdict = evaluate(hook.get_application(name), spec, verdict.seen)
-    return verdict
-
-
-class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
-    """Roll an Application back to a history entry.
-
-    Argo CD refuses a rollback while automated sync is on. With ``disable_auto_sync`` the
-    operator turns it off first and says so in the log; otherwise it fails with that reason.
+    The rollback pins the app (an annotation, and automated sync off) so the nightly drift
+    heal does not undo it; the next deploy of the app clears the pin. Argo CD refuses a
+    rollback while automated sync is on: with ``disable_auto_sync`` it is turned off first.
 
     :param app_name: the Application.
     :param to: a history id, or ``previous``.
@@ -301,52 +262,102 @@ class ArgoCDRollbackApplicationOperator(_HandsOffToSensor):
         self.is_dry_run = is_dry_run
         self.disable_auto_sync = disable_auto_sync
 
-    def call(self, hook: ArgoCDHook, context: Context) -> JSON:
-        return start_rollback(
-            hook,
-            self.app_name,
-            self.to,
-            disable_auto_sync=self.disable_auto_sync,
-            prune=self.prune,
-            dry_run=self.is_dry_run,
-        )
+    def execute(self, context: Context) -> Any:
+        with self.hook() as hook, airflow_errors(self.task_id):
+            started, auto_sync_off = actions.start_rollback(
+                hook,
+                self.app_name,
+                self.to,
+                disable_auto_sync=self.disable_auto_sync,
+                prune=self.prune,
+                dry_run=self.is_dry_run,
+            )
+        if auto_sync_off:
+            self.log.warning("%s had automated sync on: turned it off so Argo CD accepts it", self.app_name)
+        return self.wait_for(started, context, "execute_complete", auto_sync_disabled=auto_sync_off)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        started: dict[str, Any],
+        auto_sync_disabled: bool = False,
+    ) -> Any:
+        return super().execute_complete(context, event, started) | {"auto_sync_disabled": auto_sync_disabled}
 
 
-class ArgoCDDeleteApplicationOperator(_ArgoCDOperator):
-    """Delete an Application; deleting one that is already gone succeeds.
+class ArgoCDDeleteApplicationOperator(BaseOperator):
+    """Delete an Application and, with ``wait_for_completion``, wait until it is gone.
 
-    Argo CD answers 403 rather than 404 for a missing app, so a 403 is confirmed against the
-    list endpoint before it is treated as "already gone".
+    Deleting an app that is already gone succeeds. Argo CD deletes asynchronously (finalizers
+    remove the resources first); an app still deleting after ``stuck_after_seconds`` fails the
+    task, naming its finalizers and the resources left.
 
     :param app_name: the Application.
     :param cascade: delete its resources too.
     :param propagation_policy: ``foreground`` or ``background``.
+    :param wait_for_completion: wait until the app is gone.
+    :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
+    :param stuck_after_seconds: how long a deletion may take before it counts as stuck.
+    :param poll_interval: seconds between two reads.
+    :param argocd_conn_id: Airflow connection to Argo CD.
     """
 
-    template_fields: Sequence[str] = ("app_name",)
+    template_fields: Sequence[str] = ("app_name", "stuck_after_seconds")
+    ui_color = "#ef7b4d"
 
     def __init__(
-        self, *, app_name: str, cascade: bool = True, propagation_policy: str = "foreground", **kwargs: Any
+        self,
+        *,
+        app_name: str,
+        cascade: bool = True,
+        propagation_policy: str = "foreground",
+        wait_for_completion: bool = False,
+        deferrable: bool | None = None,
+        stuck_after_seconds: float | str = 600.0,
+        poll_interval: float = 10.0,
+        argocd_conn_id: str = ArgoCDHook.default_conn_name,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.app_name = app_name
         self.cascade = cascade
         self.propagation_policy = propagation_policy
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.stuck_after_seconds = stuck_after_seconds
+        self.poll_interval = poll_interval
+        self.argocd_conn_id = argocd_conn_id
 
-    def call(self, hook: ArgoCDHook, context: Context) -> bool:
-        return request_deletion(hook, self.app_name, self.cascade, self.propagation_policy)
+    def execute(self, context: Context) -> Any:
+        with ArgoCDHook(argocd_conn_id=self.argocd_conn_id) as hook, airflow_errors(self.task_id):
+            requested = actions.request_deletion(hook, self.app_name, self.cascade, self.propagation_policy)
+            if not self.wait_for_completion or not requested:
+                return requested
+            if not self.deferrable:
+                verdict = actions.wait_until_gone(
+                    hook, self.app_name, float(self.stuck_after_seconds), self.poll_interval
+                )
+                return self.execute_complete(
+                    context, {"status": "success" if verdict.done else "failed", "message": verdict.reason}
+                )
+        self.defer(
+            trigger=ArgoCDApplicationDeletedTrigger(
+                app_name=self.app_name,
+                stuck_after_seconds=float(self.stuck_after_seconds),
+                poll_interval=self.poll_interval,
+                argocd_conn_id=self.argocd_conn_id,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.stuck_after_seconds) + 120),
+        )
 
-
-def request_deletion(
-    hook: ArgoCDHook, name: str, cascade: bool = True, propagation_policy: str = "foreground"
-) -> bool:
-    """Ask Argo CD to delete an app; False when it was already gone (idempotent)."""
-    try:
-        hook.delete_application(name, cascade=cascade, propagation_policy=propagation_policy)
-    except ArgoCDAPIError as exc:
-        if hook.is_missing(exc, name):
-            log.info("Argo CD app %s is already gone", name)
-            return False
-        raise
-    log.info("Deletion of %s requested (cascade=%s)", name, cascade)
-    return True
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> bool:
+        """``success``: gone; ``failed``: stuck on finalizers; anything else is retried."""
+        status, message = event.get("status"), str(event.get("message", ""))
+        if status == "failed":
+            raise AirflowFailException(message)
+        if status != "success":
+            raise AirflowException(message)
+        self.log.info("Argo CD app %s: %s", self.app_name, message)
+        return True

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator, Context
+from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.triggers.base import BaseTrigger
 
-from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
+from base_platform.argocd.adapter import airflow_errors
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.argocd.operators import default_deferrable
 from base_platform.argocd.status import Seen, deletion_verdict, evaluate
 from base_platform.argocd.triggers import (
     ArgoCDApplicationDeletedTrigger,
@@ -28,10 +31,10 @@ class _DeferringSensor(BaseSensorOperator):
 
     ui_color = "#ef7b4d"
 
-    def __init__(self, *, argocd_conn_id: str, deferrable: bool, **kwargs: Any) -> None:
+    def __init__(self, *, argocd_conn_id: str, deferrable: bool | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.argocd_conn_id = argocd_conn_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     def trigger(self) -> BaseTrigger:
         raise NotImplementedError
@@ -48,7 +51,7 @@ class _DeferringSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
         """Resume after the trigger fired; anything but success fails the task."""
         status, message = event.get("status"), event.get("message", "")
-        if status == "failed":
+        if status in {"failed", "timeout"}:
             raise AirflowFailException(message)
         if status != "success":
             raise AirflowException(message)
@@ -56,26 +59,30 @@ class _DeferringSensor(BaseSensorOperator):
 
 
 class ArgoCDApplicationSensor(_DeferringSensor):
-    """Wait until the sync requested at ``requested_at`` is finished, reconciled, Synced and Healthy.
+    """Wait until an Application is Synced and Healthy; with ``after``, until the operation that
+    followed that mark is finished and reconciled too.
 
-    Defers by default; ``deferrable=False`` pokes instead. A failed sync, or Degraded after
-    progress, fails the task at once without retries (the app's state, not the infrastructure,
-    failed); API errors fail it normally so Airflow's retries apply.
+    For an operation this project starts, use the sync or rollback operator, which waits for
+    its own operation. Deferrable by ``[operators] default_deferrable``. A failed operation, or
+    Degraded after progress, fails the task at once without retries (the app's state, not the
+    infrastructure, failed); API errors fail it normally so Airflow's retries apply.
 
     :param app_name: the Argo CD Application.
-    :param requested_at: ISO time of the sync request (the sync operator's XCom ``requested_at``).
-    :param revision: the revision asked for (the sync operator's XCom ``revision``).
+    :param after: an :class:`~base_platform.argocd.status.OperationMark` as a dict (the sync
+        operator's ``mark`` when ``wait_for_completion=False``); None judges the current state.
+    :param revision: the revision asked for.
     :param is_dry_run: the sync was a dry run.
     :param selected_resources: optional selection of resources to judge instead of the whole app.
     :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
     :param deadline: ISO time after which the wait fails, naming what it was still waiting for.
     :param argocd_conn_id: Airflow connection to Argo CD.
-    :param deferrable: defer to the triggerer (default) instead of occupying a worker slot.
+    :param deferrable: defer to the triggerer instead of occupying a worker slot (default:
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = (
         "app_name",
-        "requested_at",
+        "after",
         "revision",
         "is_dry_run",
         "selected_resources",
@@ -86,19 +93,19 @@ class ArgoCDApplicationSensor(_DeferringSensor):
         self,
         *,
         app_name: str,
-        requested_at: str | None = None,
+        after: dict[str, Any] | None = None,
         revision: str | None = None,
         is_dry_run: bool | str = False,
         selected_resources: list[dict[str, Any]] | None = None,
         degraded_grace_seconds: float = 60.0,
         deadline: str | None = None,
         argocd_conn_id: str = ArgoCDHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(argocd_conn_id=argocd_conn_id, deferrable=deferrable, **kwargs)
         self.app_name = app_name
-        self.requested_at = requested_at
+        self.after = after
         self.revision = revision
         self.is_dry_run = is_dry_run
         self.selected_resources = selected_resources
@@ -106,39 +113,16 @@ class ArgoCDApplicationSensor(_DeferringSensor):
         self.deadline = deadline
         self._seen = Seen()
 
-    @classmethod
-    def after(cls, operation: BaseOperator, **kwargs: Any) -> ArgoCDApplicationSensor:
-        """A sensor that waits for exactly the operation a sync or rollback operator started.
-
-        :param operation: an ``ArgoCDSyncApplicationOperator`` or ``ArgoCDRollbackApplicationOperator``.
-        :param kwargs: further sensor arguments (``task_id``, ``timeout``, ...).
-        """
-        handoff: Any = operation.output  # one XCom per key: the operators push multiple_outputs
-        return cls(
-            app_name=handoff["app_name"],
-            requested_at=handoff["requested_at"],
-            revision=handoff["revision"],
-            is_dry_run=handoff["dry_run"],
-            **kwargs,
-        )
-
     def poke(self, context: Context) -> bool:
         spec = build_wait_spec(
-            self.requested_at,
+            self.after,
             self.revision,
             as_bool(self.is_dry_run),
             self.selected_resources,
             self.degraded_grace_seconds,
         )
-        hook = ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
-        try:
+        with ArgoCDHook(argocd_conn_id=self.argocd_conn_id) as hook, airflow_errors(f"app {self.app_name!r}"):
             verdict = evaluate(hook.get_application(self.app_name), spec, self._seen)
-        except ArgoCDAPIError as exc:
-            if exc.is_permanent:
-                raise AirflowFailException(f"app {self.app_name!r}: {exc}") from exc
-            raise
-        finally:
-            hook.close()
         self._seen = verdict.seen
         if verdict.failed:
             raise AirflowFailException(verdict.reason)
@@ -150,7 +134,7 @@ class ArgoCDApplicationSensor(_DeferringSensor):
     def trigger(self) -> BaseTrigger:
         return ArgoCDApplicationTrigger(
             app_name=self.app_name,
-            requested_at=self.requested_at,
+            after=self.after,
             revision=self.revision,
             dry_run=as_bool(self.is_dry_run),
             selected_resources=self.selected_resources,
@@ -167,7 +151,8 @@ class ArgoCDApplicationDeletedSensor(_DeferringSensor):
     :param app_name: the Argo CD Application.
     :param stuck_after_seconds: a ``deletionTimestamp`` older than this means stuck on finalizers.
     :param argocd_conn_id: Airflow connection to Argo CD.
-    :param deferrable: defer to the triggerer (default) instead of occupying a worker slot.
+    :param deferrable: defer to the triggerer instead of occupying a worker slot (default:
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("app_name", "stuck_after_seconds")
@@ -178,21 +163,23 @@ class ArgoCDApplicationDeletedSensor(_DeferringSensor):
         app_name: str,
         stuck_after_seconds: float | str = 300.0,
         argocd_conn_id: str = ArgoCDHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(argocd_conn_id=argocd_conn_id, deferrable=deferrable, **kwargs)
         self.app_name = app_name
         self.stuck_after_seconds = stuck_after_seconds
+        self._first_poke: float | None = None
 
     def poke(self, context: Context) -> bool:
-        hook = ArgoCDHook(argocd_conn_id=self.argocd_conn_id)
-        try:
+        with ArgoCDHook(argocd_conn_id=self.argocd_conn_id) as hook:
             items = hook.list_applications(name=self.app_name).get("items") or []
-        finally:
-            hook.close()
+        if self._first_poke is None:
+            self._first_poke = time.monotonic()
         stuck_after = timedelta(seconds=float(self.stuck_after_seconds))
-        verdict = deletion_verdict(items[0] if items else None, stuck_after)
+        verdict = deletion_verdict(
+            items[0] if items else None, stuck_after, time.monotonic() - self._first_poke
+        )
         if verdict.failed:
             raise AirflowFailException(verdict.reason)
         self.log.info("%s", verdict.reason)

@@ -1,25 +1,29 @@
 """Decide from one Application's JSON whether a sync is done, still going, or failed.
 
-This is ``argocd app wait`` made explicit and pure, so it can be tested rule by rule
-(../shared/contracts/ARGOCD.md). Old deploy scripts read the stale Healthy state right after
-a sync; every gate below exists to refuse that read:
+This is ``argocd app wait`` made explicit and pure, so it can be tested rule by rule. Old
+deploy scripts read the stale Healthy state right after a sync; every gate below exists to
+refuse that read, and none compares our clock with the cluster's:
 
-1. the operation we see started at or after our own request;
-2. it is finished (no ``operation``, ``finishedAt`` set, phase final);
-3. the app was reconciled after it finished (``reconciledAt >= finishedAt``);
-4. the compared revision is the one asked for;
+1. the operation we see is not the one that was there before ours (an :class:`OperationMark`
+   taken just before we asked), and did not start before it (server time against server time);
+2. it is finished (no ``operation``, ``finishedAt`` set, phase final), and a real sync added a
+   history entry newer than the mark's;
+3. the app was reconciled after it finished (``reconciledAt >= finishedAt``, both server time);
+4. the compared revision (or revisions, for a multi-source app) is the one asked for;
 5. then sync is ``Synced`` and health ``Healthy``.
 
 ``Missing`` and ``Progressing`` are never final. ``Degraded`` fails fast only after a
-non-Degraded state was seen; otherwise it fails once a grace period after the operation
-finished has passed, which needs no memory and so survives a triggerer restart.
+non-Degraded state was seen; otherwise it fails once it has lasted a grace period, timed on
+the watcher's own monotonic clock (a restarted watcher starts the grace again: later, never
+sooner).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -60,10 +64,52 @@ class ResourceKey:
 
 
 @dataclass(frozen=True)
+class OperationMark:
+    """What identifies the last operation an app had before ours, read just before we start ours.
+
+    Any later operation differs from it in one of these fields, whatever the clocks say; a sync
+    that succeeds also adds a history entry above ``history_id``.
+    """
+
+    started_at: str = ""
+    finished_at: str = ""
+    phase: str = ""
+    revisions: tuple[str, ...] = ()
+    history_id: int = 0
+
+    @classmethod
+    def of(cls, app: Mapping[str, Any]) -> OperationMark:
+        status = app.get("status") or {}
+        op = status.get("operationState") or {}
+        return cls(
+            started_at=str(op.get("startedAt") or ""),
+            finished_at=str(op.get("finishedAt") or ""),
+            phase=str(op.get("phase") or ""),
+            revisions=synced_revisions(op.get("syncResult") or {}),
+            history_id=max((int(h.get("id", 0)) for h in status.get("history") or []), default=0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "revisions": list(self.revisions)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OperationMark:
+        return cls(**{**data, "revisions": tuple(data.get("revisions") or ())})
+
+
+def synced_revisions(result: Mapping[str, Any]) -> tuple[str, ...]:
+    """``revisions`` of a multi-source app's sync result or sync status, else its one ``revision``."""
+    many = result.get("revisions")
+    if many:
+        return tuple(str(r) for r in many)
+    return (str(result["revision"]),) if result.get("revision") else ()
+
+
+@dataclass(frozen=True)
 class WaitSpec:
     """What we are waiting for.
 
-    :param requested_at: when our sync (or rollback) was requested; ``None`` gates on the
+    :param after: the mark taken just before our sync (or rollback); ``None`` gates on the
         current state only, e.g. to check a dependency that this run does not deploy.
     :param revision: the revision asked for; a branch or tag is matched through the
         operation's resolved revision.
@@ -72,7 +118,7 @@ class WaitSpec:
     :param degraded_grace: how long Degraded is tolerated when no progress was seen.
     """
 
-    requested_at: datetime | None = None
+    after: OperationMark | None = None
     revision: str | None = None
     dry_run: bool = False
     resources: tuple[ResourceKey, ...] = ()
@@ -81,9 +127,14 @@ class WaitSpec:
 
 @dataclass(frozen=True)
 class Seen:
-    """What earlier observations showed; carried from one evaluation to the next."""
+    """What earlier observations showed; carried from one evaluation to the next.
+
+    :param progress: a state other than Degraded was seen.
+    :param degraded_since: the watcher's monotonic time when Degraded was first seen.
+    """
 
     progress: bool = False
+    degraded_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,22 +208,32 @@ def _failure(app: Mapping[str, Any], reason: str, seen: Seen) -> Verdict:
     return Verdict(Outcome.FAILED, message, seen)
 
 
+def _is_ours(app: Mapping[str, Any], op: Mapping[str, Any], mark: OperationMark) -> bool:
+    """The operation state is not the marked one, nor older than it (server time only)."""
+    if not op or OperationMark.of(app) == mark:
+        return False
+    started, marked = parse_time(op.get("startedAt")), parse_time(mark.started_at)
+    return marked is None or (started is not None and started >= marked)
+
+
 def _operation_gate(app: Mapping[str, Any], spec: WaitSpec, seen: Seen) -> Verdict | None:
     """Refuse any state that does not come from our own, finished, reconciled operation."""
     status = app.get("status") or {}
     op = status.get("operationState") or {}
-    started = parse_time(op.get("startedAt"))
-    requested = spec.requested_at.replace(microsecond=0) if spec.requested_at else None
-    if requested and (started is None or started < requested):
-        return Verdict(Outcome.WAITING, f"waiting for our operation to start (last started {started})", seen)
+    mark = spec.after
+    if mark is not None and not app.get("operation") and not _is_ours(app, op, mark):
+        last = mark.started_at or "never"
+        return Verdict(Outcome.WAITING, f"waiting for our operation (the one before it started {last})", seen)
     phase = op.get("phase")
-    if requested and phase in FAILED_PHASES:
+    if mark is not None and phase in FAILED_PHASES and not app.get("operation"):
         return _failure(app, f"sync {phase}: {op.get('message', '')}".rstrip(": "), seen)
     finished = parse_time(op.get("finishedAt"))
-    if app.get("operation") or (requested and (finished is None or phase not in FINAL_PHASES)):
+    if app.get("operation") or (mark is not None and (finished is None or phase not in FINAL_PHASES)):
         return Verdict(Outcome.WAITING, f"operation in progress (phase {phase or 'pending'})", seen)
     if spec.dry_run:
         return None
+    if mark is not None and OperationMark.of(app).history_id <= mark.history_id:
+        return Verdict(Outcome.WAITING, "operation finished; its history entry is not recorded yet", seen)
     reconciled = parse_time(status.get("reconciledAt"))
     if finished and (reconciled is None or reconciled < finished):
         return Verdict(Outcome.WAITING, f"not reconciled since the operation finished at {finished}", seen)
@@ -184,12 +245,22 @@ def _revision_gate(
 ) -> Verdict | None:
     if not spec.revision:
         return None
-    resolved = _get(op, "syncResult", "revision") if spec.requested_at else None
-    expected = spec.revision if FULL_SHA.match(spec.revision) else resolved
-    compared = _get(status, "sync", "revision")
+    compared = synced_revisions(status.get("sync") or {})
+    if FULL_SHA.match(spec.revision) and len(compared) <= 1:
+        expected: tuple[str, ...] = (spec.revision,)
+    elif spec.after is not None:
+        expected = synced_revisions(op.get("syncResult") or {})
+    else:
+        return None
     if expected and compared != expected:
-        return Verdict(Outcome.WAITING, f"compared revision {compared!r}, waiting for {expected!r}", seen)
+        return Verdict(
+            Outcome.WAITING, f"compared revision {_one(compared)!r}, waiting for {_one(expected)!r}", seen
+        )
     return None
+
+
+def _one(revisions: tuple[str, ...]) -> str:
+    return revisions[0] if len(revisions) == 1 else ",".join(revisions)
 
 
 def _health_and_sync(app: Mapping[str, Any], spec: WaitSpec) -> tuple[str, str, str]:
@@ -227,22 +298,22 @@ def _dry_run_verdict(app: Mapping[str, Any], seen: Seen) -> Verdict:
 
 
 def evaluate(
-    app: Mapping[str, Any], spec: WaitSpec, seen: Seen | None = None, now: datetime | None = None
+    app: Mapping[str, Any], spec: WaitSpec, seen: Seen | None = None, now: float | None = None
 ) -> Verdict:
     """Return the verdict for this observation, with what it adds to ``seen``.
 
     :param app: the Application JSON as returned by ``GET /api/v1/applications/{name}``.
     :param spec: what was asked for.
     :param seen: the ``seen`` of the previous verdict (start with ``Seen()``).
-    :param now: the current time (for the Degraded grace period).
+    :param now: the watcher's monotonic time (for the Degraded grace period).
     """
     seen = seen or Seen()
-    now = now or datetime.now(UTC)
+    now = time.monotonic() if now is None else now
     if _get(app, "metadata", "deletionTimestamp"):
         return _failure(app, "application is being deleted", seen)
     health, sync, note = _health_and_sync(app, spec)
     if health != "Degraded":
-        seen = replace(seen, progress=True)
+        seen = replace(seen, progress=True, degraded_since=None)
     gate = _operation_gate(app, spec, seen)
     if gate is not None:
         return gate
@@ -256,37 +327,36 @@ def evaluate(
     return Verdict(Outcome.WAITING, f"sync={sync}, health={health}{detail}", seen)
 
 
-def _degraded(app: Mapping[str, Any], spec: WaitSpec, seen: Seen, now: datetime, note: str) -> Verdict:
+def _degraded(app: Mapping[str, Any], spec: WaitSpec, seen: Seen, now: float, note: str) -> Verdict:
     if seen.progress:
         return _failure(app, f"Degraded after progress{': ' + note if note else ''}", seen)
-    since = parse_time(_get(app, "status", "operationState", "finishedAt")) or spec.requested_at
-    if since is not None and now - since >= spec.degraded_grace:
+    if seen.degraded_since is None:
+        seen = replace(seen, degraded_since=now)
+    elif now - seen.degraded_since >= spec.degraded_grace.total_seconds():
         return _failure(app, f"Degraded for longer than {spec.degraded_grace}", seen)
     return Verdict(Outcome.WAITING, f"Degraded, within the {spec.degraded_grace} grace period", seen)
 
 
-def deletion_verdict(
-    app: Mapping[str, Any] | None, stuck_after: timedelta, now: datetime | None = None
-) -> Verdict:
+def deletion_verdict(app: Mapping[str, Any] | None, stuck_after: timedelta, watched: float = 0.0) -> Verdict:
     """Whether a deleted app is gone, still going, or stuck on its finalizers.
 
     Argo CD deletes asynchronously: the app stays, with ``metadata.deletionTimestamp``, until
-    its finalizers have removed the resources. Stuck means that timestamp is older than
-    ``stuck_after``; the verdict then names the finalizers and the resources still present.
+    its finalizers have removed the resources. Stuck means the watcher has seen it deleting for
+    ``stuck_after`` (``watched`` seconds, on the watcher's own clock, so no clock skew counts);
+    the verdict then names the finalizers and the resources still present.
     """
     if app is None:
         return Verdict(Outcome.DONE, "deleted")
     name = _get(app, "metadata", "name")
-    since = parse_time(_get(app, "metadata", "deletionTimestamp"))
-    if since is None:
+    since = _get(app, "metadata", "deletionTimestamp")
+    if not since:
         return Verdict(Outcome.WAITING, f"app {name!r} has no deletionTimestamp yet")
     left = [str(ResourceKey.from_dict(r)) for r in _get(app, "status", "resources") or []]
-    age = ((now or datetime.now(UTC)) - since).total_seconds()
-    if age >= stuck_after.total_seconds():
+    if watched >= stuck_after.total_seconds():
         finalizers = ", ".join(_get(app, "metadata", "finalizers") or []) or "none listed"
         return Verdict(
             Outcome.FAILED,
-            f"app {name!r} stuck on finalizers ({finalizers}) since {since.isoformat()} ({age:.0f} s); "
-            f"resources still present: {', '.join(left) or 'none reported'}",
+            f"app {name!r} stuck on finalizers ({finalizers}), deleting since {since}, watched for "
+            f"{watched:.0f} s; resources still present: {', '.join(left) or 'none reported'}",
         )
-    return Verdict(Outcome.WAITING, f"app {name!r} deleting for {age:.0f} s; {len(left)} resources left")
+    return Verdict(Outcome.WAITING, f"app {name!r} deleting since {since}; {len(left)} resources left")

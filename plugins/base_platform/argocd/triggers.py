@@ -1,16 +1,18 @@
-"""Trigger that watches one Argo CD Application until the sync we asked for is really done.
+"""Triggers that watch one Argo CD Application until the operation we started is really done,
+or until a deleted app is gone.
 
-It runs in the triggerer, which never loads the DAG bundle, so it lives in ``plugins/`` and
-takes plain values only. It keeps no state between runs: ``seen`` lives inside ``run()``,
-and the Degraded grace period is measured from the server's own timestamps, so a restarted
-triggerer resumes with the same verdicts.
+They run in the triggerer, which never loads the DAG bundle, so they live in ``plugins/`` and
+take plain values only. They keep nothing between runs that a verdict needs: the operation is
+recognised by the mark taken before it started, so a restarted triggerer resumes with the same
+verdicts (its Degraded grace and stuck timers start again: later, never sooner).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncGenerator, Sequence
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDAsyncHook
 from base_platform.argocd.status import (
+    OperationMark,
     Outcome,
     ResourceKey,
     Seen,
@@ -34,15 +37,15 @@ log = structlog.get_logger(logger_name=__name__)
 
 
 def build_wait_spec(
-    requested_at: str | None,
+    after: Mapping[str, Any] | None,
     revision: str | None,
     dry_run: bool,
     resources: Sequence[dict[str, Any]] | None,
     degraded_grace_seconds: float,
 ) -> WaitSpec:
-    """The :class:`WaitSpec` shared by the sensor's poke and the trigger."""
+    """The :class:`WaitSpec` shared by the sensor's poke, the operator and the trigger."""
     return WaitSpec(
-        requested_at=parse_time(requested_at),
+        after=OperationMark.from_dict(after) if after is not None else None,
         revision=revision or None,
         dry_run=dry_run,
         resources=tuple(ResourceKey.from_dict(r) for r in resources or ()),
@@ -51,6 +54,7 @@ def build_wait_spec(
 
 
 def past_deadline(deadline: str | None) -> bool:
+    """The deadline is Airflow's own time (worker and triggerer), never the cluster's."""
     parsed = parse_time(deadline)
     return parsed is not None and datetime.now(UTC) >= parsed
 
@@ -69,19 +73,20 @@ class _PlainTrigger(BaseTrigger):
 
 
 class ArgoCDApplicationTrigger(_PlainTrigger):
-    """Poll one Application and fire once with ``success``, ``failed`` or ``error``.
+    """Poll one Application and fire once with ``success``, ``failed``, ``timeout`` or ``error``.
 
-    ``failed`` is final (the sync failed, or Argo CD refused the request); ``error`` is an
-    infrastructure problem that Airflow's retries may fix.
+    ``failed`` is final (the operation failed, or Argo CD refused the request); ``timeout``
+    means the deadline passed while the operation still ran, so the task can terminate it;
+    ``error`` is an infrastructure problem that Airflow's retries may fix.
 
     :param app_name: the Argo CD Application.
-    :param requested_at: ISO time of our sync request; None gates on the current state only.
+    :param after: the :class:`OperationMark` (as a dict) taken before our operation; None
+        gates on the current state only.
     :param revision: the revision asked for.
-    :param dry_run: the sync was a dry run.
+    :param dry_run: the operation was a dry run.
     :param selected_resources: optional selection of resources (``group, kind, namespace, name``).
     :param degraded_grace_seconds: Degraded is tolerated this long when no progress was seen.
-    :param deadline: ISO time after which the wait fails with its last reason (restart-safe,
-        unlike a relative timeout).
+    :param deadline: ISO time after which the wait gives up (restart-safe, unlike a relative timeout).
     :param poll_interval: seconds between polls.
     :param argocd_conn_id: Airflow connection to Argo CD.
     """
@@ -89,7 +94,7 @@ class ArgoCDApplicationTrigger(_PlainTrigger):
     def __init__(
         self,
         app_name: str,
-        requested_at: str | None = None,
+        after: dict[str, Any] | None = None,
         revision: str | None = None,
         dry_run: bool = False,
         selected_resources: list[dict[str, Any]] | None = None,
@@ -100,7 +105,7 @@ class ArgoCDApplicationTrigger(_PlainTrigger):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.app_name = app_name
-        self.requested_at = requested_at
+        self.after = after
         self.revision = revision
         self.dry_run = dry_run
         self.selected_resources = selected_resources
@@ -113,43 +118,38 @@ class ArgoCDApplicationTrigger(_PlainTrigger):
         return TriggerEvent({"status": status, "message": message, "app_name": self.app_name})
 
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
-        hook = ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id)
         spec = build_wait_spec(
-            self.requested_at,
-            self.revision,
-            self.dry_run,
-            self.selected_resources,
-            self.degraded_grace_seconds,
+            self.after, self.revision, self.dry_run, self.selected_resources, self.degraded_grace_seconds
         )
         seen = Seen()
-        await log.ainfo("Watching Argo CD app %s (requested at %s)", self.app_name, self.requested_at)
-        while True:
-            try:
-                app = await hook.get_application(self.app_name)
-            except (ArgoCDAPIError, httpx.HTTPError) as exc:
-                permanent = isinstance(exc, ArgoCDAPIError) and exc.is_permanent
-                yield self._event("failed" if permanent else "error", f"app {self.app_name!r}: {exc}")
-                return
-            verdict = evaluate(app, spec, seen)
-            seen = verdict.seen
-            if verdict.outcome is Outcome.DONE:
-                yield self._event("success", verdict.reason)
-                return
-            if verdict.outcome is Outcome.FAILED:
-                yield self._event("failed", verdict.reason)
-                return
-            if past_deadline(self.deadline):
-                yield self._event("failed", timeout_message(self.app_name, self.deadline, verdict.reason))
-                return
-            await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
-            await asyncio.sleep(self.poll_interval)
+        await log.ainfo("Watching Argo CD app %s until its new operation is done", self.app_name)
+        async with ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id) as hook:
+            while True:
+                try:
+                    app = await hook.get_application(self.app_name)
+                except (ArgoCDAPIError, httpx.HTTPError) as exc:
+                    permanent = isinstance(exc, ArgoCDAPIError) and exc.is_permanent
+                    yield self._event("failed" if permanent else "error", f"app {self.app_name!r}: {exc}")
+                    return
+                verdict = evaluate(app, spec, seen)
+                seen = verdict.seen
+                if verdict.outcome is not Outcome.WAITING:
+                    yield self._event("success" if verdict.done else "failed", verdict.reason)
+                    return
+                if past_deadline(self.deadline):
+                    yield self._event(
+                        "timeout", timeout_message(self.app_name, self.deadline, verdict.reason)
+                    )
+                    return
+                await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
+                await asyncio.sleep(self.poll_interval)
 
 
 class ArgoCDApplicationDeletedTrigger(_PlainTrigger):
     """Poll until a deleted Application is gone (``success``) or stuck on finalizers (``failed``).
 
-    The list endpoint answers for a missing app (``get`` would say 403), and the stuck age is
-    measured from the server's ``deletionTimestamp``, so a restarted triggerer agrees.
+    The list endpoint answers for a missing app (``get`` would say 403). Stuck is timed from
+    when this trigger first saw the deletion, on its own clock.
     """
 
     def __init__(
@@ -166,18 +166,21 @@ class ArgoCDApplicationDeletedTrigger(_PlainTrigger):
         self.argocd_conn_id = argocd_conn_id
 
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
-        hook = ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id)
         stuck_after = timedelta(seconds=self.stuck_after_seconds)
-        while True:
-            try:
-                items = (await hook.list_applications(name=self.app_name)).get("items") or []
-            except (ArgoCDAPIError, httpx.HTTPError) as exc:
-                yield TriggerEvent({"status": "error", "message": f"app {self.app_name!r}: {exc}"})
-                return
-            verdict = deletion_verdict(items[0] if items else None, stuck_after)
-            if verdict.outcome is not Outcome.WAITING:
-                status = "success" if verdict.done else "failed"
-                yield TriggerEvent({"status": status, "message": verdict.reason})
-                return
-            await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
-            await asyncio.sleep(self.poll_interval)
+        first_seen = time.monotonic()
+        async with ArgoCDAsyncHook(argocd_conn_id=self.argocd_conn_id) as hook:
+            while True:
+                try:
+                    items = (await hook.list_applications(name=self.app_name)).get("items") or []
+                except (ArgoCDAPIError, httpx.HTTPError) as exc:
+                    yield TriggerEvent({"status": "error", "message": f"app {self.app_name!r}: {exc}"})
+                    return
+                verdict = deletion_verdict(
+                    items[0] if items else None, stuck_after, time.monotonic() - first_seen
+                )
+                if verdict.outcome is not Outcome.WAITING:
+                    status = "success" if verdict.done else "failed"
+                    yield TriggerEvent({"status": status, "message": verdict.reason})
+                    return
+                await log.ainfo("Argo CD app %s: %s", self.app_name, verdict.reason)
+                await asyncio.sleep(self.poll_interval)

@@ -171,11 +171,25 @@ def test_sync_retries_while_another_operation_is_in_progress(start_simulator) ->
 
 def test_in_progress_is_not_retried_for_other_calls(start_simulator) -> None:
     sim = start_simulator(FAST)
-    sim.inject("/api/v1/applications/web/rollback", 400, message="another operation is already in progress")
+    sim.inject(
+        "/api/v1/applications/web", 400, method="DELETE", message="another operation is already in progress"
+    )
     h = hook()
     h.upsert_application(APP)
     with pytest.raises(ArgoCDAPIError, match="already in progress"):
-        h.rollback_application("web", history_id=1)
+        h.delete_application("web")
+
+
+def test_rollback_retries_while_another_operation_is_in_progress(start_simulator) -> None:
+    sim = start_simulator(FAST)
+    h = ArgoCDHook(backoff_seconds=0.1)
+    h.upsert_application(APP)
+    h.sync_application("web", revision="v1")
+    sim.inject(
+        "/api/v1/applications/web/rollback", 400, count=2, message="another operation is already in progress"
+    )
+    with pytest.raises(ArgoCDAPIError, match="does not have deployment with id 7"):
+        h.rollback_application("web", history_id=7)  # the third attempt reaches Argo CD's own answer
 
 
 def test_connection_refused_is_retried_then_raised(monkeypatch) -> None:

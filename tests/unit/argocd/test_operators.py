@@ -1,48 +1,89 @@
-"""Operators against the simulator: what they send and what they hand to the sensor."""
+"""Operators against the simulator: each starts its own operation and waits for exactly that one."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from base_platform.argocd.actions import (
+    ActionError,
+    parse_pin,
+    pick_history_entry,
+    start_rollback,
+    start_sync,
+)
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import (
     ArgoCDDeleteApplicationOperator,
     ArgoCDRollbackApplicationOperator,
     ArgoCDSyncApplicationOperator,
-    ArgoCDUpsertApplicationOperator,
-    ArgoCDUpsertProjectOperator,
-    pick_history_entry,
 )
+from base_platform.argocd.triggers import ArgoCDApplicationDeletedTrigger, ArgoCDApplicationTrigger
 from tests.conftest import FAST
 from tests.unit.argocd.test_hooks import APP
 
 
-def test_upsert_then_sync_hands_request_time_and_revision(start_simulator) -> None:
-    start_simulator(FAST)
-    assert ArgoCDUpsertApplicationOperator(task_id="u", application=APP).execute({})["app_name"] == "web"
-    before = datetime.now().astimezone().replace(microsecond=0)
-    out = ArgoCDSyncApplicationOperator(task_id="s", app_name="web").execute({})
-    assert out["revision"] == "main"  # defaults to the app's targetRevision
-    assert datetime.fromisoformat(out["requested_at"]) >= before
-    assert datetime.fromisoformat(out["requested_at"]).microsecond == 0
-    assert out["dry_run"] is False
+def sync_op(**kwargs) -> ArgoCDSyncApplicationOperator:
+    defaults: dict[str, Any] = {"task_id": "s", "app_name": "web", "application": APP, "poll_interval": 0.2}
+    return ArgoCDSyncApplicationOperator(**(defaults | kwargs))
 
 
-def test_project_upsert_is_idempotent(start_simulator) -> None:
+def test_upserts_syncs_and_defers_with_the_mark_of_the_operation_before(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 5}, "existing": {"web": {"revision": "main"}}})
+    before = ArgoCDHook().get_application("web")
+    with pytest.raises(TaskDeferred) as deferred:
+        sync_op(revision="v2", deferrable=True).execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ArgoCDApplicationTrigger) and trigger.revision == "v2"
+    assert trigger.after is not None
+    assert trigger.after["started_at"] == ""  # the existing app never ran an operation
+    assert trigger.after["history_id"] == max(h["id"] for h in before["status"]["history"])
+    assert deferred.value.kwargs is not None
+    started = deferred.value.kwargs["started"]
+    assert started["previous_history_id"] == 1 and deferred.value.method_name == "execute_complete"
+
+
+def test_waits_in_process_when_not_deferrable(start_simulator) -> None:
     start_simulator(FAST)
-    project = {
-        "metadata": {"name": "platform-core"},
-        "spec": {
-            "sourceRepos": ["https://git.example.com/x.git"],
-            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "vault"}],
-        },
-    }
-    op = ArgoCDUpsertProjectOperator(task_id="p", project=project)
-    assert op.execute({}) == op.execute({}) == "platform-core"
+    out = sync_op(deferrable=False).execute({})
+    assert out["revision"] == "main" and out["dry_run"] is False  # the app's targetRevision
+    assert "health=Healthy" in out["verdict"]
+
+
+def test_a_dry_run_of_a_new_app_writes_nothing(start_simulator) -> None:
+    start_simulator(FAST)
+    out = sync_op(is_dry_run=True, deferrable=False).execute({})
+    assert "would be created" in out["verdict"]
+    assert not ArgoCDHook().application_exists("web")
+
+
+def test_a_sync_past_its_deadline_is_terminated_then_fails(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 60}})
+    with pytest.raises(AirflowFailException, match=r"timed out at .*terminated the running operation"):
+        sync_op(deferrable=False, wait_timeout=1).execute({})
+    op = ArgoCDHook().get_application("web")["status"]["operationState"]
+    assert (op["phase"], op["message"]) == ("Failed", "Operation terminated")
+
+
+def test_a_timeout_event_terminates_the_operation(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 60}})
+    hook = ArgoCDHook()
+    hook.upsert_application(APP)
+    started = start_sync(hook, "web")
+    with pytest.raises(AirflowFailException, match="terminated the running operation"):
+        sync_op().execute_complete({}, {"status": "timeout", "message": "timed out"}, started.to_dict())
+    assert "operation" not in hook.get_application("web")
+
+
+@pytest.mark.parametrize(("status", "error"), [("failed", AirflowFailException), ("error", AirflowException)])
+def test_execute_complete_fails_final_or_retryable(start_simulator, status: str, error: type) -> None:
+    start_simulator(FAST)
+    started = {"app_name": "web", "mark": {}, "revision": "main"}
+    with pytest.raises(error, match="boom"):
+        sync_op().execute_complete({}, {"status": status, "message": "boom"}, started)
 
 
 def _deploy_twice() -> None:
@@ -53,11 +94,27 @@ def _deploy_twice() -> None:
         time.sleep(1.2)
 
 
-def test_rollback_to_previous(start_simulator) -> None:
+def test_rollback_to_previous_waits_for_it_and_pins_the_app(start_simulator) -> None:
     start_simulator(FAST)
     _deploy_twice()
-    out = ArgoCDRollbackApplicationOperator(task_id="r", app_name="web").execute({})
-    assert out["history_id"] == 1
+    out = ArgoCDRollbackApplicationOperator(
+        task_id="r", app_name="web", deferrable=False, poll_interval=0.2
+    ).execute({})
+    assert out["history_id"] == 1 and "health=Healthy" in out["verdict"]
+    pin = parse_pin(ArgoCDHook().get_application("web"))
+    assert pin is not None and pin["at"]
+    assert {k: pin[k] for k in ("history", "revision")} == {"history": "1", "revision": out["revision"]}
+    app = ArgoCDHook().get_application("web")
+    assert app["status"]["sync"]["revision"] == out["revision"]
+
+
+def test_rollback_is_retried_while_another_operation_is_in_progress(start_simulator) -> None:
+    start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 0.1}})
+    _deploy_twice()
+    ArgoCDHook().sync_application("web", revision="v3")  # still running for a second ...
+    started, _ = start_rollback(ArgoCDHook(), "web", 1)  # ... so the rollback waits its turn
+    assert started.history_id == 1
+    assert started.mark.history_id == 3  # marked after the v3 sync ended, not while it ran
 
 
 def test_rollback_refuses_with_automated_sync_unless_allowed(start_simulator) -> None:
@@ -68,16 +125,16 @@ def test_rollback_refuses_with_automated_sync_unless_allowed(start_simulator) ->
     with pytest.raises(AirflowFailException, match="automated sync on"):
         ArgoCDRollbackApplicationOperator(task_id="r", app_name="web", to=1).execute({})
     out = ArgoCDRollbackApplicationOperator(
-        task_id="r", app_name="web", to=1, disable_auto_sync=True
+        task_id="r", app_name="web", to=1, disable_auto_sync=True, deferrable=False, poll_interval=0.2
     ).execute({})
-    assert out["history_id"] == 1
+    assert out["history_id"] == 1 and out["auto_sync_disabled"] is True
     assert "automated" not in ArgoCDHook().get_application("web")["spec"]["syncPolicy"]
 
 
 def test_pick_history_entry_names_known_ids() -> None:
     app = {"metadata": {"name": "web"}, "status": {"history": [{"id": 1}, {"id": 2}]}}
     assert pick_history_entry(app, "previous") == {"id": 1}
-    with pytest.raises(AirflowFailException, match=r"known ids: \[1, 2\]"):
+    with pytest.raises(ActionError, match=r"known ids: \[1, 2\]"):
         pick_history_entry(app, 7)
 
 
@@ -86,3 +143,12 @@ def test_delete_is_idempotent(start_simulator) -> None:
     ArgoCDHook().upsert_application(APP)
     assert ArgoCDDeleteApplicationOperator(task_id="d", app_name="web").execute({}) is True
     assert ArgoCDDeleteApplicationOperator(task_id="d", app_name="web").execute({}) is False
+
+
+def test_delete_waits_until_gone(start_simulator) -> None:
+    start_simulator({"defaults": {"delete_seconds": 5}, "existing": {"web": {}}})
+    with pytest.raises(TaskDeferred) as deferred:
+        ArgoCDDeleteApplicationOperator(
+            task_id="d", app_name="web", wait_for_completion=True, deferrable=True
+        ).execute({})
+    assert isinstance(deferred.value.trigger, ArgoCDApplicationDeletedTrigger)

@@ -1,31 +1,28 @@
-"""ArgoCDApplicationSensor: defers by default, pokes when asked, fails on a failed event."""
+"""ArgoCDApplicationSensor: defers when asked, pokes otherwise, fails on a failed or timed-out event."""
 
 from __future__ import annotations
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from base_platform.argocd.actions import start_sync
 from base_platform.argocd.hooks import ArgoCDHook
-from base_platform.argocd.operators import request_time
 from base_platform.argocd.sensors import ArgoCDApplicationSensor
 from base_platform.argocd.triggers import ArgoCDApplicationTrigger
 from tests.unit.argocd.test_hooks import APP
 
 
-def _sync() -> str:
+def _sync() -> dict:
     hook = ArgoCDHook()
     hook.upsert_application(APP)
-    requested_at = request_time()
-    hook.sync_application("web", revision="main")
-    return requested_at
+    return start_sync(hook, "web", revision="main").mark.to_dict()
 
 
 def test_defers_while_the_sync_runs(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 5}})
     sensor = ArgoCDApplicationSensor(
-        task_id="wait", app_name="web", requested_at=_sync(), revision="main", timeout=60
+        task_id="wait", app_name="web", after=_sync(), revision="main", timeout=60, deferrable=True
     )
-    assert sensor.deferrable
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})
     assert isinstance(deferred.value.trigger, ArgoCDApplicationTrigger)
@@ -33,16 +30,23 @@ def test_defers_while_the_sync_runs(start_simulator) -> None:
     assert deferred.value.method_name == "execute_complete"
 
 
+def test_deferrable_follows_the_operators_default_deferrable_setting(monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert ArgoCDApplicationSensor(task_id="wait", app_name="web").deferrable
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert not ArgoCDApplicationSensor(task_id="wait", app_name="web").deferrable
+
+
 def test_does_not_defer_when_already_done(start_simulator) -> None:
     start_simulator({"existing": {"web": {"revision": "main"}}})
-    sensor = ArgoCDApplicationSensor(task_id="wait", app_name="web", revision="main")
+    sensor = ArgoCDApplicationSensor(task_id="wait", app_name="web", revision="main", deferrable=True)
     assert sensor.execute({}) is None
 
 
 def test_poke_mode_waits_then_passes(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6}})
     sensor = ArgoCDApplicationSensor(
-        task_id="wait", app_name="web", requested_at=_sync(), revision="main", deferrable=False
+        task_id="wait", app_name="web", after=_sync(), revision="main", deferrable=False
     )
     assert sensor.poke({}) is False
     import time
@@ -61,7 +65,7 @@ def test_poke_fails_fast_without_retry_on_degraded(start_simulator) -> None:
     sensor = ArgoCDApplicationSensor(
         task_id="wait",
         app_name="web",
-        requested_at=_sync(),
+        after=_sync(),
         revision="main",
         deferrable=False,
         poke_interval=0.2,
@@ -71,7 +75,10 @@ def test_poke_fails_fast_without_retry_on_degraded(start_simulator) -> None:
         sensor.execute({})
 
 
-@pytest.mark.parametrize(("status", "error"), [("failed", AirflowFailException), ("error", AirflowException)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [("failed", AirflowFailException), ("timeout", AirflowFailException), ("error", AirflowException)],
+)
 def test_execute_complete_raises_unless_success(status: str, error: type[Exception]) -> None:
     sensor = ArgoCDApplicationSensor(task_id="wait", app_name="web")
     with pytest.raises(error, match="boom"):
@@ -83,7 +90,7 @@ def test_every_handed_over_value_is_templated() -> None:
     """XComArgs in a field that is not templated reach the sensor as unrendered strings."""
     assert set(ArgoCDApplicationSensor.template_fields) >= {
         "app_name",
-        "requested_at",
+        "after",
         "revision",
         "is_dry_run",
         "selected_resources",
@@ -96,7 +103,7 @@ def test_poke_fails_after_the_deadline_naming_what_it_waited_for(start_simulator
     sensor = ArgoCDApplicationSensor(
         task_id="wait",
         app_name="web",
-        requested_at=_sync(),
+        after=_sync(),
         revision="main",
         deferrable=False,
         deadline="2000-01-01T00:00:00+00:00",

@@ -1,4 +1,4 @@
-"""Every rule of ARGOCD.md's "when is an application done", one row each."""
+"""Every rule of "when is an application done", one row each; no rule reads a clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from base_platform.argocd.status import Outcome, ResourceKey, Seen, WaitSpec, describe, evaluate
+from base_platform.argocd.status import (
+    OperationMark,
+    Outcome,
+    ResourceKey,
+    Seen,
+    WaitSpec,
+    describe,
+    evaluate,
+)
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 SHA = "a" * 40
@@ -18,7 +26,7 @@ def iso(seconds: float) -> str:
     return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def app(
+def app(  # noqa: C901 - one keyword per field of the Application it builds
     *,
     started: float | None = 1,
     finished: float | None = 5,
@@ -33,6 +41,9 @@ def app(
     resources: list[dict[str, Any]] | None = None,
     deleting: bool = False,
     failed_results: bool = False,
+    history: int = 2,
+    revisions: list[str] | None = None,
+    resolved_many: list[str] | None = None,
 ) -> dict[str, Any]:
     op_state: dict[str, Any] = {}
     if started is not None:
@@ -58,8 +69,11 @@ def app(
             else []
         )
         op_state["syncResult"] = {"revision": resolved, "resources": results}
+    if resolved_many:
+        op_state["syncResult"] = {"revisions": resolved_many, "resources": []}
     status: dict[str, Any] = {
-        "sync": {"status": sync, "revision": revision},
+        "sync": {"status": sync, "revision": revision} | ({"revisions": revisions} if revisions else {}),
+        "history": [{"id": i, "revision": OLD_SHA} for i in range(1, history + 1)],
         "health": {"status": health},
         "resources": resources or [],
     }
@@ -75,29 +89,49 @@ def app(
     return body
 
 
-REQUESTED = T0 + timedelta(seconds=1, milliseconds=700)  # floored to T0+1s by evaluate
-SPEC = WaitSpec(requested_at=REQUESTED, revision=SHA)
-NOW = T0 + timedelta(seconds=10)
+# The operation that ran before ours: what the sync operator marks just before it syncs.
+MARK = OperationMark(
+    started_at=iso(-100), finished_at=iso(-90), phase="Succeeded", revisions=(OLD_SHA,), history_id=1
+)
+STALE = {"started": -100, "finished": -90, "reconciled": -80, "resolved": OLD_SHA, "history": 1}
+SPEC = WaitSpec(after=MARK, revision=SHA)
+NOW = 1000.0  # the watcher's monotonic clock
 
 CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     ("all gates pass", {}, SPEC, Seen(), Outcome.DONE, "health=Healthy"),
-    (
-        "stale read: previous operation started before our request",
-        {"started": -100, "finished": -90, "reconciled": -80},
-        SPEC,
-        Seen(),
-        Outcome.WAITING,
-        "operation to start",
-    ),
+    ("stale read: the marked operation itself", STALE, SPEC, Seen(), Outcome.WAITING, "our operation"),
     (
         "stale read: no operation state at all",
         {"started": None, "finished": None, "phase": None},
         SPEC,
         Seen(),
         Outcome.WAITING,
-        "operation to start",
+        "our operation",
     ),
-    ("request time is compared at second resolution", {"started": 1}, SPEC, Seen(), Outcome.DONE, ""),
+    (
+        "stale read: a state older than the mark (server time against server time)",
+        STALE | {"started": -200, "finished": -190, "history": 0},
+        SPEC,
+        Seen(),
+        Outcome.WAITING,
+        "our operation",
+    ),
+    (
+        "ours started in the same second as the marked one, and added its history entry",
+        {"started": -100, "finished": -100, "reconciled": -100},
+        SPEC,
+        Seen(),
+        Outcome.DONE,
+        "",
+    ),
+    (
+        "finished, but its history entry is not recorded yet",
+        {"history": 1},
+        SPEC,
+        Seen(),
+        Outcome.WAITING,
+        "history entry",
+    ),
     ("operation field still set", {"operation": True}, SPEC, Seen(), Outcome.WAITING, "in progress"),
     ("phase Running", {"phase": "Running", "finished": None}, SPEC, Seen(), Outcome.WAITING, "in progress"),
     (
@@ -123,7 +157,7 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     (
         "branch matched through the resolved revision",
         {"resolved": SHA},
-        WaitSpec(requested_at=REQUESTED, revision="main"),
+        WaitSpec(after=MARK, revision="main"),
         Seen(),
         Outcome.DONE,
         "",
@@ -131,7 +165,7 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     (
         "branch: compared revision lags the resolved one",
         {"revision": OLD_SHA},
-        WaitSpec(requested_at=REQUESTED, revision="main"),
+        WaitSpec(after=MARK, revision="main"),
         Seen(),
         Outcome.WAITING,
         "compared revision",
@@ -153,12 +187,28 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
         "sync Error",
     ),
     (
-        "a failed old operation is not ours",
-        {"phase": "Failed", "started": -50},
+        "a failed operation older than the mark is not ours",
+        {"phase": "Failed", "started": -150, "finished": -140},
         SPEC,
         Seen(),
         Outcome.WAITING,
+        "our operation",
+    ),
+    (
+        "multi-source: every source at the revisions our operation synced",
+        {"revision": "", "revisions": [SHA, OLD_SHA], "resolved": None, "resolved_many": [SHA, OLD_SHA]},
+        WaitSpec(after=MARK, revision="main"),
+        Seen(),
+        Outcome.DONE,
         "",
+    ),
+    (
+        "multi-source: one source still compared at its old revision",
+        {"revision": "", "revisions": [OLD_SHA, OLD_SHA], "resolved": None, "resolved_many": [SHA, OLD_SHA]},
+        WaitSpec(after=MARK, revision="main"),
+        Seen(),
+        Outcome.WAITING,
+        "compared revision",
     ),
     ("Progressing is never final", {"health": "Progressing"}, SPEC, Seen(), Outcome.WAITING, "Progressing"),
     (
@@ -190,24 +240,24 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     (
         "Degraded with no progress seen fails after the grace period",
         {"health": "Degraded"},
-        WaitSpec(requested_at=REQUESTED, revision=SHA, degraded_grace=timedelta(seconds=3)),
-        Seen(),
+        WaitSpec(after=MARK, revision=SHA, degraded_grace=timedelta(seconds=3)),
+        Seen(degraded_since=NOW - 5),
         Outcome.FAILED,
         "longer than",
     ),
     (
         "Degraded during a stale read is not judged",
-        {"health": "Degraded", "started": -100},
+        STALE | {"health": "Degraded"},
         SPEC,
         Seen(progress=True),
         Outcome.WAITING,
-        "operation to start",
+        "our operation",
     ),
     ("an app being deleted fails", {"deleting": True}, SPEC, Seen(), Outcome.FAILED, "being deleted"),
     (
         "dry run: done when our operation succeeded, whatever the live state",
         {"health": "Degraded", "sync": "OutOfSync", "reconciled": None, "revision": OLD_SHA},
-        WaitSpec(requested_at=REQUESTED, revision=SHA, dry_run=True),
+        WaitSpec(after=MARK, revision=SHA, dry_run=True),
         Seen(),
         Outcome.DONE,
         "dry run",
@@ -215,7 +265,7 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     (
         "dry run: still running",
         {"phase": "Running", "finished": None},
-        WaitSpec(requested_at=REQUESTED, dry_run=True),
+        WaitSpec(after=MARK, dry_run=True),
         Seen(),
         Outcome.WAITING,
         "in progress",
@@ -223,7 +273,7 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
     (
         "dry run: failed",
         {"phase": "Failed", "message": "invalid manifest"},
-        WaitSpec(requested_at=REQUESTED, dry_run=True),
+        WaitSpec(after=MARK, dry_run=True),
         Seen(),
         Outcome.FAILED,
         "invalid manifest",
@@ -248,7 +298,7 @@ CASES: list[tuple[str, dict[str, Any], WaitSpec, Seen, Outcome, str]] = [
 
 WEB = {"group": "apps", "kind": "Deployment", "namespace": "ns", "name": "web"}
 DB = {"group": "apps", "kind": "StatefulSet", "namespace": "ns", "name": "db"}
-RESOURCE_SPEC = WaitSpec(requested_at=REQUESTED, revision=SHA, resources=(ResourceKey.from_dict(WEB),))
+RESOURCE_SPEC = WaitSpec(after=MARK, revision=SHA, resources=(ResourceKey.from_dict(WEB),))
 CASES += [
     (
         "selected resource healthy while another is degraded",
@@ -304,6 +354,22 @@ def test_rule(fields: dict[str, Any], spec: WaitSpec, seen: Seen, outcome: Outco
     assert reason in verdict.reason
 
 
+def test_the_degraded_grace_runs_on_the_watchers_clock() -> None:
+    """First Degraded sighting starts the grace; only the watcher's own monotonic time counts."""
+    spec = WaitSpec(after=MARK, revision=SHA, degraded_grace=timedelta(seconds=30))
+    first = evaluate(app(health="Degraded"), spec, Seen(), now=NOW)
+    assert first.outcome is Outcome.WAITING and first.seen.degraded_since == NOW
+    assert evaluate(app(health="Degraded"), spec, first.seen, now=NOW + 29).outcome is Outcome.WAITING
+    assert evaluate(app(health="Degraded"), spec, first.seen, now=NOW + 30).outcome is Outcome.FAILED
+
+
+def test_the_mark_round_trips_through_a_trigger_kwarg() -> None:
+    live = app()
+    mark = OperationMark.of(live)
+    assert mark == OperationMark(iso(1), iso(5), "Succeeded", (SHA,), 2)
+    assert OperationMark.from_dict(mark.to_dict()) == mark
+
+
 def test_progress_is_remembered_across_observations() -> None:
     """Progressing then Degraded fails fast; the same Degraded seen first only waits."""
     first = evaluate(app(health="Progressing"), SPEC, Seen(), now=NOW)
@@ -333,20 +399,20 @@ def test_describe_tolerates_an_empty_app() -> None:
 
 
 def test_deletion_verdicts() -> None:
+    """Stuck is measured by how long the watcher has seen the deletion, not by the server's timestamp."""
     from base_platform.argocd.status import Outcome, deletion_verdict
 
-    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
     app = {
         "metadata": {"name": "web", "deletionTimestamp": "2026-11-26T09:50:00Z", "finalizers": ["f"]},
         "status": {"resources": [{"kind": "Service", "namespace": "n", "name": "web"}]},
     }
-    assert deletion_verdict(None, timedelta(minutes=5), now).outcome is Outcome.DONE
-    assert deletion_verdict(app, timedelta(minutes=15), now).outcome is Outcome.WAITING
-    stuck = deletion_verdict(app, timedelta(minutes=5), now)
+    assert deletion_verdict(None, timedelta(minutes=5), 0).outcome is Outcome.DONE
+    assert deletion_verdict(app, timedelta(minutes=15), 600).outcome is Outcome.WAITING
+    stuck = deletion_verdict(app, timedelta(minutes=5), 600)
     assert stuck.outcome is Outcome.FAILED
     assert stuck.reason.endswith(
-        "stuck on finalizers (f) since 2026-11-26T09:50:00+00:00 (600 s); "
+        "stuck on finalizers (f), deleting since 2026-11-26T09:50:00Z, watched for 600 s; "
         "resources still present: Service n/web"
     )
     pending = {"metadata": {"name": "web"}}
-    assert deletion_verdict(pending, timedelta(0), now).outcome is Outcome.WAITING
+    assert deletion_verdict(pending, timedelta(0), 10).outcome is Outcome.WAITING

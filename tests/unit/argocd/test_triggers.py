@@ -6,8 +6,8 @@ import asyncio
 
 from airflow.triggers.base import BaseTrigger
 
+from base_platform.argocd.actions import start_sync
 from base_platform.argocd.hooks import ArgoCDHook
-from base_platform.argocd.operators import request_time
 from base_platform.argocd.triggers import ArgoCDApplicationDeletedTrigger, ArgoCDApplicationTrigger
 from tests.conftest import FAST
 from tests.unit.argocd.test_hooks import APP
@@ -16,7 +16,7 @@ from tests.unit.argocd.test_hooks import APP
 def test_serialize_matches_init() -> None:
     trigger = ArgoCDApplicationTrigger(
         app_name="web",
-        requested_at="2026-11-26T10:00:00+00:00",
+        after={"started_at": "2026-11-26T10:00:00Z", "history_id": 3},
         revision="main",
         dry_run=True,
         selected_resources=[{"kind": "Deployment", "name": "web"}],
@@ -32,12 +32,11 @@ def test_serialize_matches_init() -> None:
     ]
 
 
-def _sync(revision: str = "main") -> str:
+def _sync(revision: str = "main") -> dict:
+    """Start a sync as the operator does; the mark of the operation before it."""
     hook = ArgoCDHook()
     hook.upsert_application(APP)
-    requested_at = request_time()
-    hook.sync_application("web", revision=revision)
-    return requested_at
+    return start_sync(hook, "web", revision=revision).mark.to_dict()
 
 
 async def _first_event(trigger: BaseTrigger, timeout: float = 20) -> dict:
@@ -49,8 +48,8 @@ async def test_fires_success_once_synced_and_healthy(start_simulator) -> None:
     start_simulator(
         {"defaults": {"sync_seconds": 0.5, "healthy_after_seconds": 1.0, "stale_read_seconds": 0.8}}
     )
-    requested_at = await asyncio.to_thread(_sync)
-    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    mark = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", mark, "main", poll_interval=0.2))
     assert event["status"] == "success", event
     app = await asyncio.to_thread(ArgoCDHook().get_application, "web")
     assert app["status"]["health"]["status"] == "Healthy"
@@ -58,8 +57,8 @@ async def test_fires_success_once_synced_and_healthy(start_simulator) -> None:
 
 async def test_fires_failed_with_resource_messages_on_degraded(start_simulator) -> None:
     start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "Degraded"}}})
-    requested_at = await asyncio.to_thread(_sync)
-    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    mark = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", mark, "main", poll_interval=0.2))
     assert event["status"] == "failed"
     assert "Degraded after progress" in event["message"]
     assert 'Deployment "web" exceeded its progress deadline' in event["message"]
@@ -67,8 +66,8 @@ async def test_fires_failed_with_resource_messages_on_degraded(start_simulator) 
 
 async def test_fires_failed_on_sync_failed(start_simulator) -> None:
     start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "SyncFailed"}}})
-    requested_at = await asyncio.to_thread(_sync)
-    event = await _first_event(ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2))
+    mark = await asyncio.to_thread(_sync)
+    event = await _first_event(ArgoCDApplicationTrigger("web", mark, "main", poll_interval=0.2))
     assert event["status"] == "failed"
     assert "one or more objects failed to apply" in event["message"]
 
@@ -82,8 +81,8 @@ async def test_fires_failed_for_an_unknown_app(start_simulator) -> None:
 async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> None:
     """A trigger keeps no state: a fresh instance from serialize() mid-wait still succeeds."""
     start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 2.0}})
-    requested_at = await asyncio.to_thread(_sync)
-    first = ArgoCDApplicationTrigger("web", requested_at, "main", poll_interval=0.2)
+    mark = await asyncio.to_thread(_sync)
+    first = ArgoCDApplicationTrigger("web", mark, "main", poll_interval=0.2)
     run = first.run()
     task = asyncio.ensure_future(run.asend(None))
     await asyncio.sleep(0.5)
@@ -93,13 +92,33 @@ async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> 
     assert event["status"] == "success"
 
 
-async def test_fires_failed_at_the_deadline_with_the_last_reason(start_simulator) -> None:
+async def test_fires_timeout_at_the_deadline_with_the_last_reason(start_simulator) -> None:
+    """``timeout``, not ``failed``: the operator then terminates the operation that still runs."""
     start_simulator({"defaults": {"sync_seconds": 30}})
-    requested_at = await asyncio.to_thread(_sync)
-    trigger = ArgoCDApplicationTrigger("web", requested_at, "main", deadline=requested_at, poll_interval=0.2)
-    event = await _first_event(trigger)
-    assert event["status"] == "failed"
+    mark = await asyncio.to_thread(_sync)
+    past = "2000-01-01T00:00:00+00:00"
+    event = await _first_event(
+        ArgoCDApplicationTrigger("web", mark, "main", deadline=past, poll_interval=0.2)
+    )
+    assert event["status"] == "timeout"
     assert "timed out at" in event["message"] and "operation in progress" in event["message"]
+
+
+async def test_a_controller_clock_far_behind_or_ahead_changes_no_verdict(start_simulator) -> None:
+    """The wait compares the server's timestamps only with each other, never with ours."""
+    for offset in (-3600, 3600):
+        start_simulator(
+            {
+                "clock_offset_seconds": offset,
+                "defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6, "stale_read_seconds": 1.0},
+                "existing": {"web": {"revision": "main"}},
+            }
+        )
+        mark = await asyncio.to_thread(_sync, "v2")
+        event = await _first_event(ArgoCDApplicationTrigger("web", mark, "v2", poll_interval=0.2))
+        assert event["status"] == "success", (offset, event)
+        app = await asyncio.to_thread(ArgoCDHook().get_application, "web")
+        assert app["status"]["operationState"]["syncResult"]["revision"] == app["status"]["sync"]["revision"]
 
 
 async def test_a_transient_failure_is_a_retryable_error(start_simulator) -> None:
@@ -117,10 +136,9 @@ async def test_deleted_trigger_fires_success_once_gone(start_simulator) -> None:
 
 
 async def test_deleted_trigger_reports_stuck_finalizers_and_a_new_triggerer_agrees(start_simulator) -> None:
-    """The stuck age comes from the server's deletionTimestamp: a restarted triggerer says the same."""
+    """Stuck is timed on the trigger's own clock: a restarted triggerer times it again, and agrees."""
     start_simulator({"defaults": {"delete_seconds": 3600}, "existing": {"web": {}}})
     await asyncio.to_thread(ArgoCDHook().delete_application, "web")
-    await asyncio.sleep(1.1)
     first = ArgoCDApplicationDeletedTrigger(app_name="web", stuck_after_seconds=1, poll_interval=0.2)
     path, kwargs = first.serialize()
     assert path == "base_platform.argocd.triggers.ArgoCDApplicationDeletedTrigger"
