@@ -1,9 +1,8 @@
-"""Smoke check of the Argo CD integration: upsert one Application, sync it, and wait.
+"""Smoke check of the Argo CD integration: upsert one Application, sync it, and wait, in one task.
 
-The wait is the deferrable `ArgoCDApplicationSensor`, which passes only when the sync we
-requested has finished, been reconciled, compared at the asked revision, and the app is
-Synced and Healthy. Against the simulator's `degraded.yaml` scenario it fails with
-Argo CD's own resource messages.
+The wait defers to the triggerer and passes only when the sync this task started has finished,
+been reconciled, compared at the asked revision, and the app is Synced and Healthy. Against the
+simulator's `degraded.yaml` scenario it fails with Argo CD's own resource messages.
 """
 
 from __future__ import annotations
@@ -12,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag
 
-from base_platform.argocd.operators import ArgoCDSyncApplicationOperator, ArgoCDUpsertApplicationOperator
-from base_platform.argocd.sensors import ArgoCDApplicationSensor
+from base_platform.argocd.operators import ArgoCDSyncApplicationOperator
 
 APP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$"
 
@@ -38,8 +36,9 @@ APP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$"
     },
 )
 def argocd_smoke() -> None:
-    upsert = ArgoCDUpsertApplicationOperator(
-        task_id="upsert",
+    ArgoCDSyncApplicationOperator(
+        task_id="sync",
+        app_name="{{ params.app_name }}",
         application={
             "metadata": {"name": "{{ params.app_name }}", "namespace": "argocd"},
             "spec": {
@@ -53,17 +52,13 @@ def argocd_smoke() -> None:
                 "syncPolicy": {"syncOptions": ["CreateNamespace=true"]},
             },
         },
-    )
-    sync = ArgoCDSyncApplicationOperator(
-        task_id="sync",
-        app_name="{{ params.app_name }}",
         revision="{{ params.revision }}",
         is_dry_run="{{ params.dry_run }}",
+        wait_for_completion=True,
+        wait_timeout=600,
+        poll_interval=2,
+        degraded_grace_seconds=30,
     )
-    wait = ArgoCDApplicationSensor.after(
-        sync, task_id="wait", poke_interval=2, timeout=600, degraded_grace_seconds=30
-    )
-    upsert >> sync >> wait
 
 
 argocd_smoke()

@@ -79,3 +79,25 @@ def test_platform_deploy_summary_waits_for_every_other_task(dagbag) -> None:
     summary = dag.task_dict["summary"]
     upstream = summary.get_flat_relative_ids(upstream=True)
     assert upstream == set(dag.task_dict) - {"summary"}
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "graph_of"), [("platform_deploy", "deploy_graph"), ("platform_destroy", "destroy_graph")]
+)
+def test_the_built_dag_is_the_plans_graph(dagbag, dag_id: str, graph_of: str) -> None:
+    """One builder turns the plan's graph into tasks: same ids, same edges, same trigger rules."""
+    from base_platform.catalog.loader import default_catalog
+    from base_platform.plan import graph
+
+    plan = getattr(graph, graph_of)(default_catalog())
+    dag = dagbag.dags[dag_id]
+    built = {t.task_id: (set(t.upstream_task_ids), str(t.trigger_rule.value)) for t in dag.tasks}
+    planned = {n.task_id: (set(n.upstream), n.rule.value) for n in plan.nodes}
+    assert built == planned
+
+
+def test_platform_deploy_has_one_task_per_component(dagbag) -> None:
+    from base_platform.catalog.loader import default_catalog
+
+    components = len(default_catalog().components)
+    assert len(dagbag.dags["platform_deploy"].tasks) == components + 5 + 3  # gates, plan, approve, summary

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from scripts.dev_stack import Launched, launch, wait_ready
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.e2e.services import postgres, redis
 
 pytestmark = pytest.mark.e2e
@@ -54,10 +56,42 @@ class Client:
             time.sleep(2)
         raise AssertionError(f"{dag_id} {run_id} did not finish within {seconds:.0f} s")
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        answer = self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        state: str | None = answer.json().get("state")
+        return state
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, states: set[str], seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            state = self.task_state(dag_id, run_id, task_id)
+            if state in states:
+                return state
+            time.sleep(1)
+        raise AssertionError(f"{task_id} of {run_id} not in {states} within {seconds:.0f} s")
+
+    def answer_approval(self, run_id: str, option: str) -> httpx.Response:
+        path = f"/dags/platform_deploy/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+        return self.http.patch(path, json={"chosen_options": [option], "params_input": {}})
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         answer = self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
         instances: list[dict[str, Any]] = answer.json()["task_instances"]
         return instances
+
+
+APPROVAL_TIMEOUT_SECONDS = 20
+
+
+def short_approval_config(base: Path) -> Path:
+    """The project's config, with prod's approval timing out in seconds instead of hours."""
+    config = base / "config"
+    shutil.copytree(ROOT / "config", config)
+    prod = config / "environments" / "prod.yaml"
+    text = prod.read_text()
+    assert "  timeout: 4h" in text
+    prod.write_text(text.replace("  timeout: 4h", f"  timeout: {APPROVAL_TIMEOUT_SECONDS}s"))
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
                 "BASE_DEV_DATABASE_URL": database,
                 "BASE_DEV_BROKER_URL": broker,
                 "ARGOCD_SIM_SCENARIO": "slow.yaml",  # apps stay Progressing 40 s: sensors defer
+                "BASE_PLATFORM_CONFIG_DIR": str(short_approval_config(base)),
             },
         )
         try:
@@ -90,7 +125,7 @@ def clients(stack: Launched) -> dict[str, Client]:
     local = json.loads((stack.home / "local-secrets.json").read_text())
     return {
         role: Client(stack, user, local[f"{user}_password"])
-        for role, user in (("admin", "admin"), ("developer", "dev"), ("data-scientist", "ds"))
+        for role, user in (("admin", "admin"), ("ops", "ops"), ("developer", "dev"), ("data-scientist", "ds"))
     }
 
 
@@ -118,6 +153,39 @@ def test_developer_deploys_over_rest_and_a_triggerer_restart_loses_nothing(
     for task_id in deferred:
         assert after[task_id]["state"] == "success"
         assert after[task_id]["try_number"] == 1  # resumed by the new triggerer, not retried
+
+
+PROD_DEPLOY = {"environment": "prod", "waves": ["core"], "components": ["argocd"]}
+
+
+@pytest.mark.timeout(600)
+def test_prod_approval_only_by_a_named_approver_who_did_not_trigger_it(
+    stack: Launched, clients: dict[str, Client]
+) -> None:
+    """prod names the admin role as approvers: ops may approve what admin triggered; admin may not
+    approve their own request, and the developer role may not approve at all."""
+    admin, ops, dev = clients["admin"], clients["ops"], clients["developer"]
+    run_id = admin.start("platform_deploy", PROD_DEPLOY)
+    admin.wait_for_task("platform_deploy", run_id, "approve", {"awaiting_input", "deferred"}, 240)
+    assert admin.answer_approval(run_id, "Approve").status_code == 403  # triggered it
+    assert dev.answer_approval(run_id, "Approve").status_code == 403  # not an approver
+    assert admin.task_state("platform_deploy", run_id, "approve") in {"awaiting_input", "deferred"}
+    answer = ops.answer_approval(run_id, "Approve")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["responded_by_user"]["name"] == "ops"
+    assert admin.wait_for_task("platform_deploy", run_id, "approve", {"success", "failed"}, 120) == "success"
+    # The deploy itself is not what this test is about: end it, so the next prod run can start.
+    ended = admin.http.patch(f"/dags/platform_deploy/dagRuns/{run_id}", json={"state": "failed"})
+    assert ended.status_code == 200, ended.text
+
+    unanswered = admin.start("platform_deploy", PROD_DEPLOY)
+    state = admin.wait_for_task(
+        "platform_deploy", unanswered, "approve", {"success", "failed"}, APPROVAL_TIMEOUT_SECONDS + 180
+    )
+    assert state == "failed"
+    assert admin.wait_for("platform_deploy", unanswered, 120) == "failed"
+    states = {ti["task_id"]: ti["state"] for ti in admin.task_instances("platform_deploy", unanswered)}
+    assert states["core.argocd"] in {"upstream_failed", None}  # nothing was deployed
 
 
 BAD_DESTROY = {"environment": "dev", "waves": ["shared"], "confirm": "dev", "stuck_after_seconds": 1}

@@ -24,7 +24,7 @@ def test_smoke_dag_syncs_and_waits(airflow_db, start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 1, "healthy_after_seconds": 2, "stale_read_seconds": 1}})
     run = _smoke_dag().test()
     assert run.state == "success", _states(run)
-    assert _states(run) == {"upsert": "success", "sync": "success", "wait": "success"}
+    assert _states(run) == {"sync": "success"}  # upsert, sync and the deferred wait, in one task
 
 
 def test_smoke_dag_fails_with_the_simulators_message_when_degraded(
@@ -33,7 +33,7 @@ def test_smoke_dag_fails_with_the_simulators_message_when_degraded(
     start_simulator("degraded.yaml")
     run = _smoke_dag().test()
     assert run.state == "failed"
-    assert _states(run)["wait"] == "failed"
+    assert _states(run)["sync"] == "failed"
     out = capfd.readouterr().out
     assert "AirflowFailException: Degraded after progress" in out
     assert 'Deployment "smoke-app" exceeded its progress deadline' in out

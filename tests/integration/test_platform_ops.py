@@ -204,12 +204,28 @@ def test_rollback_to_previous_with_automated_sync_on_and_off(airflow_db, platfor
         hook.upsert_application({"metadata": {"name": "monitoring"}, "spec": app["spec"]})
     dag_run, states = run("platform_rollback", components=["monitoring"], to="previous")
     assert dag_run.state == "success", states
-    assert states["wait[0]"] == "success"
+    assert states["rollback[0]"] == "success"  # the rollback and the wait for it, in one task
     app = hook.get_application("monitoring")
     assert app["status"]["sync"]["revision"] == before
     assert not (app["spec"].get("syncPolicy") or {}).get("automated")
     [row] = report("platform_rollback", dag_run.run_id, "rollback")["apps"]
-    assert (row["history_id"], row["auto_sync_disabled"], row["outcome"]) == (1, automated, "done")
+    assert (row["history_id"], row["outcome"], row["pinned"]["revision"]) == (1, "done", before)
+
+
+def test_drift_leaves_an_app_pinned_by_rollback_alone(airflow_db, platform) -> None:
+    """The nightly heal would sync monitoring (dev allowlists it) back to main, undoing the rollback."""
+    platform()
+    before = ArgoCDHook().get_application("monitoring")["status"]["sync"]["revision"]
+    _sync_to("monitoring", "v2")
+    rolled_back, _ = run("platform_rollback", components=["monitoring"], to="previous")
+    assert rolled_back.state == "success"
+    dag_run, states = run("platform_drift")
+    body = report("platform_drift", dag_run.run_id, "drift")
+    [pinned] = [f for f in body["findings"] if f["app"] == "monitoring"]
+    assert pinned["kind"] == "pinned" and pinned["message"].startswith("pinned by rollback at ")
+    assert f"revision {before}" in pinned["message"]
+    assert states["heal_drift"] == "skipped" and body["healed"] == []
+    assert ArgoCDHook().get_application("monitoring")["status"]["sync"]["revision"] == before
 
 
 def test_rollback_to_an_unknown_history_id_fails_in_plan(airflow_db, platform) -> None:
@@ -233,13 +249,13 @@ def test_destroy_deletes_dependents_first_and_waits_until_gone(airflow_db, platf
     edges = [(c.name, dep) for c in base for dep in c.depends_on if dep in {b.name for b in base}]
     assert len(edges) > 10
     for dependent, dependency in edges:
-        assert tis[f"{dependent}.gone"].end_date <= tis[f"{dependency}.delete"].start_date, (
+        assert tis[f"base.{dependent}"].end_date <= tis[f"base.{dependency}"].start_date, (
             dependent,
             dependency,
         )
     hook = ArgoCDHook()
     assert not any(hook.application_exists(c.name) for c in base)
-    assert hook.application_exists("airflow") and states["airflow.delete"] == "skipped"
+    assert hook.application_exists("airflow") and states["orchestration.airflow"] == "skipped"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +263,25 @@ def test_destroy_deletes_dependents_first_and_waits_until_gone(airflow_db, platf
     [
         ({"environment": "dev", "waves": ["apps"], "confirm": "prod"}, "confirm must be 'dev'"),
         ({"environment": "prod", "waves": ["apps"], "confirm": "prod"}, "refusing to destroy prod"),
-        ({"environment": "dev", "waves": ["core"], "confirm": "dev"}, "depend on the selection"),
+        (
+            {"environment": "dev", "components": ["data-ingestion"], "confirm": "dev"},
+            "depend on the selection",
+        ),
+        (
+            {"environment": "dev", "waves": ["shared"], "confirm": "dev"},
+            "refusing to destroy the control plane (Argo CD, this Airflow and what they run on): "
+            "monitoring, service-mesh; set include_control_plane",
+        ),
+        (
+            {
+                "environment": "prod",
+                "waves": ["apps"],
+                "confirm": "prod",
+                "allow_prod": True,
+                "include_control_plane": True,
+            },
+            "refusing include_control_plane in prod",
+        ),
         ({"environment": "dev", "confirm": "dev"}, "choose waves or components"),
     ],
 )
@@ -265,10 +299,29 @@ def test_destroy_reports_an_app_stuck_on_finalizers(airflow_db, platform) -> Non
     dag_run, states = run(
         "platform_destroy", components=["data-control"], confirm="dev", stuck_after_seconds=10
     )
-    assert dag_run.state == "failed" and states["data-control.gone"] == "failed"
+    assert dag_run.state == "failed" and states["base.data-control"] == "failed"
     [row] = report("platform_destroy", dag_run.run_id, "destroy")["apps"]
-    assert row["stuck"] and "stuck on finalizers (resources-finalizer.argocd.argoproj.io)" in row["detail"]
+    assert not row["gone"] and "stuck on finalizers (resources-finalizer.argocd.argoproj.io)" in row["detail"]
     assert "resources still present: apps/Deployment base-data-control/data-control, Service" in row["detail"]
+
+
+def test_destroy_with_the_control_plane_tears_it_down_last(airflow_db, platform) -> None:
+    platform(top={"defaults": {"delete_seconds": 0.2, "resources": [{"kind": "Service"}]}})
+    dag_run, states = run(
+        "platform_destroy", waves=["orchestration", "apps", "base"], confirm="dev", include_control_plane=True
+    )
+    assert dag_run.state == "success", states
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    last_ordinary = max(
+        ti.end_date
+        for tid, ti in tis.items()
+        if ti.state == "success"
+        and "airflow" not in tid
+        and tid.split(".")[0] in {"orchestration", "apps", "base"}
+    )
+    assert tis["orchestration.airflow"].start_date >= last_ordinary
+    assert not ArgoCDHook().application_exists("airflow")
+    assert ArgoCDHook().application_exists("monitoring")  # not selected: the shared wave stays
 
 
 # ---- params are checked at trigger time ----------------------------------------------------

@@ -63,7 +63,7 @@ def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[s
         assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.providers.hashicorp.secrets.vault.VaultBackend"
         kwargs = json.loads(env["AIRFLOW__SECRETS__BACKEND_KWARGS"])
         assert {"connections_path", "variables_path"} <= kwargs.keys()
-        assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".FabAuthManager"), name
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "base_platform.auth.manager.PlatformFabAuthManager", name
     assert (
         model["services"]["worker"]["depends_on"]["airflow-init"]["condition"]
         == "service_completed_successfully"
@@ -73,7 +73,12 @@ def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[s
 def test_init_syncs_the_roles_with_passwords_from_the_env_file(model: dict[str, Any]) -> None:
     init = model["services"]["airflow-init"]
     assert "python -m base_platform.auth.sync" in " ".join(init["command"])
-    for variable in ("BASE_ADMIN_PASSWORD", "BASE_DEVELOPER_PASSWORD", "BASE_DATA_SCIENTIST_PASSWORD"):
+    for variable in (
+        "BASE_ADMIN_PASSWORD",
+        "BASE_OPS_PASSWORD",
+        "BASE_DEVELOPER_PASSWORD",
+        "BASE_DATA_SCIENTIST_PASSWORD",
+    ):
         assert init["environment"][variable].startswith("change-me"), variable  # from .env.example
     others = set(model["services"]) - {"airflow-init"}
     assert not any("BASE_ADMIN_PASSWORD" in model["services"][name].get("environment", {}) for name in others)

@@ -102,3 +102,13 @@ def scoped_role_permissions(
         if grant := role.grant_for(dag_id):
             perms |= dag_permissions(grant, dag_id)
     return perms
+
+
+def approvers(
+    users: Iterable[str], roles: Iterable[str], config: RolesConfig, exclude: str | None = None
+) -> list[str]:
+    """Usernames that may answer an approval: those named, and every user of a named role,
+    less ``exclude`` (the user who asked: nobody approves their own request)."""
+    wanted_roles = set(roles)
+    named = set(users) | {u.username for u in config.users if u.role in wanted_roles}
+    return sorted(named - {exclude})

@@ -7,6 +7,7 @@ dependency that deploys later than the component that needs it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,9 @@ from base_platform.catalog.models import Catalog, Component, Environment, Wave
 
 M = TypeVar("M", bound=BaseModel)
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
+CONFIG_DIR = Path(
+    os.environ.get("BASE_PLATFORM_CONFIG_DIR") or Path(__file__).resolve().parents[3] / "config"
+).resolve()
 ENVIRONMENTS = ("dev", "staging", "prod")
 
 
@@ -157,6 +160,8 @@ def load_environment(name: str, config_dir: Path | None = None) -> Environment:
             raise CatalogError(path, "wave_timeouts", f"no timeout for wave {wave.value!r}")
     if env.autoscaling.min_replicas > env.autoscaling.max_replicas:
         raise CatalogError(path, "autoscaling", "min_replicas is greater than max_replicas")
+    if env.approval_required and not (env.approval.users or env.approval.roles):
+        raise CatalogError(path, "approval", "approval_required needs approvers: users or roles")
     known = {c.name for c in load_catalog((config_dir or CONFIG_DIR) / "platform.yaml").components}
     for index, app in enumerate(env.drift.heal_allowlist):
         if app not in known:
@@ -164,6 +169,12 @@ def load_environment(name: str, config_dir: Path | None = None) -> Environment:
                 path, f"drift.heal_allowlist[{index}]", f"{app!r} is not a component of the catalog"
             )
     return env
+
+
+@cache
+def environment(name: str) -> Environment:
+    """An overlay of the project's config, loaded once per process."""
+    return load_environment(name)
 
 
 @cache

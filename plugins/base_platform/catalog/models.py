@@ -66,6 +66,9 @@ class Component(_Strict):
     sync_options: tuple[str, ...] = ("CreateNamespace=true",)
     timeout: Seconds = 900
     checks: tuple[CheckName, ...] = Field(default=(), description="extra checks beyond the per-app ones")
+    control_plane: bool = Field(
+        default=False, description="runs the orchestrator itself: destroyed only on request, and last"
+    )
 
     @property
     def order(self) -> tuple[int, int]:
@@ -84,6 +87,18 @@ class Catalog(_Strict):
 
     def in_waves(self, waves: set[Wave]) -> list[Component]:
         return [c for c in self.components if c.wave in waves]
+
+    @property
+    def control_plane(self) -> frozenset[str]:
+        """The components marked ``control_plane`` and everything they depend on, directly or not."""
+        found = {c.name for c in self.components if c.control_plane}
+        pending = list(found)
+        while pending:
+            for dep in self.component(pending.pop()).depends_on:
+                if dep not in found:
+                    found.add(dep)
+                    pending.append(dep)
+        return frozenset(found)
 
 
 class Resources(_Strict):
@@ -107,6 +122,19 @@ class DriftPolicy(_Strict):
     notify_when_clean: bool = Field(default=False, description="also send a message when nothing drifted")
 
 
+class ApprovalPolicy(_Strict):
+    """Who may approve a deploy that needs approval, and how long the request stays open.
+
+    The user who triggered the run may never approve it, whatever this says.
+    """
+
+    users: tuple[str, ...] = Field(default=(), description="usernames of config/roles.yaml")
+    roles: tuple[str, ...] = Field(
+        default=(), description="every user of config/roles.yaml with one of these roles"
+    )
+    timeout: Seconds = Field(default=4 * 3600, description="unanswered this long, the run fails")
+
+
 class Environment(_Strict):
     """An environment overlay: ``config/environments/<name>.yaml``."""
 
@@ -119,6 +147,7 @@ class Environment(_Strict):
     vault_enabled: bool
     autoscaling: Autoscaling
     approval_required: bool
+    approval: ApprovalPolicy = Field(default_factory=lambda: ApprovalPolicy())
     wave_timeouts: dict[Wave, Seconds]
     drift: DriftPolicy = Field(default_factory=lambda: DriftPolicy())
 

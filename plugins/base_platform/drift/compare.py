@@ -2,7 +2,9 @@
 
 Kinds of finding: ``missing`` (declared, not in Argo CD), ``orphan`` (in Argo CD, not
 declared), ``revision`` (tracks another revision), ``spec`` (other source or destination),
-``out_of_sync`` (live resources differ from Git, with the fields that differ) and ``health``.
+``out_of_sync`` (live resources differ from Git, with the fields that differ), ``health``, and
+``pinned``: a rollback pinned the app, so its differences from Git are intended until the
+next deploy of it, and nothing heals it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from base_platform.argocd.operators import spec_changes
+from base_platform.argocd.actions import parse_pin, spec_changes
 from base_platform.argocd.status import describe
 
 JSON = dict[str, Any]
@@ -85,6 +87,16 @@ def resource_diffs(managed: Mapping[str, Any]) -> list[JSON]:
 def compare_app(name: str, desired: JSON, live: JSON, managed: Callable[[str], JSON]) -> list[Finding]:
     """Findings for one declared app that exists in Argo CD."""
     findings = []
+    pin = parse_pin(live)
+    if pin is not None:
+        message = (
+            f"pinned by rollback at {pin.get('at')}, revision {pin.get('revision')} "
+            f"(history {pin.get('history')}); the next platform_deploy of {name} clears the pin"
+        )
+        findings.append(Finding(name, "pinned", message))
+        if live.get("status", {}).get("health", {}).get("status") != "Healthy":
+            findings.append(Finding(name, "health", describe(live)))
+        return findings
     wanted = desired["spec"]["source"].get("targetRevision")
     tracked = live.get("spec", {}).get("source", {}).get("targetRevision")
     if tracked != wanted:

@@ -1,26 +1,29 @@
-"""Build ``platform_destroy``: guard → per app, delete with cascade and wait until gone → summary.
+"""Build ``platform_destroy`` from the plan's graph (:func:`base_platform.plan.graph.destroy_graph`).
 
-A component is deleted only after every component that depends on it is gone, so teardown
-runs in reverse dependency order, with independent branches in parallel. The guard refuses
-a run whose ``confirm`` is not the environment's name, prod without ``allow_prod``, and a
-selection that would leave deployed apps without what they depend on.
+``guard →`` one task per app (delete with cascade, then wait until gone) ``→ summary``. A
+component is deleted only after every component that depends on it is gone, so teardown runs
+in reverse dependency order, with independent branches in parallel. The guard refuses a run
+whose ``confirm`` is not the environment's name, prod without ``allow_prod``, a selection that
+would leave deployed apps without what they depend on, and the control plane (Argo CD, this
+Airflow, and what they run on) unless ``include_control_plane`` is set, which prod refuses.
+When it is set, the control plane goes last.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, task
+from airflow.sdk import DAG, Context, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.operators import request_deletion
-from base_platform.argocd.sensors import ArgoCDApplicationDeletedSensor
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.argocd.operators import ArgoCDDeleteApplicationOperator
 from base_platform.argocd.status import deletion_verdict
 from base_platform.artifacts import write_report
-from base_platform.catalog.models import Catalog, Component
+from base_platform.catalog.models import Catalog
 from base_platform.dag_defaults import (
     POLL_SECONDS,
     components_param,
@@ -28,7 +31,9 @@ from base_platform.dag_defaults import (
     platform_dag,
     waves_param,
 )
+from base_platform.graph_builder import build_tasks
 from base_platform.plan.deploy import SelectionError, select
+from base_platform.plan.graph import Kind, Node, destroy_graph
 from base_platform.plan.teardown import dependents, teardown_order
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,11 @@ def destroy_params(catalog: Catalog) -> dict[str, Param]:
             "", type="string", maxLength=20, description="Type the environment's name to confirm"
         ),
         "allow_prod": Param(False, type="boolean", description="Required to tear down prod"),
+        "include_control_plane": Param(
+            False,
+            type="boolean",
+            description="Also tear down Argo CD, this Airflow and what they run on (never in prod)",
+        ),
         "stuck_after_seconds": Param(
             DEFAULT_STUCK_AFTER,
             type="integer",
@@ -55,64 +65,63 @@ def destroy_params(catalog: Catalog) -> dict[str, Param]:
     }
 
 
-def guard(catalog: Catalog, params: dict[str, Any], live: set[str]) -> list[str]:
-    """What to delete, in order; or a refusal that names the reason."""
+class GuardError(ValueError):
+    """The guard refuses this teardown; the message says why."""
+
+
+def guard(catalog: Catalog, params: Mapping[str, Any], live: set[str]) -> list[str]:
+    """What to delete, in order (the control plane last); or a refusal that names the reason."""
     env = params["environment"]
     if params.get("confirm") != env:
-        raise AirflowFailException(f"confirm must be {env!r}, the environment's name, to destroy it")
+        raise GuardError(f"confirm must be {env!r}, the environment's name, to destroy it")
     if env == "prod" and not params.get("allow_prod"):
-        raise AirflowFailException("refusing to destroy prod: set allow_prod")
+        raise GuardError("refusing to destroy prod: set allow_prod")
+    if env == "prod" and params.get("include_control_plane"):
+        raise GuardError("refusing include_control_plane in prod: the control plane is never torn down there")
     if not params.get("waves") and not params.get("components"):
-        raise AirflowFailException("choose waves or components to destroy")
+        raise GuardError("choose waves or components to destroy")
     try:
         selected = select(catalog, params.get("waves") or None, params.get("components") or None).selected
     except SelectionError as exc:
-        raise AirflowFailException(str(exc)) from exc
+        raise GuardError(str(exc)) from exc
+    control_plane = sorted(set(selected) & catalog.control_plane)
+    if control_plane and not params.get("include_control_plane"):
+        raise GuardError(
+            "refusing to destroy the control plane (Argo CD, this Airflow and what they run on): "
+            f"{', '.join(control_plane)}; set include_control_plane to tear it down too"
+        )
     stranded = sorted(dependents(catalog, selected) & live)
     if stranded:
-        raise AirflowFailException(
+        raise GuardError(
             "these deployed apps depend on the selection and are not selected: " + ", ".join(stranded)
         )
-    return teardown_order(catalog, selected)
+    order = teardown_order(catalog, selected)
+    return [n for n in order if n not in catalog.control_plane] + [
+        n for n in order if n in catalog.control_plane
+    ]
 
 
-def _selected(context: Any) -> list[str]:
+def _selected(context: Mapping[str, Any]) -> list[str]:
     return list(context["ti"].xcom_pull(task_ids="guard") or [])
 
 
-def _component_group(component: Component) -> tuple[Any, Any]:
-    with TaskGroup(component.name, tooltip=f"{component.namespace} on the {component.cluster} cluster"):
+class DestroyComponentOperator(ArgoCDDeleteApplicationOperator):
+    """Delete one catalog component if the guard selected it, and wait until it is gone."""
 
-        @task(task_id="delete", trigger_rule=TriggerRule.NONE_FAILED)
-        def delete(**context: Any) -> bool:
-            if component.name not in _selected(context):
-                raise AirflowSkipException(f"{component.name} is not selected")
-            try:
-                return request_deletion(ArgoCDHook(), component.name, cascade=True)
-            except ArgoCDAPIError as exc:
-                if exc.is_permanent:
-                    raise AirflowFailException(str(exc)) from exc
-                raise
-
-        deleted = delete()
-        gone = ArgoCDApplicationDeletedSensor(
-            task_id="gone",
-            app_name=component.name,
-            stuck_after_seconds="{{ params.stuck_after_seconds }}",
-            poke_interval=POLL_SECONDS,
-            timeout=DEFAULT_STUCK_AFTER * 4,
-        )
-        deleted >> gone
-    return deleted, gone
+    def execute(self, context: Context) -> Any:
+        if self.app_name not in _selected(context):
+            raise AirflowSkipException(f"{self.app_name} is not selected")
+        return super().execute(context)
 
 
 def summarize(hook: ArgoCDHook, names: list[str], stuck_after: int) -> dict[str, Any]:
-    """Which apps are gone, and which are stuck (finalizers, resources still present)."""
+    """Which apps are gone, and which are still there once their tasks gave up waiting
+    (finalizers, resources still present)."""
     rows = []
     for name in names:
         items = hook.list_applications(name=name).get("items") or []
-        verdict = deletion_verdict(items[0] if items else None, timedelta(seconds=stuck_after))
-        rows.append({"app": name, "gone": verdict.done, "stuck": verdict.failed, "detail": verdict.reason})
+        verdict = deletion_verdict(items[0] if items else None, timedelta(seconds=stuck_after), stuck_after)
+        rows.append({"app": name, "gone": verdict.done, "detail": verdict.reason})
     return {"apps": rows, "ok": all(r["gone"] for r in rows)}
 
 
@@ -126,39 +135,58 @@ def build_platform_destroy_dag(catalog: Catalog, doc_md: str | None = None) -> D
         render_template_as_native_obj=True,
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     ) as dag:
-
-        @task
-        def guard_task(**context: Any) -> list[str]:
-            live = {a["metadata"]["name"] for a in ArgoCDHook().list_applications().get("items") or []}
-            order = guard(catalog, context["params"], live)
-            log.info("Tearing down, dependents first: %s", ", ".join(order))
-            return order
-
-        guarded = guard_task.override(task_id="guard")()
-        groups = {c.name: _component_group(c) for c in catalog.components}
-        for component in catalog.components:
-            guarded >> groups[component.name][0]
-            for dep in component.depends_on:
-                groups[component.name][1] >> groups[dep][0]  # dependents gone before their dependency
-
-        @task(trigger_rule=TriggerRule.ALL_DONE)
-        def summary(**context: Any) -> dict[str, Any]:
-            ti, params = context["ti"], context["params"]
-            names = _selected(context)
-            if not names:
-                raise AirflowFailException(
-                    "the guard refused this run; nothing was deleted (see the guard task)"
-                )
-            body = summarize(ArgoCDHook(), names, int(params["stuck_after_seconds"]))
-            body |= {"kind": DAG_ID, "environment": params["environment"], "order": names}
-            lines = [f"- {r['app']}: {'gone' if r['gone'] else r['detail']}" for r in body["apps"]]
-            markdown = f"# Destroy in {params['environment']}\n\n" + "\n".join(lines) + "\n"
-            body["paths"] = write_report(DAG_ID, ti.run_id, "destroy", body, markdown)
-            log.info("Destroy report:\n%s", markdown)
-            if not body["ok"]:
-                left = [r["app"] for r in body["apps"] if not r["gone"]]
-                raise AirflowFailException(f"not gone: {', '.join(left)}")
-            return body
-
-        summary() << [g[1] for g in groups.values()]
+        build_tasks(destroy_graph(catalog), lambda node: _task(catalog, node))
     return dag
+
+
+def _task(catalog: Catalog, node: Node) -> Any:
+    common: dict[str, Any] = {"task_id": node.name, "trigger_rule": node.rule.value}
+    if node.kind is Kind.COMPONENT:
+        return DestroyComponentOperator(
+            app_name=node.component,
+            cascade=True,
+            wait_for_completion=True,
+            stuck_after_seconds="{{ params.stuck_after_seconds }}",
+            poll_interval=POLL_SECONDS,
+            **common,
+        )
+    if node.kind is Kind.PLAN:
+        return _guard(catalog).override(**common)()
+    return _summary().override(**common)()
+
+
+def _guard(catalog: Catalog) -> Any:
+    @task
+    def guard_task(**context: Any) -> list[str]:
+        with ArgoCDHook() as hook:
+            live = {a["metadata"]["name"] for a in hook.list_applications().get("items") or []}
+        try:
+            order = guard(catalog, context["params"], live)
+        except GuardError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        log.info("Tearing down, dependents first: %s", ", ".join(order))
+        return order
+
+    return guard_task
+
+
+def _summary() -> Any:
+    @task
+    def summary(**context: Any) -> dict[str, Any]:
+        ti, params = context["ti"], context["params"]
+        names = _selected(context)
+        if not names:
+            raise AirflowFailException("the guard refused this run; nothing was deleted (see the guard task)")
+        with ArgoCDHook() as hook:
+            body = summarize(hook, names, int(params["stuck_after_seconds"]))
+        body |= {"kind": DAG_ID, "environment": params["environment"], "order": names}
+        lines = [f"- {r['app']}: {'gone' if r['gone'] else r['detail']}" for r in body["apps"]]
+        markdown = f"# Destroy in {params['environment']}\n\n" + "\n".join(lines) + "\n"
+        body["paths"] = write_report(DAG_ID, ti.run_id, "destroy", body, markdown)
+        log.info("Destroy report:\n%s", markdown)
+        if not body["ok"]:
+            left = [r["app"] for r in body["apps"] if not r["gone"]]
+            raise AirflowFailException(f"not gone: {', '.join(left)}")
+        return body
+
+    return summary

@@ -1,22 +1,24 @@
-"""Build ``platform_rollback``: plan → rollback (one mapped task per app) → wait → report.
+"""Build ``platform_rollback``: plan → one rollback per app (mapped; each waits for its own
+operation) → report.
 
-Argo CD refuses a rollback while automated sync is on, so each rollback turns it off first
-and says so in its log and in the report. Each wait is the deferrable sensor, gated on the
-rollback this run requested.
+Each rollback pins its app (an annotation, and automated sync off, which Argo CD requires for
+a rollback anyway), so the nightly drift heal leaves it alone until the next deploy of that
+app. The report judges each app again from Argo CD.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.operators import pick_history_entry, start_rollback
-from base_platform.argocd.sensors import ArgoCDApplicationSensor
+from base_platform.argocd.actions import ActionError, parse_pin, pick_history_entry
+from base_platform.argocd.hooks import JSON, ArgoCDHook
+from base_platform.argocd.operators import ArgoCDRollbackApplicationOperator
 from base_platform.argocd.status import WaitSpec, evaluate
 from base_platform.artifacts import write_report
 from base_platform.catalog.models import Catalog, Wave
@@ -45,17 +47,17 @@ def rollback_params(catalog: Catalog) -> dict[str, Param]:
 def selection(catalog: Catalog, components: list[str], wave: str) -> list[str]:
     """The apps to roll back, dependents first; refuses an empty or ambiguous choice."""
     if not components and not wave:
-        raise AirflowFailException("choose components or a wave to roll back")
+        raise ActionError("choose components or a wave to roll back")
     names = components or [c.name for c in catalog.in_waves({Wave(wave)})]
     if components and wave:
         outside = [n for n in components if catalog.component(n).wave.value != wave]
         if outside:
-            raise AirflowFailException(f"components not in wave {wave}: {', '.join(outside)}")
+            raise ActionError(f"components not in wave {wave}: {', '.join(outside)}")
     return teardown_order(catalog, names)
 
 
-def resolve_targets(catalog: Catalog, params: dict[str, Any], hook: ArgoCDHook) -> list[dict[str, Any]]:
-    """``to`` as a history id per app, resolved once, so a retried rollback is the same one."""
+def resolve_targets(catalog: Catalog, params: Mapping[str, Any], hook: ArgoCDHook) -> list[dict[str, Any]]:
+    """``to`` as a history id and revision per app, resolved once, so a retried rollback is the same one."""
     targets, missing = [], []
     for name in selection(catalog, params["components"], params["wave"]):
         app = hook.find_application(name)
@@ -63,19 +65,23 @@ def resolve_targets(catalog: Catalog, params: dict[str, Any], hook: ArgoCDHook) 
             missing.append(name)
             continue
         to = params["to"] if params["to"] == "previous" else int(params["to"])
-        targets.append({"app_name": name, "history_id": int(pick_history_entry(app, to)["id"])})
+        entry = pick_history_entry(app, to)
+        targets.append({"app_name": name, "history_id": int(entry["id"]), "revision": entry.get("revision")})
     if missing:
-        raise AirflowFailException(f"not in Argo CD, nothing to roll back: {', '.join(missing)}")
+        raise ActionError(f"not in Argo CD, nothing to roll back: {', '.join(missing)}")
     return targets
 
 
-def outcome(hook: ArgoCDHook, started: dict[str, Any]) -> dict[str, Any]:
-    """One row of the report, judged again from Argo CD: is the rollback done?"""
-    spec = WaitSpec(
-        requested_at=datetime.fromisoformat(started["requested_at"]), revision=started["revision"]
-    )
-    verdict = evaluate(hook.get_application(started["app_name"]), spec)
-    return started | {"outcome": verdict.outcome.value, "detail": verdict.reason}
+def outcome(app: JSON, target: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the report, judged again from Argo CD: at the target revision, healthy, pinned?"""
+    verdict = evaluate(app, WaitSpec(revision=target["revision"]))
+    pin = parse_pin(app)
+    pinned = pin is not None and pin.get("history") == str(target["history_id"])
+    return dict(target) | {
+        "outcome": "done" if verdict.done and pinned else verdict.outcome.value,
+        "detail": verdict.reason,
+        "pinned": pin,
+    }
 
 
 def build_platform_rollback_dag(catalog: Catalog, doc_md: str | None = None) -> DAG:
@@ -90,38 +96,28 @@ def build_platform_rollback_dag(catalog: Catalog, doc_md: str | None = None) -> 
 
         @task
         def plan(**context: Any) -> list[dict[str, Any]]:
-            return resolve_targets(catalog, context["params"], ArgoCDHook())
-
-        @task
-        def rollback(app_name: str, history_id: int, **context: Any) -> dict[str, Any]:
-            try:
-                started = start_rollback(ArgoCDHook(), app_name, history_id, disable_auto_sync=True)
-            except ArgoCDAPIError as exc:
-                if exc.is_permanent:
+            with ArgoCDHook() as hook:
+                try:
+                    targets = resolve_targets(catalog, context["params"], hook)
+                except ActionError as exc:
                     raise AirflowFailException(str(exc)) from exc
-                raise
-            if started["auto_sync_disabled"]:
-                log.warning(
-                    "%s had automated sync on: turned it off so Argo CD accepts the rollback", app_name
-                )
-            context["ti"].xcom_push(key="rollback", value=started)
-            return {k: started[k] for k in ("app_name", "requested_at", "revision")} | {"is_dry_run": False}
+            context["ti"].xcom_push(key="targets", value=targets)
+            return [{"app_name": t["app_name"], "to": t["history_id"]} for t in targets]
 
-        started = rollback.expand_kwargs(plan())
-        waited = ArgoCDApplicationSensor.partial(
-            task_id="wait", poke_interval=POLL_SECONDS, timeout=1800
-        ).expand_kwargs(started)
+        rolled_back = ArgoCDRollbackApplicationOperator.partial(
+            task_id="rollback", disable_auto_sync=True, poll_interval=POLL_SECONDS, wait_timeout=1800
+        ).expand_kwargs(plan())
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def report(**context: Any) -> dict[str, Any]:
             ti, params = context["ti"], context["params"]
-            hook = ArgoCDHook()
-            # a list of task ids always pulls a list: one entry per mapped rollback
-            rows = [outcome(hook, s) for s in ti.xcom_pull(task_ids=["rollback"], key="rollback") or [] if s]
+            targets = ti.xcom_pull(task_ids="plan", key="targets") or []
+            with ArgoCDHook() as hook:
+                rows = [outcome(hook.get_application(t["app_name"]), t) for t in targets]
             body = {"kind": DAG_ID, "environment": params["environment"], "to": params["to"], "apps": rows}
             lines = [
                 f"- {r['app_name']}: history {r['history_id']} ({str(r['revision'])[:12]}), {r['outcome']}"
-                + ("; automated sync turned off" if r["auto_sync_disabled"] else "")
+                + ("; pinned (the drift heal leaves it alone until the next deploy)" if r["pinned"] else "")
                 for r in rows
             ]
             markdown = (
@@ -134,5 +130,5 @@ def build_platform_rollback_dag(catalog: Catalog, doc_md: str | None = None) -> 
                 raise AirflowFailException(f"rollback not done for: {', '.join(not_done) or 'any app'}")
             return body
 
-        waited >> report()
+        rolled_back >> report()
     return dag

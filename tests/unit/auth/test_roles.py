@@ -71,10 +71,21 @@ def test_users_passwords_come_from_the_environment_not_the_file() -> None:
     config = load_roles()
     assert {(u.username, u.role) for u in config.users} == {
         ("admin", "admin"),
+        ("ops", "admin"),
         ("dev", "developer"),
         ("ds", "data-scientist"),
     }
     assert "password:" not in Path("config/roles.yaml").read_text()
+
+
+def test_approvers_are_the_named_users_and_roles_never_the_requester() -> None:
+    from base_platform.auth.roles import approvers
+
+    config = load_roles()
+    assert approvers([], ["admin"], config) == ["admin", "ops"]
+    assert approvers([], ["admin"], config, exclude="admin") == ["ops"]
+    assert approvers(["dev"], [], config, exclude="admin") == ["dev"]
+    assert approvers(["admin"], [], config, exclude="admin") == []
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,22 @@ def test_heal_targets_follow_the_policy() -> None:
     assert heal_targets(findings, DriftPolicy()) == []
     policy = DriftPolicy(heal="sync-allowlisted", heal_allowlist=("a", "c", "d"))
     assert heal_targets(findings, policy) == ["a"]
+
+
+def test_an_app_pinned_by_rollback_is_reported_as_pinned_and_never_healed() -> None:
+    from base_platform.argocd.actions import PIN_ANNOTATION
+    from base_platform.catalog.models import DriftPolicy
+    from base_platform.drift.compare import compare_app
+    from base_platform.drift.heal import heal_targets
+
+    desired = {"spec": {"source": {"targetRevision": "main"}, "project": "p"}}
+    live = {
+        "metadata": {"annotations": {PIN_ANNOTATION: "at=2026-11-28T02:00:00+00:00 history=3 revision=abc"}},
+        "spec": {"source": {"targetRevision": "v1"}, "project": "p"},
+        "status": {"sync": {"status": "OutOfSync"}, "health": {"status": "Healthy"}},
+    }
+    findings = compare_app("monitoring", desired, live, lambda name: {"items": []})
+    assert [f.kind for f in findings] == ["pinned"]
+    assert findings[0].message.startswith("pinned by rollback at 2026-11-28T02:00:00+00:00, revision abc")
+    policy = DriftPolicy(heal="sync-allowlisted", heal_allowlist=("monitoring",))
+    assert heal_targets(findings, policy) == []
