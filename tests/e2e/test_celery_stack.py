@@ -172,7 +172,7 @@ def test_prod_approval_only_by_a_named_approver_who_did_not_trigger_it(
     assert admin.task_state("platform_deploy", run_id, "approve") in {"awaiting_input", "deferred"}
     answer = ops.answer_approval(run_id, "Approve")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["responded_by_user"]["name"] == "ops"
+    assert answer.json()["responded_by"]["name"] == "ops"
     assert admin.wait_for_task("platform_deploy", run_id, "approve", {"success", "failed"}, 120) == "success"
     # The deploy itself is not what this test is about: end it, so the next prod run can start.
     ended = admin.http.patch(f"/dags/platform_deploy/dagRuns/{run_id}", json={"state": "failed"})
