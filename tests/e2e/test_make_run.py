@@ -5,6 +5,8 @@ It also proves that Ctrl-C stops every process and that a second start works.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import signal
@@ -95,6 +97,28 @@ def _assert_no_credentials_in_logs(logs: Path) -> None:
     assert leaked == []
 
 
+def _assert_no_protected_value_written(home: Path) -> None:
+    """Every e-mail and phone number of the sample data, searched in every byte the stack wrote:
+    curated data, quarantine, manifests, reports, task logs, and the metadata DB (XCom)."""
+    protected: set[str] = set()
+    for path in (home / "data" / "transactions" / "incoming").glob("*.csv"):
+        for row in csv.DictReader(io.StringIO(path.read_text(errors="replace"))):
+            protected |= {row[c] for c in ("customer_email", "customer_phone") if row.get(c)}
+    assert len(protected) > 1000
+    written = [home / "data" / "transactions" / "curated", home / "logs", home / "artifacts"]
+    files = [f for folder in written for f in folder.rglob("*") if f.is_file()]
+    files += [f for f in home.glob("airflow.db*") if f.is_file()]
+    assert any("_quarantine" in str(f) for f in files) and any(f.name == "airflow.db" for f in files)
+    # Every token that looks like an e-mail or a phone number, then the ones the data holds.
+    token = re.compile(rb"[\w.+-]+@[\w-]+(?:\.[\w-]+)*|\+\d{6,15}")
+    leaked = {
+        str(f): found
+        for f in files
+        if (found := {t.decode(errors="replace") for t in token.findall(f.read_bytes())} & protected)
+    }
+    assert leaked == {}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -129,6 +153,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         ctl = _run_block("platformctl", env)
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
         _assert_no_credentials_in_logs(tmp_path / "home" / "logs")
+        _assert_no_protected_value_written(tmp_path / "home")
     finally:
         assert stack.ctrl_c() == 0
     time.sleep(1)

@@ -98,13 +98,12 @@ def build_platform_deploy_dag(catalog: Catalog, doc_md: str | None = None) -> DA
         render_template_as_native_obj=True,
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
     ) as dag:
-        build_tasks(deploy_graph(catalog), lambda node: _task(catalog, node))
+        build_tasks(deploy_graph(catalog), lambda node, common: _task(catalog, node, common))
     return dag
 
 
-def _task(catalog: Catalog, node: Node) -> Any:
+def _task(catalog: Catalog, node: Node, common: dict[str, Any]) -> Any:
     """The task of one node of the deploy graph."""
-    common: dict[str, Any] = {"task_id": node.name, "trigger_rule": node.rule.value}
     if node.kind is Kind.COMPONENT:
         return DeployComponentOperator(
             component=catalog.component(node.component),

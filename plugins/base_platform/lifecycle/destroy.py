@@ -135,12 +135,12 @@ def build_platform_destroy_dag(catalog: Catalog, doc_md: str | None = None) -> D
         render_template_as_native_obj=True,
         default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     ) as dag:
-        build_tasks(destroy_graph(catalog), lambda node: _task(catalog, node))
+        build_tasks(destroy_graph(catalog), lambda node, common: _task(catalog, node, common))
     return dag
 
 
-def _task(catalog: Catalog, node: Node) -> Any:
-    common: dict[str, Any] = {"task_id": node.name, "trigger_rule": node.rule.value}
+def _task(catalog: Catalog, node: Node, common: dict[str, Any]) -> Any:
+    """The task of one node of the destroy graph."""
     if node.kind is Kind.COMPONENT:
         return DestroyComponentOperator(
             app_name=node.component,

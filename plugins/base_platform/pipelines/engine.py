@@ -64,6 +64,10 @@ def committed_checksums(target: storage.Location) -> dict[str, str]:
     )
 
 
+HISTORY = "_manifests/_history"
+"""Manifests of runs a full refresh superseded: their files are gone, their figures stay for monitoring."""
+
+
 def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh: bool) -> list[Shard]:
     """Input files in a stable (path) order, a shard each (or per piece of a big one).
 
@@ -279,9 +283,10 @@ def process_shard(
     target.delete_dir(staging)
     names = list(pipeline.contract.names)
     quarantine = storage.QuarantineWriter(
-        target, target.path(staging, "_quarantine.parquet"), names, shard.label
+        target, target.path(staging, "_quarantine.parquet"), names, shard.label, pipeline.spec.security, key
     )
     state = _Pass(pipeline, key, quarantine)
+    began = datetime.now(UTC)
     started = time.perf_counter()
     try:
         files, parts = state.stage(
@@ -307,6 +312,7 @@ def process_shard(
         "quarantine": target_relative(target, quarantine.file) if quarantine.rows else None,
         "null_counts": dict(state.nulls),
         "latest_event": state.latest.isoformat() if state.latest else None,
+        "started_at": began.isoformat(),
         "seconds": round(elapsed, 3),
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in state.timings.items()},
     }
@@ -365,10 +371,15 @@ def commit(
     target_uri: str,
     interval: dict[str, str | None],
     full_refresh: bool = False,
+    started_at: str | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
     """Publish staged shards and write the manifest (the commit point) by atomic rename.
 
     Re-running a run replaces its own earlier output; ``full_refresh`` replaces every earlier run.
+    ``started_at`` is when the run's discovery began (default: its first shard's start), so the
+    manifest's GB/hour is the run's own wall clock, not a worker's. ``key`` protects the rows that
+    a repeat across the run's files sends to quarantine, as process_shard's ``key`` does.
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
@@ -378,7 +389,7 @@ def commit(
         finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
         return finished  # a retry after the commit finished: nothing is left to publish
     results = sorted(results, key=lambda r: r["shard"]["index"])
-    run_unique.quarantine_repeated_keys(pipeline, target, run_key, results)
+    run_unique.quarantine_repeated_keys(pipeline, target, run_key, results, key)
     superseded = _superseded(target, run_key, full_refresh)
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
@@ -392,13 +403,18 @@ def commit(
             f"the run's files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
         )
     _publish(target, data + quarantine)
-    manifest = _manifest(pipeline, run_key, results, files, interval)
+    manifest = _manifest(pipeline, run_key, results, files, interval, started_at)
     target.write_json_atomically(manifest, "_manifests", f"{run_key}.json")
     index = {} if full_refresh else committed_checksums(target)
     index = {digest: run for digest, run in index.items() if run != run_key}
     index |= {r["shard"]["checksum"]: run_key for r in results}
     target.write_json_atomically(index, "_manifests", "_index.json")
     keep = {f["path"] for f in files} | set(manifest["quarantine"]) | {f"_manifests/{run_key}.json"}
+    for path in sorted(p for p in superseded - keep if p.startswith("_manifests/")):
+        # A full refresh replaces the data, not the record of earlier runs that monitoring compares with.
+        name = path.removeprefix("_manifests/")
+        old = target.read_json("_manifests", name)
+        target.write_json_atomically(old | {"superseded_by": run_key}, HISTORY, name)
     for path in sorted(superseded - keep):
         if target.exists(path):
             target.fs.delete_file(target.path(path))
@@ -422,6 +438,7 @@ def _manifest(
     results: list[dict[str, Any]],
     files: list[dict[str, Any]],
     interval: dict[str, str | None],
+    started_at: str | None = None,
 ) -> dict[str, Any]:
     totals = Counter[str]()
     nulls = Counter[str]()
@@ -433,6 +450,9 @@ def _manifest(
         for stage, value in result["stage_seconds"].items():
             stages[stage] = stages.get(stage, 0.0) + value
     seconds = sum(result["seconds"] for result in results)
+    committed = datetime.now(UTC)
+    began = datetime.fromisoformat(started_at or min(r["started_at"] for r in results))
+    wall = max((committed - began).total_seconds(), 1e-3)
     latest = max(
         (datetime.fromisoformat(r["latest_event"]) for r in results if r["latest_event"]), default=None
     )
@@ -445,7 +465,8 @@ def _manifest(
         "dataset": pipeline.spec.name,
         "run": run_key,
         "interval": interval,
-        "committed_at": datetime.now(UTC).isoformat(),
+        "started_at": began.isoformat(),
+        "committed_at": committed.isoformat(),
         "contract": pipeline.contract.model_dump(mode="json"),
         "rows_in": totals["rows_in"],
         "rows_stored": totals["rows_stored"],
@@ -463,9 +484,10 @@ def _manifest(
             )
         ],
         "shards": results,
-        "processing_seconds": round(seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
-        "gb_per_hour": round(totals["bytes_in"] / 1e9 / (seconds / 3600), 1) if seconds else None,
+        "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
     }
 
 
@@ -486,13 +508,14 @@ def _superseded(target: storage.Location, run_key: str, full_refresh: bool) -> s
 
 
 def manifest_history(target_uri: str, before: str, limit: int = 30) -> list[dict[str, Any]]:
-    """Earlier runs' manifests of the dataset, oldest first, for the monitor."""
+    """Earlier runs' manifests of the dataset, oldest first, for the monitor: the current ones
+    and those a full refresh superseded."""
     target = storage.Location.of(target_uri)
-    if not target.exists("_manifests"):
-        return []
     manifests = [
-        target.read_json("_manifests", info.base_name)
-        for info in target.fs.get_file_info(pafs.FileSelector(target.path("_manifests")))
+        target.read_json(folder, info.base_name)
+        for folder in ("_manifests", HISTORY)
+        if target.exists(folder)
+        for info in target.fs.get_file_info(pafs.FileSelector(target.path(folder)))
         if info.base_name.endswith(".json")
         and not info.base_name.startswith("_")
         and info.base_name != f"{before}.json"

@@ -67,6 +67,8 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             from base_platform.pipelines import engine
 
             params = context["params"]
+            # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
+            context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
             shards = engine.discover(
                 pipeline, params["source_uri"], params["target_uri"], params["full_refresh"]
             )
@@ -99,6 +101,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
         @task(outlets=[target], trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
             from base_platform.pipelines import engine
+            from base_platform.pipelines.modules.security import load_key
 
             results = list(results or [])
             if not results:
@@ -111,6 +114,8 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 params["target_uri"],
                 _interval(context),
                 params["full_refresh"],
+                context["ti"].xcom_pull(task_ids="discover", key="started_at"),
+                load_key(spec.security),
             )
             log.info(
                 "Committed %d rows in %d files (%d quarantined) at %s GB/h",

@@ -12,11 +12,12 @@ import json
 import os
 from typing import Any
 
+from base_platform.catalog.loader import default_catalog
 from base_platform.pipelines.spec import Pipeline
 
 IMAGE_VARIABLE = "BASE_PIPELINES_IMAGE"
 DEFAULT_IMAGE = "base-platform-airflow:latest"
-MODULE = "ingestion"  # process_shard is the ingestion module's stage chain
+MODULE = "data-ingestion"  # process_shard is the ingestion module's stage chain: its catalog entry
 SERVICE_ACCOUNT = "base-pipelines"
 VAULT_ENV_FROM = "base-pipelines-vault"  # a Kubernetes Secret holding AIRFLOW_CONN_VAULT_DEFAULT
 RESOURCES = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
@@ -43,7 +44,7 @@ def pod_settings(pipeline: Pipeline) -> dict[str, Any]:
     from kubernetes.client import models as k8s
 
     return {
-        "namespace": f"base-{MODULE}",
+        "namespace": default_catalog().component(MODULE).namespace,  # where Argo CD deploys the module
         "image": os.environ.get(IMAGE_VARIABLE, DEFAULT_IMAGE),
         "cmds": ["python"],
         "name": f"pipeline-{pipeline.spec.name.replace('_', '-')}-shard",

@@ -94,7 +94,11 @@ def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) 
 
 
 def quarantine_repeated_keys(
-    pipeline: Pipeline, target: storage.Location, run_key: str, results: list[dict[str, Any]]
+    pipeline: Pipeline,
+    target: storage.Location,
+    run_key: str,
+    results: list[dict[str, Any]],
+    key: bytes | None = None,
 ) -> None:
     """``unique`` across the run: stored rows whose key an earlier part had go to quarantine.
 
@@ -109,7 +113,7 @@ def quarantine_repeated_keys(
     for rule in unique_rules(pipeline):  # in turn: a later rule reads the files an earlier one mended
         repeated = _repeated_keys(target, run_key, parts, rule)
         losing = [index for index, keys in enumerate(repeated) if len(keys)]
-        mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, sources)
+        mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, sources, key)
         with ThreadPoolExecutor(PARTS_AT_ONCE) as pool:
             list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
     for result in results:
@@ -151,6 +155,7 @@ def _move_repeated_rows(
     run_key: str,
     rule: Unique,
     sources: _UnchangedSources,
+    key: bytes | None,
     part: Part,
     repeated: np.ndarray,
 ) -> None:
@@ -176,7 +181,7 @@ def _move_repeated_rows(
     if not drops:
         return
     sources.check(part.result["shard"])
-    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed)
+    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed, key)
     for number, drop in drops.items():
         path = part.result["files"][number]
         kept = _kept(storage.read_batches(target, path, decryption), drop)
@@ -198,6 +203,7 @@ def _quarantine_raw_rows(
     part: Part,
     rule: Unique,
     removed: dict[int, np.ndarray],
+    key: bytes | None,
 ) -> None:
     """Stage the raw input rows of the stored rows about to be removed, with their record numbers.
 
@@ -211,7 +217,12 @@ def _quarantine_raw_rows(
     reason = f"{'+'.join(rule.columns)}: {REPEATED}"
     writers = {
         number: storage.QuarantineWriter(
-            target, target.path(repeated_file(run_key, shard["id"], rule, number)[0]), names, shard["label"]
+            target,
+            target.path(repeated_file(run_key, shard["id"], rule, number)[0]),
+            names,
+            shard["label"],
+            pipeline.spec.security,
+            key,
         )
         for number in removed
     }

@@ -136,6 +136,9 @@ class Freshness(_Strict):
     rule: Literal["freshness"]
     column: str
     max_age_hours: float = Field(gt=0)
+    future_tolerance_minutes: float = Field(
+        default=5, ge=0, description="newest events further ahead of now than this are not fresh: bad clocks"
+    )
 
 
 Rule = Annotated[NotNull | Range | Regex | AcceptedValues | Unique | Freshness, Field(discriminator="rule")]

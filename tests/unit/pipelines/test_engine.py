@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -21,6 +23,7 @@ import pytest
 
 from base_platform.pipelines import engine, run_unique
 from base_platform.pipelines.modules import ingestion, storage
+from base_platform.pipelines.modules.security import unseal
 from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -38,7 +41,7 @@ def run(
 ) -> dict[str, Any]:
     shards = engine.discover(pipeline, str(source), str(target), full)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
-    return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full)
+    return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full, key=KEY)
 
 
 def with_source(pipeline: Pipeline, **fields: Any) -> Pipeline:
@@ -106,10 +109,28 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
     again = run(pipeline, tmp_path / "in", tmp_path / "out", "run-2", full=True)
     assert again["rows_stored"] == first["rows_stored"] == stored(tmp_path / "out").num_rows
     assert sorted(p.name for p in (tmp_path / "out" / "_manifests").iterdir()) == [
+        "_history",
         "_index.json",
         "run-2.json",
     ]
     assert [p.name for p in (tmp_path / "out" / "_quarantine").iterdir()] == ["run-2"]
+    # The data is replaced; the monitor still compares with the run that was superseded.
+    history = engine.manifest_history(str(tmp_path / "out"), before="run-3")
+    assert [(m["run"], m.get("superseded_by")) for m in history] == [("run-1", "run-2"), ("run-2", None)]
+
+
+def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Not the shards' summed seconds, which is a per-worker rate: from discovery to commit."""
+    from datetime import UTC, datetime, timedelta
+
+    generate(2000, "csv", 0.0, tmp_path / "in", files=2)
+    shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
+    results = [engine.process_shard(pipeline, s, "run-1", str(tmp_path / "out"), KEY) for s in shards]
+    began = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    manifest = engine.commit(pipeline, "run-1", results, str(tmp_path / "out"), {}, started_at=began, key=KEY)
+    assert 3600 <= manifest["wall_seconds"] < 3660 and manifest["started_at"] == began
+    assert manifest["gb_per_hour"] == round(manifest["bytes_in"] / 1e9 / (manifest["wall_seconds"] / 3600), 3)
+    assert manifest["processing_seconds"] == round(sum(r["seconds"] for r in results), 3)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
@@ -196,8 +217,10 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     with monkeypatch.context() as patch:
         patch.setattr(storage, "replace_file", crash)
         with pytest.raises(OSError, match="killed"):
-            engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
-    manifest = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+            engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY)
+    manifest = engine.commit(
+        pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY
+    )
 
     assert manifest["rows_in"] == 603 and manifest["rows_stored"] == 600 and manifest["rows_quarantined"] == 3
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
@@ -205,14 +228,20 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     quarantine = quarantined(tmp_path / "out").sort_by("_record")
     second = list(csv.reader(io.StringIO(sorted((tmp_path / "in").glob("*.csv"))[1].read_text())))[1:]
     assert quarantine.column("_record").to_pylist() == list(range(len(second) - 3, len(second)))
-    for name in ("transaction_id", "customer_email", "amount"):  # kept raw: PII as it came in
-        column = list(pipeline.contract.names).index(name)
-        assert quarantine.column(name).to_pylist() == [row[column].encode() for row in second[-3:]]
+    names = list(pipeline.contract.names)
+    for name in ("transaction_id", "amount"):  # not protected: kept raw, as it came in
+        assert quarantine.column(name).to_pylist() == [row[names.index(name)].encode() for row in second[-3:]]
+    emails = [row[names.index("customer_email")] for row in second[-3:]]
+    # Protected: the HMAC a curated row holds; the raw value only sealed, for an authorised replay.
+    assert quarantine.column("customer_email").to_pylist() == [
+        hmac.new(KEY, e.encode(), hashlib.sha256).digest() for e in emails
+    ]
+    assert [unseal(s, KEY)["customer_email"] for s in quarantine.column("_sealed").to_pylist()] == emails
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
     assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {run_unique.REPEATED}"}
     assert set(quarantine.column("_source").to_pylist()) == {results[1]["shard"]["source"]}
     assert sum(f["rows"] for f in manifest["files"]) == 600
-    again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+    again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY)
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
@@ -233,7 +262,7 @@ def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     assert (len(parts) > 1) == (keys_at_once == 150)
     assert parts[-1]["records"][1] == 603 and sum(p["files"] for p in parts) == len(results[0]["files"])
 
-    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (603, 600, 3)
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600
@@ -275,7 +304,7 @@ def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
     with sorted((tmp_path / "in").glob("*.csv"))[1].open("a") as changed:
         changed.write("\n")
     with pytest.raises(run_unique.CommitFailed, match="changed since discover"):
-        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
 
 
@@ -285,7 +314,7 @@ def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeli
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     (tmp_path / "out" / results[1]["files"][0]).unlink()  # a staged file lost outside our control
     with pytest.raises(run_unique.CommitFailed, match="the run's files hold"):
-        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {})
+        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_staging"]  # nothing published
 
@@ -306,7 +335,9 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     published = tmp_path / "out" / results[0]["files"][0].split("/data/", 1)[1]
     published.parent.mkdir(parents=True)
     staged.rename(published)  # what a crash after the first move leaves behind
-    manifest = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {})
+    manifest = engine.commit(
+        pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY
+    )
     assert (
         stored(tmp_path / "out").num_rows == manifest["rows_stored"] == sum(r["rows_stored"] for r in results)
     )
@@ -338,7 +369,7 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     visible = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and "_staging" not in p.parts]
     assert visible == []
     result = engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), KEY)
-    manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {})
+    manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {}, key=KEY)
     assert manifest["rows_in"] == 400_000 == stored(tmp_path / "out").num_rows + manifest["rows_quarantined"]
 
 

@@ -35,7 +35,7 @@ def rendered_pod(pipeline: Pipeline) -> Any:
 def test_the_pod_runs_the_engine_with_the_shards_arguments(pipeline: Pipeline) -> None:
     pod = rendered_pod(pipeline)
     container = pod.spec.containers[0]
-    assert pod.metadata.namespace == "base-ingestion"
+    assert pod.metadata.namespace == "base-data-ingestion"  # the catalog's, where Argo CD deploys it
     assert container.image == "base-platform-airflow:latest"
     assert container.command == ["python"]
     args = container.args
@@ -63,6 +63,6 @@ def test_the_dag_maps_pods_over_the_discovered_shards(pipeline: Pipeline) -> Non
     dag = build_pipeline_dag(pipeline)
     task = dag.get_task("process_shard")
     assert type(task).__name__ == "MappedOperator" and task.operator_class.__name__ == "KubernetesPodOperator"
-    assert getattr(task, "partial_kwargs")["namespace"] == "base-ingestion"  # noqa: B009 - a MappedOperator
+    assert getattr(task, "partial_kwargs")["namespace"] == "base-data-ingestion"  # noqa: B009 - a MappedOperator
     assert dag.get_task("pod_arguments").upstream_task_ids == {"discover"}
     assert dag.get_task("commit").upstream_task_ids == {"process_shard"}

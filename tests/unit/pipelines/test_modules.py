@@ -409,3 +409,19 @@ def test_a_stale_run_is_flagged_without_history() -> None:
     assert monitoring.assess(manifest | {"freshness": [fresh]}, [])["status"] == "insufficient history"
     stale = monitoring.assess(manifest | {"freshness": [fresh | {"fresh": False, "age_hours": 99.0}]}, [])
     assert stale["status"] == "anomalies" and stale["anomalies"] == ["freshness.event_time"]
+
+
+@pytest.mark.parametrize(
+    ("latest_hours_ago", "fresh", "future"),
+    [(1.0, True, False), (30.0, False, False), (-0.05, True, False), (-2.0, False, True)],
+    ids=["recent", "too old", "3 minutes ahead: within the tolerance", "2 hours ahead: a wrong clock"],
+)
+def test_freshness_refuses_events_from_the_future(latest_hours_ago: float, fresh: bool, future: bool) -> None:
+    from datetime import timedelta
+
+    from base_platform.pipelines.spec import Freshness
+
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    rule = Freshness(rule="freshness", column="event_time", max_age_hours=24, future_tolerance_minutes=5)
+    verdict = quality.freshness(now - timedelta(hours=latest_hours_ago), rule, now)
+    assert (verdict["fresh"], verdict["in_the_future"]) == (fresh, future)

@@ -14,7 +14,7 @@ from base_platform.pipelines.modules import ingestion
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import free_port
-from tests.unit.pipelines.test_engine import with_source
+from tests.unit.pipelines.test_engine import KEY, with_source
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
 
     shards = engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False)
     assert [s.source for s in shards] == [f"s3://raw/incoming/{n}" for n in summary.files]
-    results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", b"k") for s in shards]
-    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {})
+    results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
+    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
 
     assert manifest["rows_in"] == 2000 == manifest["rows_stored"] + manifest["rows_quarantined"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curated")["Contents"]]  # type: ignore[attr-defined]
@@ -72,8 +72,8 @@ def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path)
 
     shards = engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False)
     assert len(shards) == 2 and shards[0].end == shards[1].start and shards[1].end == summary.bytes
-    results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", b"k") for s in shards]
-    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {})
+    results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
+    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
     assert manifest["rows_in"] == 9000 and manifest["rows_quarantined"] == summary.corrupt
     assert manifest["inputs"] == [{"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum}]
 

@@ -124,13 +124,19 @@ def _range(values: pa.Array, rule: Range, findings: Findings) -> None:
 
 
 def freshness(latest: datetime | None, rule: Freshness, now: datetime) -> dict[str, object]:
-    """Whether the newest stored event is recent enough, for the manifest."""
+    """Whether the newest stored event is recent enough, for the manifest.
+
+    An event from further ahead than the rule's tolerance is not fresh either: it says a
+    source's clock is wrong, not that the data is new.
+    """
     age = None if latest is None else (now - latest).total_seconds() / 3600
-    fresh = age is not None and age <= rule.max_age_hours
+    future = age is not None and -age * 60 > rule.future_tolerance_minutes
+    fresh = age is not None and not future and age <= rule.max_age_hours
     return {
         "column": rule.column,
         "latest": latest.isoformat() if latest else None,
         "age_hours": None if age is None else round(age, 2),
         "max_age_hours": rule.max_age_hours,
+        "in_the_future": future,
         "fresh": fresh,
     }

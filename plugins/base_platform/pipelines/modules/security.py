@@ -19,8 +19,9 @@ from base_platform.pipelines.spec import Protection, Security
 
 
 def load_key(security: Security) -> bytes | None:
-    """The HMAC key from Vault KV (``path#key`` under ``vault_default``'s mount); None if unused."""
-    if not any(protection.protect == "hmac" for protection in security.columns.values()):
+    """The pipeline's secret from Vault KV (``path#key`` under ``vault_default``'s mount): the HMAC
+    key, from which the quarantine's seal key is derived too; None when no column is protected."""
+    if not protects_anything(security):
         return None
     from base_platform.vault.client import read_secret
 
@@ -141,3 +142,76 @@ def decryption_properties() -> Any:
 
     factory, connection = _crypto()
     return factory.file_decryption_properties(connection, pe.DecryptionConfiguration())
+
+
+SEAL_INFO = b"base-platform/quarantine-seal/v1"
+NONCE_BYTES = 12
+
+
+def protects_anything(security: Security) -> bool:
+    return any(p.protect != "none" or p.classification != "public" for p in security.columns.values())
+
+
+def seal_key(key: bytes) -> bytes:
+    """The AES-256 key that seals quarantined raw records, derived from the pipeline's secret.
+
+    HKDF with its own ``info`` keeps it apart from the HMAC key it starts from: whoever may read
+    the secret in Vault may unseal, and nobody else.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SEAL_INFO).derive(key)
+
+
+def seal(records: list[dict[str, str | None]], key: bytes) -> list[bytes]:
+    """Each record as AES-GCM (a random nonce, then the ciphertext and tag) of its JSON."""
+    import json
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(seal_key(key))
+    sealed = []
+    for record in records:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed.append(nonce + aead.encrypt(nonce, json.dumps(record, sort_keys=True).encode(), SEAL_INFO))
+    return sealed
+
+
+def unseal(sealed: bytes, key: bytes) -> dict[str, str | None]:
+    """A sealed record back, for an authorised reader (``python -m base_platform.pipelines.quarantine``)."""
+    import json
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    plain = AESGCM(seal_key(key)).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], SEAL_INFO)
+    record: dict[str, str | None] = json.loads(plain)
+    return record
+
+
+def protect_raw(values: list[bytes | None], protection: Protection, key: bytes | None) -> list[bytes | None]:
+    """A quarantined column's raw values as curated rows store them: HMAC, masked, or nothing."""
+    import hashlib
+    import hmac
+
+    if protection.protect == "hmac":
+        if key is None:
+            raise ValueError("hmac needs a key")
+        return [None if v is None else hmac.new(key, v, hashlib.sha256).digest() for v in values]
+    if protection.protect == "mask":
+        keep = protection.keep_last
+        masked = []
+        for value in values:
+            text = None if value is None else value.decode("utf-8", "replace")
+            masked.append(
+                None
+                if text is None
+                else (
+                    "*" * max(len(text) - keep, 0) + text[len(text) - keep :] if keep else "*" * len(text)
+                ).encode()
+            )
+        return masked
+    if protection.protect == "none":
+        return values
+    return [None] * len(values)  # drop and encrypt: only the sealed record holds them

@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from base_platform.pipelines.spec import resolve
+from base_platform.pipelines.modules import security
+from base_platform.pipelines.spec import Security, resolve
 
 AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
 DICTIONARY_RATIO = 0.1  # at most one distinct value in ten rows
@@ -99,7 +100,8 @@ class Location:
 
 
 def quarantine_schema(names: Iterable[str]) -> pa.Schema:
-    """Raw values as bytes (they may not be UTF-8), the whole raw line for unsplittable rows."""
+    """Raw values as bytes (they may not be UTF-8), the whole raw line for unsplittable rows, and
+    the sealed raw record where a column is protected."""
     fields = [pa.field(name, pa.binary()) for name in names]
     return pa.schema(
         [
@@ -108,16 +110,37 @@ def quarantine_schema(names: Iterable[str]) -> pa.Schema:
             ("_reason", pa.string()),
             ("_source", pa.string()),
             ("_record", pa.int64()),
+            ("_sealed", pa.binary()),
         ]
     )
 
 
 class QuarantineWriter:
-    """One Parquet file per shard attempt, opened on the first bad row."""
+    """One Parquet file per shard attempt, opened on the first bad row.
 
-    def __init__(self, location: Location, path: str, names: list[str], source: str) -> None:
+    Nothing protected is written in clear: a protected column holds what a curated row would
+    (its HMAC, its masked value, or nothing), and the raw values of the protected columns, with
+    the whole raw line of an unsplittable row, are sealed in ``_sealed`` (see
+    :func:`base_platform.pipelines.modules.security.seal`) for an authorised replay.
+    """
+
+    def __init__(
+        self,
+        location: Location,
+        path: str,
+        names: list[str],
+        source: str,
+        protection: Security | None = None,
+        key: bytes | None = None,
+    ) -> None:
         self.location, self.file, self.names, self.source = location, path, names, source
         self.schema = quarantine_schema(names)
+        self.protected = {
+            name: p for name, p in (protection.columns if protection else {}).items() if name in names
+        }
+        if self.protected and key is None:
+            raise ValueError("quarantining protected columns needs the pipeline's key, to seal them")
+        self.key = key
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
@@ -151,17 +174,42 @@ class QuarantineWriter:
         records: pa.Array | None,
     ) -> None:
         count = len(reasons)
+        raw = pa.nulls(count, pa.binary()) if raw is None else raw
+        sealed = pa.nulls(count, pa.binary())
+        if self.protected:
+            columns, raw, sealed = self._protected(columns, raw)
         self.write(
             pa.table(
                 columns
                 | {
-                    "_raw": pa.nulls(count, pa.binary()) if raw is None else raw,
+                    "_raw": raw,
                     "_reason": reasons,
                     "_source": pa.array([self.source] * count, pa.string()),
                     "_record": pa.nulls(count, pa.int64()) if records is None else records,
+                    "_sealed": sealed,
                 }
             )
         )
+
+    def _protected(
+        self, columns: dict[str, pa.Array | pa.ChunkedArray], raw: pa.Array
+    ) -> tuple[dict[str, pa.Array | pa.ChunkedArray], pa.Array, pa.Array]:
+        """Protected columns as curated rows hold them, the raw line cleared, both sealed."""
+        assert self.key is not None
+        clear = {name: columns[name].to_pylist() for name in self.protected} | {"_raw": raw.to_pylist()}
+        records = [
+            {
+                name: None if values[i] is None else values[i].decode("utf-8", "surrogateescape")
+                for name, values in clear.items()
+            }
+            for i in range(len(raw))
+        ]
+        protected = {
+            name: pa.array(security.protect_raw(clear[name], rule, self.key), pa.binary())
+            for name, rule in self.protected.items()
+        }
+        sealed = pa.array(security.seal(records, self.key), pa.binary())
+        return columns | protected, pa.nulls(len(raw), pa.binary()), sealed
 
     def close(self) -> None:
         if self.writer is not None:
