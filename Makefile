@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest bench constraints clean system-packages
+.PHONY: run test test-fast lint typecheck pytest bench constraints clean system-packages
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: $(STAMP)
 
 ## test: ruff, mypy and the whole pytest suite.
 test: lint typecheck pytest
+
+## test-fast: the inner loop: ruff, mypy, and the tests that start no Airflow stack and run no DAG.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not integration and not e2e" tests/unit tests/sandbox tests/dags tests/docs tests/stack tests/scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

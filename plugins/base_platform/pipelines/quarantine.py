@@ -76,11 +76,12 @@ def replay(pipeline: Pipeline, source_uri: str, run: str, text: str) -> str:
     if pipeline.spec.source.format != "csv":
         raise SystemExit(f"replay writes CSV; {pipeline.spec.name} reads {pipeline.spec.source.format}")
     source = storage.Location.of(source_uri)
-    name = f"replay-{run}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.csv"
+    data = text.encode("utf-8", "surrogateescape")  # bad bytes go back as they came
+    name = f"replay-{run}-{hashlib.sha256(data).hexdigest()[:16]}.csv"
     if not source.exists(name):
         temporary = source.path(f".{name}.partial")
         with source.fs.open_output_stream(temporary) as stream:
-            stream.write(text.encode("utf-8", "surrogateescape"))
+            stream.write(data)
         source.fs.move(temporary, source.path(name))
     return source.path(name)
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.run:
             parser.error("replay needs --run")
         if args.fixed:
-            with Path(args.fixed).open(encoding="utf-8", newline="") as fixed:
+            with Path(args.fixed).open(encoding="utf-8", errors="surrogateescape", newline="") as fixed:
                 rows: list[dict[str, Any]] = list(csv.DictReader(fixed))
         else:
             rows = list(records(pipeline, target, key, args.run))
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = show_csv(pipeline, list(records(pipeline, target, key, args.run)))
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).write_bytes(text.encode("utf-8", "surrogateescape"))  # raw bytes as they came
     else:
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
     return 0
 
 
