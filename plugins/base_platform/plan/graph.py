@@ -65,16 +65,9 @@ class Graph:
     def of_kind(self, kind: Kind) -> list[Node]:
         return [n for n in self.nodes if n.kind is kind]
 
-    def downstream(self, task_id: str) -> list[str]:
-        return [n.task_id for n in self.nodes if task_id in n.upstream]
-
 
 def component_id(catalog: Catalog, name: str) -> str:
     return f"{catalog.component(name).wave.value}.{name}"
-
-
-def gate_id(wave: Wave) -> str:
-    return f"{wave.value}.gate"
 
 
 def deploy_graph(catalog: Catalog) -> Graph:
