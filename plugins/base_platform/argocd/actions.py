@@ -182,8 +182,10 @@ def _pin(hook: ArgoCDHook, app: JSON, entry: JSON, disable_auto_sync: bool) -> b
     metadata = app.get("metadata") or {}
     annotations = dict(metadata.get("annotations") or {})
     annotations[PIN_ANNOTATION] = pin_annotation(int(entry["id"]), str(entry.get("revision")))
-    body = {"metadata": {"name": name, "labels": metadata.get("labels") or {}, "annotations": annotations}}
-    hook.upsert_application(body | {"spec": spec}, validate=False)
+    # An upsert replaces the metadata it is given: keep the finalizers (cascade delete) and labels.
+    kept = {key: metadata[key] for key in ("namespace", "labels", "finalizers") if metadata.get(key)}
+    body = {"metadata": {"name": name, **kept, "annotations": annotations}, "spec": spec}
+    hook.upsert_application(body, validate=False)
     return auto_sync
 
 

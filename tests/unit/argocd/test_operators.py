@@ -152,3 +152,35 @@ def test_delete_waits_until_gone(start_simulator) -> None:
             task_id="d", app_name="web", wait_for_completion=True, deferrable=True
         ).execute({})
     assert isinstance(deferred.value.trigger, ArgoCDApplicationDeletedTrigger)
+
+
+def test_the_pin_keeps_the_apps_finalizers_and_labels() -> None:
+    """Argo CD's upsert replaces the metadata it is sent: a pin must not drop the cascade finalizer."""
+    from base_platform.argocd.actions import PIN_ANNOTATION, _pin
+
+    class RecordingArgoCD:
+        """Stands in for Argo CD's API, recording what the upsert sends."""
+
+        def __init__(self) -> None:
+            self.sent: dict[str, Any] = {}
+
+        def upsert_application(self, body: dict[str, Any], validate: bool = True) -> dict[str, Any]:
+            self.sent = body
+            return body
+
+    app = {
+        "metadata": {
+            "name": "web",
+            "namespace": "argocd",
+            "labels": {"platform.base/wave": "core"},
+            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+        },
+        "spec": {"syncPolicy": {"automated": {"prune": True}}},
+    }
+    argocd = RecordingArgoCD()
+    assert _pin(argocd, app, {"id": 1, "revision": "abc"}, disable_auto_sync=True) is True  # type: ignore[arg-type]
+    metadata = argocd.sent["metadata"]
+    assert metadata["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
+    assert metadata["labels"] == {"platform.base/wave": "core"} and metadata["namespace"] == "argocd"
+    assert "history=1 revision=abc" in metadata["annotations"][PIN_ANNOTATION]
+    assert "automated" not in argocd.sent["spec"]["syncPolicy"]
