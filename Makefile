@@ -39,8 +39,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# --durations: the 30 slowest tests in every run, so a slow new test shows where it is added.
 pytest: $(STAMP) system-packages
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 ## system-packages: Debian's Postgres and Redis, which the production-topology e2e test starts.
 system-packages:

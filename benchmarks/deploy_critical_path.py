@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
 from base_platform.argocd.actions import start_sync, wait_until_done  # noqa: E402
 from base_platform.argocd.hooks import ArgoCDHook  # noqa: E402
-from base_platform.catalog.loader import load_catalog, load_environment  # noqa: E402
+from base_platform.catalog.loader import default_catalog, environment  # noqa: E402
 from base_platform.catalog.render import project_names, render_application, render_project  # noqa: E402
 from base_platform.plan.deploy import critical_path, topological_order  # noqa: E402
 from base_platform.plan.graph import Graph, Kind, Node, deploy_graph  # noqa: E402
@@ -54,7 +54,7 @@ TARGET_SPEEDUP = 1.8
 
 def durations() -> dict[str, float]:
     """Seconds from sync request to Healthy, per component: slower waves, some slow apps."""
-    result = {c.name: WAVE_SECONDS[c.wave.value] for c in load_catalog().components}
+    result = {c.name: WAVE_SECONDS[c.wave.value] for c in default_catalog().components}
     result.update({"kubeflow": 16.0, "vault": 9.0, "data-storage": 8.0})
     return result
 
@@ -138,16 +138,16 @@ def sequential_baseline(sim_url: str) -> float:
     os.environ["AIRFLOW_CONN_ARGOCD_DEFAULT"] = json.dumps(
         {"conn_type": "argocd", "host": sim_url, "password": "sandbox-token"}
     )
-    catalog, env = load_catalog(), load_environment("dev")
-    hook = ArgoCDHook()
+    catalog, env = default_catalog(), environment("dev")
     began = time.monotonic()
-    for name in project_names(catalog):
-        hook.upsert_project(render_project(name, catalog, env))
-    for component in topological_order(catalog.components):
-        hook.upsert_application(render_application(component, env))
-        sync = start_sync(hook, component.name, revision=env.target_revision)
-        verdict = wait_until_done(hook, component.name, sync.wait_spec(), 600, POLL_SECONDS)
-        assert verdict.done, verdict.reason
+    with ArgoCDHook() as hook:
+        for name in project_names(catalog):
+            hook.upsert_project(render_project(name, catalog, env))
+        for component in topological_order(catalog.components):
+            hook.upsert_application(render_application(component, env))
+            sync = start_sync(hook, component.name, revision=env.target_revision)
+            verdict = wait_until_done(hook, component.name, sync.wait_spec(), 600, POLL_SECONDS)
+            assert verdict.done, verdict.reason
     return time.monotonic() - began
 
 
@@ -172,7 +172,7 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     dag_only = "--dag-only" in sys.argv
-    catalog, per_app = load_catalog(), durations()
+    catalog, per_app = default_catalog(), durations()
     graph = deploy_graph(catalog)
     with tempfile.TemporaryDirectory() as tmp:
         scenario = scenario_file(Path(tmp))

@@ -35,27 +35,29 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+
+if TYPE_CHECKING:
+    from base_platform.pipelines.records import ShardResult
 
 KEY = b"benchmark-key"
 TARGETS = {"airflow_gb_per_hour": 300.0, "vs_duckdb": 1.5, "vs_arrow_io": 0.45, "peak_rss_gb": 1.5}
 BYTES_PER_ROW = 172  # of the generated CSV, measured
 
 
-def _shard(args: tuple[dict[str, Any], str, str]) -> dict[str, Any]:
+def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
     from base_platform.pipelines import engine
+    from base_platform.pipelines.records import Shard
     from base_platform.pipelines.spec import load_pipelines
 
     shard, target, run_key = args
-    return engine.process_shard(load_pipelines()[0], engine.Shard(**shard), run_key, target, KEY)
+    return engine.process_shard(load_pipelines()[0], Shard.from_json(shard), run_key, target, KEY)
 
 
 def ours(source: str, target: str) -> dict[str, Any]:
-    from dataclasses import asdict
-
     from base_platform.pipelines import engine
     from base_platform.pipelines.spec import load_pipelines
 
@@ -63,7 +65,7 @@ def ours(source: str, target: str) -> dict[str, Any]:
     shards = engine.discover(pipeline, source, target, full_refresh=True)
     # fresh processes, as each task is: a forked worker would count the parent's pages in its RSS
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_shard, [(asdict(s), target, "bench") for s in shards]))
+        results = list(pool.map(_shard, [(s.to_json(), target, "bench") for s in shards]))
     manifest = engine.commit(
         pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True, key=KEY
     )

@@ -142,7 +142,10 @@ def pause_for(seconds: float) -> None:
 def wait(
     airflow: Airflow, dag_id: str, run_id: str, timeout: float, sleep: Callable[[float], None] | None = None
 ) -> str | None:
-    """Poll with backoff (2 s doubling to 30 s) until the run ends; None on timeout."""
+    """Poll with backoff (2 s doubling to 10 s) until the run ends; None on timeout.
+
+    The cap bounds how late a finished run is noticed; a poll is one cheap GET.
+    """
     sleep = sleep or pause_for
     deadline, pause = time.monotonic() + timeout, 2.0
     while True:
@@ -152,7 +155,7 @@ def wait(
         if time.monotonic() + pause > deadline:
             return None
         sleep(pause)
-        pause = min(pause * 2, 30.0)
+        pause = min(pause * 2, 10.0)
 
 
 # ---- verdicts -----------------------------------------------------------------------------------

@@ -114,10 +114,51 @@ class SimulatorProcess:
         self.log.close()
 
 
+class SimulatorPool:
+    """Idle simulators, one process reused by test after test through ``/sandbox/reset``.
+
+    Starting a simulator costs an interpreter and its imports (about a second); resetting one costs
+    a request. A test that stops or kills its simulator simply does not give it back.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.idle: dict[str, list[SimulatorProcess]] = {}
+
+    def take(self, kind: str, scenario: str) -> SimulatorProcess:
+        idle = self.idle.setdefault(kind, [])
+        while idle:
+            sim = idle.pop()
+            try:
+                httpx.post(
+                    f"{sim.url}/sandbox/reset", json={"scenario": scenario}, timeout=10
+                ).raise_for_status()
+                return sim
+            except httpx.HTTPError:
+                sim.stop()  # dead, or refused the scenario: a fresh process says why
+        return SimulatorProcess(scenario, self.tmp, kind=kind)
+
+    def give_back(self, kind: str, sim: SimulatorProcess) -> None:
+        if sim.proc.poll() is None:
+            self.idle.setdefault(kind, []).append(sim)
+
+    def close(self) -> None:
+        for sims in self.idle.values():
+            for sim in sims:
+                sim.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorPool]:
+    pool = SimulatorPool(tmp_path_factory.mktemp("simulators"))
+    yield pool
+    pool.close()
+
+
 def _simulators(
-    kind: str, tmp_path: Path, point_at: Callable[[SimulatorProcess], None]
+    kind: str, tmp_path: Path, pool: SimulatorPool, point_at: Callable[[SimulatorProcess], None]
 ) -> Iterator[Callable[..., SimulatorProcess]]:
-    """Start simulators of one kind with a scenario (a dict, a file, or a name); stop them after."""
+    """Simulators of one kind with a scenario (a dict, a file, or a name), from the session's pool."""
     started: list[SimulatorProcess] = []
 
     def start(scenario: dict[str, object] | str = "default.yaml") -> SimulatorProcess:
@@ -125,35 +166,43 @@ def _simulators(
             path = tmp_path / f"{kind}-scenario-{len(started)}.yaml"
             path.write_text(json.dumps(scenario))
             scenario = str(path)
-        sim = SimulatorProcess(scenario, tmp_path, kind=kind)
+        sim = pool.take(kind, scenario)
         started.append(sim)
         point_at(sim)
         return sim
 
     yield start
     for sim in started:
-        sim.stop()
+        pool.give_back(kind, sim)
 
 
 @pytest.fixture
 def start_simulator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simulator_pool: SimulatorPool
 ) -> Iterator[Callable[..., SimulatorProcess]]:
     """Start an Argo CD simulator and point argocd_default at it."""
 
     def point_at(sim: SimulatorProcess) -> None:
-        conn = {"conn_type": "argocd", "host": sim.url, "password": SIM_TOKEN}
+        conn = {
+            "conn_type": "argocd",
+            "host": sim.url,
+            "password": SIM_TOKEN,
+            "extra": {"backoff_seconds": 0.05},
+        }
         monkeypatch.setenv("AIRFLOW_CONN_ARGOCD_DEFAULT", json.dumps(conn))
 
-    yield from _simulators("argocd", tmp_path, point_at)
+    yield from _simulators("argocd", tmp_path, simulator_pool, point_at)
 
 
 @pytest.fixture
-def start_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SimulatorProcess]]:
+def start_vault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simulator_pool: SimulatorPool
+) -> Iterator[Callable[..., SimulatorProcess]]:
     """Start a Vault simulator and point vault_default at it (userpass)."""
     yield from _simulators(
         "vault",
         tmp_path,
+        simulator_pool,
         lambda sim: monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", vault_conn_uri(sim.port)),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 
-JSON = dict[str, Any]
+from base_platform.types import JSON
 
 
 def _strict(definitions: JSON) -> JSON:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from base_platform.argocd.hooks import ArgoCDHook
-from base_platform.catalog.loader import default_catalog, load_environment
+from base_platform.catalog.loader import default_catalog, environment
 from base_platform.catalog.render import project_names, render_application, render_project
 
 WORKLOAD = [{"kind": "Deployment", "group": "apps"}, {"kind": "Service"}]
@@ -13,12 +13,14 @@ NETWORK_POLICY = {"kind": "NetworkPolicy", "group": "networking.k8s.io", "name":
 CERTIFICATE = {"kind": "Certificate", "group": "cert-manager.io", "name": "platform-tls"}
 
 
-def deployed_platform(environment: str = "dev", omit: tuple[str, ...] = (), **apps: Any) -> dict[str, Any]:
+def deployed_platform(
+    environment_name: str = "dev", omit: tuple[str, ...] = (), **apps: Any
+) -> dict[str, Any]:
     """Every component deployed from its rendered manifest, Synced and Healthy, locked down.
 
     ``apps`` adds simulator behaviour per app (underscores stand for dashes in names).
     """
-    env = load_environment(environment)
+    env = environment(environment_name)
     existing = {
         c.name: {"spec": render_application(c, env)["spec"]}
         for c in default_catalog().components
@@ -38,9 +40,9 @@ def deployed_platform(environment: str = "dev", omit: tuple[str, ...] = (), **ap
     }
 
 
-def install_projects(environment: str = "dev") -> None:
+def install_projects(environment_name: str = "dev") -> None:
     """The rendered AppProjects, as platform_deploy's bootstrap writes them."""
-    catalog, env = default_catalog(), load_environment(environment)
-    hook = ArgoCDHook()
-    for name in project_names(catalog):
-        hook.upsert_project(render_project(name, catalog, env))
+    catalog, env = default_catalog(), environment(environment_name)
+    with ArgoCDHook() as hook:
+        for name in project_names(catalog):
+            hook.upsert_project(render_project(name, catalog, env))

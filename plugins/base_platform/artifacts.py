@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,10 @@ def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
 
 
 def write_atomically(path: ObjectStoragePath, text: str) -> None:
-    """Write beside ``path``, then rename: a reader sees the old file or the new one, never half."""
-    staging = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"  # concurrent writers do not collide
-    staging.write_text(text)
-    staging.rename(path)
+    """:meth:`Location.write_atomically <base_platform.files.Location.write_atomically>` on ``path``."""
+    from base_platform.files import Location  # pyarrow loads when a task writes, not at DAG parse
+
+    Location.of_fsspec(path.fs, path.path).write_atomically(text.encode())
 
 
 def write_report(dag_id: str, run_id: str, name: str, report: Any, markdown: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.argocd import views
-from sandbox.argocd.scenario import Drift, Scenario
+from sandbox.argocd.scenario import Drift, Scenario, load_scenario
 from sandbox.argocd.state import JSON, ApiError, Store
 from sandbox.common import Handler, routes
 
@@ -42,6 +42,10 @@ class Simulator:
     """Holds the store, tokens and fault plan; builds the Starlette app."""
 
     def __init__(self, scenario: Scenario) -> None:
+        self.start(scenario)
+
+    def start(self, scenario: Scenario) -> None:
+        """Begin ``scenario`` from nothing: no apps but its own, no faults, no tokens but its own."""
         self.store = Store(scenario)
         self.tokens = set(scenario.tokens)
         self.random = random.Random(scenario.seed)
@@ -213,6 +217,15 @@ class Simulator:
         self.faults.append(fault)
         return JSONResponse({"faults": len(self.faults)})
 
+    async def reset(self, request: Request) -> Response:
+        """Simulator-only: ``{"scenario": file or name}`` starts that scenario over, in this process
+        (a test suite reuses one simulator instead of starting one per test)."""
+        try:
+            self.start(load_scenario((await _body(request)).get("scenario")))
+        except ValueError as exc:
+            return error_response(ApiError(400, 3, str(exc)))
+        return JSONResponse({"apps": len(self.store.apps)})
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "simulator": "argocd"})
 
@@ -237,6 +250,7 @@ class Simulator:
             ("/api/v1/account/{name}", self.get_account, ["GET"]),
             ("/sandbox/faults", self.add_fault, ["POST"]),
             ("/sandbox/drift", self.add_drift, ["POST"]),
+            ("/sandbox/reset", self.reset, ["POST"]),
         ]
         return routes(table, self.dispatch)
 

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.common import Handler, routes
-from sandbox.vault.scenario import Scenario
+from sandbox.vault.scenario import Scenario, load_scenario
 
 JSON = dict[str, Any]
 VERSION = "1.15.6+sandbox"
@@ -74,9 +74,13 @@ class VaultSimulator:
     """Tokens, KV v2 secrets and transit keys, guarded by one lock."""
 
     def __init__(self, scenario: Scenario) -> None:
+        self.lock = threading.RLock()
+        self.start(scenario)
+
+    def start(self, scenario: Scenario) -> None:
+        """Begin ``scenario`` from nothing: its secrets, users and keys only, and new transit keys."""
         self.scenario = scenario
         self.sealed = scenario.sealed
-        self.lock = threading.RLock()
         self.tokens: dict[str, Token] = {scenario.root_token: Token("root-accessor", ("root",), float("inf"))}
         self.kv: dict[str, Secret] = {}
         for where, data in scenario.kv.items():
@@ -319,6 +323,16 @@ class VaultSimulator:
         self.sealed = bool(json.loads(await request.body() or b"{}").get("sealed", True))
         return JSONResponse({"sealed": self.sealed})
 
+    async def reset(self, request: Request) -> Response:
+        """Simulator-only: ``{"scenario": file or name}`` starts that scenario over, in this process."""
+        try:
+            scenario = load_scenario(json.loads(await request.body() or b"{}").get("scenario"))
+        except ValueError as exc:
+            return JSONResponse({"errors": [str(exc)]}, status_code=400)
+        with self.lock:
+            self.start(scenario)
+        return JSONResponse({"sealed": self.sealed})
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "simulator": "vault"})
 
@@ -326,6 +340,7 @@ class VaultSimulator:
         table: list[tuple[str, Handler, list[str]]] = [
             ("/sandbox/healthz", self.healthz, ["GET"]),
             ("/sandbox/seal", self.set_seal, ["POST"]),
+            ("/sandbox/reset", self.reset, ["POST"]),
             ("/v1/sys/health", self.health, ["GET", "HEAD"]),
             ("/v1/sys/seal-status", self.seal_status, ["GET"]),
             ("/v1/auth/token/lookup-self", self.lookup_self, ["GET"]),

@@ -107,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
                 "BASE_DEV_EXECUTOR": "celery",
                 "BASE_DEV_DATABASE_URL": database,
                 "BASE_DEV_BROKER_URL": broker,
-                "ARGOCD_SIM_SCENARIO": "slow.yaml",  # apps stay Progressing 40 s: sensors defer
+                "ARGOCD_SIM_SCENARIO": "slow.yaml",  # apps stay Progressing 15 s: sensors defer
                 "BASE_PLATFORM_CONFIG_DIR": str(short_approval_config(base)),
             },
         )

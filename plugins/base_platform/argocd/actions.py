@@ -22,8 +22,16 @@ from typing import Any, TypeVar
 import structlog
 import tenacity
 
-from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
-from base_platform.argocd.status import OperationMark, Outcome, Verdict, WaitSpec, deletion_verdict, evaluate
+from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
+from base_platform.argocd.status import (
+    Evaluation,
+    OperationMark,
+    Outcome,
+    WaitSpec,
+    evaluate,
+    evaluate_deletion,
+)
+from base_platform.types import JSON
 
 log = structlog.get_logger(logger_name=__name__)
 T = TypeVar("T")
@@ -236,7 +244,7 @@ def terminate(hook: ArgoCDHook, name: str) -> bool:
     return True
 
 
-def wait_until_done(hook: ArgoCDHook, name: str, spec: WaitSpec, timeout: float, poll: float) -> Verdict:
+def wait_until_done(hook: ArgoCDHook, name: str, spec: WaitSpec, timeout: float, poll: float) -> Evaluation:
     """Poll in-process until the app is done, failed, or ``timeout`` seconds pass.
 
     For short waits inside a task and for ``deferrable=False``; long waits belong in the trigger.
@@ -249,12 +257,12 @@ def wait_until_done(hook: ArgoCDHook, name: str, spec: WaitSpec, timeout: float,
     return verdict
 
 
-def wait_until_gone(hook: ArgoCDHook, name: str, stuck_after: float, poll: float) -> Verdict:
+def wait_until_gone(hook: ArgoCDHook, name: str, stuck_after: float, poll: float) -> Evaluation:
     """Poll in-process until a deleted app is gone, or stuck for ``stuck_after`` seconds."""
     first = time.monotonic()
     while True:
         items = hook.list_applications(name=name).get("items") or []
-        verdict = deletion_verdict(
+        verdict = evaluate_deletion(
             items[0] if items else None, timedelta(seconds=stuck_after), time.monotonic() - first
         )
         if verdict.outcome is not Outcome.WAITING:

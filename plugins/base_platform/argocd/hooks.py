@@ -21,15 +21,17 @@ import tenacity
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException
 
+from base_platform.types import JSON
+
 # structlog, not stdlib logging: the triggerer only routes structlog events to task logs.
 log = structlog.get_logger(logger_name=__name__)
 
 RETRYABLE_STATUS_CODES = frozenset({502, 503, 504})
 OPERATION_IN_PROGRESS = "another operation is already in progress"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_BACKOFF_SECONDS = 1.0
 DEFAULT_MAX_ATTEMPTS = 5
 
-JSON = dict[str, Any]
 R = TypeVar("R")
 
 
@@ -137,10 +139,15 @@ class ConnectionSettings:
     password: str | None
     verify_ssl: bool
     timeout: float
+    backoff_seconds: float
 
     @classmethod
     def from_connection(
-        cls, conn: Any, verify_ssl: bool | None = None, timeout: float | None = None
+        cls,
+        conn: Any,
+        verify_ssl: bool | None = None,
+        timeout: float | None = None,
+        backoff_seconds: float | None = None,
     ) -> ConnectionSettings:
         """Read host (a full URL or a bare host), token or login/password, and extras.
 
@@ -165,6 +172,7 @@ class ConnectionSettings:
             password=conn.password if conn.login else None,
             verify_ssl=verify_ssl,
             timeout=float(timeout or extra.get("timeout") or DEFAULT_TIMEOUT_SECONDS),
+            backoff_seconds=float(backoff_seconds or extra.get("backoff_seconds") or DEFAULT_BACKOFF_SECONDS),
         )
 
 
@@ -277,13 +285,14 @@ class _ArgoCDHookBase(BaseHook):
         verify_ssl: bool | None = None,
         timeout: float | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        backoff_seconds: float = 1.0,
+        backoff_seconds: float | None = None,
     ) -> None:
         """:param argocd_conn_id: Airflow connection with the API URL and a token or login.
         :param verify_ssl: overrides the connection extra ``verify_ssl``.
         :param timeout: seconds per HTTP call; overrides the extra ``timeout``.
         :param max_attempts: attempts for retryable failures.
-        :param backoff_seconds: first backoff; doubles each attempt, capped at 30 s.
+        :param backoff_seconds: first backoff (default: the extra ``backoff_seconds``, else 1 s);
+            doubles each attempt, capped at 30 s.
         """
         super().__init__()
         self.argocd_conn_id = argocd_conn_id
@@ -313,7 +322,7 @@ class ArgoCDHook(ArgoCDApiMixin[JSON], _ArgoCDHookBase):
     @cached_property
     def settings(self) -> ConnectionSettings:
         conn = self.get_connection(self.argocd_conn_id)
-        return ConnectionSettings.from_connection(conn, self._verify_ssl, self._timeout)
+        return ConnectionSettings.from_connection(conn, self._verify_ssl, self._timeout, self.backoff_seconds)
 
     @cached_property
     def client(self) -> httpx.Client:
@@ -328,7 +337,9 @@ class ArgoCDHook(ArgoCDApiMixin[JSON], _ArgoCDHookBase):
         return str(self._send(session_call(self.settings), token=None)["token"])
 
     def _send(self, call: ApiCall, token: str | None) -> JSON:
-        for attempt in tenacity.Retrying(**retry_policy(call, self.max_attempts, self.backoff_seconds)):
+        for attempt in tenacity.Retrying(
+            **retry_policy(call, self.max_attempts, self.settings.backoff_seconds)
+        ):
             with attempt:
                 response = self.client.request(
                     call.method, call.path, params=call.params, json=call.body, headers=self._headers(token)
@@ -385,7 +396,9 @@ class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
             conn = await self.aget_connection(self.argocd_conn_id)
-            self._settings = ConnectionSettings.from_connection(conn, self._verify_ssl, self._timeout)
+            self._settings = ConnectionSettings.from_connection(
+                conn, self._verify_ssl, self._timeout, self.backoff_seconds
+            )
         return self._settings
 
     async def _http(self) -> httpx.AsyncClient:
@@ -398,7 +411,7 @@ class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
 
     async def _send(self, call: ApiCall, token: str | None) -> JSON:
         client = await self._http()
-        policy = retry_policy(call, self.max_attempts, self.backoff_seconds)
+        policy = retry_policy(call, self.max_attempts, (await self.get_settings()).backoff_seconds)
         async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
                 response = await client.request(

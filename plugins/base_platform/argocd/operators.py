@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from base_platform.argocd import actions
 from base_platform.argocd.adapter import airflow_errors
-from base_platform.argocd.hooks import JSON, ArgoCDHook
+from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.status import Outcome, WaitSpec
 from base_platform.argocd.triggers import (
     ArgoCDApplicationDeletedTrigger,
@@ -29,6 +29,7 @@ from base_platform.argocd.triggers import (
     timeout_message,
 )
 from base_platform.templating import as_bool
+from base_platform.types import JSON
 
 DEFAULT_TIMEOUT_SECONDS = 900.0
 

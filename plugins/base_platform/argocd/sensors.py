@@ -14,7 +14,7 @@ from airflow.triggers.base import BaseTrigger
 from base_platform.argocd.adapter import airflow_errors
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import default_deferrable
-from base_platform.argocd.status import Seen, deletion_verdict, evaluate
+from base_platform.argocd.status import Seen, evaluate, evaluate_deletion
 from base_platform.argocd.triggers import (
     ArgoCDApplicationDeletedTrigger,
     ArgoCDApplicationTrigger,
@@ -177,7 +177,7 @@ class ArgoCDApplicationDeletedSensor(_DeferringSensor):
         if self._first_poke is None:
             self._first_poke = time.monotonic()
         stuck_after = timedelta(seconds=float(self.stuck_after_seconds))
-        verdict = deletion_verdict(
+        verdict = evaluate_deletion(
             items[0] if items else None, stuck_after, time.monotonic() - self._first_poke
         )
         if verdict.failed:

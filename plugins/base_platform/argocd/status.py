@@ -138,7 +138,7 @@ class Seen:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Evaluation:
     outcome: Outcome
     reason: str
     seen: Seen = field(default_factory=Seen)
@@ -202,10 +202,10 @@ def failing_resources(app: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _failure(app: Mapping[str, Any], reason: str, seen: Seen) -> Verdict:
+def _failure(app: Mapping[str, Any], reason: str, seen: Seen) -> Evaluation:
     details = "; ".join(failing_resources(app))
     message = f"{reason} ({describe(app)})" + (f"; failing resources: {details}" if details else "")
-    return Verdict(Outcome.FAILED, message, seen)
+    return Evaluation(Outcome.FAILED, message, seen)
 
 
 def _is_ours(app: Mapping[str, Any], op: Mapping[str, Any], mark: OperationMark) -> bool:
@@ -216,33 +216,35 @@ def _is_ours(app: Mapping[str, Any], op: Mapping[str, Any], mark: OperationMark)
     return marked is None or (started is not None and started >= marked)
 
 
-def _operation_gate(app: Mapping[str, Any], spec: WaitSpec, seen: Seen) -> Verdict | None:
+def _operation_gate(app: Mapping[str, Any], spec: WaitSpec, seen: Seen) -> Evaluation | None:
     """Refuse any state that does not come from our own, finished, reconciled operation."""
     status = app.get("status") or {}
     op = status.get("operationState") or {}
     mark = spec.after
     if mark is not None and not app.get("operation") and not _is_ours(app, op, mark):
         last = mark.started_at or "never"
-        return Verdict(Outcome.WAITING, f"waiting for our operation (the one before it started {last})", seen)
+        return Evaluation(
+            Outcome.WAITING, f"waiting for our operation (the one before it started {last})", seen
+        )
     phase = op.get("phase")
     if mark is not None and phase in FAILED_PHASES and not app.get("operation"):
         return _failure(app, f"sync {phase}: {op.get('message', '')}".rstrip(": "), seen)
     finished = parse_time(op.get("finishedAt"))
     if app.get("operation") or (mark is not None and (finished is None or phase not in FINAL_PHASES)):
-        return Verdict(Outcome.WAITING, f"operation in progress (phase {phase or 'pending'})", seen)
+        return Evaluation(Outcome.WAITING, f"operation in progress (phase {phase or 'pending'})", seen)
     if spec.dry_run:
         return None
     if mark is not None and OperationMark.of(app).history_id <= mark.history_id:
-        return Verdict(Outcome.WAITING, "operation finished; its history entry is not recorded yet", seen)
+        return Evaluation(Outcome.WAITING, "operation finished; its history entry is not recorded yet", seen)
     reconciled = parse_time(status.get("reconciledAt"))
     if finished and (reconciled is None or reconciled < finished):
-        return Verdict(Outcome.WAITING, f"not reconciled since the operation finished at {finished}", seen)
+        return Evaluation(Outcome.WAITING, f"not reconciled since the operation finished at {finished}", seen)
     return _revision_gate(status, op, spec, seen)
 
 
 def _revision_gate(
     status: Mapping[str, Any], op: Mapping[str, Any], spec: WaitSpec, seen: Seen
-) -> Verdict | None:
+) -> Evaluation | None:
     if not spec.revision:
         return None
     compared = synced_revisions(status.get("sync") or {})
@@ -253,7 +255,7 @@ def _revision_gate(
     else:
         return None
     if expected and compared != expected:
-        return Verdict(
+        return Evaluation(
             Outcome.WAITING, f"compared revision {_one(compared)!r}, waiting for {_one(expected)!r}", seen
         )
     return None
@@ -290,16 +292,16 @@ def _worst(healths: Iterable[str]) -> str:
     return min(healths, key=lambda h: order.index(h) if h in order else 2, default="Healthy")
 
 
-def _dry_run_verdict(app: Mapping[str, Any], seen: Seen) -> Verdict:
+def _dry_run_evaluation(app: Mapping[str, Any], seen: Seen) -> Evaluation:
     results = _get(app, "status", "operationState", "syncResult", "resources") or []
     would_change = [f"{ResourceKey.from_dict(r)}: {r.get('message', r.get('status', ''))}" for r in results]
     summary = "; ".join(would_change) if would_change else "no resources reported"
-    return Verdict(Outcome.DONE, f"dry run succeeded, would apply: {summary}", seen)
+    return Evaluation(Outcome.DONE, f"dry run succeeded, would apply: {summary}", seen)
 
 
 def evaluate(
     app: Mapping[str, Any], spec: WaitSpec, seen: Seen | None = None, now: float | None = None
-) -> Verdict:
+) -> Evaluation:
     """Return the verdict for this observation, with what it adds to ``seen``.
 
     :param app: the Application JSON as returned by ``GET /api/v1/applications/{name}``.
@@ -318,26 +320,28 @@ def evaluate(
     if gate is not None:
         return gate
     if spec.dry_run:
-        return _dry_run_verdict(app, seen)
+        return _dry_run_evaluation(app, seen)
     if health == "Degraded":
         return _degraded(app, spec, seen, now, note)
     if health == "Healthy" and sync == "Synced":
-        return Verdict(Outcome.DONE, describe(app), seen)
+        return Evaluation(Outcome.DONE, describe(app), seen)
     detail = f": {note}" if note else ""
-    return Verdict(Outcome.WAITING, f"sync={sync}, health={health}{detail}", seen)
+    return Evaluation(Outcome.WAITING, f"sync={sync}, health={health}{detail}", seen)
 
 
-def _degraded(app: Mapping[str, Any], spec: WaitSpec, seen: Seen, now: float, note: str) -> Verdict:
+def _degraded(app: Mapping[str, Any], spec: WaitSpec, seen: Seen, now: float, note: str) -> Evaluation:
     if seen.progress:
         return _failure(app, f"Degraded after progress{': ' + note if note else ''}", seen)
     if seen.degraded_since is None:
         seen = replace(seen, degraded_since=now)
     elif now - seen.degraded_since >= spec.degraded_grace.total_seconds():
         return _failure(app, f"Degraded for longer than {spec.degraded_grace}", seen)
-    return Verdict(Outcome.WAITING, f"Degraded, within the {spec.degraded_grace} grace period", seen)
+    return Evaluation(Outcome.WAITING, f"Degraded, within the {spec.degraded_grace} grace period", seen)
 
 
-def deletion_verdict(app: Mapping[str, Any] | None, stuck_after: timedelta, watched: float = 0.0) -> Verdict:
+def evaluate_deletion(
+    app: Mapping[str, Any] | None, stuck_after: timedelta, watched: float = 0.0
+) -> Evaluation:
     """Whether a deleted app is gone, still going, or stuck on its finalizers.
 
     Argo CD deletes asynchronously: the app stays, with ``metadata.deletionTimestamp``, until
@@ -346,17 +350,17 @@ def deletion_verdict(app: Mapping[str, Any] | None, stuck_after: timedelta, watc
     the verdict then names the finalizers and the resources still present.
     """
     if app is None:
-        return Verdict(Outcome.DONE, "deleted")
+        return Evaluation(Outcome.DONE, "deleted")
     name = _get(app, "metadata", "name")
     since = _get(app, "metadata", "deletionTimestamp")
     if not since:
-        return Verdict(Outcome.WAITING, f"app {name!r} has no deletionTimestamp yet")
+        return Evaluation(Outcome.WAITING, f"app {name!r} has no deletionTimestamp yet")
     left = [str(ResourceKey.from_dict(r)) for r in _get(app, "status", "resources") or []]
     if watched >= stuck_after.total_seconds():
         finalizers = ", ".join(_get(app, "metadata", "finalizers") or []) or "none listed"
-        return Verdict(
+        return Evaluation(
             Outcome.FAILED,
             f"app {name!r} stuck on finalizers ({finalizers}), deleting since {since}, watched for "
             f"{watched:.0f} s; resources still present: {', '.join(left) or 'none reported'}",
         )
-    return Verdict(Outcome.WAITING, f"app {name!r} deleting since {since}; {len(left)} resources left")
+    return Evaluation(Outcome.WAITING, f"app {name!r} deleting since {since}; {len(left)} resources left")

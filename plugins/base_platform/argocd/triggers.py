@@ -27,8 +27,8 @@ from base_platform.argocd.status import (
     ResourceKey,
     Seen,
     WaitSpec,
-    deletion_verdict,
     evaluate,
+    evaluate_deletion,
     parse_time,
 )
 
@@ -175,7 +175,7 @@ class ArgoCDApplicationDeletedTrigger(_PlainTrigger):
                 except (ArgoCDAPIError, httpx.HTTPError) as exc:
                     yield TriggerEvent({"status": "error", "message": f"app {self.app_name!r}: {exc}"})
                     return
-                verdict = deletion_verdict(
+                verdict = evaluate_deletion(
                     items[0] if items else None, stuck_after, time.monotonic() - first_seen
                 )
                 if verdict.outcome is not Outcome.WAITING:

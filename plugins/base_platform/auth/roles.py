@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from base_platform.catalog.loader import CONFIG_DIR, load_model
+from base_platform.types import StrictModel
 
 Permission = tuple[str, str]  # (action, resource), as FAB names them
 
@@ -24,16 +25,12 @@ DAG_RUN_PREFIX = "DAG Run:"
 BUILTIN_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DagRule(_Strict):
+class DagRule(StrictModel):
     match: str = Field(min_length=1, description="fnmatch pattern on the dag_id")
     grant: Literal["read", "trigger"]
 
 
-class Role(_Strict):
+class Role(StrictModel):
     copy_of: Literal["Admin", "Op", "User", "Viewer"] | None = None
     dags: tuple[DagRule, ...] = ()
 
@@ -50,7 +47,7 @@ class Role(_Strict):
         return next((rule.grant for rule in self.dags if fnmatch.fnmatchcase(dag_id, rule.match)), None)
 
 
-class User(_Strict):
+class User(StrictModel):
     username: str = Field(min_length=1)
     role: str
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
@@ -59,7 +56,7 @@ class User(_Strict):
     last_name: str = "user"
 
 
-class RolesConfig(_Strict):
+class RolesConfig(StrictModel):
     roles: dict[str, Role]
     users: tuple[User, ...] = ()
 

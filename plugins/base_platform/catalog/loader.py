@@ -162,7 +162,8 @@ def load_environment(name: str, config_dir: Path | None = None) -> Environment:
         raise CatalogError(path, "autoscaling", "min_replicas is greater than max_replicas")
     if env.approval_required and not (env.approval.users or env.approval.roles):
         raise CatalogError(path, "approval", "approval_required needs approvers: users or roles")
-    known = {c.name for c in load_catalog((config_dir or CONFIG_DIR) / "platform.yaml").components}
+    catalog = load_catalog(config_dir / "platform.yaml") if config_dir else default_catalog()
+    known = {c.name for c in catalog.components}
     for index, app in enumerate(env.drift.heal_allowlist):
         if app not in known:
             raise CatalogError(

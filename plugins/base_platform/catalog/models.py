@@ -10,7 +10,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
+
+from base_platform.types import StrictModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 QUANTITY_CPU = r"^[0-9]+(\.[0-9]+)?m?$"
@@ -48,11 +50,7 @@ Seconds = Annotated[int, BeforeValidator(parse_duration)]
 CheckName = Literal["argocd_api", "vault_health", "certificates_ready"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Component(_Strict):
+class Component(StrictModel):
     """One Argo CD Application of the platform; its name is the Application's name."""
 
     name: str = Field(pattern=DNS_LABEL)
@@ -75,7 +73,7 @@ class Component(_Strict):
         return (self.wave.position, self.stage)
 
 
-class Catalog(_Strict):
+class Catalog(StrictModel):
     components: tuple[Component, ...]
 
     def component(self, name: str) -> Component:
@@ -101,17 +99,17 @@ class Catalog(_Strict):
         return frozenset(found)
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     cpu: str = Field(pattern=QUANTITY_CPU)
     memory: str = Field(pattern=QUANTITY_MEMORY)
 
 
-class Autoscaling(_Strict):
+class Autoscaling(StrictModel):
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
 
 
-class DriftPolicy(_Strict):
+class DriftPolicy(StrictModel):
     """What the nightly drift check does about what it finds."""
 
     heal: Literal["none", "sync-allowlisted"] = Field(
@@ -122,7 +120,7 @@ class DriftPolicy(_Strict):
     notify_when_clean: bool = Field(default=False, description="also send a message when nothing drifted")
 
 
-class ApprovalPolicy(_Strict):
+class ApprovalPolicy(StrictModel):
     """Who may approve a deploy that needs approval, and how long the request stays open.
 
     The user who triggered the run may never approve it, whatever this says.
@@ -135,7 +133,7 @@ class ApprovalPolicy(_Strict):
     timeout: Seconds = Field(default=4 * 3600, description="unanswered this long, the run fails")
 
 
-class Environment(_Strict):
+class Environment(StrictModel):
     """An environment overlay: ``config/environments/<name>.yaml``."""
 
     name: Literal["dev", "staging", "prod"]

@@ -18,10 +18,10 @@ import yaml
 
 from base_platform.catalog.loader import CatalogError
 from base_platform.catalog.models import Catalog, Component, Environment
+from base_platform.types import JSON
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[3] / "include" / "manifests"
 ARGOCD_NAMESPACE = "argocd"
-JSON = dict[str, Any]
 
 
 @cache

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from base_platform.argocd.hooks import JSON, ArgoCDHook
+from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.models import Catalog, Environment
+from base_platform.types import JSON
 from base_platform.vault.client import DEFAULT_CONN_ID
 
 

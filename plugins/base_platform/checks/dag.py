@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.artifacts import write_report
-from base_platform.catalog.loader import load_environment
+from base_platform.catalog.loader import environment
 from base_platform.catalog.models import Catalog
 from base_platform.checks.context import CheckContext
 from base_platform.checks.report import CheckResult, Verdict, validation_markdown, validation_report
@@ -43,8 +43,9 @@ def _scope_task(catalog: Catalog, scope: str) -> Any:
         params = context["params"]
         if scope not in scopes_of(params["scope"]):
             raise AirflowSkipException(f"scope {params['scope']} does not include {scope}")
-        env = load_environment(params["environment"])
-        results = run_scope(CheckContext(ArgoCDHook(), catalog, env, params.get("revision", "")), scope)
+        env = environment(params["environment"])
+        with ArgoCDHook() as hook:
+            results = run_scope(CheckContext(hook, catalog, env, params.get("revision", "")), scope)
         for result in results:
             log.info("%s", result.line())
         return [r.to_dict() for r in results]

@@ -170,7 +170,7 @@ def _summary(catalog: Catalog, node: Node) -> Any:
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
         outcomes = {task_id: ti.xcom_pull(task_ids=task_id, key="outcome") for task_id in component_ids}
         with ArgoCDHook() as hook:
-            report = tasks.summarize(catalog, planned, states, outcomes, hook)
+            report = tasks.summarize_deploy(catalog, planned, states, outcomes, hook)
         ti.xcom_push(key="report", value=report)
         log.info("Deploy report:\n%s", tasks.format_report(report))
         if not report["ok"]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from base_platform.argocd.actions import health_problem
-from base_platform.argocd.hooks import JSON, ArgoCDAPIError, ArgoCDHook
+from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
 from base_platform.argocd.status import describe
 from base_platform.catalog.loader import environment
 from base_platform.catalog.models import Catalog, Component, Wave
@@ -20,6 +20,7 @@ from base_platform.checks.context import CheckContext
 from base_platform.checks.report import CheckResult
 from base_platform.checks.suite import run_gate
 from base_platform.plan.deploy import SelectionError, select
+from base_platform.types import JSON
 
 
 class DeployError(Exception):
@@ -117,7 +118,7 @@ def component_report(
     }
 
 
-def summarize(
+def summarize_deploy(
     catalog: Catalog,
     planned: Mapping[str, Any],
     task_states: Mapping[str, str | None],

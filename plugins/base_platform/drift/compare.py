@@ -16,8 +16,8 @@ from typing import Any
 
 from base_platform.argocd.actions import parse_pin, spec_changes
 from base_platform.argocd.status import describe
+from base_platform.types import JSON
 
-JSON = dict[str, Any]
 REDACTED = "<redacted>"
 # Argo CD's own bookkeeping, not drift.
 IGNORED_SPEC = frozenset({"spec.source.targetRevision", "spec.syncPolicy.retry", "spec.revisionHistoryLimit"})

@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.artifacts import write_report
-from base_platform.catalog.loader import load_environment
+from base_platform.catalog.loader import environment
 from base_platform.catalog.models import Catalog
 from base_platform.catalog.render import render_application
 from base_platform.dag_defaults import POLL_SECONDS, environment_param, platform_dag
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 DAG_ID = "platform_drift"
 
 
-def detect_drift(catalog: Catalog, environment: str, hook: ArgoCDHook) -> dict[str, Any]:
-    env = load_environment(environment)
+def detect_drift(catalog: Catalog, environment_name: str, hook: ArgoCDHook) -> dict[str, Any]:
+    env = environment(environment_name)
     desired = {c.name: render_application(c, env) for c in catalog.components}
     live = {a["metadata"]["name"]: a for a in hook.list_applications().get("items") or []}
     findings = compare(desired, live, hook.managed_resources)
@@ -56,30 +56,31 @@ def build_platform_drift_dag(catalog: Catalog, doc_md: str | None = None) -> DAG
 
         @task
         def detect(**context: Any) -> dict[str, Any]:
-            report = detect_drift(catalog, context["params"]["environment"], ArgoCDHook())
+            with ArgoCDHook() as hook:
+                report = detect_drift(catalog, context["params"]["environment"], hook)
             log.info("Drift findings: %s", report["counts"] or "none")
             return report
 
         @task
         def heal_drift(**context: Any) -> list[dict[str, Any]]:
             report = context["ti"].xcom_pull(task_ids="detect")
-            env = load_environment(report["environment"])
+            env = environment(report["environment"])
             if not context["params"]["heal"]:
                 raise AirflowSkipException("healing is off for this run (param heal)")
             targets = heal_targets([Finding(**f) for f in report["findings"]], env.drift)
             if not targets:
                 raise AirflowSkipException(f"heal policy {env.drift.heal!r}: nothing to heal")
-            hook = ArgoCDHook()
-            return [
-                heal(
-                    hook,
-                    name,
-                    render_application(catalog.component(name), env),
-                    catalog.component(name).timeout,
-                    POLL_SECONDS,
-                )
-                for name in targets
-            ]
+            with ArgoCDHook() as hook:
+                return [
+                    heal(
+                        hook,
+                        name,
+                        render_application(catalog.component(name), env),
+                        catalog.component(name).timeout,
+                        POLL_SECONDS,
+                    )
+                    for name in targets
+                ]
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def publish(**context: Any) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def build_platform_drift_dag(catalog: Catalog, doc_md: str | None = None) -> DAG
         @task
         def notify(**context: Any) -> str:
             report = context["ti"].xcom_pull(task_ids="publish")
-            policy = load_environment(report["environment"]).drift
+            policy = environment(report["environment"]).drift
             if not report["drifted"] and not policy.notify_when_clean:
                 raise AirflowSkipException("no drift, and notify_when_clean is off")
             if not policy.notify_conn_id:

@@ -9,7 +9,8 @@ from typing import Any
 from base_platform.argocd.actions import start_sync, wait_until_done
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
 from base_platform.catalog.models import DriftPolicy
-from base_platform.drift.compare import JSON, Finding
+from base_platform.drift.compare import Finding
+from base_platform.types import JSON
 
 HEALABLE = frozenset({"out_of_sync", "revision", "spec"})
 

@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import ArgoCDDeleteApplicationOperator
-from base_platform.argocd.status import deletion_verdict
+from base_platform.argocd.status import evaluate_deletion
 from base_platform.artifacts import write_report
 from base_platform.catalog.models import Catalog
 from base_platform.dag_defaults import (
@@ -114,13 +114,13 @@ class DestroyComponentOperator(ArgoCDDeleteApplicationOperator):
         return super().execute(context)
 
 
-def summarize(hook: ArgoCDHook, names: list[str], stuck_after: int) -> dict[str, Any]:
+def summarize_teardown(hook: ArgoCDHook, names: list[str], stuck_after: int) -> dict[str, Any]:
     """Which apps are gone, and which are still there once their tasks gave up waiting
     (finalizers, resources still present)."""
     rows = []
     for name in names:
         items = hook.list_applications(name=name).get("items") or []
-        verdict = deletion_verdict(items[0] if items else None, timedelta(seconds=stuck_after), stuck_after)
+        verdict = evaluate_deletion(items[0] if items else None, timedelta(seconds=stuck_after), stuck_after)
         rows.append({"app": name, "gone": verdict.done, "detail": verdict.reason})
     return {"apps": rows, "ok": all(r["gone"] for r in rows)}
 
@@ -178,7 +178,7 @@ def _summary() -> Any:
         if not names:
             raise AirflowFailException("the guard refused this run; nothing was deleted (see the guard task)")
         with ArgoCDHook() as hook:
-            body = summarize(hook, names, int(params["stuck_after_seconds"]))
+            body = summarize_teardown(hook, names, int(params["stuck_after_seconds"]))
         body |= {"kind": DAG_ID, "environment": params["environment"], "order": names}
         lines = [f"- {r['app']}: {'gone' if r['gone'] else r['detail']}" for r in body["apps"]]
         markdown = f"# Destroy in {params['environment']}\n\n" + "\n".join(lines) + "\n"

@@ -17,13 +17,14 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from base_platform.argocd.actions import ActionError, parse_pin, pick_history_entry
-from base_platform.argocd.hooks import JSON, ArgoCDHook
+from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import ArgoCDRollbackApplicationOperator
 from base_platform.argocd.status import WaitSpec, evaluate
 from base_platform.artifacts import write_report
 from base_platform.catalog.models import Catalog, Wave
 from base_platform.dag_defaults import POLL_SECONDS, components_param, environment_param, platform_dag
 from base_platform.plan.teardown import teardown_order
+from base_platform.types import JSON
 
 log = logging.getLogger(__name__)
 DAG_ID = "platform_rollback"
@@ -77,11 +78,14 @@ def outcome(app: JSON, target: Mapping[str, Any]) -> dict[str, Any]:
     verdict = evaluate(app, WaitSpec(revision=target["revision"]))
     pin = parse_pin(app)
     pinned = pin is not None and pin.get("history") == str(target["history_id"])
-    return dict(target) | {
-        "outcome": "done" if verdict.done and pinned else verdict.outcome.value,
-        "detail": verdict.reason,
-        "pinned": pin,
-    }
+    if verdict.done and not pinned:  # at the revision, but nothing stops auto-sync or a heal moving it
+        state, detail = (
+            "not pinned",
+            f"{verdict.reason}; the rollback pin for history {target['history_id']} is missing",
+        )
+    else:
+        state, detail = verdict.outcome.value, verdict.reason
+    return dict(target) | {"outcome": state, "detail": detail, "pinned": pin}
 
 
 def build_platform_rollback_dag(catalog: Catalog, doc_md: str | None = None) -> DAG:

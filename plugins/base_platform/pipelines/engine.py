@@ -14,7 +14,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from base_platform.files import Location, file_digests, resolve, row_count
 from base_platform.pipelines import run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
-from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Source, classify_change, resolve
+from base_platform.pipelines.records import PartSpan, Shard, ShardResult
+from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Source, classify_change
 
 DERIVED_DATE = "event_date"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
@@ -35,28 +37,7 @@ class ShardFailed(RuntimeError):
     """A shard that cannot be read at all; nothing of it is published."""
 
 
-@dataclass(frozen=True)
-class Shard:
-    """A whole input file, or one piece of it: ``start`` to ``end``, cut at record boundaries."""
-
-    index: int
-    source: str
-    checksum: str  # of the whole file
-    size: int  # the bytes this shard reads
-    start: int = 0
-    end: int | None = None  # None: the whole file
-
-    @property
-    def id(self) -> str:
-        return f"{self.index:05d}-{self.checksum[:12]}"
-
-    @property
-    def label(self) -> str:
-        """The source as the quarantine and errors name it; a piece's record numbers start at its start."""
-        return self.source if self.end is None else f"{self.source} bytes {self.start}-{self.end}"
-
-
-def committed_checksums(target: storage.Location) -> dict[str, str]:
+def committed_checksums(target: Location) -> dict[str, str]:
     return (
         dict(target.read_json("_manifests", "_index.json"))
         if target.exists("_manifests", "_index.json")
@@ -73,7 +54,7 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
 
     Files whose checksum is committed are skipped.
     """
-    source = storage.Location.of(source_uri)
+    source = Location.of(source_uri)
     if not source.exists():
         raise ShardFailed(f"source {resolve(source_uri)} does not exist")
     selector = pafs.FileSelector(source.base, recursive=True)
@@ -83,10 +64,10 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
         if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pipeline.spec.source.glob)
     )
     check_contract_version(pipeline, target_uri)
-    done = {} if full_refresh else committed_checksums(storage.Location.of(target_uri))
+    done = {} if full_refresh else committed_checksums(Location.of(target_uri))
     scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
     cuts = [_record_cuts(pipeline.spec.source, size) for _, size in files]
-    digests = storage.file_digests(source, [path for path, _ in files], [c.feed if c else None for c in cuts])
+    digests = file_digests(source, [path for path, _ in files], [c.feed if c else None for c in cuts])
     shards: list[Shard] = []
     for (path, _), (digest, size), file_cuts in zip(files, digests, cuts, strict=True):
         if digest in done:
@@ -196,14 +177,14 @@ class _Pass:
             yield stored, keep
 
     def stage(
-        self, raw_batches: Iterator[ingestion.RawBatch], target: storage.Location, run_key: str, shard_id: str
-    ) -> tuple[list[str], list[dict[str, Any]]]:
+        self, raw_batches: Iterator[ingestion.RawBatch], target: Location, run_key: str, shard_id: str
+    ) -> tuple[list[str], list[PartSpan]]:
         """Write the pass to staging part by part, each part's key fingerprints beside its files."""
         spec = self.pipeline.spec
         schema, encryption = stored_schema(self.pipeline), security.file_encryption(spec.security)
         rows_per_file = max(10_000, spec.storage.target_file_mb * (1 << 20) // BYTES_PER_STORED_ROW)
         files: list[str] = []
-        parts: list[dict[str, Any]] = []
+        parts: list[PartSpan] = []
         for number, part in enumerate(self.parts(self.batches(raw_batches))):
             with storage.PartitionedWriter(
                 target,
@@ -219,8 +200,8 @@ class _Pass:
                 written = writer.close()
             run_unique.save_keys(self.pipeline, target, run_key, shard_id, number, self.keys)
             self.keys.clear()
-            first_record = parts[-1]["records"][1] if parts else 0
-            parts.append({"records": [first_record, self.counts["records"]], "files": len(written)})
+            first_record = parts[-1].stop if parts else 0
+            parts.append(PartSpan(first_record, self.counts["records"], len(written)))
             files += written
         return files, parts
 
@@ -275,10 +256,10 @@ def use_jemalloc() -> None:
 
 def process_shard(
     pipeline: Pipeline, shard: Shard, run_key: str, target_uri: str, key: bytes | None
-) -> dict[str, Any]:
+) -> ShardResult:
     """Stage one shard; a retry deletes the previous attempt first. Returns the shard's counts."""
     use_jemalloc()
-    target = storage.Location.of(target_uri)
+    target = Location.of(target_uri)
     staging = f"_staging/{run_key}/{shard.id}"
     target.delete_dir(staging)
     names = list(pipeline.contract.names)
@@ -301,62 +282,63 @@ def process_shard(
         quarantine.close()
     elapsed = time.perf_counter() - started
     state.timings["storage"] = max(0.0, elapsed - sum(state.timings.values()))
-    result = {
-        "shard": asdict(shard) | {"id": shard.id, "label": shard.label},
-        "rows_in": state.counts["rows_in"],
-        "rows_stored": state.counts["stored"],
-        "rows_quarantined": quarantine.rows,
-        "bytes_in": shard.size,
-        "files": [target_relative(target, f) for f in files],
-        "parts": parts,
-        "quarantine": target_relative(target, quarantine.file) if quarantine.rows else None,
-        "null_counts": dict(state.nulls),
-        "latest_event": state.latest.isoformat() if state.latest else None,
-        "started_at": began.isoformat(),
-        "seconds": round(elapsed, 3),
-        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in state.timings.items()},
-    }
-    if state.counts["rows_in"] != state.counts["stored"] + quarantine.rows:
+    result = ShardResult(
+        shard=shard,
+        rows_in=state.counts["rows_in"],
+        rows_stored=state.counts["stored"],
+        rows_quarantined=quarantine.rows,
+        files=tuple(target_relative(target, f) for f in files),
+        parts=tuple(parts),
+        quarantine=target_relative(target, quarantine.file) if quarantine.rows else None,
+        null_counts=dict(state.nulls),
+        latest_event=state.latest.isoformat() if state.latest else None,
+        started_at=began.isoformat(),
+        seconds=round(elapsed, 3),
+        stage_seconds={stage: round(seconds, 3) for stage, seconds in state.timings.items()},
+    )
+    if result.rows_in != result.rows_stored + result.rows_quarantined:
         raise ShardFailed(f"{shard.label}: rows in != stored + quarantined ({result})")
-    target.write_json_atomically(result, staging, "_result.json")
+    target.write_json_atomically(result.to_json(), staging, "_result.json")
     return result
 
 
-def target_relative(target: storage.Location, path: str) -> str:
+def target_relative(target: Location, path: str) -> str:
     return path.removeprefix(target.base + "/")
 
 
 def _shard_files(
-    pipeline: Pipeline, target: storage.Location, run_key: str, result: dict[str, Any]
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """A shard's (staged, published) data files, and its quarantine files; points ``result`` at the latter.
+    pipeline: Pipeline, target: Location, run_key: str, result: ShardResult
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], ShardResult]:
+    """A shard's (staged, published) data files and quarantine files, and its result with the
+    published paths.
 
     A data file that lost every row to the run-wide uniqueness check is in neither place and
     left out; commit's row count check would notice anything else missing.
     """
-    shard_id = result["shard"]["id"]
+    shard_id = result.shard.id
     staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
-    data = [(staged, staged.removeprefix(staged_prefix)) for staged in result["files"]]
+    data = [(staged, staged.removeprefix(staged_prefix)) for staged in result.files]
     quarantine = run_unique.repeated_files(pipeline, run_key, shard_id, len(data))
-    if result["quarantine"]:
-        quarantine.append((result["quarantine"], f"_quarantine/{run_key}/{shard_id}.parquet"))
-        result["quarantine"] = quarantine[-1][1]
+    published_quarantine = None
+    if result.quarantine:
+        published_quarantine = f"_quarantine/{run_key}/{shard_id}.parquet"
+        quarantine.append((result.quarantine, published_quarantine))
     data = [(staged, final) for staged, final in data if target.exists(staged) or target.exists(final)]
-    result["files"] = [final for _, final in data]
-    return data, quarantine
+    published = replace(result, files=tuple(final for _, final in data), quarantine=published_quarantine)
+    return data, quarantine, published
 
 
-def _describe(target: storage.Location, data: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _describe(target: Location, data: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """The manifest's entry for each data file, read where it is now (staged, or moved by a retry)."""
     current = [staged if target.exists(staged) else final for staged, final in data]
-    digests = storage.file_digests(target, [target.path(path) for path in current])
+    digests = file_digests(target, [target.path(path) for path in current])
     return [
-        {"path": final, "sha256": digest, "bytes": size, "rows": storage.row_count(target, path)}
+        {"path": final, "sha256": digest, "bytes": size, "rows": row_count(target, path)}
         for (_, final), path, (digest, size) in zip(data, current, digests, strict=True)
     ]
 
 
-def _publish(target: storage.Location, moves: list[tuple[str, str]]) -> None:
+def _publish(target: Location, moves: list[tuple[str, str]]) -> None:
     """Rename staged files to their published names; safe to repeat after a crash."""
     for staged, final in moves:
         if target.exists(staged):
@@ -367,7 +349,7 @@ def _publish(target: storage.Location, moves: list[tuple[str, str]]) -> None:
 def commit(
     pipeline: Pipeline,
     run_key: str,
-    results: list[dict[str, Any]],
+    results: list[ShardResult],
     target_uri: str,
     interval: dict[str, str | None],
     full_refresh: bool = False,
@@ -384,20 +366,22 @@ def commit(
     if not results:
         raise ValueError("nothing to commit: no shard results")
     use_jemalloc()
-    target = storage.Location.of(target_uri)
+    target = Location.of(target_uri)
     if target.exists("_manifests", f"{run_key}.json") and not target.exists("_staging", run_key):
         finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
         return finished  # a retry after the commit finished: nothing is left to publish
-    results = sorted(results, key=lambda r: r["shard"]["index"])
-    run_unique.quarantine_repeated_keys(pipeline, target, run_key, results, key)
+    staged = sorted(results, key=lambda r: r.shard.index)
+    deduplicated = run_unique.quarantine_repeated_keys(pipeline, target, run_key, staged, key)
     superseded = _superseded(target, run_key, full_refresh)
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
-    for result in results:
-        shard_data, shard_quarantine = _shard_files(pipeline, target, run_key, result)
+    results = []
+    for result in deduplicated:
+        shard_data, shard_quarantine, published = _shard_files(pipeline, target, run_key, result)
         data, quarantine = data + shard_data, quarantine + shard_quarantine
+        results.append(published)
     files = _describe(target, data)  # checksums and rows before anything is visible
-    stored = sum(result["rows_stored"] for result in results)
+    stored = sum(result.rows_stored for result in results)
     if stored != sum(file["rows"] for file in files):
         raise run_unique.CommitFailed(
             f"the run's files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
@@ -407,7 +391,7 @@ def commit(
     target.write_json_atomically(manifest, "_manifests", f"{run_key}.json")
     index = {} if full_refresh else committed_checksums(target)
     index = {digest: run for digest, run in index.items() if run != run_key}
-    index |= {r["shard"]["checksum"]: run_key for r in results}
+    index |= {r.shard.checksum: run_key for r in results}
     target.write_json_atomically(index, "_manifests", "_index.json")
     keep = {f["path"] for f in files} | set(manifest["quarantine"]) | {f"_manifests/{run_key}.json"}
     for path in sorted(p for p in superseded - keep if p.startswith("_manifests/")):
@@ -427,7 +411,7 @@ def commit(
     return manifest
 
 
-def _delete_if_empty(target: storage.Location, folder: str) -> None:
+def _delete_if_empty(target: Location, folder: str) -> None:
     if not target.fs.get_file_info(pafs.FileSelector(target.path(folder), allow_not_found=True)):
         target.delete_dir(folder)
 
@@ -435,7 +419,7 @@ def _delete_if_empty(target: storage.Location, folder: str) -> None:
 def _manifest(
     pipeline: Pipeline,
     run_key: str,
-    results: list[dict[str, Any]],
+    results: list[ShardResult],
     files: list[dict[str, Any]],
     interval: dict[str, str | None],
     started_at: str | None = None,
@@ -444,18 +428,16 @@ def _manifest(
     nulls = Counter[str]()
     stages: dict[str, float] = {}
     for result in results:
-        nulls.update(result["null_counts"])
+        nulls.update(result.null_counts)
         for name in ("rows_in", "rows_stored", "rows_quarantined", "bytes_in"):
-            totals[name] += result[name]
-        for stage, value in result["stage_seconds"].items():
+            totals[name] += getattr(result, name)
+        for stage, value in result.stage_seconds.items():
             stages[stage] = stages.get(stage, 0.0) + value
-    seconds = sum(result["seconds"] for result in results)
+    seconds = sum(result.seconds for result in results)
     committed = datetime.now(UTC)
-    began = datetime.fromisoformat(started_at or min(r["started_at"] for r in results))
+    began = datetime.fromisoformat(started_at or min(r.started_at for r in results))
     wall = max((committed - began).total_seconds(), 1e-3)
-    latest = max(
-        (datetime.fromisoformat(r["latest_event"]) for r in results if r["latest_event"]), default=None
-    )
+    latest = max((datetime.fromisoformat(r.latest_event) for r in results if r.latest_event), default=None)
     fresh = [
         quality.freshness(latest, rule, datetime.now(UTC))
         for rule in pipeline.spec.quality
@@ -476,14 +458,12 @@ def _manifest(
         "null_counts": dict(nulls),
         "freshness": fresh,
         "files": files,
-        "quarantine": [path for r in results for path in [r["quarantine"], *r["repeated"]] if path],
+        "quarantine": [path for r in results for path in [r.quarantine, *r.repeated] if path],
         "inputs": [
             {"source": source, "sha256": checksum}
-            for source, checksum in dict.fromkeys(
-                (r["shard"]["source"], r["shard"]["checksum"]) for r in results
-            )
+            for source, checksum in dict.fromkeys((r.shard.source, r.shard.checksum) for r in results)
         ],
-        "shards": results,
+        "shards": [r.to_json() for r in results],
         "wall_seconds": round(wall, 3),
         "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
@@ -491,7 +471,7 @@ def _manifest(
     }
 
 
-def _superseded(target: storage.Location, run_key: str, full_refresh: bool) -> set[str]:
+def _superseded(target: Location, run_key: str, full_refresh: bool) -> set[str]:
     """Paths the new manifest replaces: this run's earlier output, or with full_refresh every run's."""
     if not target.exists("_manifests"):
         return set()
@@ -510,7 +490,7 @@ def _superseded(target: storage.Location, run_key: str, full_refresh: bool) -> s
 def manifest_history(target_uri: str, before: str, limit: int = 30) -> list[dict[str, Any]]:
     """Earlier runs' manifests of the dataset, oldest first, for the monitor: the current ones
     and those a full refresh superseded."""
-    target = storage.Location.of(target_uri)
+    target = Location.of(target_uri)
     manifests = [
         target.read_json(folder, info.base_name)
         for folder in ("_manifests", HISTORY)

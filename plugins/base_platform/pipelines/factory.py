@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
 from base_platform.pipelines.modules.events import dataset_asset, source_asset
-from base_platform.pipelines.spec import Pipeline, resolve
+from base_platform.pipelines.spec import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,6 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task
         def discover(**context: Any) -> list[dict[str, Any]]:
-            from dataclasses import asdict
-
             from base_platform.pipelines import engine
 
             params = context["params"]
@@ -73,44 +71,46 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 pipeline, params["source_uri"], params["target_uri"], params["full_refresh"]
             )
             log.info("%d new input file(s) under %s", len(shards), params["source_uri"])
-            return [asdict(shard) for shard in shards]
+            return [shard.to_json() for shard in shards]
 
         @task(inlets=[source_asset(spec)])
         def process_shard(shard: dict[str, Any], **context: Any) -> dict[str, Any]:
             from base_platform.pipelines import engine
             from base_platform.pipelines.modules.security import load_key
+            from base_platform.pipelines.records import Shard
 
             result = engine.process_shard(
                 pipeline,
-                engine.Shard(**shard),
+                Shard.from_json(shard),
                 run_key(context["run_id"]),
                 context["params"]["target_uri"],
                 load_key(spec.security),
             )
             log.info(
                 "%s: %d in, %d stored, %d quarantined in %.1f s %s",
-                result["shard"]["label"],
-                result["rows_in"],
-                result["rows_stored"],
-                result["rows_quarantined"],
-                result["seconds"],
-                result["stage_seconds"],
+                result.shard.label,
+                result.rows_in,
+                result.rows_stored,
+                result.rows_quarantined,
+                result.seconds,
+                dict(result.stage_seconds),
             )
-            return result
+            return result.to_json()
 
         @task(outlets=[target], trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
             from base_platform.pipelines import engine
             from base_platform.pipelines.modules.security import load_key
+            from base_platform.pipelines.records import ShardResult
 
-            results = list(results or [])
-            if not results:
+            staged = [ShardResult.from_json(result) for result in results or []]
+            if not staged:
                 raise AirflowSkipException("no new input: nothing to commit, no Asset event")
             params = context["params"]
             manifest = engine.commit(
                 pipeline,
                 run_key(context["run_id"]),
-                results,
+                staged,
                 params["target_uri"],
                 _interval(context),
                 params["full_refresh"],
@@ -128,6 +128,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task
         def catalog(manifest: Any, **context: Any) -> str:
+            from base_platform.files import resolve
             from base_platform.pipelines import engine
             from base_platform.pipelines.modules.metadata import registry_entry
 

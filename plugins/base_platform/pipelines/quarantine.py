@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from base_platform.pipelines.modules import security, storage
-from base_platform.pipelines.spec import Pipeline, load_pipelines, resolve
+from base_platform.files import Location, resolve
+from base_platform.pipelines.modules import security
+from base_platform.pipelines.spec import Pipeline, load_pipelines
 
 META = ("_raw", "_reason", "_source")
 
@@ -34,7 +35,7 @@ def records(
     """Each quarantined record of ``run`` (default: every run), its raw values unsealed."""
     import pyarrow.dataset as ds
 
-    target = storage.Location.of(target_uri)
+    target = Location.of(target_uri)
     folder = "_quarantine" + (f"/{run}" if run else "")
     if not target.exists(folder):
         return
@@ -75,7 +76,7 @@ def replay(pipeline: Pipeline, source_uri: str, run: str, text: str) -> str:
     """Write ``text`` as a new input of the pipeline, named by its content (idempotent)."""
     if pipeline.spec.source.format != "csv":
         raise SystemExit(f"replay writes CSV; {pipeline.spec.name} reads {pipeline.spec.source.format}")
-    source = storage.Location.of(source_uri)
+    source = Location.of(source_uri)
     data = text.encode("utf-8", "surrogateescape")  # bad bytes go back as they came
     name = f"replay-{run}-{hashlib.sha256(data).hexdigest()[:16]}.csv"
     if not source.exists(name):

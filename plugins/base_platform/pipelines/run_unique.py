@@ -12,20 +12,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from base_platform.files import Location, file_digest, read_batches, read_file, row_count
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
+from base_platform.pipelines.records import Shard, ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
 # parts mended at once: commit runs alone, and CSV and Parquet decoding and encoding release the GIL
 PARTS_AT_ONCE = 2
+KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
 KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
 
@@ -35,7 +37,7 @@ class CommitFailed(RuntimeError):
 
 def save_keys(
     pipeline: Pipeline,
-    target: storage.Location,
+    target: Location,
     run_key: str,
     shard_id: str,
     part: int,
@@ -44,7 +46,33 @@ def save_keys(
     """A shard part's key fingerprints, one file per unique rule, staged beside its data."""
     for rule in unique_rules(pipeline):
         seen = keys.get(",".join(rule.columns), quality.UniqueKeys())
-        storage.write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
+        write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
+
+
+def write_keys(location: Location, path: str, keys: np.ndarray) -> None:
+    """Sorted 64-bit key fingerprints, after a table of where each top-byte bucket starts.
+
+    The table lets a reader take any range of buckets with one ranged read (also on S3), so the
+    run-wide uniqueness check never has to hold every key of a run at once.
+    """
+    starts = np.searchsorted(keys, np.arange(KEY_BUCKETS, dtype=np.uint64) << np.uint64(56))
+    offsets = np.append(starts, len(keys)).astype("<u8")
+    location.fs.create_dir(location.path(path).rsplit("/", 1)[0], recursive=True)
+    with location.fs.open_output_stream(location.path(path)) as stream:
+        stream.write(offsets.tobytes() + keys.astype("<u8").tobytes())
+
+
+def read_key_offsets(location: Location, path: str) -> np.ndarray:
+    """Where each bucket of a :func:`write_keys` file starts, in keys, and the total at the end."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        return np.frombuffer(source.read_at(8 * (KEY_BUCKETS + 1), 0), dtype="<u8").astype(np.int64)
+
+
+def read_keys(location: Location, path: str, start: int, stop: int) -> np.ndarray:
+    """Keys ``start`` to ``stop`` (positions from :func:`read_key_offsets`) of a :func:`write_keys` file."""
+    with location.fs.open_input_file(location.path(path)) as source:
+        data = source.read_at(8 * (stop - start), 8 * (KEY_BUCKETS + 1 + start))
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:
@@ -60,20 +88,20 @@ def keys_file(run_key: str, shard_id: str, part: int, rule: Unique) -> str:
 class Part:
     """Part ``number`` of a shard: its records (as counted by process_shard) and its data files."""
 
-    result: dict[str, Any]
+    result: ShardResult
     number: int
     records: tuple[int, int]
-    files: range  # positions in result["files"]
+    files: range  # positions in result.files
 
 
-def parts_of(results: list[dict[str, Any]]) -> list[Part]:
+def parts_of(results: list[ShardResult]) -> list[Part]:
     """Every shard's parts, in the run's order."""
     parts = []
     for result in results:
         first_file = 0
-        for number, part in enumerate(result["parts"]):
-            files = range(first_file, first_file + part["files"])
-            parts.append(Part(result, number, (part["records"][0], part["records"][1]), files))
+        for number, span in enumerate(result.parts):
+            files = range(first_file, first_file + span.files)
+            parts.append(Part(result, number, (span.first, span.stop), files))
             first_file = files.stop
     return parts
 
@@ -95,12 +123,14 @@ def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) 
 
 def quarantine_repeated_keys(
     pipeline: Pipeline,
-    target: storage.Location,
+    target: Location,
     run_key: str,
-    results: list[dict[str, Any]],
+    results: list[ShardResult],
     key: bytes | None = None,
-) -> None:
+) -> list[ShardResult]:
     """``unique`` across the run: stored rows whose key an earlier part had go to quarantine.
+
+    Returns the results with those rows counted as quarantined.
 
     Shard parts check uniqueness alone. Here, before anything is published, each part's keys
     meet those of the parts before it; the first occurrence wins, as within a part. Parts that
@@ -116,21 +146,18 @@ def quarantine_repeated_keys(
         mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, sources, key)
         with ThreadPoolExecutor(PARTS_AT_ONCE) as pool:
             list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
-    for result in results:
-        _count_repeated_rows(pipeline, target, run_key, result)
+    return [_count_repeated_rows(pipeline, target, run_key, result) for result in results]
 
 
-def _repeated_keys(
-    target: storage.Location, run_key: str, parts: list[Part], rule: Unique
-) -> list[np.ndarray]:
+def _repeated_keys(target: Location, run_key: str, parts: list[Part], rule: Unique) -> list[np.ndarray]:
     """Each part's keys that a part before it already had, a range of buckets at a time."""
-    files = [keys_file(run_key, part.result["shard"]["id"], part.number, rule) for part in parts]
-    offsets = [storage.read_key_offsets(target, file) for file in files]
+    files = [keys_file(run_key, part.result.shard.id, part.number, rule) for part in parts]
+    offsets = [read_key_offsets(target, file) for file in files]
     found: list[list[np.ndarray]] = [[] for _ in parts]
     for first, end in _bucket_groups(np.sum([np.diff(o) for o in offsets], axis=0)):
         seen = np.empty(0, dtype=np.uint64)
         for index, file in enumerate(files):
-            keys = storage.read_keys(target, file, offsets[index][first], offsets[index][end])
+            keys = read_keys(target, file, offsets[index][first], offsets[index][end])
             merged = quality.merge_sorted(seen, keys)
             twice = merged[1:] == merged[:-1]  # each run is distinct: equal neighbours are repeats
             found[index].append(merged[1:][twice])
@@ -151,7 +178,7 @@ def _bucket_groups(counts: np.ndarray) -> Iterator[tuple[int, int]]:
 
 def _move_repeated_rows(
     pipeline: Pipeline,
-    target: storage.Location,
+    target: Location,
     run_key: str,
     rule: Unique,
     sources: _UnchangedSources,
@@ -168,10 +195,10 @@ def _move_repeated_rows(
     decryption = security.decryption_properties() if policy.encrypted else None
     drops, removed = {}, {}
     for number in part.files:
-        path = part.result["files"][number]
+        path = part.result.files[number]
         if not target.exists(path):
             continue
-        keys = storage.read_file(target, path, decryption, columns=list(rule.columns))
+        keys = read_file(target, path, decryption, columns=list(rule.columns))
         fingerprints, valid = quality.keys_of(
             {name: keys.column(name).combine_chunks() for name in rule.columns}
         )
@@ -180,11 +207,11 @@ def _move_repeated_rows(
             drops[number], removed[number] = drop, fingerprints[drop]
     if not drops:
         return
-    sources.check(part.result["shard"])
+    sources.check(part.result.shard)
     _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed, key)
     for number, drop in drops.items():
-        path = part.result["files"][number]
-        kept = _kept(storage.read_batches(target, path, decryption), drop)
+        path = part.result.files[number]
+        kept = _kept(read_batches(target, path, decryption), drop)
         storage.replace_file(target, path, kept, security.file_encryption(policy))
 
 
@@ -198,7 +225,7 @@ def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.Re
 
 def _quarantine_raw_rows(
     pipeline: Pipeline,
-    target: storage.Location,
+    target: Location,
     run_key: str,
     part: Part,
     rule: Unique,
@@ -210,7 +237,7 @@ def _quarantine_raw_rows(
     A stored row is the first row of its key in its part (later ones were quarantined as
     duplicates there), so the source is read again, as process_shard read it, for those keys.
     """
-    shard = part.result["shard"]
+    shard = part.result.shard
     wanted = {int(key): number for number, keys in removed.items() for key in keys}
     needles = np.array(sorted(wanted), dtype=np.uint64)
     names = list(pipeline.contract.names)
@@ -218,9 +245,9 @@ def _quarantine_raw_rows(
     writers = {
         number: storage.QuarantineWriter(
             target,
-            target.path(repeated_file(run_key, shard["id"], rule, number)[0]),
+            target.path(repeated_file(run_key, shard.id, rule, number)[0]),
             names,
-            shard["label"],
+            shard.label,
             pipeline.spec.security,
             key,
         )
@@ -241,7 +268,7 @@ def _quarantine_raw_rows(
     for writer in writers.values():
         writer.close()
     if wanted:
-        raise CommitFailed(f"{shard['label']}: {len(wanted)} stored rows not found in the source again")
+        raise CommitFailed(f"{shard.label}: {len(wanted)} stored rows not found in the source again")
 
 
 class _UnchangedSources:
@@ -256,22 +283,22 @@ class _UnchangedSources:
         self._locks: dict[str, threading.Lock] = {}
         self._unchanged: set[str] = set()
 
-    def check(self, shard: dict[str, Any]) -> None:
+    def check(self, shard: Shard) -> None:
         with self._guard:
-            lock = self._locks.setdefault(shard["source"], threading.Lock())
+            lock = self._locks.setdefault(shard.source, threading.Lock())
         with lock:
-            if shard["source"] in self._unchanged:
+            if shard.source in self._unchanged:
                 return
-            source = storage.Location.of(shard["source"])
-            if storage.file_digest(source, source.base)[0] != shard["checksum"]:
+            source = Location.of(shard.source)
+            if file_digest(source, source.base)[0] != shard.checksum:
                 raise CommitFailed(
-                    f"{shard['label']} changed since discover: its repeated rows cannot be kept raw"
+                    f"{shard.label} changed since discover: its repeated rows cannot be kept raw"
                 )
-            self._unchanged.add(shard["source"])
+            self._unchanged.add(shard.source)
 
 
 def _keyed_rows(
-    pipeline: Pipeline, shard: dict[str, Any], part: Part, rule: Unique
+    pipeline: Pipeline, shard: Shard, part: Part, rule: Unique
 ) -> Iterator[tuple[pa.RecordBatch, int, np.ndarray, np.ndarray]]:
     """The part's raw batches, read again as process_shard read them, each with its first record
     number, the positions of its rows that have a key, and every row's fingerprint.
@@ -284,7 +311,7 @@ def _keyed_rows(
     )
     record, (start, stop) = 0, part.records
     names, source = list(pipeline.contract.names), pipeline.spec.source
-    for raw in ingestion.read_uri(shard["source"], names, source, shard["start"], shard["end"]):
+    for raw in ingestion.read_uri(shard.source, names, source, shard.start, shard.end):
         rows = raw.batch.num_rows
         if record >= start:
             keys = contracts.conform(raw.batch, key_contract, Findings(rows))
@@ -296,14 +323,19 @@ def _keyed_rows(
 
 
 def _count_repeated_rows(
-    pipeline: Pipeline, target: storage.Location, run_key: str, result: dict[str, Any]
-) -> None:
-    """Move repeated rows from stored to quarantined in the counts, from the files (retries agree)."""
-    result["repeated"] = []
-    for staged, published in repeated_files(pipeline, run_key, result["shard"]["id"], len(result["files"])):
+    pipeline: Pipeline, target: Location, run_key: str, result: ShardResult
+) -> ShardResult:
+    """The result with its repeated rows moved from stored to quarantined, counted from the files
+    (so retries agree), and the published names of their quarantine files."""
+    moved, repeated = 0, []
+    for staged, published in repeated_files(pipeline, run_key, result.shard.id, len(result.files)):
         found = next((path for path in (staged, published) if target.exists(path)), None)
         if found:
-            rows = storage.row_count(target, found)
-            result["rows_stored"] -= rows
-            result["rows_quarantined"] += rows
-            result["repeated"].append(published)
+            moved += row_count(target, found)
+            repeated.append(published)
+    return replace(
+        result,
+        rows_stored=result.rows_stored - moved,
+        rows_quarantined=result.rows_quarantined + moved,
+        repeated=tuple(repeated),
+    )

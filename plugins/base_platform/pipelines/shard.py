@@ -13,6 +13,7 @@ from pathlib import Path
 
 from base_platform.pipelines import engine
 from base_platform.pipelines.modules.security import load_key
+from base_platform.pipelines.records import Shard
 from base_platform.pipelines.spec import load_pipelines
 
 XCOM = Path("/airflow/xcom/return.json")
@@ -29,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.pipeline not in pipelines:
         parser.error(f"unknown pipeline {args.pipeline!r}; known: {sorted(pipelines)}")
     pipeline = pipelines[args.pipeline]
-    shard = engine.Shard(**json.loads(args.shard))
+    shard = Shard.from_json(json.loads(args.shard))
     result = engine.process_shard(
         pipeline, shard, args.run_key, args.target_uri, load_key(pipeline.spec.security)
     )
     if XCOM.parent.is_dir():
-        XCOM.write_text(json.dumps(result))
-    print(json.dumps({k: result[k] for k in ("rows_in", "rows_stored", "rows_quarantined", "seconds")}))
+        XCOM.write_text(json.dumps(result.to_json()))
+    counts = ("rows_in", "rows_stored", "rows_quarantined", "seconds")
+    print(json.dumps({name: getattr(result, name) for name in counts}))
     return 0
 
 

@@ -6,34 +6,22 @@ the DAG file's import in the dag-processor rather than a run an hour later.
 
 from __future__ import annotations
 
-import os
 import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from base_platform.catalog.loader import CONFIG_DIR, CatalogError, load_model
+from base_platform.types import StrictModel
 
 NAME = r"^[a-z][a-z0-9_]*$"
-ROOT_VARIABLE = "BASE_PIPELINES_ROOT"
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 SCALAR_TYPES = ("string", "int64", "timestamp", "date", "bool")
 
 
-def resolve(uri: str) -> str:
-    """Relative paths are under ``$BASE_PIPELINES_ROOT`` (default: the working directory)."""
-    if "://" in uri or Path(uri).is_absolute():
-        return uri.rstrip("/")
-    return str(Path(os.environ.get(ROOT_VARIABLE, ".")).resolve() / uri).rstrip("/")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Column(_Strict):
+class Column(StrictModel):
     name: str = Field(pattern=NAME)
     type: str
     nullable: bool = True
@@ -65,7 +53,7 @@ class Column(_Strict):
         return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-class Contract(_Strict):
+class Contract(StrictModel):
     name: str = Field(pattern=NAME)
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="semantic version")
     primary_key: tuple[str, ...] = Field(min_length=1)
@@ -91,7 +79,7 @@ class Contract(_Strict):
         return tuple(c.name for c in self.columns)
 
 
-class Source(_Strict):
+class Source(StrictModel):
     uri: str = Field(min_length=1, description="a local path or s3://bucket/prefix")
     glob: str = "*"
     format: Literal["csv", "ndjson", "parquet"]
@@ -103,36 +91,36 @@ class Source(_Strict):
     )
 
 
-class NotNull(_Strict):
+class NotNull(StrictModel):
     rule: Literal["not_null"]
     column: str
 
 
-class Range(_Strict):
+class Range(StrictModel):
     rule: Literal["range"]
     column: str
     min: float | None = None
     max: float | None = None
 
 
-class Regex(_Strict):
+class Regex(StrictModel):
     rule: Literal["regex"]
     column: str
     pattern: str
 
 
-class AcceptedValues(_Strict):
+class AcceptedValues(StrictModel):
     rule: Literal["accepted_values"]
     column: str
     values: tuple[str, ...] = Field(min_length=1)
 
 
-class Unique(_Strict):
+class Unique(StrictModel):
     rule: Literal["unique"]
     columns: tuple[str, ...] = Field(min_length=1)
 
 
-class Freshness(_Strict):
+class Freshness(StrictModel):
     rule: Literal["freshness"]
     column: str
     max_age_hours: float = Field(gt=0)
@@ -144,7 +132,7 @@ class Freshness(_Strict):
 Rule = Annotated[NotNull | Range | Regex | AcceptedValues | Unique | Freshness, Field(discriminator="rule")]
 
 
-class Protection(_Strict):
+class Protection(StrictModel):
     classification: Literal["pii", "sensitive", "public"]
     protect: Literal["hmac", "mask", "drop", "encrypt", "none"] = "none"
     keep_last: int = Field(default=0, ge=0, description="mask: characters left visible at the end")
@@ -156,7 +144,7 @@ class Protection(_Strict):
         return self
 
 
-class Security(_Strict):
+class Security(StrictModel):
     hmac_key: str = Field(
         default="platform/pipelines#hmac_key", pattern=r"^[\w/-]+#\w+$", description="Vault KV path#key"
     )
@@ -170,14 +158,14 @@ class Security(_Strict):
         return sorted(name for name, p in self.columns.items() if p.protect == "encrypt")
 
 
-class Storage(_Strict):
+class Storage(StrictModel):
     uri: str = Field(min_length=1)
     partition_by: tuple[str, ...] = ()
     compression: Literal["zstd"] = "zstd"
     target_file_mb: int = Field(default=128, gt=0)
 
 
-class PipelineSpec(_Strict):
+class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
     contract: str = Field(pattern=NAME, description="config/contracts/<contract>.yaml")
@@ -189,7 +177,7 @@ class PipelineSpec(_Strict):
     execution: Literal["local", "kubernetes"] = "local"
 
 
-class Pipeline(_Strict):
+class Pipeline(StrictModel):
     """A spec with its contract, cross-checked."""
 
     spec: PipelineSpec

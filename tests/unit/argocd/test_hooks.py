@@ -48,11 +48,14 @@ class TestConnectionSettings:
         s = ConnectionSettings.from_connection(conn(host="h", login="admin", password="pw"))
         assert (s.token, s.username, s.password) == (None, "admin", "pw")
 
-    def test_verify_ssl_extra_and_constructor_override(self) -> None:
-        c = conn(host="https://h", password="t", extra=json.dumps({"verify_ssl": "false", "timeout": 7}))
-        assert ConnectionSettings.from_connection(c).verify_ssl is False
-        assert ConnectionSettings.from_connection(c).timeout == 7.0
-        assert ConnectionSettings.from_connection(c, verify_ssl=True, timeout=3).verify_ssl is True
+    def test_extras_and_constructor_overrides(self) -> None:
+        extra = {"verify_ssl": "false", "timeout": 7, "backoff_seconds": 0.25}
+        c = conn(host="https://h", password="t", extra=json.dumps(extra))
+        settings = ConnectionSettings.from_connection(c)
+        assert (settings.verify_ssl, settings.timeout, settings.backoff_seconds) == (False, 7.0, 0.25)
+        overridden = ConnectionSettings.from_connection(c, verify_ssl=True, timeout=3, backoff_seconds=2)
+        assert (overridden.verify_ssl, overridden.timeout, overridden.backoff_seconds) == (True, 3, 2)
+        assert ConnectionSettings.from_connection(conn(host="https://h")).backoff_seconds == 1.0
 
     def test_missing_host_is_a_clear_error(self) -> None:
         with pytest.raises(Exception, match="no host"):

@@ -400,19 +400,19 @@ def test_describe_tolerates_an_empty_app() -> None:
 
 def test_deletion_verdicts() -> None:
     """Stuck is measured by how long the watcher has seen the deletion, not by the server's timestamp."""
-    from base_platform.argocd.status import Outcome, deletion_verdict
+    from base_platform.argocd.status import Outcome, evaluate_deletion
 
     app = {
         "metadata": {"name": "web", "deletionTimestamp": "2026-11-26T09:50:00Z", "finalizers": ["f"]},
         "status": {"resources": [{"kind": "Service", "namespace": "n", "name": "web"}]},
     }
-    assert deletion_verdict(None, timedelta(minutes=5), 0).outcome is Outcome.DONE
-    assert deletion_verdict(app, timedelta(minutes=15), 600).outcome is Outcome.WAITING
-    stuck = deletion_verdict(app, timedelta(minutes=5), 600)
+    assert evaluate_deletion(None, timedelta(minutes=5), 0).outcome is Outcome.DONE
+    assert evaluate_deletion(app, timedelta(minutes=15), 600).outcome is Outcome.WAITING
+    stuck = evaluate_deletion(app, timedelta(minutes=5), 600)
     assert stuck.outcome is Outcome.FAILED
     assert stuck.reason.endswith(
         "stuck on finalizers (f), deleting since 2026-11-26T09:50:00Z, watched for 600 s; "
         "resources still present: Service n/web"
     )
     pending = {"metadata": {"name": "web"}}
-    assert deletion_verdict(pending, timedelta(0), 10).outcome is Outcome.WAITING
+    assert evaluate_deletion(pending, timedelta(0), 10).outcome is Outcome.WAITING

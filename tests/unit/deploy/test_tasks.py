@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import load_catalog
-from base_platform.deploy.tasks import component_report, format_report, summarize
+from base_platform.deploy.tasks import (
+    DeployError,
+    bootstrap,
+    component_report,
+    format_report,
+    plan_run,
+    summarize_deploy,
+)
+from tests.scenarios import deployed_platform
 
 CATALOG = load_catalog()
 
@@ -47,7 +59,7 @@ def test_the_summary_names_the_gate_that_stopped_the_rollout() -> None:
         "shared.monitoring": "upstream_failed",
         "shared.gate": "upstream_failed",
     }
-    report = summarize(CATALOG, planned, states, {}, NoArgoCD())  # type: ignore[arg-type]
+    report = summarize_deploy(CATALOG, planned, states, {}, NoArgoCD())  # type: ignore[arg-type]
     assert report["stopped_by_gate"] == "core" and not report["ok"]
     rows = {r["component"]: r["verdict"] for r in report["components"]}
     assert rows == {
@@ -56,3 +68,35 @@ def test_the_summary_names_the_gate_that_stopped_the_rollout() -> None:
         "monitoring": "stopped by the failed core gate",
     }
     assert "rollout stopped by the failed gate of wave core" in format_report(report)
+
+
+def test_a_partial_deploy_refuses_dependencies_that_are_not_running(
+    start_simulator: Callable[..., Any],
+) -> None:
+    start_simulator(deployed_platform(omit=("monitoring",)))
+    with ArgoCDHook() as hook:
+        with pytest.raises(DeployError, match=r"not Synced and Healthy: monitoring \(not found\)"):
+            plan_run(CATALOG, {"environment": "dev", "waves": ["apps"]}, hook)
+        planned = plan_run(
+            CATALOG, {"environment": "dev", "waves": ["shared"], "target_revision": "r1"}, hook
+        )
+    assert planned["revision"] == "r1" and planned["environment"] == "dev" and not planned["dry_run"]
+    assert set(planned["selected"]) == {c.name for c in CATALOG.components if c.wave.value == "shared"}
+
+
+def test_bootstrap_writes_the_projects_unless_it_is_a_dry_run(start_simulator: Callable[..., Any]) -> None:
+    start_simulator(deployed_platform())
+    with ArgoCDHook() as hook:
+
+        def destinations() -> dict[str, Any]:
+            projects = hook.list_projects().get("items") or []
+            return {p["metadata"]["name"]: p["spec"]["destinations"] for p in projects}
+
+        wide_open = destinations()  # Argo CD made a project for each app that named one: anything goes
+        dry = bootstrap(CATALOG, "dev", hook, dry_run=True)
+        assert destinations() == wide_open
+        done = bootstrap(CATALOG, "dev", hook, dry_run=False)
+        locked = destinations()
+    assert done["projects"] == dry["projects"] and set(done["projects"]) <= set(locked)
+    for name in done["projects"]:
+        assert locked[name] and {"server": "*", "namespace": "*"} not in locked[name]

@@ -24,11 +24,17 @@ import pytest
 from base_platform.pipelines import engine, run_unique
 from base_platform.pipelines.modules import ingestion, storage
 from base_platform.pipelines.modules.security import unseal
+from base_platform.pipelines.records import ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
 
 KEY = b"unit-test-key"
+
+
+def via_xcom(results: list[ShardResult]) -> list[ShardResult]:
+    """The results as commit gets them in a DAG run: through JSON."""
+    return [ShardResult.from_json(json.loads(json.dumps(r.to_json()))) for r in results]
 
 
 @pytest.fixture
@@ -130,7 +136,7 @@ def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tm
     manifest = engine.commit(pipeline, "run-1", results, str(tmp_path / "out"), {}, started_at=began, key=KEY)
     assert 3600 <= manifest["wall_seconds"] < 3660 and manifest["started_at"] == began
     assert manifest["gb_per_hour"] == round(manifest["bytes_in"] / 1e9 / (manifest["wall_seconds"] / 3600), 3)
-    assert manifest["processing_seconds"] == round(sum(r["seconds"] for r in results), 3)
+    assert manifest["processing_seconds"] == round(sum(r.seconds for r in results), 3)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
@@ -209,7 +215,7 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     repeated = repeat_first_rows_in_the_second_file(tmp_path / "in", 3)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
-    assert sum(r["rows_quarantined"] for r in results) == 0  # each file alone is clean
+    assert sum(r.rows_quarantined for r in results) == 0  # each file alone is clean
 
     def crash(*args: Any) -> None:
         raise OSError("killed after staging the removed rows, before replacing the file")
@@ -217,10 +223,8 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     with monkeypatch.context() as patch:
         patch.setattr(storage, "replace_file", crash)
         with pytest.raises(OSError, match="killed"):
-            engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY)
-    manifest = engine.commit(
-        pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY
-    )
+            engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
+    manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
 
     assert manifest["rows_in"] == 603 and manifest["rows_stored"] == 600 and manifest["rows_quarantined"] == 3
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
@@ -239,9 +243,9 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert [unseal(s, KEY)["customer_email"] for s in quarantine.column("_sealed").to_pylist()] == emails
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
     assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {run_unique.REPEATED}"}
-    assert set(quarantine.column("_source").to_pylist()) == {results[1]["shard"]["source"]}
+    assert set(quarantine.column("_source").to_pylist()) == {results[1].shard.source}
     assert sum(f["rows"] for f in manifest["files"]) == 600
-    again = engine.commit(pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY)
+    again = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
@@ -258,9 +262,9 @@ def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
         csv.writer(out).writerows(records)  # the first three keys again, at the end of the same file
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
-    parts = results[0]["parts"]
+    parts = results[0].parts
     assert (len(parts) > 1) == (keys_at_once == 150)
-    assert parts[-1]["records"][1] == 603 and sum(p["files"] for p in parts) == len(results[0]["files"])
+    assert parts[-1].stop == 603 and sum(p.files for p in parts) == len(results[0].files)
 
     manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (603, 600, 3)
@@ -312,7 +316,7 @@ def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeli
     generate(800, "csv", 0.02, tmp_path / "in", files=2)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
-    (tmp_path / "out" / results[1]["files"][0]).unlink()  # a staged file lost outside our control
+    (tmp_path / "out" / results[1].files[0]).unlink()  # a staged file lost outside our control
     with pytest.raises(run_unique.CommitFailed, match="the run's files hold"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
@@ -331,16 +335,12 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     generate(800, "csv", 0.02, tmp_path / "in", files=2)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
-    staged = tmp_path / "out" / results[0]["files"][0]
-    published = tmp_path / "out" / results[0]["files"][0].split("/data/", 1)[1]
+    staged = tmp_path / "out" / results[0].files[0]
+    published = tmp_path / "out" / results[0].files[0].split("/data/", 1)[1]
     published.parent.mkdir(parents=True)
     staged.rename(published)  # what a crash after the first move leaves behind
-    manifest = engine.commit(
-        pipeline, "r", json.loads(json.dumps(results)), str(tmp_path / "out"), {}, key=KEY
-    )
-    assert (
-        stored(tmp_path / "out").num_rows == manifest["rows_stored"] == sum(r["rows_stored"] for r in results)
-    )
+    manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
+    assert stored(tmp_path / "out").num_rows == manifest["rows_stored"] == sum(r.rows_stored for r in results)
 
 
 def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
@@ -352,8 +352,9 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     code = (
         "import sys; sys.path[:0] = ['plugins', '.']\n"
         "from base_platform.pipelines import engine\n"
+        "from base_platform.pipelines.records import Shard\n"
         "from base_platform.pipelines.spec import load_pipelines\n"
-        f"shard = engine.Shard(**{shard.__dict__!r})\n"
+        f"shard = Shard(**{shard.__dict__!r})\n"
         f"engine.process_shard(load_pipelines()[0], shard, 'r', {out!r}, b'k')\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)

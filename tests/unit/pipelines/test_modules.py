@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from base_platform.pipelines import fusion
+from base_platform import files
+from base_platform.files import Location, read_batches
+from base_platform.pipelines import fusion, run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security, storage
 from base_platform.pipelines.spec import Column, Contract, Protection, Range, Security, Unique, load_pipelines
@@ -158,13 +160,13 @@ def test_unique_keys_agree_with_a_set_over_many_batches() -> None:
 
 def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:
     keys = np.sort(np.random.default_rng(5).integers(0, 2**64, 1000, dtype=np.uint64))
-    location = storage.Location.of(str(tmp_path))
-    storage.write_keys(location, "k/keys.u64", keys)
-    offsets = storage.read_key_offsets(location, "k/keys.u64")
+    location = Location.of(str(tmp_path))
+    run_unique.write_keys(location, "k/keys.u64", keys)
+    offsets = run_unique.read_key_offsets(location, "k/keys.u64")
     assert offsets[-1] == 1000 and np.all(np.diff(offsets) >= 0)
     top = (keys >> np.uint64(56)).astype(np.int64)
     for first, end in [(0, 256), (0, 1), (17, 18), (100, 200), (255, 256)]:
-        read = storage.read_keys(location, "k/keys.u64", offsets[first], offsets[end])
+        read = run_unique.read_keys(location, "k/keys.u64", offsets[first], offsets[end])
         assert read.tolist() == keys[(top >= first) & (top < end)].tolist()
 
 
@@ -186,7 +188,7 @@ def test_the_writer_keeps_only_kept_rows_grouped_into_hive_folders_and_files_of_
     monkeypatch.setattr(storage, "PENDING_ROWS", 50)  # many partitions: queues flush early
     monkeypatch.setattr(storage, "OPEN_FILES", 3)  # and files are finished early
     schema = pa.schema([("n", pa.int64()), ("k", pa.string()), ("digest", pa.binary(32))])
-    location = storage.Location.of(str(tmp_path))
+    location = Location.of(str(tmp_path))
     batches, expected = [], []
     for start in range(0, 300, 60):
         numbers = list(range(start, start + 60))
@@ -225,23 +227,23 @@ def test_a_file_is_replaced_a_batch_at_a_time_and_removed_when_nothing_is_left(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    monkeypatch.setattr(storage, "READ_BATCH_ROWS", 128)
-    location, folder = storage.Location.of(str(tmp_path)), tmp_path / "data"
+    monkeypatch.setattr(files, "READ_BATCH_ROWS", 128)
+    location, folder = Location.of(str(tmp_path)), tmp_path / "data"
     folder.mkdir()
     table = pa.table({"id": [f"r{n}" for n in range(1000)], "n": list(range(1000))})
     pq.write_table(table, folder / "f.parquet", row_group_size=300)
-    batches = storage.read_batches(location, "data/f.parquet")
+    batches = read_batches(location, "data/f.parquet")
     assert [batch.num_rows for batch in batches] == [128] * 7 + [104]  # never the whole file at once
 
     odd = (
         batch.filter(pc.equal(pc.bit_wise_and(batch["n"], 1), 1))
-        for batch in storage.read_batches(location, "data/f.parquet")
+        for batch in read_batches(location, "data/f.parquet")
     )
     storage.replace_file(location, "data/f.parquet", odd)
     assert pq.read_table(folder / "f.parquet") == table.filter(pa.array([n % 2 == 1 for n in range(1000)]))
     assert [p.name for p in folder.iterdir()] == ["f.parquet"]  # nothing left beside it
 
-    nothing = (batch.slice(0, 0) for batch in storage.read_batches(location, "data/f.parquet"))
+    nothing = (batch.slice(0, 0) for batch in read_batches(location, "data/f.parquet"))
     storage.replace_file(location, "data/f.parquet", nothing)
     assert list(folder.iterdir()) == []
 

@@ -84,12 +84,13 @@ def test_an_authorised_user_shows_fixes_and_replays_quarantined_rows_once(
 
 
 def test_a_protected_quarantine_needs_the_key() -> None:
+    from base_platform.files import Location
     from base_platform.pipelines.modules import storage
 
     pipeline = load_pipelines()[0]
     with pytest.raises(ValueError, match="needs the pipeline's key"):
         storage.QuarantineWriter(
-            storage.Location.of("/tmp"),
+            Location.of("/tmp"),
             "/tmp/q.parquet",
             ["customer_email"],
             "s",

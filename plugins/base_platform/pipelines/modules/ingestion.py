@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from base_platform.pipelines.modules.storage import Location
+from base_platform.files import Location
 from base_platform.pipelines.spec import Source
 
 BLOCK_BYTES = 8 << 20  # a batch for the checks: big, so per-batch costs stay small per row

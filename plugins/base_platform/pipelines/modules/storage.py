@@ -15,9 +15,6 @@ Layout under the target URI (local path or ``s3://``, through pyarrow's filesyst
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,77 +23,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from base_platform.files import Location
 from base_platform.pipelines.modules import security
-from base_platform.pipelines.spec import Security, resolve
+from base_platform.pipelines.spec import Security
 
-AWS_CONN_VARIABLE = "BASE_PIPELINES_AWS_CONN_ID"
 DICTIONARY_RATIO = 0.1  # at most one distinct value in ten rows
-DIGEST_THREADS = 4
-KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
-READ_BATCH_ROWS = 1 << 16
-
-
-def s3_filesystem() -> pafs.S3FileSystem:
-    """pyarrow's S3 client with the credentials, region and endpoint of the amazon provider's connection."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    hook = S3Hook(aws_conn_id=os.environ.get(AWS_CONN_VARIABLE, "aws_default"))
-    credentials = hook.get_credentials()
-    return pafs.S3FileSystem(
-        access_key=credentials.access_key,
-        secret_key=credentials.secret_key,
-        session_token=credentials.token,
-        region=hook.conn_region_name or "us-east-1",
-        endpoint_override=hook.conn_config.get_service_endpoint_url("s3"),
-        allow_bucket_creation=False,
-    )
-
-
-@dataclass(frozen=True)
-class Location:
-    """A filesystem and a base path, from any URI pyarrow understands."""
-
-    fs: pafs.FileSystem
-    base: str
-
-    @classmethod
-    def of(cls, uri: str) -> Location:
-        """Local paths directly; ``s3://`` through the amazon provider's connection."""
-        resolved = resolve(uri)
-        if resolved.startswith("s3://"):
-            return cls(s3_filesystem(), resolved.removeprefix("s3://").rstrip("/"))
-        fs, base = pafs.FileSystem.from_uri(resolved)
-        return cls(fs, base.rstrip("/"))
-
-    def path(self, *parts: str) -> str:
-        return "/".join([self.base, *parts])
-
-    def exists(self, *parts: str) -> bool:
-        found: bool = self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
-        return found
-
-    def read_json(self, *parts: str) -> Any:
-        with self.fs.open_input_stream(self.path(*parts)) as stream:
-            return json.loads(stream.read())
-
-    def write_json_atomically(self, data: Any, *parts: str) -> None:
-        """Write beside the target, then rename over it: readers see the old or the new file."""
-        final = self.path(*parts)
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        temporary = f"{final}.tmp-{os.getpid()}"
-        with self.fs.open_output_stream(temporary) as stream:
-            stream.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
-        self.fs.move(temporary, final)
-
-    def delete_dir(self, *parts: str) -> None:
-        if self.exists(*parts):
-            self.fs.delete_dir(self.path(*parts))
 
 
 def quarantine_schema(names: Iterable[str]) -> pa.Schema:
@@ -382,75 +317,6 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
     ]
 
 
-def file_digests(
-    location: Location, paths: list[str], observers: list[Callable[[bytes], None] | None] | None = None
-) -> list[tuple[str, int]]:
-    """:func:`file_digest` of each path, a few at a time (hashlib and pyarrow's reads release the GIL)."""
-    with ThreadPoolExecutor(max_workers=DIGEST_THREADS) as pool:
-        return list(
-            pool.map(
-                lambda path, observe: file_digest(location, path, observe),
-                paths,
-                observers or [None] * len(paths),
-            )
-        )
-
-
-def file_digest(
-    location: Location, path: str, observe: Callable[[bytes], None] | None = None
-) -> tuple[str, int]:
-    """SHA-256 and size of a file, streamed; ``observe`` sees every chunk too, in order."""
-    digest, size = hashlib.sha256(), 0
-    with location.fs.open_input_stream(path) as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-            if observe:
-                observe(chunk)
-    return digest.hexdigest(), size
-
-
-def write_keys(location: Location, path: str, keys: np.ndarray) -> None:
-    """Sorted 64-bit key fingerprints, after a table of where each top-byte bucket starts.
-
-    The table lets a reader take any range of buckets with one ranged read (also on S3), so the
-    run-wide uniqueness check never has to hold every key of a run at once.
-    """
-    starts = np.searchsorted(keys, np.arange(KEY_BUCKETS, dtype=np.uint64) << np.uint64(56))
-    offsets = np.append(starts, len(keys)).astype("<u8")
-    location.fs.create_dir(location.path(path).rsplit("/", 1)[0], recursive=True)
-    with location.fs.open_output_stream(location.path(path)) as stream:
-        stream.write(offsets.tobytes() + keys.astype("<u8").tobytes())
-
-
-def read_key_offsets(location: Location, path: str) -> np.ndarray:
-    """Where each bucket of a :func:`write_keys` file starts, in keys, and the total at the end."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        return np.frombuffer(source.read_at(8 * (KEY_BUCKETS + 1), 0), dtype="<u8").astype(np.int64)
-
-
-def read_keys(location: Location, path: str, start: int, stop: int) -> np.ndarray:
-    """Keys ``start`` to ``stop`` (positions from :func:`read_key_offsets`) of a :func:`write_keys` file."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        data = source.read_at(8 * (stop - start), 8 * (KEY_BUCKETS + 1 + start))
-    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
-
-
-def read_file(
-    location: Location, path: str, decryption: Any | None = None, columns: list[str] | None = None
-) -> pa.Table:
-    """One Parquet file as written (no partition columns inferred from its folder names)."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        return pq.ParquetFile(source, decryption_properties=decryption).read(columns=columns)
-
-
-def read_batches(location: Location, path: str, decryption: Any | None = None) -> Iterator[pa.RecordBatch]:
-    """One Parquet file's rows, ``READ_BATCH_ROWS`` at a time: a big file never sits in memory whole."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        file = pq.ParquetFile(source, decryption_properties=decryption)
-        yield from file.iter_batches(batch_size=READ_BATCH_ROWS)
-
-
 def replace_file(
     location: Location,
     path: str,
@@ -483,9 +349,3 @@ def replace_file(
     else:
         location.fs.delete_file(location.path(path))
     location.delete_dir(beside)
-
-
-def row_count(location: Location, path: str) -> int:
-    """Rows of a Parquet file, from its footer (readable also when columns are encrypted)."""
-    rows: int = pq.read_metadata(location.path(path), filesystem=location.fs).num_rows
-    return rows
