@@ -30,7 +30,7 @@ test: lint typecheck pytest
 
 ## test-fast: the inner loop: ruff, mypy, and the tests that start no Airflow stack and run no DAG.
 test-fast: lint typecheck
-	$(BIN)/pytest -q -m "not integration and not e2e" tests/unit tests/sandbox tests/dags tests/docs tests/stack tests/scripts
+	$(BIN)/pytest -q -n 2 -m "not integration and not e2e" tests/unit tests/sandbox tests/dags tests/docs tests/stack tests/scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,9 +39,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# --durations: the 30 slowest tests in every run, so a slow new test shows where it is added.
+# Two workers: most tests wait on a simulator or an Airflow stack, not on the CPU. A file's tests
+# stay on one worker (--dist loadfile), so a module's stack starts once. --durations: the 30
+# slowest tests of every run, so a slow new test shows where it was added.
 pytest: $(STAMP) system-packages
-	$(BIN)/pytest --durations=30
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
 ## system-packages: Debian's Postgres and Redis, which the production-topology e2e test starts.
 system-packages:
