@@ -45,12 +45,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP) system-packages
 	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
-## system-packages: Debian's Postgres and Redis, which the production-topology e2e test starts.
+## system-packages: Debian's Postgres and Redis (the production-topology e2e test), Chromium and
+## its driver (the platform page in a real browser) and promtool (the alert rules).
 system-packages:
-	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	  echo "Installing Debian's postgresql and redis-server for the e2e tests ..."; \
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v promtool >/dev/null; then \
+	  echo "Installing Debian's postgresql, redis-server, chromium, chromium-driver and prometheus for the tests ..."; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql redis-server chromium chromium-driver prometheus >/dev/null; \
 	fi
 
 ## bench: ingest throughput (ours vs Polars and DuckDB) and the deploy critical path.

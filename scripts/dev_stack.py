@@ -1,11 +1,11 @@
 """``make run``: the Argo CD and Vault simulators and Airflow 3 (SQLite, LocalExecutor) on 127.0.0.1.
 
 Starts the simulators, migrates the database, creates the ``argocd_default`` and
-``vault_default`` connections, then the api-server, scheduler, dag-processor and triggerer.
+``vault_default`` connections and the roles and users of config/roles.yaml (FAB auth manager,
+as in production), then the api-server, scheduler, dag-processor and triggerer.
 
 ``BASE_DEV_EXECUTOR=celery`` runs the production topology instead: Postgres
-(``BASE_DEV_DATABASE_URL``), Redis (``BASE_DEV_BROKER_URL``), CeleryExecutor with one worker,
-and the FAB auth manager with the roles and users of config/roles.yaml.
+(``BASE_DEV_DATABASE_URL``), Redis (``BASE_DEV_BROKER_URL``) and CeleryExecutor with one worker.
 
 An Airflow service that dies is restarted (up to 3 times, like compose's ``restart: always``);
 a simulator dying, or Ctrl-C, stops every process it started, so a second ``make run`` starts
@@ -45,7 +45,7 @@ VAULT_USER = "airflow"
 EXECUTOR = os.environ.get("BASE_DEV_EXECUTOR", "local")
 MAX_RESTARTS = 3
 FAB_AUTH_MANAGER = "base_platform.auth.manager.PlatformFabAuthManager"
-# Users of config/roles.yaml and the variables their passwords come from (Celery/FAB topology).
+# Users of config/roles.yaml and the variables their passwords come from.
 FAB_USERS = {
     "admin": "BASE_ADMIN_PASSWORD",
     "ops": "BASE_OPS_PASSWORD",
@@ -86,19 +86,11 @@ def local_secrets() -> dict[str, str]:
 
 
 def auth_env(local: dict[str, str]) -> dict[str, str]:
-    """Simple auth manager (one admin) for ``make run``; FAB with config/roles.yaml for Celery."""
-    if EXECUTOR == "celery":
-        return {
-            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
-            "AIRFLOW__API__SECRET_KEY": local["api_secret_key"],
-        } | {variable: local[f"{user}_password"] for user, variable in FAB_USERS.items()}
-    passwords = HOME / "simple_auth_manager_passwords.json.generated"
-    passwords.write_text(json.dumps({"admin": local["admin_password"]}))
-    passwords.chmod(0o600)
+    """The FAB auth manager with the roles and users of config/roles.yaml, as in production."""
     return {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-    }
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__API__SECRET_KEY": local["api_secret_key"],
+    } | {variable: local[f"{user}_password"] for user, variable in FAB_USERS.items()}
 
 
 def executor_env() -> dict[str, str]:
@@ -404,8 +396,7 @@ def main() -> int:
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
         sample_data()
-        if EXECUTOR == "celery":
-            sync_roles(env)
+        sync_roles(env)
         services = airflow_services()
         services["api-server"] = (
             str(BIN / "airflow"),
@@ -426,8 +417,10 @@ def main() -> int:
         api = f"http://127.0.0.1:{API_PORT}"
         for error in wait_dags_parsed(api, local["admin_password"], 240, [stack.procs["dag-processor"]]):
             print(f"DAG import error: {error}", file=sys.stderr, flush=True)
+        others = ", ".join(user for user in FAB_USERS if user != "admin")
         print(
             f"\nAirflow UI:  http://127.0.0.1:{API_PORT}\nLogin:       admin / {local['admin_password']}\n"
+            f"Other users: {others} (roles: config/roles.yaml; passwords: {HOME / 'local-secrets.json'})\n"
             f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"
             f"Vault simulator:   http://127.0.0.1:{VAULT_PORT} (connection vault_default)\n"
             "Press Ctrl-C to stop everything.",

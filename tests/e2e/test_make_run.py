@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
@@ -121,6 +122,83 @@ def _assert_no_protected_value_written(home: Path) -> None:
     assert leaked == {}
 
 
+def _token(stack: DevStack, user: str, home: Path) -> str:
+    password = json.loads((home / "local-secrets.json").read_text())[f"{user}_password"]
+    answer = httpx.post(
+        f"http://127.0.0.1:{stack.api_port}/auth/token",
+        json={"username": user, "password": password},
+        timeout=30,
+    )
+    assert answer.status_code in (200, 201), answer.text
+    return str(answer.json()["access_token"])
+
+
+def _assert_platform_page_access_and_metrics(stack: DevStack, home: Path) -> None:
+    """The plugin's routes need a login (401) and the role's DAGs (403); /metrics holds the
+    figures of the deploys and the pipeline run above."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = f"http://127.0.0.1:{stack.api_port}/base-platform"
+    admin, ds = (_token(stack, user, home) for user in ("admin", "ds"))
+    assert httpx.get(f"{page}/api/tabs", timeout=30).status_code == 401
+    assert httpx.get(f"{page}/metrics", timeout=30).status_code == 401
+    as_ds = {"Authorization": f"Bearer {ds}"}
+    assert httpx.get(f"{page}/api/platform", headers=as_ds, timeout=30).status_code == 403
+    assert httpx.get(f"{page}/metrics", headers=as_ds, timeout=30).status_code == 403
+    answer = httpx.get(f"{page}/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+    vault = (("app", "vault"), ("environment", "dev"), ("status", "Healthy"), ("wave", "core"))
+    assert values[("base_app_health", vault)] == 1.0
+    assert values[("base_deploy_last_ok", (("environment", "dev"),))] == 1.0
+    assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "in")))] == 20_000
+    assert values[("base_dataset_gb_per_hour", (("dataset", "transactions"),))] > 0
+
+
+def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, shots: Path) -> None:
+    """Headless Chromium loads the page as admin and as a data scientist; a blank page, or a tab
+    of another role, fails. Screenshots go to ``shots``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    api = f"http://127.0.0.1:{stack.api_port}"
+    for user, tabs in (("admin", ["Platform", "Drift", "Pipelines"]), ("ds", ["Pipelines"])):
+        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            browser.get(f"{api}/api/v2/monitor/health")  # the cookie's origin
+            browser.add_cookie({"name": "_token", "value": _token(stack, user, home), "path": "/"})
+            browser.get(f"{api}/base-platform/")
+            WebDriverWait(browser, 30).until(
+                lambda b: b.find_elements(By.CSS_SELECTOR, ".card, #pipelines tr[data-dataset]")
+            )
+            browser.save_screenshot(str(shots / f"platform-page-{user}.png"))
+            assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, "nav button")] == tabs
+            if user == "admin":
+                cards = {
+                    c.get_attribute("data-app"): c.text
+                    for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+                }
+                assert len(cards) == 28 and "Synced · Healthy" in cards["vault"]
+                assert "deployed" in cards["cert-manager"]  # platformctl's deploy, the last one
+                assert browser.find_elements(By.CSS_SELECTOR, "#graph circle")
+            else:
+                rows = browser.find_elements(By.CSS_SELECTOR, "#pipelines tr[data-dataset]")
+                assert [r.get_attribute("data-dataset") for r in rows] == ["transactions"]
+                assert "20000" in rows[0].text
+        finally:
+            browser.quit()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -164,6 +242,8 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert "/data/transactions/incoming/replay-fix-1-" in replayed.strip().splitlines()[-1]
         ctl = _run_block("platformctl", env)
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
+        _assert_platform_page_access_and_metrics(stack, tmp_path / "home")
+        _assert_each_role_sees_its_tabs_in_chromium(stack, tmp_path / "home", tmp_path)
         _assert_no_credentials_in_logs(tmp_path / "home" / "logs")
         _assert_no_protected_value_written(tmp_path / "home")
     finally:

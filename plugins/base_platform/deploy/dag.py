@@ -9,7 +9,7 @@ starts only after it: a failed gate stops every later component that has not sta
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.argocd.adapter import airflow_errors
 from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.artifacts import write_report
 from base_platform.auth.roles import approvers, load_roles
 from base_platform.catalog.loader import environment
 from base_platform.catalog.models import Catalog, Wave
@@ -171,7 +172,14 @@ def _summary(catalog: Catalog, node: Node) -> Any:
         outcomes = {task_id: ti.xcom_pull(task_ids=task_id, key="outcome") for task_id in component_ids}
         with ArgoCDHook() as hook:
             report = tasks.summarize_deploy(catalog, planned, states, outcomes, hook)
+        report = report | {
+            "run_id": ti.run_id,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         ti.xcom_push(key="report", value=report)
+        write_report(
+            ti.dag_id, ti.run_id, "deploy", report, tasks.format_report(report)
+        )  # the platform page's
         log.info("Deploy report:\n%s", tasks.format_report(report))
         if not report["ok"]:
             failed = [r["component"] + ": " + r["verdict"] for r in report["components"] if not r["ok"]]

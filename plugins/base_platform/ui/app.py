@@ -1,0 +1,112 @@
+"""The "BASE Platform" page in Airflow's UI: a FastAPI app the api-server mounts (see
+``plugins/base_platform_ui.py``).
+
+Airflow does not authenticate a plugin's app, so every route here does: the caller's Airflow
+token (the UI's cookie, or a bearer token) must be valid (else 401), and each tab asks the auth
+manager whether the user may read the DAGs behind it (else 403). With the FAB auth manager that
+is ``config/roles.yaml``. The Argo CD token stays on the server: the browser gets only JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+PAGE = Path(__file__).with_name("page.html")
+PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
+
+
+async def current_user(request: Request) -> Any:
+    """The Airflow user of the request, or 401."""
+    from airflow.api_fastapi.core_api.security import get_user, resolve_user_from_token
+
+    authorization = request.headers.get("authorization", "")
+    try:
+        if authorization.lower().startswith("bearer "):
+            return await resolve_user_from_token(authorization.split(" ", 1)[1])
+        return await get_user(request, None, None)
+    except HTTPException as exc:
+        raise HTTPException(401, "log in to Airflow first") from exc
+
+
+User = Annotated[Any, Depends(current_user)]
+
+
+def may_read(user: Any, dag_id: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return bool(get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
+
+
+def tabs_for(user: Any) -> dict[str, Any]:
+    from base_platform.pipelines.spec import load_pipelines
+
+    datasets = [p.spec.name for p in load_pipelines() if may_read(user, f"pipeline_{p.spec.name}")]
+    return {"platform": may_read(user, PLATFORM_DAG), "datasets": datasets}
+
+
+def require_platform(user: Any) -> None:
+    if not may_read(user, PLATFORM_DAG):
+        raise HTTPException(403, "this role may not see the platform tab")
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page(user: User) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @app.get("/api/tabs")
+    async def tabs(user: User) -> dict[str, Any]:
+        return {"user": str(user.get_name())} | tabs_for(user)
+
+    @app.get("/api/platform")
+    async def platform(
+        user: User, environment: Annotated[str, Query(pattern="^[a-z]+$")] = "dev"
+    ) -> dict[str, Any]:
+        from base_platform.catalog.loader import environment as load_environment
+        from base_platform.ui import state
+
+        require_platform(user)
+        try:
+            load_environment(environment)
+        except Exception as exc:
+            raise HTTPException(400, f"unknown environment {environment!r}") from exc
+        return state.platform_state(environment) | {
+            "deploy": state.latest_report("platform_deploy", "deploy")
+        }
+
+    @app.get("/api/drift")
+    async def drift(user: User) -> dict[str, Any]:
+        from base_platform.ui import state
+
+        require_platform(user)
+        return state.latest_report("platform_drift", "drift") or {"findings": [], "counts": {}}
+
+    @app.get("/api/pipelines")
+    async def pipelines(user: User) -> list[dict[str, Any]]:
+        from base_platform.ui import state
+
+        allowed = set(tabs_for(user)["datasets"])
+        return [row for row in state.pipeline_rows() if row["dataset"] in allowed]
+
+    @app.get("/metrics")
+    async def metrics(user: User, environment: str = "dev") -> Response:
+        from base_platform.ui import metrics as prometheus
+        from base_platform.ui import state
+
+        require_platform(user)
+        body = prometheus.render(
+            state.platform_state(environment),
+            state.pipeline_rows(),
+            state.latest_report("platform_deploy", "deploy"),
+            state.latest_report("platform_drift", "drift"),
+        )
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app

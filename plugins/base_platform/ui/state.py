@@ -1,0 +1,143 @@
+"""What the platform page and ``/metrics`` show, read from Argo CD and the latest reports.
+
+Reads are cached for ``CACHE_SECONDS`` per process: a page refresh or a Prometheus scrape never
+costs more than one Argo CD list call per environment in that window.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.catalog.loader import default_catalog
+from base_platform.catalog.models import Wave
+from base_platform.types import JSON
+
+CACHE_SECONDS = 10.0
+T = TypeVar("T")
+
+
+class TTLCache:
+    """One value per key, recomputed at most once per ``seconds`` (on a monotonic clock)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str, compute: Callable[[], T]) -> T:
+        with self._lock:
+            hit = self._values.get(key)
+            if hit and time.monotonic() - hit[0] < self.seconds:
+                value: T = hit[1]
+                return value
+            value = compute()
+            self._values[key] = (time.monotonic(), value)
+            return value
+
+
+CACHE = TTLCache(CACHE_SECONDS)
+
+
+def platform_state(environment: str) -> JSON:
+    """Every catalog component by wave, with its live sync, health and revision."""
+    return CACHE.get(f"platform:{environment}", lambda: _read_platform(environment))
+
+
+def _read_platform(environment: str) -> JSON:
+    catalog = default_catalog()
+    try:
+        with ArgoCDHook() as hook:
+            live = {a["metadata"]["name"]: a for a in hook.list_applications().get("items") or []}
+        problem = None
+    except Exception as exc:  # shown on the page rather than a 500: the catalog still draws
+        live, problem = {}, f"Argo CD did not answer: {exc}"
+    components = []
+    for component in catalog.components:
+        status = (live.get(component.name) or {}).get("status") or {}
+        components.append(
+            {
+                "name": component.name,
+                "wave": component.wave.value,
+                "depends_on": list(component.depends_on),
+                "exists": component.name in live,
+                "sync": (status.get("sync") or {}).get("status") or "Missing",
+                "health": (status.get("health") or {}).get("status") or "Missing",
+                "revision": str((status.get("sync") or {}).get("revision") or "")[:12],
+            }
+        )
+    return {
+        "environment": environment,
+        "waves": [wave.value for wave in Wave],
+        "components": components,
+        "problem": problem,
+        "read_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def pipeline_rows() -> list[JSON]:
+    """One row per dataset: its last run's figures and the GB/hour and quarantine rate of up to 30 runs."""
+    return CACHE.get("pipelines", _read_pipelines)
+
+
+def _read_pipelines() -> list[JSON]:
+    from base_platform.files import resolve
+    from base_platform.pipelines.engine import manifest_history
+    from base_platform.pipelines.spec import Freshness, load_pipelines
+
+    rows = []
+    for pipeline in load_pipelines():
+        spec = pipeline.spec
+        runs = manifest_history(resolve(spec.storage.uri), before="", limit=30)
+        last = runs[-1] if runs else None
+        slo = [rule.max_age_hours * 3600 for rule in spec.quality if isinstance(rule, Freshness)]
+        rows.append(
+            {
+                "dataset": spec.name,
+                "dag_id": f"pipeline_{spec.name}",
+                "last_run": last["run"] if last else None,
+                "committed_at": last["committed_at"] if last else None,
+                "freshness_age_seconds": _age(last["committed_at"]) if last else None,
+                "freshness_slo_seconds": min(slo) if slo else None,
+                "rows_in": last["rows_in"] if last else 0,
+                "rows_stored": last["rows_stored"] if last else 0,
+                "rows_quarantined": last["rows_quarantined"] if last else 0,
+                "quarantine_rate": _rate(last),
+                "gb_per_hour": last["gb_per_hour"] if last else 0.0,
+                "wall_seconds": last.get("wall_seconds", 0.0) if last else 0.0,
+                "history": [{"gb_per_hour": r["gb_per_hour"], "quarantine_rate": _rate(r)} for r in runs],
+            }
+        )
+    return rows
+
+
+def _rate(manifest: JSON | None) -> float:
+    if not manifest or not manifest["rows_in"]:
+        return 0.0
+    return round(float(manifest["rows_quarantined"]) / float(manifest["rows_in"]), 6)
+
+
+def _age(when: str) -> float:
+    return round((datetime.now(UTC) - datetime.fromisoformat(when)).total_seconds(), 1)
+
+
+def latest_report(dag_id: str, name: str) -> JSON | None:
+    """The newest ``<name>.json`` a DAG wrote under the artifacts root (local roots only)."""
+    return CACHE.get(f"report:{dag_id}:{name}", lambda: _read_latest(dag_id, name))
+
+
+def _read_latest(dag_id: str, name: str) -> JSON | None:
+    from base_platform.artifacts import artifacts_root
+
+    folder = Path(artifacts_root().path) / dag_id
+    reports = (
+        sorted(folder.glob(f"*/{name}.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    )
+    report: JSON | None = json.loads(reports[-1].read_text()) if reports else None
+    return report

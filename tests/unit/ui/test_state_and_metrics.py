@@ -1,0 +1,81 @@
+"""The platform page's data and /metrics, against the Argo CD simulator over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.ui import metrics, state
+from tests.scenarios import deployed_platform
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_state_names_every_component_with_its_live_status(start_simulator: Callable[..., Any]) -> None:
+    start_simulator(deployed_platform(omit=("mlflow",)))
+    platform = state.platform_state("dev")
+    apps = {c["name"]: c for c in platform["components"]}
+    assert len(apps) == 28 and platform["problem"] is None
+    assert (apps["vault"]["sync"], apps["vault"]["health"]) == ("Synced", "Healthy")
+    assert (apps["mlflow"]["exists"], apps["mlflow"]["health"]) == (False, "Missing")
+    assert apps["airflow"]["depends_on"] and apps["airflow"]["wave"] == "orchestration"
+
+
+def test_a_hundred_scrapes_cost_one_argo_cd_read(
+    start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_simulator(deployed_platform())
+    calls = []
+    real = ArgoCDHook.list_applications
+
+    def counted(self: ArgoCDHook, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArgoCDHook, "list_applications", counted)
+    for _ in range(100):
+        body = metrics.render(state.platform_state("dev"), [], None, None)
+    assert len(calls) == 1
+    values = samples(body)
+    key = (("app", "vault"), ("environment", "dev"), ("status", "Healthy"), ("wave", "core"))
+    assert values[("base_app_health", key)] == 1.0
+
+
+def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
+    platform = {"environment": "dev", "components": []}
+    deploy = {"environment": "dev", "ok": False, "components": [{"component": "vault", "ok": False}]}
+    drift = {"environment": "dev", "counts": {"spec": 2}}
+    row = {
+        "dataset": "transactions",
+        "last_run": "r1",
+        "rows_in": 10,
+        "rows_stored": 8,
+        "rows_quarantined": 2,
+        "gb_per_hour": 3.5,
+        "wall_seconds": 12.0,
+        "quarantine_rate": 0.2,
+        "freshness_age_seconds": 60.0,
+        "freshness_slo_seconds": 86400.0,
+    }
+    values = samples(metrics.render(platform, [row], deploy, drift))
+    assert values[("base_deploy_last_ok", (("environment", "dev"),))] == 0.0
+    assert values[("base_deploy_component_ok", (("app", "vault"),))] == 0.0
+    assert values[("base_drift_findings", (("environment", "dev"), ("kind", "spec")))] == 2.0
+    assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "quarantined")))] == 2.0
+    assert values[("base_dataset_quarantine_ratio", (("dataset", "transactions"),))] == 0.2
+    assert values[("base_dataset_freshness_slo_seconds", (("dataset", "transactions"),))] == 86400.0
