@@ -1,5 +1,5 @@
 """The PrometheusRule the monitoring component ships: promtool validates it, and each alert fires
-on its sample series in include/monitoring/prometheus-rules.test.yaml."""
+on its sample series in include/manifests/monitoring/prometheus-rules.test.yaml."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-RULES = ROOT / "include" / "monitoring" / "prometheus-rules.yaml"
-UNIT_TESTS = ROOT / "include" / "monitoring" / "prometheus-rules.test.yaml"
+RULES = ROOT / "include" / "manifests" / "monitoring" / "prometheus-rules.yaml"
+UNIT_TESTS = ROOT / "include" / "manifests" / "monitoring" / "prometheus-rules.test.yaml"
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus) is not installed")
 
@@ -49,3 +49,21 @@ def test_every_alert_fires_on_its_sample_series(tmp_path: Path) -> None:
         [str(PROMTOOL), "test", "rules", str(path)], capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_and_the_rules_use_only_metrics_that_exist() -> None:
+    """Every metric the Grafana dashboard or an alert queries is one /metrics exports, or Airflow's
+    own (airflow_*, through the statsd exporter): a renamed metric cannot leave a blank panel."""
+    import inspect
+    import json
+    import re
+
+    from base_platform.ui import metrics
+
+    exported = set(re.findall(r'Gauge\(\s*"(base_\w+)"', inspect.getsource(metrics)))
+    dashboard = json.loads((RULES.parent / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queries += [r["expr"] for g in yaml.safe_load(RULES.read_text())["spec"]["groups"] for r in g["rules"]]
+    used = {name for query in queries for name in re.findall(r"\b((?:base|airflow)_[a-z_]+)\b", query)}
+    assert used - exported <= {"airflow_scheduler_heartbeat", "airflow_ti_successes", "airflow_ti_failures"}
+    assert exported <= used, f"exported but neither charted nor alerted on: {sorted(exported - used)}"
