@@ -189,7 +189,9 @@ def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, sho
                     for c in browser.find_elements(By.CSS_SELECTOR, ".card")
                 }
                 assert len(cards) == 28 and "Synced · Healthy" in cards["vault"]
-                assert "deployed" in cards["cert-manager"]  # platformctl's deploy, the last one
+                # each card: its newest deploy (deploy-curl: core and shared; platformctl: cert-manager)
+                assert all("deployed" in cards[app] for app in ("vault", "monitoring", "cert-manager"))
+                assert "no deploy yet" in cards["kubeflow"]
                 assert browser.find_elements(By.CSS_SELECTOR, "#graph circle")
             else:
                 rows = browser.find_elements(By.CSS_SELECTOR, "#pipelines tr[data-dataset]")

@@ -78,7 +78,8 @@ def create_app() -> FastAPI:
         except Exception as exc:
             raise HTTPException(400, f"unknown environment {environment!r}") from exc
         return state.platform_state(environment) | {
-            "deploy": state.latest_report("platform_deploy", "deploy")
+            "deploy": state.latest_report("platform_deploy", "deploy"),
+            "verdicts": state.last_verdicts(),
         }
 
     @app.get("/api/drift")

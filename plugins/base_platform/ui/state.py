@@ -127,17 +127,38 @@ def _age(when: str) -> float:
     return round((datetime.now(UTC) - datetime.fromisoformat(when)).total_seconds(), 1)
 
 
+REPORTS_READ = 50  # the newest reports of a DAG looked at for each component's last verdict
+
+
 def latest_report(dag_id: str, name: str) -> JSON | None:
     """The newest ``<name>.json`` a DAG wrote under the artifacts root (local roots only)."""
-    return CACHE.get(f"report:{dag_id}:{name}", lambda: _read_latest(dag_id, name))
+    reports = _reports(dag_id, name)
+    return reports[0] if reports else None
 
 
-def _read_latest(dag_id: str, name: str) -> JSON | None:
+def last_verdicts() -> dict[str, JSON]:
+    """Each component's verdict in the newest platform_deploy run that selected it, with that run."""
+    found: dict[str, JSON] = {}
+    for report in _reports("platform_deploy", "deploy"):
+        for row in report.get("components") or []:
+            if row["component"] not in found and row["verdict"] != "not run":
+                found[row["component"]] = {
+                    "verdict": row["verdict"],
+                    "ok": row["ok"],
+                    "run_id": report.get("run_id"),
+                    "finished_at": report.get("finished_at"),
+                }
+    return found
+
+
+def _reports(dag_id: str, name: str) -> list[JSON]:
+    return CACHE.get(f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name))
+
+
+def _read_reports(dag_id: str, name: str) -> list[JSON]:
+    """A DAG's ``<name>.json`` reports, newest first."""
     from base_platform.artifacts import artifacts_root
 
     folder = Path(artifacts_root().path) / dag_id
-    reports = (
-        sorted(folder.glob(f"*/{name}.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    )
-    report: JSON | None = json.loads(reports[-1].read_text()) if reports else None
-    return report
+    paths = sorted(folder.glob(f"*/{name}.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return [json.loads(path.read_text()) for path in reversed(paths[-REPORTS_READ:])]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from base_platform.argocd.hooks import ArgoCDHook
+from base_platform.artifacts import write_report
 from base_platform.ui import metrics, state
 from tests.scenarios import deployed_platform
 
@@ -79,3 +82,36 @@ def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
     assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "quarantined")))] == 2.0
     assert values[("base_dataset_quarantine_ratio", (("dataset", "transactions"),))] == 0.2
     assert values[("base_dataset_freshness_slo_seconds", (("dataset", "transactions"),))] == 86400.0
+
+
+def test_each_card_gets_the_verdict_of_the_newest_run_that_deployed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path))
+
+    def deploy(run_id: str, rows: list[dict[str, Any]], when: float) -> None:
+        report = {
+            "environment": "dev",
+            "ok": True,
+            "run_id": run_id,
+            "finished_at": run_id,
+            "components": rows,
+        }
+        paths = write_report("platform_deploy", run_id, "deploy", report, "# deploy")
+        os.utime(paths["json"].removeprefix("file://"), (when, when))
+
+    deploy("r1", [{"component": "vault", "verdict": "deployed", "ok": True}], 1_000)
+    deploy("r2", [{"component": "vault", "verdict": "failed: boom", "ok": False}], 2_000)
+    deploy(
+        "r3",
+        [
+            {"component": "vault", "verdict": "not run", "ok": False},
+            {"component": "cert-manager", "verdict": "deployed", "ok": True},
+        ],
+        3_000,
+    )
+    verdicts = state.last_verdicts()
+    assert verdicts["vault"] == {"verdict": "failed: boom", "ok": False, "run_id": "r2", "finished_at": "r2"}
+    assert verdicts["cert-manager"]["run_id"] == "r3" and "argocd" not in verdicts
+    latest = state.latest_report("platform_deploy", "deploy")
+    assert latest is not None and latest["run_id"] == "r3"
