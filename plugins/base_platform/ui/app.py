@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 PAGE = Path(__file__).with_name("page.html")
@@ -20,16 +20,11 @@ PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platfor
 
 
 async def current_user(request: Request) -> Any:
-    """The Airflow user of the request, or 401."""
-    from airflow.api_fastapi.core_api.security import get_user, resolve_user_from_token
+    """The Airflow user of the request (bearer token, else the UI's cookie), or 401: Airflow's own
+    ``get_user``, imported when a request comes rather than in every process that loads plugins."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 
-    authorization = request.headers.get("authorization", "")
-    try:
-        if authorization.lower().startswith("bearer "):
-            return await resolve_user_from_token(authorization.split(" ", 1)[1])
-        return await get_user(request, None, None)
-    except HTTPException as exc:
-        raise HTTPException(401, "log in to Airflow first") from exc
+    return await get_user(request, None, await bearer_scheme(request))
 
 
 User = Annotated[Any, Depends(current_user)]
@@ -66,18 +61,15 @@ def create_app() -> FastAPI:
         return {"user": str(user.get_name())} | tabs_for(user)
 
     @app.get("/api/platform")
-    async def platform(
-        user: User, environment: Annotated[str, Query(pattern="^[a-z]+$")] = "dev"
-    ) -> dict[str, Any]:
-        from base_platform.catalog.loader import environment as load_environment
+    async def platform(user: User, environment: str = "dev") -> dict[str, Any]:
+        from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
 
         require_platform(user)
-        try:
-            load_environment(environment)
-        except Exception as exc:
-            raise HTTPException(400, f"unknown environment {environment!r}") from exc
+        if environment not in ENVIRONMENTS:
+            raise HTTPException(400, f"unknown environment {environment!r}; known: {', '.join(ENVIRONMENTS)}")
         return state.platform_state(environment) | {
+            "environments": list(ENVIRONMENTS),
             "deploy": state.latest_report("platform_deploy", "deploy"),
             "verdicts": state.last_verdicts(),
         }
