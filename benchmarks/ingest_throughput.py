@@ -1,7 +1,12 @@
 """Ingest throughput: the pipeline engine against honest baselines on the same CSV files, in one run.
 
 - ours: ``engine.discover`` → ``engine.process_shard`` per shard (two at a time, like two
-  worker slots) → ``engine.commit``, exactly as the DAG's tasks call them, every stage on;
+  worker slots) → ``engine.commit``, exactly as the DAG's tasks call them, every stage on, into
+  an Iceberg table (a SQLite catalog of the contender's own);
+- ours before Iceberg: the same calls into the engine of ``BENCH_BEFORE`` (default the last
+  commit before curated datasets became Iceberg tables; ``git archive`` of its ``plugins/``),
+  which committed with JSON manifests: the engine line must stay within 5% of it, and each
+  prints its commit's seconds;
 - DuckDB, the same work: every cast and contract check, every quality rule of the spec
   (uniqueness across the run included), UTF-8 validation (DuckDB's reader rejects a bad line;
   its rejects are quarantined), masking, HMAC-SHA256 in its real form (the key's inner and
@@ -38,13 +43,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+for _path in (str(ROOT / "plugins"), str(ROOT)):  # appended: ours-before puts the earlier engine first
+    if _path not in sys.path:
+        sys.path.append(_path)
 
 if TYPE_CHECKING:
     from base_platform.pipelines.records import ShardResult
 
 KEY = b"benchmark-key"
-TARGETS = {"airflow_gb_per_hour": 300.0, "vs_duckdb": 1.5, "vs_arrow_io": 0.45, "peak_rss_gb": 1.5}
+TARGETS = {
+    "airflow_gb_per_hour": 300.0,
+    "vs_duckdb": 1.5,
+    "vs_arrow_io": 0.45,
+    "peak_rss_gb": 1.5,
+    "vs_before": 0.95,  # Iceberg commits must not cost the engine more than 5%
+}
 BYTES_PER_ROW = 172  # of the generated CSV, measured
 
 
@@ -58,6 +71,7 @@ def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
 
 
 def ours(source: str, target: str) -> dict[str, Any]:
+    """Also ``ours-before``: its process finds the earlier engine first on ``sys.path``."""
     from base_platform.pipelines import engine
     from base_platform.pipelines.spec import load_pipelines
 
@@ -66,10 +80,11 @@ def ours(source: str, target: str) -> dict[str, Any]:
     # fresh processes, as each task is: a forked worker would count the parent's pages in its RSS
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_shard, [(s.to_json(), target, "bench") for s in shards]))
+    started = time.perf_counter()
     manifest = engine.commit(
         pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True, key=KEY
     )
-    return {"stage_seconds": manifest["stage_seconds"]}
+    return {"stage_seconds": manifest["stage_seconds"], "commit_seconds": time.perf_counter() - started}
 
 
 def _copy_file(paths: tuple[str, str]) -> int:
@@ -200,14 +215,20 @@ def duckdb_baseline(source: str, target: str) -> dict[str, Any]:
 
 def stored_and_quarantined(name: str, target: str) -> tuple[int, int]:
     """Read back from the contender's output: rows stored, rows quarantined."""
-    import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     quarantine = Path(target, "_quarantine")
     quarantined = sum(pq.ParquetFile(f).metadata.num_rows for f in quarantine.rglob("*.parquet"))
     data = [f for f in Path(target).rglob("*.parquet") if "_quarantine" not in f.parts]
-    if name == "ours":
-        stored = ds.dataset(target, format="parquet", partitioning="hive").count_rows()
+    if name == "ours":  # read as a table, through its catalog
+        from base_platform.pipelines import tables
+
+        os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = catalog_connection(target)
+        table = tables.load("transactions")
+        stored = table.scan().count() if table else 0
+    elif name == "ours-before":  # committed files are listed in its JSON manifests
+        manifests = [f for f in Path(target, "_manifests").glob("*.json") if not f.name.startswith("_")]
+        stored = sum(f["rows"] for m in manifests for f in json.loads(m.read_text())["files"])
     else:
         stored = sum(pq.ParquetFile(f).metadata.num_rows for f in data)
     return stored, quarantined
@@ -227,15 +248,45 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def measure(name: str, source: str, target: str) -> dict[str, Any]:
+def catalog_connection(target: str) -> str:
+    """A contender's own Iceberg catalog, beside its output, gone with it."""
+    from tests.conftest import iceberg_connection
+
+    return iceberg_connection(Path(f"{target}.catalog/iceberg.db"), Path(f"{target}.catalog/warehouse"))
+
+
+def before_tree(tmp: Path) -> Path:
+    """``plugins/`` (and its ``config/``) of the engine before Iceberg, from git, for ``ours-before``."""
+    folder = tmp / "before"
+    folder.mkdir()
+    import io
+    import tarfile
+
+    git = shutil.which("git") or "git"
+    revision = os.environ.get("BENCH_BEFORE", BEFORE)
+    archive = subprocess.run(
+        [git, "-C", str(ROOT), "archive", revision, "plugins", "config"], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "plugins"
+
+
+def measure(name: str, source: str, target: str, before: Path | None = None) -> dict[str, Any]:
     """Run one contender in a fresh process; its wall time and the peak of its tree's summed RSS."""
+    contender = "ours" if name == "ours-before" else name
+    first = [str(before)] if name == "ours-before" and before else []
     code = (
-        f"import json, sys; sys.path[:0] = [{str(ROOT)!r}]\n"
+        f"import json, sys; sys.path[:0] = {[*first, str(ROOT)]!r}\n"
         "from benchmarks.ingest_throughput import CONTENDERS\n"
-        f"print(json.dumps(CONTENDERS[{name!r}]({source!r}, {target!r})))\n"
+        f"print(json.dumps(CONTENDERS[{contender!r}]({source!r}, {target!r})))\n"
     )
     shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(f"{target}.catalog", ignore_errors=True)
     env = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} | os.environ  # as the image and `make run` set it
+    env["AIRFLOW_CONN_ICEBERG_DEFAULT"] = catalog_connection(target)
+    if first:  # the shards' spawned processes find the earlier engine too
+        env["PYTHONPATH"] = os.pathsep.join([*first, env.get("PYTHONPATH", "")])
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
@@ -252,7 +303,14 @@ def measure(name: str, source: str, target: str) -> dict[str, Any]:
     return result | {"seconds": seconds, "peak_rss": peak}
 
 
-CONTENDERS = {"ours": ours, "duckdb": duckdb_baseline, "polars": polars_baseline, "arrow-io": arrow_io}
+CONTENDERS = {
+    "ours": ours,
+    "ours-before": ours,
+    "duckdb": duckdb_baseline,
+    "polars": polars_baseline,
+    "arrow-io": arrow_io,
+}
+BEFORE = "13f1f46"  # the last commit whose datasets were Parquet folders with JSON manifests
 
 
 def through_airflow(source: Path, target: Path, tmp: Path) -> dict[str, Any]:
@@ -300,10 +358,11 @@ def run_contenders(
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
     wrong = []
     names = list(CONTENDERS)
+    before = before_tree(tmp)
     for number in range(rounds):
         for name in names[number % len(names) :] + names[: number % len(names)]:
             target = str(tmp / f"out-{name}")
-            result = measure(name, str(source), target)
+            result = measure(name, str(source), target, before)
             counts = stored_and_quarantined(name, target)
             if counts != expected[name]:
                 wrong.append(
@@ -328,6 +387,7 @@ def main() -> int:
         checked = (summary.rows - summary.corrupt, summary.corrupt)
         expected = {
             "ours": checked,
+            "ours-before": checked,
             "duckdb": checked,
             "polars": (summary.rows, 0),
             "arrow-io": (summary.rows, 0),
@@ -348,11 +408,15 @@ def main() -> int:
     stored, quarantined = airflow_counts
     print(f"{'ours through Airflow':<22} {airflow_speed:>26.1f} {'':>24}  {stored} + {quarantined}")
     print(f"ours, seconds per stage summed over shards (last round): {runs['ours'][-1]['stage_seconds']}")
+    commits = {name: [r["commit_seconds"] for r in runs[name]] for name in ("ours", "ours-before")}
+    before = _spread(commits["ours-before"])
+    print(f"commit seconds: ours {_spread(commits['ours'])}, ours before Iceberg {before}")
     peak = statistics.median(r["peak_rss"] for r in runs["ours"]) / 1e9
     checks = [
         ("ours through Airflow, GB/h", airflow_speed, ">=", TARGETS["airflow_gb_per_hour"]),
         ("ours / DuckDB (same work)", median["ours"] / median["duckdb"], ">=", TARGETS["vs_duckdb"]),
         ("ours / Arrow I/O floor", median["ours"] / median["arrow-io"], ">=", TARGETS["vs_arrow_io"]),
+        ("ours / ours before Iceberg", median["ours"] / median["ours-before"], ">=", TARGETS["vs_before"]),
         ("ours, summed peak RSS GB", peak, "<", TARGETS["peak_rss_gb"]),
     ]
     for label, value, op, target in checks:

@@ -143,6 +143,7 @@ def airflow_env(local: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
             "BASE_PIPELINES_ROOT": str(HOME),
+            "AIRFLOW_CONN_ICEBERG_DEFAULT": json.dumps(iceberg_connection()),
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -314,6 +315,31 @@ def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
     return stack
 
 
+def iceberg_connection() -> dict[str, object]:
+    """``iceberg_default``: SQLite under the stack's home, or the Postgres database of
+    ``BASE_DEV_ICEBERG_URL`` (the Celery topology, as in production).
+
+    An environment variable, as in the compose stack, not a row in the metadata DB: outside a
+    task or the API server (``airflow-init``'s catalog step) Airflow reads no connection there.
+    """
+    warehouse = json.dumps({"warehouse": str(HOME / "warehouse")})
+    url = os.environ.get("BASE_DEV_ICEBERG_URL")
+    if not url:
+        return {"conn_type": "sqlite", "host": str(HOME / "iceberg.db"), "extra": warehouse}
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return {
+        "conn_type": "postgres",
+        "host": parsed.host,
+        "port": parsed.port,
+        "login": parsed.username,
+        "password": parsed.password,
+        "schema": parsed.database,
+        "extra": warehouse,
+    }
+
+
 def sandbox_connections() -> dict[str, dict[str, object]]:
     """``argocd_default`` and ``vault_default``, pointing at the simulators (sandbox credentials)."""
     vault_password = load_vault_scenario(VAULT_SCENARIO).users[VAULT_USER].password
@@ -344,6 +370,18 @@ def sample_data() -> Path:
         summary = generate(20_000, "csv", 0.02, incoming, files=2)
         print(f"  generated {summary.rows} sample transactions ({summary.corrupt} corrupt) in {incoming}")
     return incoming
+
+
+def create_iceberg_catalog(env: dict[str, str]) -> None:
+    """The curated datasets' Iceberg catalog (on Postgres, its database), as airflow-init makes it."""
+    plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
+    subprocess.run(
+        [str(BIN / "python"), "-m", "base_platform.pipelines.tables"],
+        env=env | plugins,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def sync_roles(env: dict[str, str]) -> None:
@@ -395,6 +433,7 @@ def main() -> int:
         connections.write_text(json.dumps(sandbox_connections()))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
+        create_iceberg_catalog(env)
         sample_data()
         sync_roles(env)
         services = airflow_services()

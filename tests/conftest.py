@@ -232,3 +232,17 @@ def vault_conn_uri(port: int, tls: bool = False) -> str:
 
 VAULT_PASSWORD = "sandbox-vault-password"
 FAST = {"defaults": {"sync_seconds": 0.5, "healthy_after_seconds": 1.0}}
+
+
+def iceberg_connection(database: Path, warehouse: Path) -> str:
+    """``iceberg_default`` as make run has it: a SQLite catalog and a local warehouse."""
+    return json.dumps({"conn_type": "sqlite", "host": str(database), "extra": {"warehouse": str(warehouse)}})
+
+
+@pytest.fixture
+def iceberg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Iceberg catalog of a test's own; returns the warehouse."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp_path / "iceberg.db", tmp_path / "warehouse")
+    )
+    return tmp_path / "warehouse"

@@ -33,20 +33,35 @@ def resolve(uri: str) -> str:
     return str(Path(os.environ.get(ROOT_VARIABLE, ".")).resolve() / uri).rstrip("/")
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
-    """pyarrow's S3 client with the credentials, region and endpoint of the amazon provider's connection."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+def s3_settings(required: bool = True) -> dict[str, Any] | None:
+    """Credentials, region and endpoint of the amazon provider's connection, as pyarrow names them.
 
-    hook = S3Hook(aws_conn_id=os.environ.get(AWS_CONN_VARIABLE, "aws_default"))
+    None when the connection does not exist and ``required`` is false (a machine without S3).
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    conn_id = os.environ.get(AWS_CONN_VARIABLE, "aws_default")
+    if not required:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            return None
+    hook = S3Hook(aws_conn_id=conn_id)
     credentials = hook.get_credentials()
-    return pafs.S3FileSystem(
-        access_key=credentials.access_key,
-        secret_key=credentials.secret_key,
-        session_token=credentials.token,
-        region=hook.conn_region_name or "us-east-1",
-        endpoint_override=hook.conn_config.get_service_endpoint_url("s3"),
-        allow_bucket_creation=False,
-    )
+    return {
+        "access_key": credentials.access_key,
+        "secret_key": credentials.secret_key,
+        "session_token": credentials.token,
+        "region": hook.conn_region_name or "us-east-1",
+        "endpoint_override": hook.conn_config.get_service_endpoint_url("s3"),
+    }
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """pyarrow's S3 client over :func:`s3_settings`."""
+    return pafs.S3FileSystem(**(s3_settings() or {}), allow_bucket_creation=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,11 @@ class Location:
 
     def path(self, *parts: str) -> str:
         return "/".join([self.base, *parts])
+
+    def uri(self, *parts: str) -> str:
+        """The full URI of a path here, as other engines (and Iceberg metadata) name it."""
+        scheme = "s3://" if isinstance(self.fs, pafs.S3FileSystem) else ""
+        return scheme + self.path(*parts)
 
     def exists(self, *parts: str) -> bool:
         found: bool = self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound

@@ -94,10 +94,22 @@ def short_approval_config(base: Path) -> Path:
     return config
 
 
+def iceberg_url(database: str) -> str:
+    """The Iceberg catalog's database on the same server as Airflow's."""
+    return database.rsplit("/", 1)[0] + "/iceberg"
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+def database() -> Iterator[str]:
+    """Airflow's metadata database on a Postgres of the module's own."""
+    with postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Launched]:
     base = tmp_path_factory.mktemp("celery")
-    with postgres() as database, redis(base / "redis") as broker:
+    with redis(base / "redis") as broker:
         launched = launch(
             base / "home",
             free_port(),
@@ -106,6 +118,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
             {
                 "BASE_DEV_EXECUTOR": "celery",
                 "BASE_DEV_DATABASE_URL": database,
+                "BASE_DEV_ICEBERG_URL": iceberg_url(database),
                 "BASE_DEV_BROKER_URL": broker,
                 "ARGOCD_SIM_SCENARIO": "slow.yaml",  # apps stay Progressing 15 s: sensors defer
                 "BASE_PLATFORM_CONFIG_DIR": str(short_approval_config(base)),
@@ -249,7 +262,10 @@ def test_each_role_lists_exactly_its_dags(clients: dict[str, Client]) -> None:
 
     everything = listed("admin")
     assert {"platform_deploy", "platform_destroy", "argocd_smoke", "pipeline_transactions"} <= everything
-    assert listed("developer") == {d for d in everything if d.startswith(("platform_", "pipeline_"))}
+    assert "dataset_rollback" in everything
+    assert listed("developer") == {
+        d for d in everything if d.startswith(("platform_", "pipeline_", "dataset_"))
+    }
     assert listed("data-scientist") == {d for d in everything if d.startswith("pipeline_")}
 
 
@@ -260,7 +276,7 @@ def test_a_wrong_password_gets_no_token(stack: Launched) -> None:
 
 @pytest.mark.timeout(300)
 def test_a_data_scientist_runs_the_transactions_pipeline_on_celery(
-    stack: Launched, clients: dict[str, Client]
+    stack: Launched, clients: dict[str, Client], database: str
 ) -> None:
     ds = clients["data-scientist"]
     run_id = ds.start("pipeline_transactions", {"full_refresh": True})  # unpausing also starts a run
@@ -271,3 +287,13 @@ def test_a_data_scientist_runs_the_transactions_pipeline_on_celery(
         f"/dags/pipeline_transactions/dagRuns/{run_id}/taskInstances/commit/xcomEntries/return_value"
     ).json()["value"]
     assert manifest["rows_in"] == 20_000 == manifest["rows_stored"] + manifest["rows_quarantined"]
+    # The snapshot is in the Postgres catalog, in its own database, as in the production stack.
+    from sqlalchemy import create_engine, text
+
+    catalog = create_engine(iceberg_url(database))
+    with catalog.connect() as db:
+        rows = db.execute(text("SELECT table_namespace, table_name, metadata_location FROM iceberg_tables"))
+        ((namespace, name, metadata),) = list(rows)
+    catalog.dispose()
+    assert (namespace, name) == ("base", "transactions") and metadata.endswith(".metadata.json")
+    assert manifest["snapshot_id"] and manifest["dag_run"] == f"pipeline_transactions/{run_id}"

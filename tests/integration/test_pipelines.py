@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
 import pytest
 
+from base_platform.pipelines import tables
 from benchmarks.datagen import generate
 from sandbox.vault.scenario import load_scenario as load_vault_scenario
 from tests.conftest import ROOT
@@ -22,7 +22,7 @@ DAG_ID = "pipeline_transactions"
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_vault: Any) -> Path:
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_vault: Any, iceberg: Path) -> Path:
     start_vault()
     monkeypatch.setenv("BASE_PIPELINES_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -50,12 +50,17 @@ def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_
     assert dag_run.state == "success", states
     assert states["process_shard[0]"] == states["process_shard[1]"] == "success"
     target = root / "data/transactions/curated"
-    manifest = json.loads(next((target / "_manifests").glob("manual*.json")).read_text())
+    current = tables.load("transactions")
+    assert current is not None and current.location() == str(target)
+    (snapshot,) = current.snapshots()
+    manifest = tables.run_record(snapshot)
+    # the tracker: the snapshot names its DAG run, and the catalog entry lists both
+    assert manifest["dag_run"] == f"{DAG_ID}/{dag_run.run_id}"
     assert manifest["rows_in"] == 4000 == manifest["rows_stored"] + manifest["rows_quarantined"]
     assert manifest["rows_quarantined"] == summary.corrupt and manifest["gb_per_hour"] > 0
     assert set(manifest["stage_seconds"]) == {"ingestion", "contracts", "quality", "security", "storage"}
-    table = ds.dataset(target, format="parquet", partitioning="hive").to_table()
-    assert table.num_rows == manifest["rows_stored"] and "event_date" in table.schema.names
+    table = current.scan().to_arrow()
+    assert table.num_rows == manifest["rows_stored"] and "event_date" not in table.schema.names
     key = load_vault_scenario("default.yaml").kv["secret/platform/pipelines"]["hmac_key"].encode()
     emails = set(table.column("customer_email").to_pylist())
     with (root / "data/transactions/incoming/transactions-0000.csv").open(
@@ -66,12 +71,24 @@ def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_
     assert len(digests & emails) >= 40  # the clean ones among the first 50 rows, stored as their HMAC
     assert not emails & {email.encode() for email in sources}  # no address is stored as it came in
     catalog = json.loads((root.parent / "artifacts/catalog/transactions.json").read_text())
-    assert catalog["last_commit"]["rows_stored"] == manifest["rows_stored"]
+    assert catalog["format"] == "iceberg" and catalog["current_snapshot"] == snapshot.snapshot_id
+    assert catalog["history"] == [
+        {
+            "snapshot_id": snapshot.snapshot_id,
+            "committed_at": manifest["committed_at"],
+            "operation": "append",
+            "run": manifest["run"],
+            "dag_run": manifest["dag_run"],
+            "rows_stored": manifest["rows_stored"],
+            "files": manifest["files"],
+        }
+    ]
     before = published(target)
 
     dag_run, states = run()
     assert dag_run.state == "success" and states["commit"] == "skipped", states
     assert published(target) == before  # the same interval again changes nothing
+    assert len(current.refresh().snapshots()) == 1
 
 
 @pytest.mark.parametrize("conf", [{"source_uri": ""}, {"target_uri": 3}, {"full_refresh": "yes"}])

@@ -85,6 +85,19 @@ def test_init_syncs_the_roles_with_passwords_from_the_env_file(model: dict[str, 
     assert not any("BASE_ADMIN_PASSWORD" in model["services"][name].get("environment", {}) for name in others)
 
 
+def test_every_airflow_service_uses_the_postgres_iceberg_catalog_that_init_creates(
+    model: dict[str, Any],
+) -> None:
+    from airflow.models.connection import Connection
+
+    init = model["services"]["airflow-init"]
+    assert "python -m base_platform.pipelines.tables" in " ".join(init["command"])
+    for name in ("scheduler", "worker", "api-server", "airflow-init"):
+        conn = Connection(uri=model["services"][name]["environment"]["AIRFLOW_CONN_ICEBERG_DEFAULT"])
+        assert (conn.conn_type, conn.host, conn.schema) == ("postgres", "postgres", "iceberg"), name
+        assert conn.password.startswith("change-me") and conn.extra_dejson["warehouse"]
+
+
 def test_dockerfile_builds_on_the_pinned_airflow_image_with_the_projects_code() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "\nFROM apache/airflow:3.3.2-python3.11\n" in dockerfile

@@ -23,13 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from base_platform.files import Location, file_digests, resolve, row_count
-from base_platform.pipelines import run_unique
+from base_platform.pipelines import run_unique, tables
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.records import PartSpan, Shard, ShardResult
-from base_platform.pipelines.spec import Contract, Freshness, Pipeline, Source, classify_change
+from base_platform.pipelines.spec import Freshness, Pipeline, Source
 
-DERIVED_DATE = "event_date"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
@@ -37,22 +36,11 @@ class ShardFailed(RuntimeError):
     """A shard that cannot be read at all; nothing of it is published."""
 
 
-def committed_checksums(target: Location) -> dict[str, str]:
-    return (
-        dict(target.read_json("_manifests", "_index.json"))
-        if target.exists("_manifests", "_index.json")
-        else {}
-    )
-
-
-HISTORY = "_manifests/_history"
-"""Manifests of runs a full refresh superseded: their files are gone, their figures stay for monitoring."""
-
-
 def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh: bool) -> list[Shard]:
     """Input files in a stable (path) order, a shard each (or per piece of a big one).
 
-    Files whose checksum is committed are skipped.
+    Makes or evolves the dataset's table first, so a contract change is refused before any work.
+    Files whose checksum a snapshot of the table's current lineage holds are skipped.
     """
     source = Location.of(source_uri)
     if not source.exists():
@@ -63,8 +51,8 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
         for info in source.fs.get_file_info(selector)
         if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pipeline.spec.source.glob)
     )
-    check_contract_version(pipeline, target_uri)
-    done = {} if full_refresh else committed_checksums(Location.of(target_uri))
+    table = tables.prepare(pipeline, stored_schema(pipeline), target_uri, full_refresh)
+    done = {} if full_refresh else tables.committed_inputs(table)
     scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
     cuts = [_record_cuts(pipeline.spec.source, size) for _, size in files]
     digests = file_digests(source, [path for path, _ in files], [c.feed if c else None for c in cuts])
@@ -89,37 +77,13 @@ def _record_cuts(source: Source, size: int) -> ingestion.RecordCuts | None:
     return ingestion.RecordCuts(every, quoted=source.format == "csv")
 
 
-class ContractChanged(ValueError):
-    """The contract changed since the last commit without the version saying how."""
-
-
-def check_contract_version(pipeline: Pipeline, target_uri: str) -> None:
-    """Against the last commit: a breaking change needs a new major version, any change a new version."""
-    history = manifest_history(target_uri, before="")
-    if not history or "columns" not in history[-1]["contract"]:
-        return
-    old = Contract.model_validate(history[-1]["contract"])
-    new = pipeline.contract
-    kind, reasons = classify_change(old, new)
-    if not reasons:
-        return
-    old_major, new_major = int(old.version.split(".")[0]), int(new.version.split(".")[0])
-    if kind == "breaking" and new_major <= old_major:
-        raise ContractChanged(
-            f"contract {new.name} {old.version} -> {new.version} is breaking ({'; '.join(reasons)}): "
-            "it needs a new major version"
-        )
-    if new.version == old.version:
-        raise ContractChanged(
-            f"contract {new.name} changed ({'; '.join(reasons)}) but kept version {new.version}"
-        )
-
-
 def _with_partition(batch: pa.RecordBatch, pipeline: Pipeline) -> pa.RecordBatch:
-    if DERIVED_DATE not in pipeline.spec.storage.partition_by or DERIVED_DATE in batch.schema.names:
-        return batch
-    timestamp = next(c.name for c in pipeline.contract.columns if c.type == "timestamp")
-    return batch.append_column(DERIVED_DATE, pc.cast(batch.column(timestamp), pa.date32()))
+    """The batch with a key column per day partition, which the writer groups by and does not store."""
+    for partition in pipeline.spec.storage.partitions:
+        if partition.transform == "day":
+            day = pc.cast(batch.column(partition.column), pa.date32())
+            batch = batch.append_column(partition.name, day)
+    return batch
 
 
 _Kept = tuple[pa.RecordBatch, pa.BooleanArray]  # a batch, and which of its rows are stored
@@ -190,7 +154,7 @@ class _Pass:
                 target,
                 f"_staging/{run_key}/{shard_id}/data",
                 schema,
-                spec.storage.partition_by,
+                tuple(partition.name for partition in spec.storage.partitions),
                 f"part-{run_key}-{shard_id}-{number}",
                 rows_per_file,
                 encryption,
@@ -236,10 +200,8 @@ class _Pass:
 
 
 def stored_schema(pipeline: Pipeline) -> pa.Schema:
-    schema = security.stored_schema(contracts.arrow_schema(pipeline.contract), pipeline.spec.security)
-    if DERIVED_DATE in pipeline.spec.storage.partition_by and DERIVED_DATE not in schema.names:
-        schema = schema.append(pa.field(DERIVED_DATE, pa.date32(), nullable=False))
-    return schema
+    """The curated rows' schema: the contract's, as protection stores it (the table's schema)."""
+    return security.stored_schema(contracts.arrow_schema(pipeline.contract), pipeline.spec.security)
 
 
 def use_jemalloc() -> None:
@@ -316,7 +278,7 @@ def _shard_files(
     left out; commit's row count check would notice anything else missing.
     """
     shard_id = result.shard.id
-    staged_prefix = f"_staging/{run_key}/{shard_id}/data/"
+    staged_prefix = f"_staging/{run_key}/{shard_id}/"
     data = [(staged, staged.removeprefix(staged_prefix)) for staged in result.files]
     quarantine = run_unique.repeated_files(pipeline, run_key, shard_id, len(data))
     published_quarantine = None
@@ -326,16 +288,6 @@ def _shard_files(
     data = [(staged, final) for staged, final in data if target.exists(staged) or target.exists(final)]
     published = replace(result, files=tuple(final for _, final in data), quarantine=published_quarantine)
     return data, quarantine, published
-
-
-def _describe(target: Location, data: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The manifest's entry for each data file, read where it is now (staged, or moved by a retry)."""
-    current = [staged if target.exists(staged) else final for staged, final in data]
-    digests = file_digests(target, [target.path(path) for path in current])
-    return [
-        {"path": final, "sha256": digest, "bytes": size, "rows": row_count(target, path)}
-        for (_, final), path, (digest, size) in zip(data, current, digests, strict=True)
-    ]
 
 
 def _publish(target: Location, moves: list[tuple[str, str]]) -> None:
@@ -355,60 +307,68 @@ def commit(
     full_refresh: bool = False,
     started_at: str | None = None,
     key: bytes | None = None,
+    dag_run: str | None = None,
 ) -> dict[str, Any]:
-    """Publish staged shards and write the manifest (the commit point) by atomic rename.
+    """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
-    Re-running a run replaces its own earlier output; ``full_refresh`` replaces every earlier run.
-    ``started_at`` is when the run's discovery began (default: its first shard's start), so the
-    manifest's GB/hour is the run's own wall clock, not a worker's. ``key`` protects the rows that
-    a repeat across the run's files sends to quarantine, as process_shard's ``key`` does.
+    A run commits at most once: a retry, or a re-run of a run that already has its snapshot,
+    adds nothing and returns that snapshot's record. ``full_refresh`` replaces every earlier
+    row in the same snapshot. ``started_at`` is when the run's discovery began (default: its
+    first shard's start), so the GB/hour is the run's own wall clock, not a worker's. ``key``
+    protects the rows that a repeat across the run's files sends to quarantine, as
+    process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run.
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
     use_jemalloc()
     target = Location.of(target_uri)
-    if target.exists("_manifests", f"{run_key}.json") and not target.exists("_staging", run_key):
-        finished: dict[str, Any] = target.read_json("_manifests", f"{run_key}.json")
-        return finished  # a retry after the commit finished: nothing is left to publish
-    staged = sorted(results, key=lambda r: r.shard.index)
-    deduplicated = run_unique.quarantine_repeated_keys(pipeline, target, run_key, staged, key)
-    superseded = _superseded(target, run_key, full_refresh)
-    data: list[tuple[str, str]] = []
-    quarantine: list[tuple[str, str]] = []
-    results = []
-    for result in deduplicated:
-        shard_data, shard_quarantine, published = _shard_files(pipeline, target, run_key, result)
-        data, quarantine = data + shard_data, quarantine + shard_quarantine
-        results.append(published)
-    files = _describe(target, data)  # checksums and rows before anything is visible
-    stored = sum(result.rows_stored for result in results)
-    if stored != sum(file["rows"] for file in files):
+    table = tables.load(pipeline.spec.name)
+    if table is None:
         raise run_unique.CommitFailed(
-            f"the run's files hold {sum(f['rows'] for f in files)} rows, the shards {stored}"
+            f"table {tables.identifier(pipeline.spec.name)} does not exist: discover first"
         )
-    _publish(target, data + quarantine)
-    manifest = _manifest(pipeline, run_key, results, files, interval, started_at)
-    target.write_json_atomically(manifest, "_manifests", f"{run_key}.json")
-    index = {} if full_refresh else committed_checksums(target)
-    index = {digest: run for digest, run in index.items() if run != run_key}
-    index |= {r.shard.checksum: run_key for r in results}
-    target.write_json_atomically(index, "_manifests", "_index.json")
-    keep = {f["path"] for f in files} | set(manifest["quarantine"]) | {f"_manifests/{run_key}.json"}
-    for path in sorted(p for p in superseded - keep if p.startswith("_manifests/")):
-        # A full refresh replaces the data, not the record of earlier runs that monitoring compares with.
-        name = path.removeprefix("_manifests/")
-        old = target.read_json("_manifests", name)
-        target.write_json_atomically(old | {"superseded_by": run_key}, HISTORY, name)
-    for path in sorted(superseded - keep):
-        if target.exists(path):
-            target.fs.delete_file(target.path(path))
-    for folder in sorted(
-        {path.rsplit("/", 1)[0] for path in superseded - keep if path.startswith("_quarantine/")}
-    ):
-        _delete_if_empty(target, folder)
+    done = tables.snapshot_of_run(table, run_key)
+    if done is None:
+        done = _add_snapshot(
+            pipeline, target, table, run_key, results, full_refresh, key, interval, started_at, dag_run
+        )
     target.delete_dir(f"_staging/{run_key}")
     _delete_if_empty(target, "_staging")
-    return manifest
+    return tables.run_record(done)
+
+
+def _add_snapshot(
+    pipeline: Pipeline,
+    target: Location,
+    table: Any,
+    run_key: str,
+    results: list[ShardResult],
+    full_refresh: bool,
+    key: bytes | None,
+    interval: dict[str, str | None],
+    started_at: str | None,
+    dag_run: str | None,
+) -> Any:
+    """The run-wide uniqueness check, the row count check, the renames, then the snapshot: the
+    commit point. A crash anywhere before the snapshot leaves nothing a reader sees."""
+    staged = sorted(results, key=lambda r: r.shard.index)
+    deduplicated = run_unique.quarantine_repeated_keys(pipeline, target, run_key, staged, key)
+    data: list[tuple[str, str]] = []
+    quarantine: list[tuple[str, str]] = []
+    published = []
+    for result in deduplicated:
+        shard_data, shard_quarantine, shard_published = _shard_files(pipeline, target, run_key, result)
+        data, quarantine = data + shard_data, quarantine + shard_quarantine
+        published.append(shard_published)
+    stored = sum(result.rows_stored for result in published)
+    held = sum(row_count(target, staged if target.exists(staged) else final) for staged, final in data)
+    if stored != held:
+        raise run_unique.CommitFailed(f"the run's files hold {held} rows, the shards {stored}")
+    _publish(target, data + quarantine)
+    record = _run_record(pipeline, run_key, published, interval, started_at, full_refresh, dag_run)
+    decryption = security.decryption_properties() if pipeline.spec.security.encrypted else None
+    paths = [target.uri(final) for _, final in data]
+    return tables.commit_files(table, paths, tables.run_properties(record), full_refresh, decryption)
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:
@@ -416,14 +376,16 @@ def _delete_if_empty(target: Location, folder: str) -> None:
         target.delete_dir(folder)
 
 
-def _manifest(
+def _run_record(
     pipeline: Pipeline,
     run_key: str,
     results: list[ShardResult],
-    files: list[dict[str, Any]],
     interval: dict[str, str | None],
-    started_at: str | None = None,
+    started_at: str | None,
+    full_refresh: bool,
+    dag_run: str | None,
 ) -> dict[str, Any]:
+    """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
     nulls = Counter[str]()
     stages: dict[str, float] = {}
@@ -434,70 +396,34 @@ def _manifest(
         for stage, value in result.stage_seconds.items():
             stages[stage] = stages.get(stage, 0.0) + value
     seconds = sum(result.seconds for result in results)
-    committed = datetime.now(UTC)
+    now = datetime.now(UTC)
     began = datetime.fromisoformat(started_at or min(r.started_at for r in results))
-    wall = max((committed - began).total_seconds(), 1e-3)
+    wall = max((now - began).total_seconds(), 1e-3)
     latest = max((datetime.fromisoformat(r.latest_event) for r in results if r.latest_event), default=None)
     fresh = [
-        quality.freshness(latest, rule, datetime.now(UTC))
-        for rule in pipeline.spec.quality
-        if isinstance(rule, Freshness)
+        quality.freshness(latest, rule, now) for rule in pipeline.spec.quality if isinstance(rule, Freshness)
     ]
     return {
         "dataset": pipeline.spec.name,
         "run": run_key,
+        "dag_run": dag_run or "",
         "interval": interval,
         "started_at": began.isoformat(),
-        "committed_at": committed.isoformat(),
-        "contract": pipeline.contract.model_dump(mode="json"),
+        "contract_version": pipeline.contract.version,
+        "full_refresh": "true" if full_refresh else "false",
         "rows_in": totals["rows_in"],
         "rows_stored": totals["rows_stored"],
         "rows_quarantined": totals["rows_quarantined"],
         "bytes_in": totals["bytes_in"],
-        "bytes_stored": sum(f["bytes"] for f in files),
         "null_counts": dict(nulls),
         "freshness": fresh,
-        "files": files,
         "quarantine": [path for r in results for path in [r.quarantine, *r.repeated] if path],
         "inputs": [
             {"source": source, "sha256": checksum}
             for source, checksum in dict.fromkeys((r.shard.source, r.shard.checksum) for r in results)
         ],
-        "shards": [r.to_json() for r in results],
         "wall_seconds": round(wall, 3),
         "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
         "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
     }
-
-
-def _superseded(target: Location, run_key: str, full_refresh: bool) -> set[str]:
-    """Paths the new manifest replaces: this run's earlier output, or with full_refresh every run's."""
-    if not target.exists("_manifests"):
-        return set()
-    paths: set[str] = set()
-    for info in target.fs.get_file_info(pafs.FileSelector(target.path("_manifests"))):
-        run = info.base_name.removesuffix(".json")
-        if info.base_name.startswith("_") or not info.base_name.endswith(".json"):
-            continue
-        if full_refresh or run == run_key:
-            old = target.read_json("_manifests", info.base_name)
-            paths |= {entry["path"] for entry in old["files"]} | set(old["quarantine"])
-            paths.add(f"_manifests/{info.base_name}")
-    return paths
-
-
-def manifest_history(target_uri: str, before: str, limit: int = 30) -> list[dict[str, Any]]:
-    """Earlier runs' manifests of the dataset, oldest first, for the monitor: the current ones
-    and those a full refresh superseded."""
-    target = Location.of(target_uri)
-    manifests = [
-        target.read_json(folder, info.base_name)
-        for folder in ("_manifests", HISTORY)
-        if target.exists(folder)
-        for info in target.fs.get_file_info(pafs.FileSelector(target.path(folder)))
-        if info.base_name.endswith(".json")
-        and not info.base_name.startswith("_")
-        and info.base_name != f"{before}.json"
-    ]
-    return sorted(manifests, key=lambda m: m["committed_at"])[-limit:]

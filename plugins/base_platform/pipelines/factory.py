@@ -107,7 +107,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             if not staged:
                 raise AirflowSkipException("no new input: nothing to commit, no Asset event")
             params = context["params"]
-            manifest = engine.commit(
+            record = engine.commit(
                 pipeline,
                 run_key(context["run_id"]),
                 staged,
@@ -116,36 +116,38 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 params["full_refresh"],
                 context["ti"].xcom_pull(task_ids="discover", key="started_at"),
                 load_key(spec.security),
+                dag_run=f"{dag.dag_id}/{context['run_id']}",
             )
             log.info(
-                "Committed %d rows in %d files (%d quarantined) at %s GB/h",
-                manifest["rows_stored"],
-                len(manifest["files"]),
-                manifest["rows_quarantined"],
-                manifest["gb_per_hour"],
+                "Committed snapshot %s: %d rows in %d files (%d quarantined) at %s GB/h",
+                record["snapshot_id"],
+                record["rows_stored"],
+                record["files"],
+                record["rows_quarantined"],
+                record["gb_per_hour"],
             )
-            return {k: v for k, v in manifest.items() if k != "shards"}
+            return record
 
         @task
-        def catalog(manifest: Any, **context: Any) -> str:
-            from base_platform.files import resolve
-            from base_platform.pipelines import engine
+        def catalog(record: Any) -> str:
+            from base_platform.pipelines import tables
             from base_platform.pipelines.modules.metadata import registry_entry
 
-            location = resolve(context["params"]["target_uri"])
-            entry = registry_entry(pipeline, engine.stored_schema(pipeline), manifest, location)
+            table = tables.load(spec.name)
+            assert table is not None, "commit made the table"
+            entry = registry_entry(pipeline, table, tables.history(table))
             path = artifacts_root() / "catalog" / f"{spec.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, json.dumps(entry, indent=2))
             return str(path)
 
         @task
-        def monitor(manifest: Any, **context: Any) -> dict[str, Any]:
-            from base_platform.pipelines import engine
+        def monitor(record: Any, **context: Any) -> dict[str, Any]:
+            from base_platform.pipelines import tables
             from base_platform.pipelines.modules.monitoring import assess
 
-            history = engine.manifest_history(context["params"]["target_uri"], before=manifest["run"])
-            report = assess(manifest, history)
+            history = [r for r in tables.history(tables.load(spec.name)) if r["run"] != record["run"]]
+            report = assess(record, history)
             markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
             write_report(dag.dag_id, context["run_id"], "monitor", report, markdown)
             log.info("Monitor: %s, anomalies %s", report["status"], report["anomalies"] or "none")

@@ -158,11 +158,45 @@ class Security(StrictModel):
         return sorted(name for name, p in self.columns.items() if p.protect == "encrypt")
 
 
+PARTITION = re.compile(r"^(?:day\((?P<day>[a-z][a-z0-9_]*)\)|(?P<identity>[a-z][a-z0-9_]*))$")
+
+
+class Partition(StrictModel):
+    """One field of the table's Iceberg partition spec: a column as is, or the day of a timestamp."""
+
+    column: str
+    transform: Literal["identity", "day"]
+
+    @property
+    def name(self) -> str:
+        """Iceberg's default name for the field, which is also the data files' folder."""
+        return self.column if self.transform == "identity" else f"{self.column}_{self.transform}"
+
+
 class Storage(StrictModel):
     uri: str = Field(min_length=1)
-    partition_by: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = Field(default=(), description="columns (identity) or day(<timestamp>)")
     compression: Literal["zstd"] = "zstd"
     target_file_mb: int = Field(default=128, gt=0)
+
+    @field_validator("partition_by")
+    @classmethod
+    def _partition_syntax(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not PARTITION.match(entry):
+                raise ValueError(f"partition {entry!r}: use a column name or day(<column>)")
+        return value
+
+    @property
+    def partitions(self) -> tuple[Partition, ...]:
+        found = [PARTITION.match(entry) for entry in self.partition_by]
+        return tuple(
+            Partition(column=m["day"], transform="day")
+            if m["day"]
+            else Partition(column=m["identity"], transform="identity")
+            for m in found
+            if m
+        )
 
 
 class PipelineSpec(StrictModel):
@@ -202,9 +236,21 @@ def _check_columns(pipeline: Pipeline, path: Path) -> None:
     for column in pipeline.spec.security.columns:
         if column not in names:
             raise CatalogError(path, f"security.columns.{column}", "unknown column")
-    for index, column in enumerate(pipeline.spec.storage.partition_by):
-        if column not in names and column != "event_date":
-            raise CatalogError(path, f"storage.partition_by[{index}]", f"unknown column {column!r}")
+    for index, partition in enumerate(pipeline.spec.storage.partitions):
+        _check_partition(pipeline, partition, path, f"storage.partition_by[{index}]")
+
+
+def _check_partition(pipeline: Pipeline, partition: Partition, path: Path, where: str) -> None:
+    if partition.column not in pipeline.contract.names:
+        raise CatalogError(path, where, f"unknown column {partition.column!r}")
+    column = pipeline.contract.column(partition.column)
+    if partition.transform == "day" and column.type not in ("timestamp", "date"):
+        raise CatalogError(
+            path, where, f"day() needs a timestamp or date column, {column.name} is {column.type}"
+        )
+    protection = pipeline.spec.security.columns.get(partition.column)
+    if protection and protection.protect != "none":
+        raise CatalogError(path, where, f"{column.name} is stored as {protection.protect}: not a partition")
 
 
 def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:

@@ -87,14 +87,13 @@ def pipeline_rows() -> list[JSON]:
 
 
 def _read_pipelines() -> list[JSON]:
-    from base_platform.files import resolve
-    from base_platform.pipelines.engine import manifest_history
+    from base_platform.pipelines import tables
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
     rows = []
     for pipeline in load_pipelines():
         spec = pipeline.spec
-        runs = manifest_history(resolve(spec.storage.uri), before="", limit=30)
+        runs = tables.history(tables.load(spec.name), limit=30)
         last = runs[-1] if runs else None
         slo = [rule.max_age_hours * 3600 for rule in spec.quality if isinstance(rule, Freshness)]
         rows.append(

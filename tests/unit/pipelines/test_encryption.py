@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine
+from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules.security import decryption_properties
 from base_platform.pipelines.spec import Pipeline, Protection, load_pipelines
 from benchmarks.datagen import generate
@@ -37,12 +37,17 @@ def test_encrypted_columns_need_vault_to_read_and_the_rest_stay_readable(
     manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=b"k")
     assert (manifest["rows_stored"], manifest["rows_quarantined"]) == (300, 2)
 
+    table = tables.load("transactions")
+    assert table is not None
+    # Iceberg readers read every column but the encrypted ones (the footer is plaintext) ...
+    assert table.scan(selected_fields=("transaction_id",)).to_arrow().num_rows == 300
     memos: list[str | None] = []
-    for file in manifest["files"]:
-        path = tmp_path / "out" / file["path"]
-        assert pq.read_table(path, columns=["transaction_id"]).num_rows == file["rows"]  # plaintext footer
+    for task in table.scan().plan_files():
+        path = task.file.file_path
+        assert pq.read_table(path, columns=["transaction_id"]).num_rows == task.file.record_count
         with pytest.raises((OSError, pa.ArrowException)):
             pq.read_table(path, columns=["memo"])
+        # ... and only Parquet readers given Vault's transit key read those.
         decrypted = pq.read_table(path, columns=["memo"], decryption_properties=decryption_properties())
         memos += decrypted.column("memo").to_pylist()
     assert len(memos) == 300 and set(memos) & {"monthly subscription", "gift", None}

@@ -21,13 +21,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine, run_unique
+from base_platform.pipelines import engine, run_unique, tables
 from base_platform.pipelines.modules import ingestion, storage
 from base_platform.pipelines.modules.security import unseal
 from base_platform.pipelines.records import ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
 from benchmarks.datagen import generate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, iceberg_connection
 
 KEY = b"unit-test-key"
 
@@ -57,7 +57,10 @@ def with_source(pipeline: Pipeline, **fields: Any) -> Pipeline:
 
 
 def stored(target: Path) -> Any:
-    return ds.dataset(target, format="parquet", partitioning="hive").to_table()
+    """The dataset's rows as any Iceberg reader sees them: its table's current snapshot."""
+    table = tables.load("transactions")
+    assert table is not None and table.location() == str(target)
+    return table.scan().to_arrow()
 
 
 def quarantined(target: Path) -> Any:
@@ -85,11 +88,8 @@ def test_every_row_is_stored_or_quarantined_with_its_reason(
     ):
         assert expected in reasons
     assert "invalid UTF-8" in reasons or fmt == "ndjson"  # a JSON line with bad bytes is rejected whole
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names[:2] == ["_manifests", "_quarantine"] and "_staging" not in names
-    assert all(
-        p.name.startswith("event_date=") for p in (tmp_path / "out").iterdir() if not p.name.startswith("_")
-    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_quarantine", "data", "metadata"]
+    assert all(p.name.startswith("event_time_day=") for p in (tmp_path / "out" / "data").iterdir())
 
 
 def test_stored_data_holds_no_plain_pii_and_is_zstd(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -99,7 +99,10 @@ def test_stored_data_holds_no_plain_pii_and_is_zstd(pipeline: Pipeline, tmp_path
     assert table.schema.field("customer_email").type == pa.binary(32)  # the raw HMAC-SHA256
     assert table.column("customer_email").null_count == 0
     assert all(v.startswith("**") for v in table.column("card_last4").to_pylist())
-    first = pq.ParquetFile(tmp_path / "out" / manifest["files"][0]["path"]).metadata.row_group(0)
+    table = tables.load("transactions")
+    assert table is not None and manifest["files"] == len(list(table.scan().plan_files()))
+    first_file = next(iter(table.scan().plan_files())).file.file_path
+    first = pq.ParquetFile(first_file).metadata.row_group(0)
     assert first.column(0).compression == "ZSTD"
     encodings = {first.column(i).path_in_schema: first.column(i).encodings for i in range(first.num_columns)}
     assert "RLE_DICTIONARY" in encodings["channel"]  # four values: a dictionary pays off
@@ -114,15 +117,15 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
     assert engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False) == []
     again = run(pipeline, tmp_path / "in", tmp_path / "out", "run-2", full=True)
     assert again["rows_stored"] == first["rows_stored"] == stored(tmp_path / "out").num_rows
-    assert sorted(p.name for p in (tmp_path / "out" / "_manifests").iterdir()) == [
-        "_history",
-        "_index.json",
-        "run-2.json",
-    ]
-    assert [p.name for p in (tmp_path / "out" / "_quarantine").iterdir()] == ["run-2"]
-    # The data is replaced; the monitor still compares with the run that was superseded.
-    history = engine.manifest_history(str(tmp_path / "out"), before="run-3")
-    assert [(m["run"], m.get("superseded_by")) for m in history] == [("run-1", "run-2"), ("run-2", None)]
+    table = tables.load("transactions")
+    assert table is not None
+    assert [s.summary.operation.value for s in table.snapshots() if s.summary] == ["append", "overwrite"]
+    # The rows are replaced; the first snapshot still holds them (time travel), and the monitor
+    # still compares with the run the refresh replaced.
+    assert table.scan(snapshot_id=first["snapshot_id"]).to_arrow().num_rows == first["rows_stored"]
+    assert [r["run"] for r in tables.history(table)] == ["run-1", "run-2"]
+    # A full refresh starts the skip list over: only its own inputs are committed.
+    assert set(tables.committed_inputs(table).values()) == {"run-2"}
 
 
 def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -141,11 +144,13 @@ def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tm
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_does(
-    pipeline: Pipeline, tmp_path: Path, fmt: str
+    pipeline: Pipeline, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     summary = generate(12_000, fmt, 0.05, tmp_path / "in")  # 2-4 MB, with quoted newlines and bad bytes
     outcomes = []
     for shard_mb in (256, 1):
+        catalog = tmp_path / f"catalog{shard_mb}"
+        monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(catalog / "db", catalog))
         split = with_source(pipeline, format=fmt, glob=f"*.{fmt}", shard_mb=shard_mb)
         shards = engine.discover(split, str(tmp_path / "in"), str(tmp_path / f"out{shard_mb}"), False)
         assert (len(shards) > 1) == (shard_mb == 1) and sum(s.size for s in shards) == summary.bytes
@@ -244,7 +249,6 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
     assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {run_unique.REPEATED}"}
     assert set(quarantine.column("_source").to_pylist()) == {results[1].shard.source}
-    assert sum(f["rows"] for f in manifest["files"]) == 600
     again = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
     assert again == manifest  # a retry after the commit finished changes nothing
 
@@ -309,7 +313,12 @@ def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
         changed.write("\n")
     with pytest.raises(run_unique.CommitFailed, match="changed since discover"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
-    assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
+    assert no_snapshot()
+
+
+def no_snapshot() -> bool:
+    table = tables.load("transactions")
+    return table is not None and table.current_snapshot() is None
 
 
 def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -319,8 +328,11 @@ def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeli
     (tmp_path / "out" / results[1].files[0]).unlink()  # a staged file lost outside our control
     with pytest.raises(run_unique.CommitFailed, match="the run's files hold"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
-    assert not (tmp_path / "out" / "_manifests" / "r.json").exists()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_staging"]  # nothing published
+    assert no_snapshot()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "_staging",
+        "metadata",
+    ]  # nothing published
 
 
 def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -336,7 +348,7 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     staged = tmp_path / "out" / results[0].files[0]
-    published = tmp_path / "out" / results[0].files[0].split("/data/", 1)[1]
+    published = tmp_path / "out" / "data" / results[0].files[0].split("/data/", 1)[1]
     published.parent.mkdir(parents=True)
     staged.rename(published)  # what a crash after the first move leaves behind
     manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
@@ -367,8 +379,12 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    visible = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and "_staging" not in p.parts]
-    assert visible == []
+    visible = [
+        p
+        for p in (tmp_path / "out").rglob("*")
+        if p.is_file() and not {"_staging", "metadata"} & set(p.parts)
+    ]
+    assert visible == [] and no_snapshot()
     result = engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), KEY)
     manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {}, key=KEY)
     assert manifest["rows_in"] == 400_000 == stored(tmp_path / "out").num_rows + manifest["rows_quarantined"]
@@ -382,7 +398,7 @@ def test_a_breaking_contract_change_without_a_new_major_version_is_refused(
     dropped = pipeline.contract.model_copy(
         update={"columns": pipeline.contract.columns[:-1], "version": "1.1.0"}  # memo removed
     )
-    with pytest.raises(engine.ContractChanged, match=r"column memo removed.*new major version"):
+    with pytest.raises(tables.ContractChanged, match=r"column memo removed.*new major version"):
         engine.discover(
             pipeline.model_copy(update={"contract": dropped}),
             str(tmp_path / "in"),

@@ -7,9 +7,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from base_platform.pipelines import engine
+from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules import ingestion
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
@@ -43,6 +44,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     for bucket in ("raw", "curated"):
         client.create_bucket(Bucket=bucket)
     yield client
+    httpx.post(f"{endpoint}/moto-api/reset")  # moto's state outlives its server: the next test starts empty
     server.stop()
 
 
@@ -59,8 +61,11 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
 
     assert manifest["rows_in"] == 2000 == manifest["rows_stored"] + manifest["rows_quarantined"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curated")["Contents"]]  # type: ignore[attr-defined]
-    assert "transactions/_manifests/r1.json" in keys
-    assert {f"transactions/{f['path']}" for f in manifest["files"]} <= set(keys)
+    table = tables.load("transactions")
+    assert table is not None and table.metadata_location.startswith("s3://curated/transactions/metadata/")
+    data = [task.file.file_path for task in table.scan().plan_files()]
+    assert len(data) == manifest["files"] and {p.removeprefix("s3://curated/") for p in data} <= set(keys)
+    assert table.scan().to_arrow().num_rows == manifest["rows_stored"]
     assert not any("_staging" in key for key in keys), keys
     assert engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False) == []
 

@@ -1,44 +1,64 @@
-"""Metadata discovery: the registry entry of a dataset (schema, classes, partitions, last commit, lineage)."""
+"""Metadata discovery: the registry entry of a dataset (its table, schema, classes, partitions, lineage).
+
+The tracker's half is ``history``: every snapshot of the table's lineage with the DAG run that
+made it, so a snapshot leads to its run and a run (its commit's XCom) to its snapshot.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from base_platform.pipelines.spec import Pipeline
 
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
-def registry_entry(
-    pipeline: Pipeline, schema: pa.Schema, manifest: dict[str, Any], location: str
-) -> dict[str, Any]:
+
+def registry_entry(pipeline: Pipeline, table: Table, history: list[dict[str, Any]]) -> dict[str, Any]:
     spec = pipeline.spec
     protections = spec.security.columns
+    last = history[-1] if history else {}
     return {
         "dataset": spec.name,
         "description": spec.description,
-        "location": location,
-        "format": "parquet",
-        "compression": spec.storage.compression,
-        "partition_by": list(spec.storage.partition_by),
-        "contract": {"name": manifest["contract"]["name"], "version": manifest["contract"]["version"]},
+        "table": ".".join(table.name()),
+        "location": table.location(),
+        "metadata": table.metadata_location,
+        "format": "iceberg",
+        "partition_spec": [
+            f"{field.transform}({field.source_id}) as {field.name}" for field in table.spec().fields
+        ],
+        "contract": {"name": pipeline.contract.name, "version": pipeline.contract.version},
         "columns": [
             {
                 "name": field.name,
-                "type": str(field.type),
-                "nullable": field.nullable,
+                "type": str(field.field_type),
+                "nullable": not field.required,
                 "classification": protections[field.name].classification
                 if field.name in protections
                 else "public",
                 "protection": protections[field.name].protect if field.name in protections else "none",
             }
-            for field in schema
+            for field in table.schema().fields
         ],
-        "last_commit": {
-            "run": manifest["run"],
-            "committed_at": manifest["committed_at"],
-            "rows_stored": manifest["rows_stored"],
-            "files": len(manifest["files"]),
+        "current_snapshot": last.get("snapshot_id"),
+        "history": [
+            {
+                key: record.get(key)
+                for key in (
+                    "snapshot_id",
+                    "committed_at",
+                    "operation",
+                    "run",
+                    "dag_run",
+                    "rows_stored",
+                    "files",
+                )
+            }
+            for record in history
+        ],
+        "lineage": {
+            "inputs": sorted({i["source"] for record in history for i in record.get("inputs", [])}),
+            "output": ".".join(table.name()),
         },
-        "lineage": {"inputs": [i["source"] for i in manifest["inputs"]], "output": location},
     }

@@ -1,16 +1,16 @@
-"""Storage: partitioned zstd Parquet written to staging, then published under a manifest.
+"""Storage: partitioned zstd Parquet written to staging, then published into the dataset's Iceberg table.
 
-Layout under the target URI (local path or ``s3://``, through pyarrow's filesystems):
+Layout under the table's location (local path or ``s3://``, through pyarrow's filesystems):
 
-- ``_staging/<run>/<shard>/``: a process_shard attempt's files. Readers ignore ``_``-prefixed
-  paths (pyarrow, Spark, Trino), so a killed task leaves nothing visible; a retry starts over.
-- ``<partition>=<value>/part-<run>-<shard>-<part>-<n>.parquet``: published data.
+- ``_staging/<run>/<shard>/``: a process_shard attempt's files. Nothing reads them until commit
+  adds them to the table, so a killed task leaves nothing visible; a retry starts over.
+- ``data/<partition>=<value>/part-<run>-<shard>-<part>-<n>.parquet``: data files, each with every
+  stored column (Iceberg derives a file's partition from its column statistics).
+- ``metadata/``: Iceberg's; a run's snapshot is the commit point (see ``tables``).
 - ``_quarantine/<run>/<shard>.parquet``: every rejected row, raw, with its reason; and
   ``_quarantine/<run>/<shard>-repeated-<key>-<n>.parquet``: the raw rows of stored rows whose key an
   earlier shard, or an earlier part of the same shard, already had (``unique`` holds across the
   run, see ``run_unique``).
-- ``_manifests/<run>.json``: the commit point, written by atomic rename; ``_manifests/_index.json``
-  maps each committed input checksum to its run.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class PartitionedWriter:
     ) -> None:
         self.location, self.directory, self.basename = location, directory, basename
         self.partition_by, self.rows_per_file, self.encryption = partition_by, rows_per_file, encryption
-        self.file_schema = pa.schema([field for field in schema if field.name not in partition_by])
+        self.file_schema = schema  # partition keys not in it (a day of a timestamp) are not stored
         self.group_rows = min(rows_per_file, 1 << 17)
         self.pending: dict[str, list[pa.RecordBatch]] = {}
         self.open: dict[str, _OpenFile] = {}
