@@ -372,27 +372,19 @@ def sample_data() -> Path:
     return incoming
 
 
-def create_iceberg_catalog(env: dict[str, str]) -> None:
-    """The curated datasets' Iceberg catalog (on Postgres, its database), as airflow-init makes it."""
+def init_step(env: dict[str, str], module: str, log_name: str) -> None:
+    """One of airflow-init's steps (``python -m <module>``), its output in the stack's logs.
+
+    ``base_platform.auth.sync`` makes the roles and users of config/roles.yaml (it names roles,
+    never passwords); ``base_platform.pipelines.tables`` the curated datasets' Iceberg catalog.
+    """
     plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
     subprocess.run(
-        [str(BIN / "python"), "-m", "base_platform.pipelines.tables"],
+        [str(BIN / "python"), "-m", module],
         env=env | plugins,
         cwd=ROOT,
         check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def sync_roles(env: dict[str, str]) -> None:
-    """Roles and users of config/roles.yaml (FAB); the output names roles, never passwords."""
-    plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
-    subprocess.run(
-        [str(BIN / "python"), "-m", "base_platform.auth.sync"],
-        env=env | plugins,
-        cwd=ROOT,
-        check=True,
-        stdout=(HOME / "logs" / "sync-roles.log").open("ab"),
+        stdout=(HOME / "logs" / log_name).open("ab"),
         stderr=subprocess.STDOUT,
     )
 
@@ -433,9 +425,9 @@ def main() -> int:
         connections.write_text(json.dumps(sandbox_connections()))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
-        create_iceberg_catalog(env)
+        init_step(env, "base_platform.pipelines.tables", "iceberg-catalog.log")
         sample_data()
-        sync_roles(env)
+        init_step(env, "base_platform.auth.sync", "sync-roles.log")
         services = airflow_services()
         services["api-server"] = (
             str(BIN / "airflow"),
