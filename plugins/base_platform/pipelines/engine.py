@@ -1,4 +1,7 @@
-"""The pipeline engine: what ``discover``, ``process_shard`` and ``commit`` do, callable without Airflow.
+"""The pipeline engine: what ``discover``, ``process_shard`` and ``commit`` do, callable without a DAG.
+
+``discover`` and ``commit`` use the dataset's Iceberg table (``tables``), whose catalog is an
+Airflow connection; ``process_shard`` needs no catalog, so a shard runs anywhere (a pod too).
 
 One streaming pass per shard: ingestion decodes record batches, the contract types them, the
 quality rules and the security policy apply, and storage writes partitioned Parquet to
