@@ -250,9 +250,10 @@ def tree_rss(root: int) -> int:
 
 def catalog_connection(target: str) -> str:
     """A contender's own Iceberg catalog, beside its output, gone with it."""
-    from tests.conftest import iceberg_connection
+    from scripts.dev_stack import sqlite_iceberg_connection
 
-    return iceberg_connection(Path(f"{target}.catalog/iceberg.db"), Path(f"{target}.catalog/warehouse"))
+    catalog = Path(f"{target}.catalog")
+    return json.dumps(sqlite_iceberg_connection(catalog / "iceberg.db", catalog / "warehouse"))
 
 
 def before_tree(tmp: Path) -> Path:

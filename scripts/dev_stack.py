@@ -322,10 +322,9 @@ def iceberg_connection() -> dict[str, object]:
     An environment variable, as in the compose stack, not a row in the metadata DB: outside a
     task or the API server (``airflow-init``'s catalog step) Airflow reads no connection there.
     """
-    warehouse = json.dumps({"warehouse": str(HOME / "warehouse")})
     url = os.environ.get("BASE_DEV_ICEBERG_URL")
     if not url:
-        return {"conn_type": "sqlite", "host": str(HOME / "iceberg.db"), "extra": warehouse}
+        return sqlite_iceberg_connection(HOME / "iceberg.db", HOME / "warehouse")
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -336,8 +335,13 @@ def iceberg_connection() -> dict[str, object]:
         "login": parsed.username,
         "password": parsed.password,
         "schema": parsed.database,
-        "extra": warehouse,
+        "extra": json.dumps({"warehouse": str(HOME / "warehouse")}),
     }
+
+
+def sqlite_iceberg_connection(database: Path, warehouse: Path) -> dict[str, object]:
+    """A SQLite Iceberg catalog and a local warehouse (``make run``, tests, the benchmark)."""
+    return {"conn_type": "sqlite", "host": str(database), "extra": json.dumps({"warehouse": str(warehouse)})}
 
 
 def sandbox_connections() -> dict[str, dict[str, object]]:

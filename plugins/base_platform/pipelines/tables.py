@@ -128,10 +128,7 @@ def prepare(pipeline: Pipeline, schema: pa.Schema, target_uri: str, full_refresh
                 update.delete_column(name)
             update.union_by_name(schema)
         tx.set_properties({CONTRACT_PROPERTY: pipeline.contract.model_dump_json()})
-    table = table.refresh()
-    with table.transaction() as tx:
-        tx.set_properties({NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
-    return table.refresh()
+    return _map_names(table.refresh())
 
 
 def _create(pipeline: Pipeline, schema: pa.Schema, location: str) -> Table:
@@ -153,15 +150,20 @@ def _create(pipeline: Pipeline, schema: pa.Schema, location: str) -> Table:
             **{f"write.metadata.metrics.column.{name}": "none" for name in pipeline.spec.security.encrypted},
         },
     )
-    with made.transaction() as tx:
-        with tx.update_spec() as spec:
-            for partition in pipeline.spec.storage.partitions:
-                transform: Transform[Any, Any] = (
-                    DayTransform() if partition.transform == "day" else IdentityTransform()
-                )
-                spec.add_field(partition.column, transform, partition.name)
-        tx.set_properties({NAME_MAPPING: made.schema().name_mapping.model_dump_json()})
-    return made.refresh()
+    with made.transaction() as tx, tx.update_spec() as spec:
+        for partition in pipeline.spec.storage.partitions:
+            transform: Transform[Any, Any] = (
+                DayTransform() if partition.transform == "day" else IdentityTransform()
+            )
+            spec.add_field(partition.column, transform, partition.name)
+    return _map_names(made.refresh())
+
+
+def _map_names(table: Table) -> Table:
+    """The name mapping of the table's current schema: how readers find its columns in our files."""
+    with table.transaction() as tx:
+        tx.set_properties({NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
+    return table.refresh()
 
 
 def _check_version(old: Contract, new: Contract, kind: str, reasons: list[str], full_refresh: bool) -> None:
