@@ -1,8 +1,9 @@
-"""dataset_rollback under dag.test() on a real table; bad params refused before a run exists."""
+"""data_control's DAGs under dag.test() on real tables; bad params refused before a run exists."""
 
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -10,18 +11,24 @@ from typing import Any
 import pytest
 
 from base_platform.pipelines import control
+from base_platform.pipelines.control_params import SPLITS
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
+from tests.integration.test_pipelines import run as run_pipeline
 from tests.unit.pipelines.test_engine import run
 
 pytestmark = pytest.mark.integration
 
 
-def rollback_dag() -> Any:
+def control_dag(dag_id: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags" / "data_control.py")).dags["dataset_rollback"]
+    return DagBag(dag_folder=str(ROOT / "dags" / "data_control.py")).dags[dag_id]
+
+
+def rollback_dag() -> Any:
+    return control_dag("dataset_rollback")
 
 
 def test_a_rollback_run_sets_the_table_back_and_reports_it(
@@ -52,19 +59,60 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
     )
 
 
+def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
+    airflow_db: None, start_vault: Any, iceberg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    start_vault()
+    root = tmp_path / "root"
+    monkeypatch.setenv("BASE_PIPELINES_ROOT", str(root))
+    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
+    generate(2000, "csv", 0.0, root / "data/transactions/incoming")
+    assert run_pipeline()[0].state == "success"
+    with (root / "data/transactions/incoming/transactions-0000.csv").open(errors="replace", newline="") as f:
+        subject = next(csv.DictReader(f))["customer_email"]
+
+    erased = control_dag("dataset_erase").test(run_conf={"subject": subject})
+    assert erased.state == "success"
+    (report_file,) = (tmp_path / "artifacts" / "dataset_erase").rglob("erasure.json")
+    (report,) = json.loads(report_file.read_text())
+    assert report["rows_removed"] >= 1 and report["request"] == erased.run_id
+    printed = capfd.readouterr()
+    assert erased.run_id in printed.out + printed.err  # the task's log is here ...
+    assert subject not in report_file.read_text() + printed.out + printed.err  # ... and the subject is not
+    assert control.read_dataset("transactions").num_rows == 2000 - report["rows_removed"]
+
+    assert control_dag("dataset_maintenance").test().state == "success"
+    assert list((tmp_path / "artifacts" / "dataset_maintenance").rglob("maintenance-transactions.json"))
+    sampled = control_dag("dataset_sample").test(run_conf={"dataset": "transactions", "size": "100"})
+    assert sampled.state == "success"
+    assert control.read_dataset("transactions__sample").num_rows == 100
+    split = control_dag("dataset_split").test(run_conf={"dataset": "transactions", "split": "70/15/15"})
+    assert split.state == "success"
+    parts = [control.read_dataset(f"transactions__{part}").num_rows for part in SPLITS]
+    assert sum(parts) == 2000 - report["rows_removed"]
+
+
 @pytest.mark.parametrize(
-    "conf",
+    ("dag_id", "conf"),
     [
-        {"dataset": "payments", "to": "1", "reason": "why not"},
-        {"dataset": "transactions", "to": "yesterday", "reason": "why not"},
-        {"dataset": "transactions", "to": "1", "reason": ""},
-        {"dataset": "transactions", "to": "1", "reason": "ok", "dry_run": "no"},
+        ("dataset_rollback", {"dataset": "payments", "to": "1", "reason": "why not"}),
+        ("dataset_rollback", {"dataset": "transactions", "to": "yesterday", "reason": "why not"}),
+        ("dataset_rollback", {"dataset": "transactions", "to": "1", "reason": ""}),
+        ("dataset_rollback", {"dataset": "transactions", "to": "1", "reason": "ok", "dry_run": "no"}),
+        ("dataset_erase", {"subject": "ab"}),
+        ("dataset_erase", {"subject": "someone@example.com", "datasets": ["payments"]}),
+        ("dataset_erase", {"subject": "someone@example.com", "datasets": []}),
+        ("dataset_sample", {"dataset": "transactions", "size": "0"}),
+        ("dataset_sample", {"dataset": "transactions", "size": "150%"}),
+        ("dataset_split", {"dataset": "transactions", "split": "50/50/10"}),
+        ("dataset_maintenance", {"orphan_grace_hours": 0}),
     ],
 )
-def test_bad_params_are_refused_before_a_run_exists(conf: dict[str, Any]) -> None:
+def test_bad_params_are_refused_before_a_run_exists(dag_id: str, conf: dict[str, Any]) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    params = copy.deepcopy(rollback_dag().params)
+    params = copy.deepcopy(control_dag(dag_id).params)
     with pytest.raises(ParamValidationError):
         params.update(conf)
         params.validate()

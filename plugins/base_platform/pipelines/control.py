@@ -1,4 +1,5 @@
-"""data_control: what a data owner does with a dataset's table: read it as it was, and roll it back.
+"""data_control: what a data owner does with a dataset's table: read it as it was, roll it back,
+and erase a data subject from it.
 
 Both work on the Iceberg snapshots that each pipeline run commits (see ``tables``). A rollback
 sets the table's current snapshot back to one of its ancestors, so the runs after it leave the
@@ -10,11 +11,11 @@ records who and why, in the same commit.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from base_platform.pipelines import tables
+from base_platform.pipelines.control_params import POINT
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
     from pyiceberg.table.snapshots import Snapshot
 
+    from base_platform.pipelines.spec import Pipeline
+
 ROLLBACKS_PROPERTY = f"{tables.PREFIX}rollbacks"
-ROLLBACKS_KEPT = 50  # the newest rollbacks the table property keeps (the reports keep all)
-POINT = re.compile(r"^(\d+|\d{4}-\d{2}-\d{2}T\S+)$")  # a snapshot id, or an ISO timestamp with its zone
+ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
+KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
 
 
 class ControlError(ValueError):
@@ -140,5 +143,57 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
     with table.transaction() as tx:
         with ManageSnapshots(tx) as snapshots:
             snapshots.rollback_to_snapshot(target.snapshot_id)
-        tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-ROLLBACKS_KEPT:])})
+        tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
+    return report
+
+
+def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
+    """Delete a data subject's rows (GDPR art. 17): the rows whose HMAC columns hold the subject's
+    HMAC under ``key`` (the pipeline's secret), the quarantined records that hold it, and every
+    snapshot still reaching a removed file, whose files are then deleted. The audit record names
+    the request, never the subject.
+
+    Safe to repeat: a second erase finds nothing, and finishes an expiry a crash interrupted.
+    """
+    import pyarrow as pa
+    from pyiceberg.expressions import EqualTo, Or
+
+    from base_platform.pipelines import fusion, maintenance, quarantine
+
+    name = pipeline.spec.name
+    hmac_columns = sorted(c for c, p in pipeline.spec.security.columns.items() if p.protect == "hmac")
+    report: dict[str, Any] = {
+        "dataset": name,
+        "request": request,
+        "who": who,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    if not hmac_columns:
+        return report | {"searchable": False, "rows_removed": 0}
+    if key is None:
+        raise ControlError(f"dataset {name!r} has HMAC columns: erasing needs its key")
+    digest = fusion.hmac_sha256({"subject": pa.array([subject])}, key)["subject"][0].as_py()
+    match: BooleanExpression = EqualTo(term=hmac_columns[0], value=digest)
+    for column in hmac_columns[1:]:
+        match = Or(match, EqualTo(term=column, value=digest))
+    report |= {"searchable": True, "hmac_columns": hmac_columns, "rows_removed": 0}
+    table = tables.load(name)
+    if table is not None and table.current_snapshot() is not None:
+        rows = table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows
+        if rows:
+            table.delete(match, snapshot_properties={f"{tables.PREFIX}erasure": request})
+        report["rows_removed"] = rows
+    report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
+    if table is not None and table.refresh().current_snapshot() is not None:
+        current = table.current_snapshot()
+        assert current is not None
+        reach = maintenance.Reach(table)
+        now = reach.data_files(current)
+        holders = [s.snapshot_id for s in table.snapshots() if not reach.data_files(s) <= now]
+        report["snapshot_id"] = current.snapshot_id
+        report |= maintenance.expire(table, holders)
+        entry = {k: report[k] for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
+        kept = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
+        with table.transaction() as tx:
+            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
     return report

@@ -1,4 +1,12 @@
-"""``dataset_rollback``: the data_control module's rollback, for a data owner in the UI or over REST."""
+"""The data_control module's DAGs, for a data owner in the UI or over REST.
+
+- ``dataset_rollback``: a dataset's table back to a snapshot or a point in time;
+- ``dataset_maintenance``: nightly snapshot expiry, retention, compaction and orphan clean-up;
+- ``dataset_erase``: a data subject's rows out of every dataset, their history and quarantine;
+- ``dataset_sample`` and ``dataset_split``: ML tables cut from a dataset by key hash.
+
+Each writes its report beside the run (``write_report``) and returns it as the task's XCom.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +18,57 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from base_platform.artifacts import write_report
-from base_platform.pipelines.spec import load_pipelines
+from base_platform.pipelines.control_params import POINT, SIZE, SPLIT_CHOICES
+from base_platform.pipelines.spec import Pipeline, load_pipelines
 
 log = logging.getLogger(__name__)
-DAG_ID = "dataset_rollback"
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rollback_params() -> dict[str, Param]:
-    return {
-        "dataset": Param(
-            type="string",
-            enum=[pipeline.spec.name for pipeline in load_pipelines()],
-            description="The dataset whose table goes back",
-        ),
+def _names() -> list[str]:
+    return [pipeline.spec.name for pipeline in load_pipelines()]
+
+
+def _pipeline(name: str) -> Pipeline:
+    return next(p for p in load_pipelines() if p.spec.name == name)
+
+
+def _dag(dag_id: str, doc: str, params: dict[str, Param], schedule: str | None = None) -> DAG:
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        doc_md=doc,
+        tags=["data_control", "dataset"],
+        # each step is safe to retry: it finds the table where a first attempt left it
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    )
+
+
+def _dataset_param(description: str) -> Param:
+    return Param(type="string", enum=_names(), description=description)
+
+
+def _refused(exc: Exception) -> AirflowFailException:
+    """A request the table cannot satisfy fails at once: retrying cannot help."""
+    return AirflowFailException(str(exc))
+
+
+def build_rollback_dag() -> DAG:
+    params = {
+        "dataset": _dataset_param("The dataset whose table goes back"),
         "to": Param(
             type="string",
-            pattern=r"^(\d+|\d{4}-\d{2}-\d{2}T\S+)$",
+            pattern=POINT.pattern,
             description="A snapshot id, or an ISO timestamp with its zone (the snapshot current then)",
         ),
         "reason": Param(type="string", minLength=3, description="Why: kept in the table and the report"),
         "dry_run": Param(True, type="boolean", description="Only report the runs, files and rows that leave"),
     }
-
-
-def build_rollback_dag() -> DAG:
-    with DAG(
-        dag_id=DAG_ID,
-        schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        params=rollback_params(),
-        doc_md=__doc__,
-        tags=["data_control", "dataset"],
-        # safe to retry: a rollback that already happened finds the table at its target
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
-    ) as dag:
+    with _dag("dataset_rollback", "Set a dataset's table back to an earlier snapshot.", params) as dag:
 
         @task
         def roll_back(**context: Any) -> dict[str, Any]:
@@ -62,7 +85,7 @@ def build_rollback_dag() -> DAG:
                     why=params["reason"],
                 )
             except control.ControlError as exc:
-                raise AirflowFailException(str(exc)) from exc  # retrying cannot help
+                raise _refused(exc) from exc
             verb = "would leave" if report["dry_run"] else "left"
             markdown = (
                 f"# {report['dataset']}: snapshot {report['from_snapshot']} -> {report['to_snapshot']}\n\n"
@@ -74,4 +97,150 @@ def build_rollback_dag() -> DAG:
             return report
 
         roll_back()
+    return dag
+
+
+def build_maintenance_dag() -> DAG:
+    params = {
+        "orphan_grace_hours": Param(
+            72, type="integer", minimum=1, description="Unreferenced files younger than this stay"
+        ),
+    }
+    doc = "Nightly, per dataset: retention, compaction, snapshot expiry and orphan files."
+    with _dag("dataset_maintenance", doc, params, schedule="30 2 * * *") as dag:
+
+        @task
+        def maintain(name: str, **context: Any) -> dict[str, Any]:
+            from base_platform.pipelines import maintenance
+
+            grace = timedelta(hours=context["params"]["orphan_grace_hours"])
+            report = maintenance.maintain(_pipeline(name), datetime.now(UTC), grace)
+            markdown = _maintenance_markdown(report)
+            write_report(dag.dag_id, context["run_id"], f"maintenance-{name}", report, markdown)
+            log.info(markdown.replace("\n", " "))
+            return report
+
+        for name in _names():
+            maintain.override(task_id=f"maintain_{name}")(name)
+    return dag
+
+
+def _maintenance_markdown(report: dict[str, Any]) -> str:
+    if report.get("table") is None:
+        return f"# {report['dataset']}: no table yet\n"
+    expiry, compaction = report["expiry"], report["compaction"]
+    return (
+        f"# {report['table']}\n\n"
+        f"- retention: {report['retention']['rows_deleted']} rows before {report['retention']['before']}\n"
+        f"- compaction: {compaction['files_before']} files into {compaction['files_after']}\n"
+        f"- expiry: {len(expiry['snapshots_expired'])} snapshots, {expiry['files_deleted']} files, "
+        f"{expiry['bytes_deleted']} bytes\n"
+        f"- orphans: {report['orphans']['orphans_deleted']} files\n"
+        f"- now: snapshot {report['snapshot_id']}, {report['snapshots_kept']} snapshots kept\n"
+    )
+
+
+def build_erase_dag() -> DAG:
+    params = {
+        "subject": Param(
+            type="string",
+            minLength=3,
+            format="password",  # the trigger form masks it; the task masks it in logs
+            description="The value to erase, as ingested (e.g. an e-mail address)",
+        ),
+        "datasets": Param(
+            _names(),
+            type="array",
+            items={"type": "string", "enum": _names()},
+            minItems=1,
+            description="Where to erase it (default: every dataset)",
+        ),
+    }
+    doc = (
+        "Erase a data subject (GDPR art. 17): matching rows, quarantined records and every "
+        "snapshot that still holds them. The audit names the run, never the subject."
+    )
+    with _dag("dataset_erase", doc, params) as dag:
+
+        @task
+        def erase(**context: Any) -> list[dict[str, Any]]:
+            from airflow.sdk.log import mask_secret
+
+            from base_platform.pipelines import control
+            from base_platform.pipelines.modules import security
+
+            subject = context["params"]["subject"]
+            mask_secret(subject)
+            who = context["dag_run"].triggering_user_name or "unknown"
+            reports = []
+            for name in context["params"]["datasets"]:
+                pipeline = _pipeline(name)
+                key = security.load_key(pipeline.spec.security)
+                try:
+                    reports.append(control.erase(pipeline, subject, key, who=who, request=context["run_id"]))
+                except control.ControlError as exc:
+                    raise _refused(exc) from exc
+            lines = [
+                f"- {r['dataset']}: {r['rows_removed']} rows, {r.get('quarantine_rows_removed', 0)} "
+                f"quarantined, {len(r.get('snapshots_expired', []))} snapshots expired"
+                for r in reports
+            ]
+            markdown = f"# Erasure {context['run_id']} by {who}\n\n" + "\n".join(lines) + "\n"
+            write_report(dag.dag_id, context["run_id"], "erasure", reports, markdown)
+            log.info(markdown.replace("\n", " "))
+            return reports
+
+        erase()
+    return dag
+
+
+def build_sample_dag() -> DAG:
+    params = {
+        "dataset": _dataset_param("The dataset to sample"),
+        "size": Param(
+            "10%", type="string", pattern=SIZE.pattern, description="Rows (1000) or a percent (5%)"
+        ),
+    }
+    doc = "A deterministic sample of a dataset by key hash, as the Iceberg table <dataset>__sample."
+    with _dag("dataset_sample", doc, params) as dag:
+
+        @task
+        def sample(**context: Any) -> dict[str, Any]:
+            from base_platform.pipelines import control, sampling
+
+            params = context["params"]
+            try:
+                return sampling.sample(
+                    _pipeline(params["dataset"]), params["size"], f"{dag.dag_id}/{context['run_id']}"
+                )
+            except control.ControlError as exc:
+                raise _refused(exc) from exc
+
+        sample()
+    return dag
+
+
+def build_split_dag() -> DAG:
+    params = {
+        "dataset": _dataset_param("The dataset to split"),
+        "split": Param(
+            SPLIT_CHOICES[0], type="string", enum=list(SPLIT_CHOICES), description="train/validation/test %"
+        ),
+    }
+    doc = "Train, validation and test tables of a dataset by key hash: a key never changes split."
+    with _dag("dataset_split", doc, params) as dag:
+
+        @task
+        def split(**context: Any) -> dict[str, Any]:
+            from base_platform.pipelines import control, sampling
+
+            params = context["params"]
+            try:
+                return sampling.split(
+                    _pipeline(params["dataset"]), params["split"], f"{dag.dag_id}/{context['run_id']}"
+                )
+            except control.ControlError as exc:
+                raise _refused(exc) from exc
+
+        split()
     return dag

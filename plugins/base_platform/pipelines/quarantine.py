@@ -47,6 +47,56 @@ def records(
         yield values | {"_reason": row["_reason"], "_source": row["_source"]}
 
 
+def erase(
+    target_uri: str, hmac_columns: list[str], digest: bytes, subject: str, key: bytes
+) -> dict[str, int]:
+    """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column
+    holds ``digest``, and those whose sealed raw values hold ``subject`` (a line that could not be
+    split has no HMAC to match). Each file is rewritten atomically, or deleted when nothing is left.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from pyarrow.fs import FileSelector, FileType
+
+    target = Location.of(target_uri)
+    found = target.fs.get_file_info(
+        FileSelector(target.path("_quarantine"), recursive=True, allow_not_found=True)
+    )
+    rows = files = 0
+    for info in found:
+        if info.type != FileType.File or not info.path.endswith(".parquet"):
+            continue
+        table = pq.read_table(info.path, filesystem=target.fs)
+        hit = pa.array([False] * table.num_rows)
+        for name in hmac_columns:
+            hit = pc.or_(
+                hit, pc.fill_null(pc.equal(table.column(name), pa.scalar(digest, pa.binary())), False)
+            )
+        sealed = table.column("_sealed").to_pylist()
+        held = [bool(s) and _holds(security.unseal(s, key), subject) for s in sealed]
+        hit = pc.or_(hit, pa.array(held))
+        matched = pc.sum(hit).as_py() or 0
+        if not matched:
+            continue
+        kept = table.filter(pc.invert(hit))
+        relative = info.path[len(target.path()) + 1 :]
+        if kept.num_rows:
+            buffer = pa.BufferOutputStream()
+            pq.write_table(kept, buffer, compression="zstd")
+            target.write_atomically(buffer.getvalue().to_pybytes(), relative)
+        else:
+            target.fs.delete_file(info.path)
+        rows, files = rows + matched, files + 1
+    return {"quarantine_rows_removed": rows, "quarantine_files_rewritten": files}
+
+
+def _holds(record: dict[str, str | None], subject: str) -> bool:
+    """A column equal to the subject, or an unsplit raw line that contains it."""
+    raw = record.get("_raw") or ""
+    return subject in raw or any(value == subject for name, value in record.items() if name != "_raw")
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "surrogateescape")
 

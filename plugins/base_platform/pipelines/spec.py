@@ -199,6 +199,15 @@ class Storage(StrictModel):
         )
 
 
+class Retention(StrictModel):
+    """How long a dataset keeps its history and its rows (``dataset_maintenance`` applies both)."""
+
+    snapshots_days: int = Field(default=7, gt=0, description="time travel and rollback reach this far back")
+    data_days: int | None = Field(
+        default=None, gt=0, description="rows whose day() partition is older are deleted; None keeps all"
+    )
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -207,6 +216,7 @@ class PipelineSpec(StrictModel):
     quality: tuple[Rule, ...] = ()
     security: Security = Security()
     storage: Storage
+    retention: Retention = Retention()
     schedule: str | None = None
     execution: Literal["local", "kubernetes"] = "local"
 
@@ -238,6 +248,12 @@ def _check_columns(pipeline: Pipeline, path: Path) -> None:
             raise CatalogError(path, f"security.columns.{column}", "unknown column")
     for index, partition in enumerate(pipeline.spec.storage.partitions):
         _check_partition(pipeline, partition, path, f"storage.partition_by[{index}]")
+    if pipeline.spec.retention.data_days and not any(
+        p.transform == "day" for p in pipeline.spec.storage.partitions
+    ):
+        raise CatalogError(
+            path, "retention.data_days", "needs a day(<column>) partition, whose old days it deletes whole"
+        )
 
 
 def _check_partition(pipeline: Pipeline, partition: Partition, path: Path, where: str) -> None:

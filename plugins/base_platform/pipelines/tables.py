@@ -35,6 +35,7 @@ CONN_ID = "iceberg_default"
 NAMESPACE = "base"
 PREFIX = "base."  # our keys in snapshot summaries and table properties
 CONTRACT_PROPERTY = f"{PREFIX}contract"
+EXPIRED_INPUTS = f"{PREFIX}expired-inputs"  # input checksum -> run, of runs whose snapshots expired
 NAME_MAPPING = "schema.name-mapping.default"
 FOOTER_THREADS = 8  # data files whose footers are read at once when a commit describes them
 
@@ -146,8 +147,8 @@ def _create(pipeline: Pipeline, schema: pa.Schema, location: str) -> Table:
             CONTRACT_PROPERTY: pipeline.contract.model_dump_json(),
             "write.parquet.compression-codec": "zstd",
             "write.target-file-size-bytes": str(pipeline.spec.storage.target_file_mb << 20),
-            # no bounds of encrypted values in Iceberg's manifests, which are not encrypted
-            **{f"write.metadata.metrics.column.{name}": "none" for name in pipeline.spec.security.encrypted},
+            # no bounds of protected values in Iceberg's manifests, which are not encrypted
+            **{f"write.metadata.metrics.column.{name}": "none" for name in unbounded_columns(pipeline)},
         },
     )
     with made.transaction() as tx, tx.update_spec() as spec:
@@ -157,6 +158,13 @@ def _create(pipeline: Pipeline, schema: pa.Schema, location: str) -> Table:
             )
             spec.add_field(partition.column, transform, partition.name)
     return _map_names(made.refresh())
+
+
+def unbounded_columns(pipeline: Pipeline) -> list[str]:
+    """Columns whose values never go into manifests as bounds: encrypted ones, and HMACs, whose
+    bounds would be a subject's pseudonym outside the data files that ``dataset_erase`` rewrites."""
+    protections = pipeline.spec.security.columns
+    return sorted(name for name, p in protections.items() if p.protect in ("encrypt", "hmac"))
 
 
 def _map_names(table: Table) -> Table:
@@ -183,19 +191,23 @@ def _check_version(old: Contract, new: Contract, kind: str, reasons: list[str], 
         raise ContractChanged(f"contract {new.name} changed ({said}) but kept version {new.version}")
 
 
+def location_of(pipeline: Pipeline, table: Table | None) -> str:
+    """Where the dataset lives: its table's location, or before a first commit its ``storage.uri``."""
+    return table.location() if table is not None else resolve(pipeline.spec.storage.uri)
+
+
 def lineage(table: Table) -> Iterator[Snapshot]:
     """The current snapshot and its ancestors, newest first: what the table's data is made of."""
     from pyiceberg.table.snapshots import ancestors_of
 
-    yield from ancestors_of(table.current_snapshot(), table.metadata)
+    current = table.current_snapshot()
+    if current is not None:
+        yield from ancestors_of(current, table.metadata)
 
 
 def committed_inputs(table: Table) -> dict[str, str]:
-    """Input checksum -> run, of every run in the current lineage (since the last full refresh).
-
-    An expired snapshot would take its checksums with it: the skip list reaches back as far as
-    the snapshots kept.
-    """
+    """Input checksum -> run, of every run in the current lineage (since the last full refresh),
+    and of the runs whose snapshots expired (which ``maintenance.expire`` carried over)."""
     inputs: dict[str, str] = {}
     for snapshot in lineage(table):
         properties = snapshot.summary.additional_properties if snapshot.summary else {}
@@ -205,8 +217,9 @@ def committed_inputs(table: Table) -> dict[str, str]:
         for source in json.loads(properties[f"{PREFIX}inputs"]):
             inputs.setdefault(source["sha256"], run)
         if properties.get(f"{PREFIX}full-refresh") == "true":
-            break  # what came before a full refresh is no longer the table's
-    return inputs
+            return inputs  # what came before a full refresh is no longer the table's
+    expired: dict[str, str] = json.loads(table.properties.get(EXPIRED_INPUTS, "{}"))
+    return expired | inputs
 
 
 def snapshot_of_run(table: Table, run_key: str) -> Snapshot | None:
@@ -231,15 +244,33 @@ def commit_files(
             data_files = list(pool.map(lambda path: _data_file(table, path, None), paths))
     else:  # one at a time: pyarrow's KMS calls back into Python, and deadlocks from a pool
         data_files = [_data_file(table, path, decryption) for path in paths]
-    with table.transaction() as tx:
-        update = tx.update_snapshot(snapshot_properties=properties)
-        producer = update.overwrite() if replace_all else update.fast_append()
-        with producer:
-            if replace_all and table.current_snapshot() is not None:
-                for task in table.scan().plan_files():
-                    producer.delete_data_file(task.file)
-            for data_file in data_files:
-                producer.append_data_file(data_file)
+    if replace_all:
+        return replace_files(table, data_files, properties)
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=properties).fast_append() as append,
+    ):
+        for data_file in data_files:
+            append.append_data_file(data_file)
+    committed = table.refresh().current_snapshot()
+    assert committed is not None
+    return committed
+
+
+def replace_files(
+    table: Table, added: list[DataFile], properties: dict[str, str], removed: list[DataFile] | None = None
+) -> Snapshot:
+    """One overwrite snapshot that removes ``removed`` (by default every current file) and adds ``added``."""
+    if removed is None:
+        removed = [task.file for task in table.scan().plan_files()] if table.current_snapshot() else []
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite,
+    ):
+        for data_file in removed:
+            overwrite.delete_data_file(data_file)
+        for data_file in added:
+            overwrite.append_data_file(data_file)
     committed = table.refresh().current_snapshot()
     assert committed is not None
     return committed

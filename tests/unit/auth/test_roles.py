@@ -11,6 +11,11 @@ from base_platform.catalog.loader import CatalogError
 
 DAG_IDS = [
     "argocd_smoke",
+    "dataset_erase",
+    "dataset_maintenance",
+    "dataset_rollback",
+    "dataset_sample",
+    "dataset_split",
     "pipeline_transactions",
     "platform_deploy",
     "platform_destroy",
@@ -36,6 +41,11 @@ def grants(role: str) -> dict[str, str | None]:
 def test_developer_triggers_platform_and_pipelines_but_only_reads_destroy() -> None:
     assert grants("developer") == {
         "argocd_smoke": None,
+        "dataset_erase": "read",  # erasure is the admins'
+        "dataset_maintenance": "trigger",
+        "dataset_rollback": "trigger",
+        "dataset_sample": "trigger",
+        "dataset_split": "trigger",
         "pipeline_transactions": "trigger",
         "platform_deploy": "trigger",
         "platform_destroy": "read",
@@ -45,9 +55,9 @@ def test_developer_triggers_platform_and_pipelines_but_only_reads_destroy() -> N
     }
 
 
-def test_data_scientist_sees_only_pipelines() -> None:
-    assert {dag for dag, grant in grants("data-scientist").items() if grant} == {"pipeline_transactions"}
-    assert grants("data-scientist")["pipeline_transactions"] == "trigger"
+def test_data_scientist_sees_only_pipelines_samples_and_splits() -> None:
+    seen = {dag: grant for dag, grant in grants("data-scientist").items() if grant}
+    assert seen == dict.fromkeys(("pipeline_transactions", "dataset_sample", "dataset_split"), "trigger")
 
 
 def test_admin_copies_fabs_admin_role() -> None:
