@@ -1,5 +1,8 @@
 """Sample ``transactions`` data with realistic faults, generated vectorised so gigabytes take seconds.
 
+The ``transactions`` profile of :mod:`base_platform.pipelines.synth` (whose writer it uses), with
+the distributions the throughput benchmark has always measured.
+
 ``python -m benchmarks.datagen --rows N --format csv|ndjson --corrupt-rate R --out DIR``
 
 Faults, each on its own rows: bad dates, non-numeric amounts, unknown currencies, missing ids,
@@ -11,16 +14,16 @@ check that the quarantine holds exactly the corrupt rows.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
+
+from base_platform.pipelines.synth import BAD_UTF8_MARK, Summary, encode
 
 FAULTS = ("bad_date", "bad_amount", "unknown_currency", "missing_id", "duplicate_id", "invalid_utf8")
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "JPY", "CAD"]
@@ -29,20 +32,7 @@ MERCHANTS = ["Acme Grocers", "Nordic Fuel", "Cafe Central", "Book Nook", "Metro 
 MEMOS = ["", "", "", "monthly subscription", "refund, partial", 'said "thanks"', "split\nbill", "gift"]
 CHANNELS = ["online", "pos", "atm", "transfer"]
 STATUSES = ["approved", "approved", "approved", "declined", "reversed"]
-BAD_UTF8_MARK = "\x01BADUTF8\x01"
 EPOCH_2026_11_20 = 1_795_132_800
-
-
-@dataclass
-class Summary:
-    rows: int = 0
-    bytes: int = 0
-    files: list[str] = field(default_factory=list)
-    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
-
-    @property
-    def corrupt(self) -> int:
-        return sum(self.faults.values())
 
 
 def _choice(rng: np.random.Generator, values: list[str], n: int) -> pa.Array:
@@ -121,24 +111,10 @@ def corrupt(rng: np.random.Generator, columns: dict[str, pa.Array], rate: float,
             _set(columns, "memo", rows, BAD_UTF8_MARK)
 
 
-def encode(columns: dict[str, pa.Array], fmt: str, header: bool) -> bytes:
-    table = pa.table(columns)
-    buffer = io.BytesIO()
-    if fmt == "csv":
-        options = pacsv.WriteOptions(include_header=header, quoting_style="needed")
-        pacsv.write_csv(table, buffer, options)
-    else:
-        import polars as pl
-
-        pl.from_arrow(table).write_ndjson(buffer)  # type: ignore[union-attr]
-    marker = BAD_UTF8_MARK.encode() if fmt == "csv" else json.dumps(BAD_UTF8_MARK)[1:-1].encode()
-    return buffer.getvalue().replace(marker, b"caf\xe9 \xff\xfe")
-
-
 def generate(rows: int, fmt: str, corrupt_rate: float, out: Path, files: int = 1, seed: int = 7) -> Summary:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    summary = Summary(rows=rows)
+    summary = Summary(rows=rows, faults=dict.fromkeys(FAULTS, 0))
     per_file = -(-rows // files)
     chunk_rows = 500_000
     for index in range(files):
