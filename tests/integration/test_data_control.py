@@ -70,7 +70,8 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     generate(2000, "csv", 0.0, root / "data/transactions/incoming")
     assert run_pipeline()[0].state == "success"
     with (root / "data/transactions/incoming/transactions-0000.csv").open(errors="replace", newline="") as f:
-        subject = next(csv.DictReader(f))["customer_email"]
+        rows = csv.DictReader(f)
+        subject, by_reference = next(rows)["customer_email"], next(rows)["customer_email"]
 
     erased = control_dag("dataset_erase").test(run_conf={"subject": subject})
     assert erased.state == "success"
@@ -82,6 +83,18 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     assert subject not in report_file.read_text() + printed.out + printed.err  # ... and the subject is not
     assert control.read_dataset("transactions").num_rows == 2000 - report["rows_removed"]
 
+    # From CI: the subject in Vault, its reference in the conf, so Airflow's DB never holds it.
+    from base_platform.vault.client import vault_hook
+
+    vault_hook().create_or_update_secret("erasure/req-7", {"subject": by_reference})
+    referenced = control_dag("dataset_erase").test(run_conf={"subject": "vault:erasure/req-7#subject"})
+    assert referenced.state == "success" and by_reference not in json.dumps(referenced.conf)
+    erasures = [json.loads(p.read_text())[0] for p in (tmp_path / "artifacts").rglob("erasure.json")]
+    (second,) = [e for e in erasures if e["request"] == referenced.run_id]
+    assert second["rows_removed"] >= 1
+    removed = report["rows_removed"] + second["rows_removed"]
+    assert control.read_dataset("transactions").num_rows == 2000 - removed
+
     assert control_dag("dataset_maintenance").test().state == "success"
     assert list((tmp_path / "artifacts" / "dataset_maintenance").rglob("maintenance-transactions.json"))
     sampled = control_dag("dataset_sample").test(run_conf={"dataset": "transactions", "size": "100"})
@@ -90,7 +103,7 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     split = control_dag("dataset_split").test(run_conf={"dataset": "transactions", "split": "70/15/15"})
     assert split.state == "success"
     parts = [control.read_dataset(f"transactions__{part}").num_rows for part in SPLITS]
-    assert sum(parts) == 2000 - report["rows_removed"]
+    assert sum(parts) == 2000 - removed
 
 
 @pytest.mark.parametrize(
