@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml |
 
 ## run: the whole stack on 127.0.0.1 (Argo CD simulator + Airflow on SQLite); Ctrl-C stops it.
 run: $(STAMP)
-	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/dev_stack.py
+	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins $(BIN)/python scripts/dev_stack.py
 
 ## test: ruff, mypy and the whole pytest suite.
 test: lint typecheck pytest

@@ -36,6 +36,7 @@ from sandbox.vault.scenario import load_scenario as load_vault_scenario
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("BASE_DEV_HOME", ROOT / ".airflow")).resolve()
 BIN = Path(sys.executable).parent
+PYTHONPATH = f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"  # the tree, and the package Airflow loads as plugins
 API_PORT = int(os.environ.get("AIRFLOW_PORT", "8080"))
 SIM_PORT = int(os.environ.get("ARGOCD_SIM_PORT", "8081"))
 SIM_SCENARIO = os.environ.get("ARGOCD_SIM_SCENARIO", "default.yaml")
@@ -294,7 +295,7 @@ def launch(
         "ARGOCD_SIM_PORT": str(sim_port),
         "VAULT_SIM_PORT": str(vault_port),
         "BASE_DEV_HOME": str(home),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": PYTHONPATH,
         **(extra_env or {}),
     }
     proc = subprocess.Popen(
@@ -382,10 +383,9 @@ def init_step(env: dict[str, str], module: str, log_name: str) -> None:
     ``base_platform.auth.sync`` makes the roles and users of config/roles.yaml (it names roles,
     never passwords); ``base_platform.pipelines.tables`` the curated datasets' Iceberg catalog.
     """
-    plugins = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'plugins'}"}
     subprocess.run(
         [str(BIN / "python"), "-m", module],
-        env=env | plugins,
+        env=env | {"PYTHONPATH": PYTHONPATH},
         cwd=ROOT,
         check=True,
         stdout=(HOME / "logs" / log_name).open("ab"),

@@ -108,9 +108,10 @@ def _assert_no_protected_value_written(home: Path) -> None:
         for row in csv.DictReader(io.StringIO(path.read_text(errors="replace"))):
             protected |= {row[c] for c in ("customer_email", "customer_phone") if row.get(c)}
     assert len(protected) > 1000
-    written = [home / "data" / "transactions" / "curated", home / "logs", home / "artifacts"]
+    datasets = [p for p in (home / "data" / "transactions").iterdir() if p.name != "incoming"]
+    written = [*datasets, home / "logs", home / "artifacts"]  # curated, its splits, reports, logs
     files = [f for folder in written for f in folder.rglob("*") if f.is_file()]
-    files += [f for f in home.glob("airflow.db*") if f.is_file()]
+    files += [f for pattern in ("airflow.db*", "iceberg.db*") for f in home.glob(pattern) if f.is_file()]
     assert any("_quarantine" in str(f) for f in files) and any(f.name == "airflow.db" for f in files)
     # Every token that looks like an e-mail or a phone number, then the ones the data holds.
     token = re.compile(rb"[\w.+-]+@[\w-]+(?:\.[\w-]+)*|\+\d{6,15}")
@@ -201,6 +202,37 @@ def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, sho
             browser.quit()
 
 
+def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> None:
+    """docs/ci.md's data_control blocks: Python reads with time travel, the synthesizer, then a
+    split and an erasure over REST, the subject handed over through Vault."""
+    import hvac
+
+    read = _run_block("dataset-python", env | {"TMPDIR": str(home.parent)})
+    assert re.search(r"now \d+ rows; [1-9]\d* since 2026-\d\d-\d\dT00:00:00\+00:00; \d+ at snapshot", read), (
+        read
+    )
+    assert "5000 rows, " in read and (home.parent / "synth-transactions" / "transactions-0000.csv").exists()
+    with next((home / "data" / "transactions" / "incoming").glob("*.csv")).open(errors="replace") as source:
+        subject = next(csv.DictReader(source))["customer_email"]
+    vault = hvac.Client(url=f"http://127.0.0.1:{stack.vault_port}")
+    vault.auth.userpass.login("airflow", load_vault_scenario("default.yaml").users["airflow"].password)
+    done = _run_block(
+        "dataset-curl",
+        env
+        | {
+            "VAULT_ADDR": f"http://127.0.0.1:{stack.vault_port}",
+            "VAULT_TOKEN": vault.token,
+            "SUBJECT": subject,
+        },
+    )
+    parts = dict(re.findall(r"^(train|validation|test) +base\.transactions__\w+ +(\d+) rows", done, re.M))
+    assert set(parts) == {"train", "validation", "test"} and int(parts["train"]) > int(parts["test"]) > 0, (
+        done
+    )
+    erased = re.search(r"transactions: (\d+) rows and (\d+) quarantined records erased", done)
+    assert erased and int(erased[1]) + int(erased[2]) >= 1, done
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -242,6 +274,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert any(line.startswith("transaction_id,") and "_reason" in line for line in lines), replayed
         assert "@example.com" in replayed  # unsealed for whoever may read the key in Vault
         assert "/data/transactions/incoming/replay-fix-1-" in replayed.strip().splitlines()[-1]
+        _run_dataset_blocks(stack, replay_env, tmp_path / "home")
         ctl = _run_block("platformctl", env)
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
         _assert_platform_page_access_and_metrics(stack, tmp_path / "home")

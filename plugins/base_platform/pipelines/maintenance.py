@@ -11,8 +11,10 @@ this module does what Iceberg's Java actions do, on pyiceberg's own scan, writer
 - :func:`remove_orphans` deletes files under the table that no metadata reaches, once they are
   older than a grace period (a commit in flight has published files it has not committed yet).
 
-Expired snapshots take their run records with them, so :func:`expire` carries the inputs'
-checksums over into the table (``tables.EXPIRED_INPUTS``): ``discover`` still skips those inputs.
+Expired snapshots would take their run records with them, so :func:`expire` carries the
+inputs' checksums (``tables.EXPIRED_INPUTS``: ``discover`` still skips those inputs) and the
+newest run records (``tables.EXPIRED_RUNS``: the monitor and the page keep their history) over
+into the table's properties.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
     gone = set().union(*(reach.files(s) for s in table.snapshots() if s.snapshot_id in doomed)) - kept_files
     kept_runs = {tables.run_record(s).get("run") for s in kept}
     carried = {sha: run for sha, run in tables.committed_inputs(table).items() if run not in kept_runs}
+    runs = [r for r in tables.history(table) if r["run"] not in kept_runs]  # the monitor's history stays
+    runs = [{k: v for k, v in r.items() if k not in ("inputs", "quarantine")} for r in runs]
     pending = json.loads(table.properties.get(PENDING_DELETES, "[]"))
     with table.transaction() as tx:
         with ExpireSnapshots(tx) as expiry:
@@ -86,6 +90,7 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
             {
                 PENDING_DELETES: json.dumps(sorted(set(pending) | gone)),
                 tables.EXPIRED_INPUTS: json.dumps(carried, sort_keys=True),
+                tables.EXPIRED_RUNS: json.dumps(runs[-tables.HISTORY_KEPT :], sort_keys=True),
             }
         )
     return {"snapshots_expired": sorted(doomed), **finish_deletes(table.refresh())}

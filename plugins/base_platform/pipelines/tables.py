@@ -36,6 +36,8 @@ NAMESPACE = "base"
 PREFIX = "base."  # our keys in snapshot summaries and table properties
 CONTRACT_PROPERTY = f"{PREFIX}contract"
 EXPIRED_INPUTS = f"{PREFIX}expired-inputs"  # input checksum -> run, of runs whose snapshots expired
+EXPIRED_RUNS = f"{PREFIX}expired-runs"  # the newest run records whose snapshots expired, for history
+HISTORY_KEPT = 30  # run records the monitor compares with, and the page shows
 NAME_MAPPING = "schema.name-mapping.default"
 FOOTER_THREADS = 8  # data files whose footers are read at once when a commit describes them
 
@@ -343,12 +345,14 @@ def run_record(snapshot: Snapshot) -> dict[str, Any]:
     return record
 
 
-def history(table: Table | None, limit: int = 30) -> list[dict[str, Any]]:
-    """Run records of the current lineage, oldest first (the monitor's and the page's history)."""
+def history(table: Table | None, limit: int = HISTORY_KEPT) -> list[dict[str, Any]]:
+    """Run records, oldest first: those whose snapshots expired (kept by ``maintenance.expire``),
+    then the current lineage's. The monitor's and the page's history."""
     if table is None or table.current_snapshot() is None:
         return []
-    records = [run_record(s) for s in lineage(table)]
-    return [r for r in records if "run" in r][:limit][::-1]
+    records = [r for r in (run_record(s) for s in lineage(table)) if "run" in r][::-1]
+    expired: list[dict[str, Any]] = json.loads(table.properties.get(EXPIRED_RUNS, "[]"))
+    return (expired + records)[-limit:]
 
 
 def create_catalog_database(metadata_db_url: str) -> None:

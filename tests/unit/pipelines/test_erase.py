@@ -127,6 +127,7 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
     # The expired snapshots' inputs were carried over: a rerun of the same inputs adds nothing.
     table = control.dataset_table("transactions")
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2"}
+    assert [h["run"] for h in tables.history(table)] == ["run-1", "run-2"]
     for number in (1, 2):
         assert engine.discover(pipeline, str(tmp_path / f"in{number}"), str(tmp_path / "out"), False) == []
 

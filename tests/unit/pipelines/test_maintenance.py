@@ -65,6 +65,10 @@ def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_s
     assert not data_files(tmp_path / "out") & replaced
     assert rows(table) == before
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2", "run-3"}
+    history = tables.history(table)  # the monitor and the page keep the expired runs' records
+    assert [(h["run"], h["rows_stored"]) for h in history] == [
+        (r["run"], r["rows_stored"]) for r in three_runs
+    ]
     assert engine.discover(pipeline, str(tmp_path / "in2"), str(tmp_path / "out"), False) == []
     assert maintenance.PENDING_DELETES not in table.properties
 
