@@ -135,3 +135,18 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
 def test_erase_needs_the_key_of_a_dataset_with_hmac_columns(pipeline: Pipeline) -> None:
     with pytest.raises(control.ControlError, match="needs its key"):
         control.erase(pipeline, SUBJECT, None, who="dpo", request="r")
+
+
+def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The subject only in run-2: run-1's snapshot survives the erasure, run-2's does not."""
+    records = []
+    for number in (1, 2):
+        generate(300, "csv", 0.0, tmp_path / f"in{number}", seed=number)
+        if number == 2:
+            subject_file(tmp_path / "in2", 2, 1)
+        records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
+    erased = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
+    assert erased["snapshots_expired"] == [records[1]["snapshot_id"]]
+    # run-2's snapshot is gone, so the lineage ends at the erasure: run-1 is no longer an ancestor
+    with pytest.raises(control.ControlError, match="is not an ancestor"):
+        control.rollback("transactions", records[0]["snapshot_id"], dry_run=True, who="ops", why="test")
