@@ -222,22 +222,7 @@ def build_sample_dag() -> DAG:
         ),
     }
     doc = "A deterministic sample of a dataset by key hash, as the Iceberg table <dataset>__sample."
-    with _dag("dataset_sample", doc, params) as dag:
-
-        @task
-        def sample(**context: Any) -> dict[str, Any]:
-            from base_platform.pipelines import control, sampling
-
-            params = context["params"]
-            try:
-                return sampling.sample(
-                    _pipeline(params["dataset"]), params["size"], f"{dag.dag_id}/{context['run_id']}"
-                )
-            except control.ControlError as exc:
-                raise _refused(exc) from exc
-
-        sample()
-    return dag
+    return _cut_dag("dataset_sample", "sample", doc, params)
 
 
 def build_split_dag() -> DAG:
@@ -248,19 +233,25 @@ def build_split_dag() -> DAG:
         ),
     }
     doc = "Train, validation and test tables of a dataset by key hash: a key never changes split."
-    with _dag("dataset_split", doc, params) as dag:
+    return _cut_dag("dataset_split", "split", doc, params)
 
-        @task
-        def split(**context: Any) -> dict[str, Any]:
+
+def _cut_dag(dag_id: str, cut: str, doc: str, params: dict[str, Param]) -> DAG:
+    """One task, ``sample`` or ``split``, that cuts ML tables from a dataset (``sampling``);
+    its one param besides ``dataset`` is what to cut."""
+    (option,) = (name for name in params if name != "dataset")
+    with _dag(dag_id, doc, params) as dag:
+
+        @task(task_id=cut)
+        def cut_tables(**context: Any) -> dict[str, Any]:
             from base_platform.pipelines import control, sampling
 
-            params = context["params"]
+            make = sampling.sample if cut == "sample" else sampling.split
+            given = context["params"]
             try:
-                return sampling.split(
-                    _pipeline(params["dataset"]), params["split"], f"{dag.dag_id}/{context['run_id']}"
-                )
+                return make(_pipeline(given["dataset"]), given[option], f"{dag.dag_id}/{context['run_id']}")
             except control.ControlError as exc:
                 raise _refused(exc) from exc
 
-        split()
+        cut_tables()
     return dag
