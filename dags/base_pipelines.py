@@ -1,13 +1,18 @@
-"""One Airflow DAG per pipeline spec in config/pipelines/: ``pipeline_<name>``.
+"""One Airflow DAG per pipeline spec in config/pipelines/: ``pipeline_<name>``, and
+``publish_<name>`` for a spec with ``distribution:`` targets.
 
-Each runs discover → process_shard (one per input file) → commit → catalog and monitor, and
-updates the Asset ``base.<name>``. A bad spec fails this file's import, naming file and key.
+Each pipeline runs discover → process_shard (one per input file) → commit → catalog and
+monitor, and updates the Asset ``base.<name>``, on which ``publish_<name>`` is scheduled. A bad
+spec fails this file's import, naming file and key.
 """
 
 from __future__ import annotations
 
+from base_platform.pipelines.distribution_dag import build_publish_dag
 from base_platform.pipelines.factory import build_pipeline_dag
 from base_platform.pipelines.spec import load_pipelines
 
 for _pipeline in load_pipelines():
     globals()[f"pipeline_{_pipeline.spec.name}"] = build_pipeline_dag(_pipeline)
+    if _pipeline.spec.distribution:
+        globals()[f"publish_{_pipeline.spec.name}"] = build_publish_dag(_pipeline)

@@ -13,8 +13,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +248,66 @@ def iceberg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp_path / "iceberg.db", tmp_path / "warehouse")
     )
     return tmp_path / "warehouse"
+
+
+class Webhook:
+    """A real HTTP server on 127.0.0.1 that records what it receives."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"1")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook/platform"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
+    """A webhook receiver behind the HTTP connection ``platform_webhook``."""
+    hook = Webhook()
+    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_WEBHOOK", json.dumps({"conn_type": "http", "host": hook.url}))
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's S3 server on 127.0.0.1 behind ``aws_default``, with buckets raw, curated and consumers;
+    yields a boto3 client."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    connection = {
+        "conn_type": "aws",
+        "login": "moto-access-key",
+        "password": "moto-secret-key",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="moto-access-key",
+        aws_secret_access_key="moto-secret-key",
+        region_name="us-east-1",
+    )
+    for bucket in ("raw", "curated", "consumers"):
+        client.create_bucket(Bucket=bucket)
+    yield client
+    httpx.post(f"{endpoint}/moto-api/reset")  # moto's state outlives its server: the next test starts empty
+    server.stop()

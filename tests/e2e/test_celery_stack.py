@@ -263,11 +263,14 @@ def test_each_role_lists_exactly_its_dags(clients: dict[str, Client]) -> None:
     everything = listed("admin")
     assert {"platform_deploy", "platform_destroy", "argocd_smoke", "pipeline_transactions"} <= everything
     assert "dataset_rollback" in everything
+    assert "publish_transactions" in everything
     assert listed("developer") == {
-        d for d in everything if d.startswith(("platform_", "pipeline_", "dataset_"))
+        d for d in everything if d.startswith(("platform_", "pipeline_", "dataset_", "publish_"))
     }
     assert listed("data-scientist") == {
-        d for d in everything if d.startswith("pipeline_") or d in ("dataset_sample", "dataset_split")
+        d
+        for d in everything
+        if d.startswith(("pipeline_", "publish_")) or d in ("dataset_sample", "dataset_split")
     }
 
 

@@ -233,6 +233,25 @@ def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> Non
     assert erased and int(erased[1]) + int(erased[2]) >= 1, done
 
 
+def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erasure's event (through the alias) made the scheduler run publish_transactions on its
+    own: the erased snapshot is exported, and its manifest says what it replaced."""
+    from base_platform.pipelines import control, tables
+    from scripts.dev_stack import sqlite_iceberg_connection
+
+    connection = sqlite_iceberg_connection(home / "iceberg.db", home / "warehouse")
+    monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", json.dumps(connection))
+    table = tables.load("transactions")
+    assert table is not None
+    erased = json.loads(table.properties[control.ERASURES_PROPERTY])[-1]["snapshot_id"]
+    manifest = home / "data" / "transactions" / "exports" / f"snapshot={erased}" / "_manifest.json"
+    deadline = time.monotonic() + 180
+    while not manifest.exists():
+        assert time.monotonic() < deadline, f"no export of the erased snapshot {erased}"
+        time.sleep(3)
+    assert json.loads(manifest.read_text())["since_snapshot_id"] is not None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -242,7 +261,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(900)  # starts the stack twice and deploys through it
-def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path: Path) -> None:
+def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack = DevStack(tmp_path / "home")
     try:
         stack.wait_ready()
@@ -264,6 +285,10 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert re.search(r"rows in 20000 = stored \d+ \+ quarantined [1-9]\d*; [1-9]\d* files", pipeline), (
             pipeline
         )
+        published = _run_block("publish-curl", env)
+        exports = tmp_path / "home" / "data" / "transactions" / "exports"
+        first = re.search(r"exports: snapshot (\d+)", published)
+        assert first and (exports / f"snapshot={first[1]}" / "_manifest.json").exists(), published
         replay_env = env | {
             "AIRFLOW_CONN_VAULT_DEFAULT": vault_conn_uri(stack.vault_port),
             "BASE_PIPELINES_ROOT": str(tmp_path / "home"),
@@ -275,6 +300,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(tmp_path:
         assert "@example.com" in replayed  # unsealed for whoever may read the key in Vault
         assert "/data/transactions/incoming/replay-fix-1-" in replayed.strip().splitlines()[-1]
         _run_dataset_blocks(stack, replay_env, tmp_path / "home")
+        _assert_the_erasure_reached_the_export(tmp_path / "home", monkeypatch)
         ctl = _run_block("platformctl", env)
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
         _assert_platform_page_access_and_metrics(stack, tmp_path / "home")

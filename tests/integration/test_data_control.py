@@ -27,6 +27,21 @@ def control_dag(dag_id: str) -> Any:
     return DagBag(dag_folder=str(ROOT / "dags" / "data_control.py")).dags[dag_id]
 
 
+def events_of(run_id: str) -> list[dict[str, Any]]:
+    """The extras of the Asset events a run emitted on ``base.transactions``."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = (
+        select(AssetEvent.extra)
+        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .where(AssetEvent.source_run_id == run_id, AssetModel.name == "base.transactions")
+    )
+    with create_session() as session:
+        return list(session.scalars(query))
+
+
 def rollback_dag() -> Any:
     return control_dag("dataset_rollback")
 
@@ -57,6 +72,8 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
         "bad upstream",
         first["snapshot_id"],
     )
+    # through the alias, an event on the dataset's Asset: publish_transactions follows the table back
+    assert events_of(dag_run.run_id) == [{"snapshot_id": str(first["snapshot_id"]), "reason": "rollback"}]
 
 
 def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
@@ -82,6 +99,9 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     assert erased.run_id in printed.out + printed.err  # the task's log is here ...
     assert subject not in report_file.read_text() + printed.out + printed.err  # ... and the subject is not
     assert control.read_dataset("transactions").num_rows == 2000 - report["rows_removed"]
+    current = control.dataset_table("transactions").current_snapshot()
+    assert current is not None
+    assert events_of(erased.run_id) == [{"snapshot_id": str(current.snapshot_id), "reason": "erasure"}]
 
     # From CI: the subject in Vault, its reference in the conf, so Airflow's DB never holds it.
     from base_platform.vault.client import vault_hook

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import httpx
@@ -17,7 +15,7 @@ from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.artifacts import run_folder
 from base_platform.catalog.loader import default_catalog, load_environment
 from base_platform.catalog.render import render_application
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.scenarios import deployed_platform
 
 pytestmark = pytest.mark.integration
@@ -124,36 +122,6 @@ def test_drift_heals_only_allowlisted_apps(airflow_db, start_simulator) -> None:
     assert hook.get_application("monitoring")["status"]["sync"]["status"] == "Synced"
     assert hook.get_application("service-mesh")["spec"]["source"]["targetRevision"] == "main"
     assert not hook.application_exists("logging")  # missing apps are for platform_deploy, not healing
-
-
-class Webhook:
-    """A real HTTP server on 127.0.0.1 that records what it receives."""
-
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"1")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.received = received
-        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook/platform"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def webhook(monkeypatch):
-    hook = Webhook()
-    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_WEBHOOK", json.dumps({"conn_type": "http", "host": hook.url}))
-    yield hook
-    hook.server.shutdown()
 
 
 def test_drift_in_prod_is_not_healed_and_is_notified(airflow_db, start_simulator, webhook) -> None:

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from base_platform.artifacts import write_report
 from base_platform.pipelines.control_params import POINT, SIZE, SPLIT_CHOICES
+from base_platform.pipelines.modules.events import DATASET_CHANGES, announce_change
 from base_platform.pipelines.spec import Pipeline, load_pipelines
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def build_rollback_dag() -> DAG:
     }
     with _dag("dataset_rollback", "Set a dataset's table back to an earlier snapshot.", params) as dag:
 
-        @task
+        @task(outlets=[DATASET_CHANGES])
         def roll_back(**context: Any) -> dict[str, Any]:
             from base_platform.pipelines import control
 
@@ -95,6 +96,8 @@ def build_rollback_dag() -> DAG:
             )
             write_report(dag.dag_id, context["run_id"], "rollback", report, markdown)
             log.info(markdown.replace("\n", " "))
+            if not report["dry_run"]:  # consumers follow the table back
+                announce_change(context, _pipeline(report["dataset"]).spec, report["to_snapshot"], "rollback")
             return report
 
         roll_back()
@@ -166,7 +169,7 @@ def build_erase_dag() -> DAG:
     )
     with _dag("dataset_erase", doc, params) as dag:
 
-        @task
+        @task(outlets=[DATASET_CHANGES])
         def erase(**context: Any) -> list[dict[str, Any]]:
             from airflow.sdk.log import mask_secret
 
@@ -192,6 +195,10 @@ def build_erase_dag() -> DAG:
             markdown = f"# Erasure {context['run_id']} by {who}\n\n" + "\n".join(lines) + "\n"
             write_report(dag.dag_id, context["run_id"], "erasure", reports, markdown)
             log.info(markdown.replace("\n", " "))
+            for report in reports:  # the subject leaves the consumers' copies too
+                if report["rows_removed"]:
+                    spec = _pipeline(report["dataset"]).spec
+                    announce_change(context, spec, report["snapshot_id"], "erasure")
             return reports
 
         erase()

@@ -2,7 +2,8 @@
 
 The tasks are thin: each calls the engine exactly as the benchmark does. ``commit`` carries
 the dataset's Asset as its outlet, so a downstream DAG scheduled on ``base.<name>`` starts
-after each commit; a run that finds no new input skips the commit and emits no event.
+after each commit, and the event's extra names the snapshot (``snapshot_id``, ``run``); a run
+that finds no new input skips the commit and emits no event.
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 load_key(spec.security),
                 dag_run=f"{dag.dag_id}/{context['run_id']}",
             )
+            # the snapshot, for publish_<name> and any DAG scheduled on the dataset
+            context["outlet_events"][target].extra = {
+                "snapshot_id": str(record["snapshot_id"]),
+                "run": record["run"],
+            }
             log.info(
                 "Committed snapshot %s: %d rows in %d files (%d quarantined) at %s GB/h",
                 record["snapshot_id"],

@@ -208,6 +208,34 @@ class Retention(StrictModel):
     )
 
 
+class PostgresTarget(StrictModel):
+    """Upsert each snapshot into a table of a consumer's Postgres (an Airflow connection)."""
+
+    target: Literal["postgres"]
+    name: str = Field(pattern=NAME, description="the target's task: publish_<name>")
+    conn_id: str = Field(min_length=1)
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="<schema>.<table>")
+
+
+class S3Target(StrictModel):
+    """Export each snapshot's changed partitions as Parquet with a manifest, under ``uri``."""
+
+    target: Literal["s3"]
+    name: str = Field(pattern=NAME, description="the target's task: publish_<name>")
+    uri: str = Field(min_length=1, description="s3://bucket/prefix, or a path (relative: under the root)")
+
+
+class WebhookTarget(StrictModel):
+    """Tell subscribers (the webhook behind an HTTP connection) each snapshot and its counts."""
+
+    target: Literal["webhook"]
+    name: str = Field(pattern=NAME, description="the target's task: publish_<name>")
+    http_conn_id: str = Field(min_length=1)
+
+
+Target = Annotated[PostgresTarget | S3Target | WebhookTarget, Field(discriminator="target")]
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -219,6 +247,15 @@ class PipelineSpec(StrictModel):
     retention: Retention = Retention()
     schedule: str | None = None
     execution: Literal["local", "kubernetes"] = "local"
+    distribution: tuple[Target, ...] = Field(default=(), description="where each snapshot is published")
+
+    @field_validator("distribution")
+    @classmethod
+    def _unique_targets(cls, value: tuple[Target, ...]) -> tuple[Target, ...]:
+        names = [target.name for target in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"target names must be unique: {names}")
+        return value
 
 
 class Pipeline(StrictModel):
@@ -248,12 +285,25 @@ def _check_columns(pipeline: Pipeline, path: Path) -> None:
             raise CatalogError(path, f"security.columns.{column}", "unknown column")
     for index, partition in enumerate(pipeline.spec.storage.partitions):
         _check_partition(pipeline, partition, path, f"storage.partition_by[{index}]")
+    _check_distribution(pipeline, path)
     if pipeline.spec.retention.data_days and not any(
         p.transform == "day" for p in pipeline.spec.storage.partitions
     ):
         raise CatalogError(
             path, "retention.data_days", "needs a day(<column>) partition, whose old days it deletes whole"
         )
+
+
+def _check_distribution(pipeline: Pipeline, path: Path) -> None:
+    encrypted = pipeline.spec.security.encrypted
+    for index, target in enumerate(pipeline.spec.distribution):
+        if target.target != "webhook" and encrypted:
+            raise CatalogError(
+                path,
+                f"distribution[{index}]",
+                f"{target.target} publishes columns as stored, and {', '.join(encrypted)} are "
+                "encrypted with the platform's keys",
+            )
 
 
 def _check_partition(pipeline: Pipeline, partition: Partition, path: Path, where: str) -> None:

@@ -2,50 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules import ingestion
 from base_platform.pipelines.spec import load_pipelines
 from benchmarks.datagen import generate
-from tests.conftest import free_port
 from tests.unit.pipelines.test_engine import KEY, with_source
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    connection = {
-        "conn_type": "aws",
-        "login": "moto-access-key",
-        "password": "moto-secret-key",
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="moto-access-key",
-        aws_secret_access_key="moto-secret-key",
-        region_name="us-east-1",
-    )
-    for bucket in ("raw", "curated"):
-        client.create_bucket(Bucket=bucket)
-    yield client
-    httpx.post(f"{endpoint}/moto-api/reset")  # moto's state outlives its server: the next test starts empty
-    server.stop()
 
 
 def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> None:

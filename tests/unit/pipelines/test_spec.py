@@ -88,6 +88,27 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
         ),
         (SPEC, CONTRACT.replace("nullable: false", "nullable: true"), "contracts/t.yaml: (root)", "nullable"),
         (SPEC.replace("name: t", "name: u"), CONTRACT, "pipelines/t.yaml: name", "file name"),
+        (
+            SPEC
+            + "distribution: [{target: s3, name: a, uri: x}, {target: webhook, name: a, http_conn_id: h}]\n",
+            CONTRACT,
+            "pipelines/t.yaml: distribution",
+            "unique",
+        ),
+        (
+            SPEC + "distribution: [{target: kafka, name: a}]\n",
+            CONTRACT,
+            "pipelines/t.yaml: distribution[0]",
+            "postgres",
+        ),
+        (
+            SPEC
+            + "security: {columns: {amount: {classification: sensitive, protect: encrypt}}}\n"
+            + "distribution: [{target: postgres, name: w, conn_id: c, table: s.t}]\n",
+            CONTRACT,
+            "pipelines/t.yaml: distribution[0]",
+            "amount are encrypted",
+        ),
     ],
 )
 def test_a_bad_spec_or_contract_names_the_file_and_key(

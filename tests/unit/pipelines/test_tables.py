@@ -92,23 +92,29 @@ def test_a_commit_killed_and_retried_adds_its_files_exactly_once(
     assert not (tmp_path / "out" / "_staging").exists()
 
 
-def test_a_new_optional_column_evolves_the_table_and_old_rows_read_null(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
-    generate(300, "csv", 0.0, tmp_path / "in")
-    first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
+def with_new_column(pipeline: Pipeline, source: Path) -> Pipeline:
+    """A compatible contract change (1.1.0: an optional ``loyalty_tier``), and 200 rows of it,
+    all ``gold``, generated into ``source``."""
     added = pipeline.contract.model_copy(
         update={
             "columns": (*pipeline.contract.columns, Column(name="loyalty_tier", type="string")),
             "version": "1.1.0",
         }
     )
-    evolved = pipeline.model_copy(update={"contract": added})
-    generate(200, "csv", 0.0, tmp_path / "more", seed=8)
-    newer = next((tmp_path / "more").glob("*.csv"))
+    generate(200, "csv", 0.0, source, seed=8)
+    newer = next(source.glob("*.csv"))
     header, *records = csv.reader(io.StringIO(newer.read_text()))
     with newer.open("w", newline="") as out:
         csv.writer(out).writerows([[*header, "loyalty_tier"], *([*r, "gold"] for r in records)])
+    return pipeline.model_copy(update={"contract": added})
+
+
+def test_a_new_optional_column_evolves_the_table_and_old_rows_read_null(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    generate(300, "csv", 0.0, tmp_path / "in")
+    first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
+    evolved = with_new_column(pipeline, tmp_path / "more")
     second = run(evolved, tmp_path / "more", tmp_path / "out", "run-2")
     current = table()
     assert "loyalty_tier" in current.schema().column_names

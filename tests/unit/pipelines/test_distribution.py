@@ -1,0 +1,48 @@
+"""Which snapshot a publish run takes, and how digests travel to Postgres (the rest: integration)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+
+from base_platform.pipelines import distribution, tables
+from base_platform.pipelines.distribution_dag import event_extras
+from base_platform.pipelines.spec import load_pipelines
+from benchmarks.datagen import generate
+from tests.unit.pipelines.test_engine import run
+
+
+def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_current_one(
+    tmp_path: Path,
+) -> None:
+    pipeline = load_pipelines()[0]
+    ids = []
+    for number in (1, 2, 3):
+        generate(50, "csv", 0.0, tmp_path / f"in{number}", seed=number)
+        ids.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")["snapshot_id"])
+    table = tables.load("transactions")
+    assert table is not None
+
+    def event(snapshot_id: int, minute: int) -> SimpleNamespace:
+        when = datetime(2026, 11, 28, 12, minute, tzinfo=UTC)
+        return SimpleNamespace(extra={"snapshot_id": str(snapshot_id)}, timestamp=when)
+
+    triggering = {"base.transactions": [event(ids[1], 5), event(ids[0], 1), SimpleNamespace(extra={})]}
+    events = event_extras({"triggering_asset_events": triggering})
+    assert [e["snapshot_id"] for e in events] == [str(ids[0]), str(ids[1])]
+    assert distribution.snapshot_to_publish(table, events, None) == ids[1]
+    assert distribution.snapshot_to_publish(table, events, str(ids[0])) == ids[0]
+    assert distribution.snapshot_to_publish(table, [], None) == ids[2]
+    with pytest.raises(distribution.PublishError, match="no snapshot 42"):
+        distribution.snapshot_to_publish(table, [], "42")
+
+
+def test_digests_become_postgres_bytea_hex_nulls_and_slices_included() -> None:
+    values = [bytes([n]) * 32 for n in range(5)]
+    array = pa.array([values[0], None, *values[1:]], pa.binary(32)).slice(1)
+    text = distribution._bytea_hex(array)
+    assert text.to_pylist() == [None, *("\\x" + v.hex() for v in values[1:])]
