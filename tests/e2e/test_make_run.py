@@ -28,10 +28,10 @@ CI_DOC = ROOT / "docs" / "ci.md"
 
 
 def doc_block(marker: str) -> str:
-    """The fenced bash block right after ``<!-- e2e:MARKER -->`` in docs/ci.md."""
-    text = CI_DOC.read_text()
+    """The fenced bash block right after ``<!-- e2e:MARKER -->`` in docs/ci.md or the README."""
+    text = CI_DOC.read_text() + (ROOT / "README.md").read_text()
     match = re.search(rf"<!-- e2e:{marker} .*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert match, f"docs/ci.md has no e2e:{marker} block"
+    assert match, f"docs/ci.md and README.md have no e2e:{marker} block"
     return match.group(1)
 
 
@@ -233,6 +233,36 @@ def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> Non
     assert erased and int(erased[1]) + int(erased[2]) >= 1, done
 
 
+def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, served: str) -> None:
+    """datasets-curl's output, then the refusals: 401 without a token, 403 (and an empty listing)
+    for a role without dataset grants, 400 naming a bad filter or column; and as_of."""
+    listed = re.search(r"^transactions: (\d+) rows at snapshot (\d+), contract ", served, re.M)
+    assert listed and int(listed[1]) > 0, served
+    day = re.search(r"^(\d+) rows; (\d+) of (\d+) files planned; more: (True|False)$", served, re.M)
+    assert day and 0 < int(day[1]) <= 1000 and int(day[2]) < int(day[3]), served
+    assert re.search(r"^5000 rows as Arrow$", served, re.M), served
+
+    api = f"http://127.0.0.1:{stack.api_port}/base-platform/api/datasets"
+    admin, ds = ({"Authorization": f"Bearer {_token(stack, user, home)}"} for user in ("admin", "ds"))
+    assert httpx.get(api, timeout=30).status_code == 401
+    assert httpx.get(f"{api}/transactions/rows", timeout=30).status_code == 401
+    assert httpx.get(api, headers=ds, timeout=30).json() == []
+    assert httpx.get(f"{api}/transactions/rows", headers=ds, timeout=30).status_code == 403
+    assert httpx.get(f"{api}/transactions/schema", headers=ds, timeout=30).status_code == 403
+    bad = httpx.get(f"{api}/transactions/rows", headers=admin, params={"filter": "amount>lots"}, timeout=30)
+    assert bad.status_code == 400 and "'lots' is not a decimal" in bad.text, bad.text
+    bad = httpx.get(f"{api}/transactions/rows", headers=admin, params={"columns": "nope"}, timeout=30)
+    assert bad.status_code == 400 and "nope" in bad.text, bad.text
+    schema = httpx.get(f"{api}/transactions/schema", headers=admin, timeout=30).json()
+    email = next(c for c in schema["columns"] if c["name"] == "customer_email")
+    assert (email["classification"], email["protection"]) == ("pii", "hmac")
+    pinned = {"as_of": listed[2], "limit": 1}
+    then = httpx.get(f"{api}/transactions/rows", headers=admin, params=pinned, timeout=30)
+    assert then.status_code == 200 and then.json()["snapshot_id"] == int(listed[2]), then.text
+    before = {"as_of": "2020-01-01T00:00:00Z"}  # before the table's first snapshot
+    assert httpx.get(f"{api}/transactions/rows", headers=admin, params=before, timeout=30).status_code == 400
+
+
 def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The erasure's event (through the alias) made the scheduler run publish_transactions on its
     own: the erased snapshot is exported, and its manifest says what it replaced."""
@@ -289,6 +319,10 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         exports = tmp_path / "home" / "data" / "transactions" / "exports"
         first = re.search(r"exports: snapshot (\d+)", published)
         assert first and (exports / f"snapshot={first[1]}" / "_manifest.json").exists(), published
+        served = _run_block("datasets-curl", env | {"TMPDIR": str(tmp_path)})
+        readme = json.loads(_run_block("readme-datasets", env))
+        assert readme["rows"] and set(readme["rows"][0]) == {"transaction_id", "amount"}, readme
+        _assert_the_dataset_api_serves_what_it_should(stack, tmp_path / "home", served)
         replay_env = env | {
             "AIRFLOW_CONN_VAULT_DEFAULT": vault_conn_uri(stack.vault_port),
             "BASE_PIPELINES_ROOT": str(tmp_path / "home"),

@@ -30,9 +30,17 @@ class DagRule(StrictModel):
     grant: Literal["read", "trigger"]
 
 
+class DatasetRule(StrictModel):
+    match: str = Field(min_length=1, description="fnmatch pattern on the dataset's name")
+    grant: Literal["read", "none"]
+
+
 class Role(StrictModel):
     copy_of: Literal["Admin", "Op", "User", "Viewer"] | None = None
     dags: tuple[DagRule, ...] = ()
+    datasets: tuple[DatasetRule, ...] = Field(
+        default=(), description="who may read which datasets through the API; an Admin copy reads all"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Role:
@@ -41,6 +49,12 @@ class Role(StrictModel):
         if not self.copy_of and not self.dags:
             raise ValueError("a role needs `copy_of` or at least one `dags` rule")
         return self
+
+    def may_read_dataset(self, name: str) -> bool:
+        """The first matching rule decides; no rule, no access (but an Admin copy reads all)."""
+        if self.copy_of == "Admin":
+            return True
+        return next((r.grant == "read" for r in self.datasets if fnmatch.fnmatchcase(name, r.match)), False)
 
     def grant_for(self, dag_id: str) -> str | None:
         """The first matching rule decides; None means the DAG is invisible to this role."""

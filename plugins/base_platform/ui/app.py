@@ -10,31 +10,15 @@ is ``config/roles.yaml``. The Argo CD token stays on the server: the browser get
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
+
+from base_platform.ui.access import User, may_read
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
-
-
-async def current_user(request: Request) -> Any:
-    """The Airflow user of the request (bearer token, else the UI's cookie), or 401: Airflow's own
-    ``get_user``, imported when a request comes rather than in every process that loads plugins."""
-    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-
-    return await get_user(request, None, await bearer_scheme(request))
-
-
-User = Annotated[Any, Depends(current_user)]
-
-
-def may_read(user: Any, dag_id: str) -> bool:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
-
-    return bool(get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
 
 
 def tabs_for(user: Any) -> dict[str, Any]:
@@ -50,7 +34,10 @@ def require_platform(user: Any) -> None:
 
 
 def create_app() -> FastAPI:
+    from base_platform.ui.datasets_api import router
+
     app = FastAPI(title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router)
 
     @app.get("/", response_class=HTMLResponse)
     async def page(user: User) -> HTMLResponse:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.auth.roles import load_roles, scoped_role_permissions
+from base_platform.auth.roles import DagRule, DatasetRule, Role, load_roles, scoped_role_permissions
 from base_platform.catalog.loader import CatalogError
 
 DAG_IDS = [
@@ -58,6 +58,17 @@ def test_developer_triggers_platform_and_pipelines_but_only_reads_destroy() -> N
 def test_data_scientist_sees_only_pipelines_samples_and_splits() -> None:
     seen = {dag: grant for dag, grant in grants("data-scientist").items() if grant}
     assert seen == dict.fromkeys(("pipeline_transactions", "dataset_sample", "dataset_split"), "trigger")
+
+
+def test_dataset_grants_for_the_api_first_rule_decides_and_no_rule_means_none() -> None:
+    roles = load_roles().roles
+    assert roles["admin"].may_read_dataset("anything")
+    assert roles["developer"].may_read_dataset("transactions")
+    assert not roles["data-scientist"].may_read_dataset("transactions")
+    ruled = Role(dags=(DagRule(match="*", grant="read"),), datasets=(
+        DatasetRule(match="secret_*", grant="none"), DatasetRule(match="*", grant="read"),
+    ))  # fmt: skip
+    assert ruled.may_read_dataset("orders") and not ruled.may_read_dataset("secret_salaries")
 
 
 def test_admin_copies_fabs_admin_role() -> None:

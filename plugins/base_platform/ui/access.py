@@ -1,0 +1,26 @@
+"""Who calls a route of our FastAPI apps: Airflow does not authenticate a plugin's app, so the
+routes do, with Airflow's own token check and auth manager."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+
+async def current_user(request: Request) -> Any:
+    """The Airflow user of the request (bearer token, else the UI's cookie), or 401: Airflow's own
+    ``get_user``, imported when a request comes rather than in every process that loads plugins."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+
+    return await get_user(request, None, await bearer_scheme(request))
+
+
+User = Annotated[Any, Depends(current_user)]
+
+
+def may_read(user: Any, dag_id: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return bool(get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
