@@ -56,7 +56,7 @@ system-packages:
 	    postgresql redis-server chromium chromium-driver prometheus >/dev/null; \
 	fi
 
-## bench: ingest throughput (ours vs Polars and DuckDB) and the deploy critical path.
+## bench: ingest throughput (ours vs Polars and DuckDB), the datasets API under load, and the deploy critical path.
 bench: $(STAMP)
 	@for b in benchmarks/ingest_throughput.py benchmarks/deploy_critical_path.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done

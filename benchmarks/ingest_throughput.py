@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -48,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for _path in (str(ROOT / "plugins"), str(ROOT)):  # appended: ours-before puts the earlier engine first
     if _path not in sys.path:
         sys.path.append(_path)
+
+from benchmarks import api_load  # noqa: E402  (after sys.path is set)
 
 if TYPE_CHECKING:
     from base_platform.pipelines.records import ShardResult
@@ -323,7 +326,8 @@ BEFORE = "13f1f46"  # the last commit whose datasets were Parquet folders with J
 
 
 def through_airflow(source: Path, tmp: Path) -> dict[str, Any]:
-    """pipeline_transactions on make run's stack, LocalExecutor with 2 slots, triggered over REST.
+    """pipeline_transactions on make run's stack, LocalExecutor with 2 slots, triggered over REST;
+    then the datasets API's load test on the table it made (``api_load``).
 
     The files are the stack's own input (linked, where ``make run`` puts its sample data), and
     the run writes the table where the spec says: a dataset's table has one location, which a
@@ -368,7 +372,11 @@ def through_airflow(source: Path, tmp: Path) -> dict[str, Any]:
         assert table is not None
         (record,) = [r for r in tables.history(table) if r["dag_run"].endswith(run.json()["dag_run_id"])]
         counts = (table.scan().count(), record["rows_quarantined"])
-        return {"seconds": (end - start).total_seconds(), "counts": counts}
+        ids = table.scan(selected_fields=("transaction_id",)).to_arrow().column("transaction_id")
+        keys = random.Random(7).sample(ids.to_pylist(), 5000)
+        served = api_load.load(f"{stack.api}/base-platform/api/datasets", token, keys)
+        seconds = (end - start).total_seconds()
+        return {"seconds": seconds, "counts": counts, "api": served, "floor": api_load.floor(keys)}
     finally:
         stack.proc.terminate()
         stack.proc.wait(timeout=60)
@@ -434,6 +442,8 @@ def main() -> int:
     airflow_speed = gb / (airflow["seconds"] / 3600)
     stored, quarantined = airflow_counts
     print(f"{'ours through Airflow':<22} {airflow_speed:>26.1f} {'':>24}  {stored} + {quarantined}")
+    for line in api_load.report(airflow["api"], airflow["floor"]):
+        print(line)
     print(f"ours, seconds per stage summed over shards (last round): {runs['ours'][-1]['stage_seconds']}")
     commits = {name: [r["commit_seconds"] for r in runs[name]] for name in ("ours", "ours-before")}
     before = _spread(commits["ours-before"])
