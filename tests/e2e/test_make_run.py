@@ -158,6 +158,11 @@ def _assert_platform_page_access_and_metrics(stack: DevStack, home: Path) -> Non
     assert values[("base_deploy_last_ok", (("environment", "dev"),))] == 1.0
     assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "in")))] == 20_000
     assert values[("base_dataset_gb_per_hour", (("dataset", "transactions"),))] > 0
+    overview = httpx.get(f"{page}/api/pipelines/overview", headers=as_ds, timeout=30)
+    (row,) = overview.json()
+    assert (row["dataset"], row["schedule"], row["is_paused"]) == ("transactions", "0 * * * *", False), row
+    assert isinstance(row["snapshot_id"], int) and row["gb_per_hour"] > 0 and 0 < row["quarantine_rate"] < 1
+    assert row["last_dag_run"]["state"] in {"success", "running", "queued"}, row
 
 
 def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, shots: Path) -> None:

@@ -75,6 +75,27 @@ def create_app() -> FastAPI:
         allowed = set(tabs_for(user)["datasets"])
         return [row for row in state.pipeline_rows() if row["dataset"] in allowed]
 
+    @app.get("/api/pipelines/overview")
+    def overview(user: User) -> list[dict[str, Any]]:
+        """Every pipeline the user may read: schedule, paused, newest DAG run, snapshot, freshness,
+        quarantine rate and GB/hour of the last committed run (plain ``def``: it reads a database)."""
+        from base_platform.ui import state
+
+        allowed = set(tabs_for(user)["datasets"])
+        rows = [row for row in state.pipeline_rows() if row["dataset"] in allowed]
+        runs = state.dag_runs([row["dag_id"] for row in rows])
+        keep = [
+            "dataset",
+            "dag_id",
+            "snapshot_id",
+            "committed_at",
+            "freshness_age_seconds",
+            "freshness_slo_seconds",
+            "quarantine_rate",
+            "gb_per_hour",
+        ]
+        return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
+
     @app.get("/metrics")
     async def metrics(user: User, environment: str = "dev") -> Response:
         from base_platform.ui import metrics as prometheus

@@ -101,6 +101,7 @@ def _read_pipelines() -> list[JSON]:
                 "dataset": spec.name,
                 "dag_id": f"pipeline_{spec.name}",
                 "last_run": last["run"] if last else None,
+                "snapshot_id": last["snapshot_id"] if last else None,
                 "committed_at": last["committed_at"] if last else None,
                 "freshness_age_seconds": _age(last["committed_at"]) if last else None,
                 "freshness_slo_seconds": min(slo) if slo else None,
@@ -114,6 +115,41 @@ def _read_pipelines() -> list[JSON]:
             }
         )
     return rows
+
+
+def dag_runs(dag_ids: list[str]) -> dict[str, JSON]:
+    """Per DAG, from Airflow's database: its schedule, whether it is paused, and its newest run's
+    state, start, end and seconds (the api-server, where this runs, has the database)."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    found: dict[str, JSON] = {}
+    with create_session() as session:
+        for dag in session.scalars(select(DagModel).where(DagModel.dag_id.in_(dag_ids))):
+            run = session.scalars(
+                select(DagRun).where(DagRun.dag_id == dag.dag_id).order_by(DagRun.run_after.desc()).limit(1)
+            ).first()
+            seconds = (
+                (run.end_date - run.start_date).total_seconds()
+                if run and run.start_date and run.end_date
+                else None
+            )
+            found[dag.dag_id] = {
+                "schedule": dag.timetable_summary,
+                "is_paused": dag.is_paused,
+                "last_dag_run": {
+                    "run_id": run.run_id,
+                    "state": str(run.state),
+                    "start_date": run.start_date.isoformat() if run.start_date else None,
+                    "end_date": run.end_date.isoformat() if run.end_date else None,
+                    "seconds": seconds,
+                }
+                if run
+                else None,
+            }
+    return found
 
 
 def _rate(manifest: JSON | None) -> float:
