@@ -14,8 +14,7 @@ import pytest
 from base_platform.files import Location
 from base_platform.pipelines import distribution, tables
 from base_platform.pipelines.spec import PostgresTarget, S3Target, WebhookTarget, load_pipelines
-from benchmarks.datagen import generate
-from tests.unit.pipelines.test_engine import run
+from tests.unit.pipelines.test_engine import generate_run, run
 from tests.unit.pipelines.test_tables import with_new_column
 
 pytestmark = pytest.mark.integration
@@ -57,13 +56,6 @@ def consumer(consumer_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]
         cursor.execute("DROP TABLE IF EXISTS base_publications")
         yield cursor
     conn.close()
-
-
-def generate_run(rows: int, out: Path, number: int, files: int = 1) -> None:
-    """Rows whose keys no other run has (``tx<number>-…``): the generator numbers from 0 each time."""
-    generate(rows, "csv", 0.0, out, files=files, seed=number)
-    for path in out.glob("*.csv"):
-        path.write_text(path.read_text().replace("tx-", f"tx{number}-"))
 
 
 def count(cursor: Any) -> int:

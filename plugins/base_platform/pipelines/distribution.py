@@ -60,6 +60,7 @@ class Change:
     snapshot_id: int
     published: int | None
     tasks: list[FileScanTask]  # files to send, oldest commit first: the appended ones, unless ``whole``
+    files: list[FileScanTask]  # every data file of the snapshot
     whole: bool  # the snapshot replaces what the target holds (files left since ``published``)
     partitions: list[str]  # Iceberg partition paths that gained or lost a file
 
@@ -78,7 +79,7 @@ def change(table: Table, snapshot_id: int, published: int | None) -> Change:
     partitions = sorted({_partition(table, task) for task in moved})
     order = _sequence_numbers(table, snapshot_id)
     chosen = sorted(current.values() if whole else added, key=lambda task: order[task.file.file_path])
-    return Change(snapshot_id, published, chosen, whole, partitions)
+    return Change(snapshot_id, published, chosen, list(current.values()), whole, partitions)
 
 
 def _sequence_numbers(table: Table, snapshot_id: int) -> dict[str, int]:
@@ -359,11 +360,7 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
     location.delete_dir(folder)  # what an attempt that died left: the export starts afresh
     last = published_export(location)
     delta = change(table, snapshot_id, last["snapshot_id"] if last else None)
-    chosen = [
-        task
-        for task in table.scan(snapshot_id=snapshot_id).plan_files()
-        if _partition(table, task) in delta.partitions
-    ]
+    chosen = [task for task in delta.files if _partition(table, task) in delta.partitions]
     columns = stored_columns(pipeline)
     files = []
     for number, task in enumerate(sorted(chosen, key=lambda t: t.file.file_path)):

@@ -17,7 +17,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
-from base_platform.pipelines.modules.events import dataset_asset, source_asset
+from base_platform.pipelines.modules.events import dataset_asset, snapshot_extra, source_asset
 from base_platform.pipelines.spec import Pipeline
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 dag_run=f"{dag.dag_id}/{context['run_id']}",
             )
             # the snapshot, for publish_<name> and any DAG scheduled on the dataset
-            context["outlet_events"][target].extra = {
-                "snapshot_id": str(record["snapshot_id"]),
-                "run": record["run"],
-            }
+            context["outlet_events"][target].extra = snapshot_extra(record["snapshot_id"], run=record["run"])
             log.info(
                 "Committed snapshot %s: %d rows in %d files (%d quarantined) at %s GB/h",
                 record["snapshot_id"],

@@ -50,6 +50,13 @@ def run(
     return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full, key=KEY)
 
 
+def generate_run(rows: int, out: Path, number: int, files: int = 1) -> None:
+    """Rows whose keys no other run has (``tx<number>-…``): the generator numbers from 0 each time."""
+    generate(rows, "csv", 0.0, out, files=files, seed=number)
+    for path in out.glob("*.csv"):
+        path.write_text(path.read_text().replace("tx-", f"tx{number}-"))
+
+
 def with_source(pipeline: Pipeline, **fields: Any) -> Pipeline:
     """The pipeline with its spec's source changed (format, glob, shard_mb)."""
     spec = pipeline.spec.model_copy(update={"source": pipeline.spec.source.model_copy(update=fields)})

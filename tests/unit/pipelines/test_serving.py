@@ -10,7 +10,7 @@ import pytest
 from base_platform.pipelines import control, serving
 from base_platform.pipelines.spec import Pipeline, load_pipelines
 from benchmarks.datagen import generate
-from tests.unit.pipelines.test_engine import run
+from tests.unit.pipelines.test_engine import generate_run, run
 
 
 @pytest.fixture
@@ -19,9 +19,7 @@ def pipeline(tmp_path: Path) -> Pipeline:
     pipeline = load_pipelines()[0]
     generate(900, "csv", 0.0, tmp_path / "in1", files=3, seed=1)
     run(pipeline, tmp_path / "in1", tmp_path / "out", "run-1")
-    generate(300, "csv", 0.0, tmp_path / "in2", seed=2)
-    for path in (tmp_path / "in2").glob("*.csv"):
-        path.write_text(path.read_text().replace("tx-", "tx2-"))
+    generate_run(300, tmp_path / "in2", 2)
     run(pipeline, tmp_path / "in2", tmp_path / "out", "run-2")
     return pipeline
 
@@ -58,9 +56,7 @@ def test_cursor_pages_add_up_to_the_snapshot_they_pin_even_when_a_run_commits_me
 ) -> None:
     query = serving.Query("transactions", columns=("transaction_id",), limit=170)
     first = serving.page(pipeline, query)
-    generate(50, "csv", 0.0, tmp_path / "in3", seed=3)
-    for path in (tmp_path / "in3").glob("*.csv"):
-        path.write_text(path.read_text().replace("tx-", "tx3-"))
+    generate_run(50, tmp_path / "in3", 3)
     run(pipeline, tmp_path / "in3", tmp_path / "out", "run-3")
     seen, current = first.rows.column("transaction_id").to_pylist(), first
     while current.next_cursor:
@@ -106,9 +102,7 @@ def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     query = serving.Query("transactions", limit=100)
     first = pages.get(pipeline, query)
     assert pages.get(pipeline, query) is first
-    generate(10, "csv", 0.0, tmp_path / "in4", seed=4)
-    for path in (tmp_path / "in4").glob("*.csv"):
-        path.write_text(path.read_text().replace("tx-", "tx4-"))
+    generate_run(10, tmp_path / "in4", 4)
     run(pipeline, tmp_path / "in4", tmp_path / "out", "run-4")
     moved = pages.get(pipeline, query)
     assert moved is not first and moved.snapshot_id != first.snapshot_id

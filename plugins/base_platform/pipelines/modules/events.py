@@ -24,9 +24,14 @@ def dataset_asset(spec: PipelineSpec) -> Asset:
 DATASET_CHANGES = AssetAlias(name="base-dataset-changes", group="base-datasets")
 
 
+def snapshot_extra(snapshot_id: int, **facts: str) -> dict[str, str]:
+    """A dataset event's extra: the snapshot it is about (as text: JSON readers lose big ints)."""
+    return {"snapshot_id": str(snapshot_id), **facts}
+
+
 def announce_change(context: Any, spec: PipelineSpec, snapshot_id: int, reason: str) -> None:
     """An event on the dataset's Asset, from a task whose outlets hold :data:`DATASET_CHANGES`."""
-    extra = {"snapshot_id": str(snapshot_id), "reason": reason}
+    extra = snapshot_extra(snapshot_id, reason=reason)
     context["outlet_events"][DATASET_CHANGES].add(dataset_asset(spec), extra=extra)
 
 
