@@ -52,6 +52,7 @@ FAB_USERS = {
     "ops": "BASE_OPS_PASSWORD",
     "dev": "BASE_DEVELOPER_PASSWORD",
     "ds": "BASE_DATA_SCIENTIST_PASSWORD",
+    "breaker": "BASE_BREAKER_PASSWORD",  # the service user of the airflow_api connection
 }
 
 
@@ -145,9 +146,20 @@ def airflow_env(local: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(HOME / "logs"),
             "BASE_PIPELINES_ROOT": str(HOME),
             "AIRFLOW_CONN_ICEBERG_DEFAULT": json.dumps(iceberg_connection()),
+            "AIRFLOW_CONN_AIRFLOW_API": json.dumps(airflow_api_connection(local)),
             "PYTHONPATH": str(ROOT),
         }
     )
+
+
+def airflow_api_connection(local: dict[str, str]) -> dict[str, str]:
+    """``airflow_api``: this stack's api-server, as the service user a tripped pipeline pauses as."""
+    return {
+        "conn_type": "http",
+        "host": f"http://127.0.0.1:{API_PORT}",
+        "login": "breaker",
+        "password": local["breaker_password"],
+    }
 
 
 def port_free(port: int) -> bool:

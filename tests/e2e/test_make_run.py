@@ -93,6 +93,7 @@ def _assert_no_credentials_in_logs(logs: Path) -> None:
     secrets = {
         load_scenario("default.yaml").tokens[0],
         load_vault_scenario("default.yaml").users["airflow"].password,
+        json.loads((logs.parent / "local-secrets.json").read_text())["breaker_password"],  # airflow_api
     }
     files = [f for f in logs.rglob("*") if f.is_file()]
     assert any("task_id=" in str(f) for f in files), "no task logs were written"
@@ -287,6 +288,40 @@ def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.Monke
     assert json.loads(manifest.read_text())["since_snapshot_id"] is not None
 
 
+def _assert_the_breaker_stops_a_bad_batch(stack: DevStack, env: dict[str, str], home: Path) -> None:
+    """A batch with 30% bad rows: its run fails at the audit and pauses the DAG through the API
+    (as the ``breaker`` service user); docs/ci.md's breaker-curl discards it and resumes."""
+    from benchmarks.datagen import generate
+
+    generate(2000, "csv", 0.3, home / "data" / "transactions" / "incoming" / "bad-batch", seed=11)
+    api = f"http://127.0.0.1:{stack.api_port}/api/v2/dags/pipeline_transactions"
+    admin = {"Authorization": f"Bearer {_token(stack, 'admin', home)}"}
+    run = httpx.post(f"{api}/dagRuns", headers=admin, json={"logical_date": None, "conf": {}}, timeout=30)
+    assert run.status_code == 200, run.text
+    deadline = time.monotonic() + 300
+    while (
+        state := httpx.get(f"{api}/dagRuns/{run.json()['dag_run_id']}", headers=admin).json()["state"]
+    ) in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline, "the bad batch's run did not finish"
+        time.sleep(3)
+    assert state == "failed"
+    audit = httpx.get(f"{api}/dagRuns/{run.json()['dag_run_id']}/taskInstances/audit", headers=admin).json()
+    assert audit["state"] == "failed", audit
+    while not httpx.get(api, headers=admin, timeout=30).json()["is_paused"]:  # the failure callback's
+        assert time.monotonic() < deadline, "the tripped pipeline was not paused"
+        time.sleep(2)
+    resolved = _run_block("breaker-curl", env)
+    assert re.search(
+        r"^transactions: breaker open, paused True: quarantine rate \d+\.\d% \(\d+ of \d+ rows\) is above",
+        resolved,
+        re.M,
+    ), resolved
+    assert "pipeline_transactions paused: False" in resolved, resolved
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -344,6 +379,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         assert "cert-manager" in ctl and "deployed" in ctl and "Platform validation: HEALTHY" in ctl
         _assert_platform_page_access_and_metrics(stack, tmp_path / "home")
         _assert_each_role_sees_its_tabs_in_chromium(stack, tmp_path / "home", tmp_path)
+        _assert_the_breaker_stops_a_bad_batch(stack, env, tmp_path / "home")
         _assert_no_credentials_in_logs(tmp_path / "home" / "logs")
         _assert_no_protected_value_written(tmp_path / "home")
     finally:

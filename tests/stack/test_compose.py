@@ -79,6 +79,7 @@ def test_init_syncs_the_roles_with_passwords_from_the_env_file(model: dict[str, 
         "BASE_OPS_PASSWORD",
         "BASE_DEVELOPER_PASSWORD",
         "BASE_DATA_SCIENTIST_PASSWORD",
+        "BASE_BREAKER_PASSWORD",
     ):
         assert init["environment"][variable].startswith("change-me"), variable  # from .env.example
     others = set(model["services"]) - {"airflow-init"}

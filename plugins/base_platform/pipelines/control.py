@@ -158,7 +158,7 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     import pyarrow as pa
     from pyiceberg.expressions import EqualTo, Or
 
-    from base_platform.pipelines import fusion, maintenance, quarantine
+    from base_platform.pipelines import breaker, fusion, maintenance, quarantine
 
     name = pipeline.spec.name
     hmac_columns = sorted(c for c, p in pipeline.spec.security.columns.items() if p.protect == "hmac")
@@ -184,6 +184,8 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
             table.delete(match, snapshot_properties={f"{tables.PREFIX}erasure": request})
         report["rows_removed"] = rows
     report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
+    if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
+        report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
     if table is not None and table.refresh().current_snapshot() is not None:
         current = table.current_snapshot()
         assert current is not None

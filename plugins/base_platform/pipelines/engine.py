@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from base_platform.files import Location, file_digests, resolve, row_count
-from base_platform.pipelines import run_unique, tables
+from base_platform.pipelines import breaker, run_unique, tables
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.records import PartSpan, Shard, ShardResult
@@ -311,8 +311,13 @@ def commit(
     started_at: str | None = None,
     key: bytes | None = None,
     dag_run: str | None = None,
+    publish: bool = True,
 ) -> dict[str, Any]:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
+
+    The snapshot is staged on the table's ``audit`` branch; with ``publish`` the circuit breaker
+    audits it at once and publishes it to ``main`` or opens (``published`` in the record says
+    which). The pipeline DAG audits in a task of its own instead.
 
     A run commits at most once: a retry, or a re-run of a run that already has its snapshot,
     adds nothing and returns that snapshot's record. ``full_refresh`` replaces every earlier
@@ -335,9 +340,15 @@ def commit(
         done = _add_snapshot(
             pipeline, target, table, run_key, results, full_refresh, key, interval, started_at, dag_run
         )
+    if not breaker.on_main(table, done.snapshot_id):
+        breaker.stage(table, done)
     target.delete_dir(f"_staging/{run_key}")
     _delete_if_empty(target, "_staging")
-    return tables.run_record(done)
+    record = tables.run_record(done)
+    if publish:
+        verdict = breaker.audit_and_publish(pipeline, table, done.snapshot_id, run_key)
+        record |= {"published": verdict.passed, "breaker": verdict.reason or None}
+    return record
 
 
 def _add_snapshot(
@@ -371,7 +382,9 @@ def _add_snapshot(
     record = _run_record(pipeline, run_key, published, interval, started_at, full_refresh, dag_run)
     decryption = security.decryption_properties() if pipeline.spec.security.encrypted else None
     paths = [target.uri(final) for _, final in data]
-    return tables.commit_files(table, paths, tables.run_properties(record), full_refresh, decryption)
+    return tables.commit_files(
+        table, paths, tables.run_properties(record), full_refresh, decryption, branch=None
+    )
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:

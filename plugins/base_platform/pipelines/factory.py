@@ -1,9 +1,13 @@
-"""Spec to DAG: ``pipeline_<name>`` = discover → process_shard (mapped) → commit → catalog, monitor.
+"""Spec to DAG: ``pipeline_<name>`` = discover → process_shard (mapped) → commit → audit →
+catalog, monitor → settle.
 
-The tasks are thin: each calls the engine exactly as the benchmark does. ``commit`` carries
-the dataset's Asset as its outlet, so a downstream DAG scheduled on ``base.<name>`` starts
-after each commit, and the event's extra names the snapshot (``snapshot_id``, ``run``); a run
-that finds no new input skips the commit and emits no event.
+The tasks are thin: each calls the engine exactly as the benchmark does. ``commit`` stages the
+run's snapshot on the table's ``audit`` branch; ``audit`` checks it (write-audit-publish, see
+``breaker``) and publishes it to ``main``, and carries the dataset's Asset as its outlet, so a
+downstream DAG scheduled on ``base.<name>`` starts after each published commit, and the event's
+extra names the snapshot (``snapshot_id``, ``run``). A run that finds no new input skips the
+commit and emits no event. When the audit fails, or ``settle`` counts too many failed runs in a
+row, the circuit breaker opens: no event, the DAG pauses itself and the notifier says why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
+from base_platform.pipelines.breaker_dag import audit_run, pause_when_open, settle_task, skip_while_open
 from base_platform.pipelines.modules.events import dataset_asset, snapshot_extra, source_asset
 from base_platform.pipelines.spec import Pipeline
 
@@ -59,12 +64,14 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
         doc_md=f"{spec.description}\n\n{__doc__}",
         tags=["pipeline", spec.name],
         default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+        on_failure_callback=pause_when_open(pipeline),
     ) as dag:
 
         @task
         def discover(**context: Any) -> list[dict[str, Any]]:
             from base_platform.pipelines import engine
 
+            skip_while_open(pipeline)
             params = context["params"]
             # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
             context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
@@ -98,7 +105,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             )
             return result.to_json()
 
-        @task(outlets=[target], trigger_rule="none_failed")
+        @task(trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
             from base_platform.pipelines import engine
             from base_platform.pipelines.modules.security import load_key
@@ -118,11 +125,10 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 context["ti"].xcom_pull(task_ids="discover", key="started_at"),
                 load_key(spec.security),
                 dag_run=f"{dag.dag_id}/{context['run_id']}",
+                publish=False,
             )
-            # the snapshot, for publish_<name> and any DAG scheduled on the dataset
-            context["outlet_events"][target].extra = snapshot_extra(record["snapshot_id"], run=record["run"])
             log.info(
-                "Committed snapshot %s: %d rows in %d files (%d quarantined) at %s GB/h",
+                "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
                 record["snapshot_id"],
                 record["rows_stored"],
                 record["files"],
@@ -130,6 +136,13 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 record["gb_per_hour"],
             )
             return record
+
+        @task(outlets=[target])
+        def audit(record: Any, **context: Any) -> dict[str, Any]:
+            checks = audit_run(pipeline, record, context)
+            # the snapshot, for publish_<name> and any DAG scheduled on the dataset
+            context["outlet_events"][target].extra = snapshot_extra(record["snapshot_id"], run=record["run"])
+            return {**record, "checks": checks}
 
         @task
         def catalog(record: Any) -> str:
@@ -172,7 +185,6 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             results: Any = pods.expand(arguments=pod_arguments(discover())).output
         else:
             results = process_shard.expand(shard=discover())
-        committed = commit(results)
-        catalog(committed)
-        monitor(committed)
+        published = audit(commit(results))
+        [catalog(published), monitor(published)] >> settle_task(pipeline, run_key)
     return dag

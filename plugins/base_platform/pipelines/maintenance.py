@@ -67,11 +67,11 @@ class Reach:
 
 
 def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
-    """Expire these snapshots (never the current one) and delete the files only they reached."""
+    """Expire these snapshots (never the head of a branch: ``main``'s current one, or an audit a
+    breaker holds) and delete the files only they reached."""
     from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-    current = table.current_snapshot()
-    doomed = set(snapshot_ids) - {current.snapshot_id if current else -1}
+    doomed = set(snapshot_ids) - {ref.snapshot_id for ref in table.metadata.refs.values()}
     if not doomed:
         return {"snapshots_expired": [], **finish_deletes(table)}
     reach = Reach(table)

@@ -236,6 +236,19 @@ class WebhookTarget(StrictModel):
 Target = Annotated[PostgresTarget | S3Target | WebhookTarget, Field(discriminator="target")]
 
 
+class CircuitBreaker(StrictModel):
+    """When a run's audited snapshot stays off ``main`` (write-audit-publish), and when the
+    pipeline stops its own schedule until an operator publishes or discards the audit."""
+
+    max_quarantine_rate: float = Field(
+        default=0.1, ge=0, le=1, description="a run quarantining more of its rows than this trips"
+    )
+    max_consecutive_failures: int = Field(default=3, ge=1, description="this many failed runs in a row trip")
+    notify: str | None = Field(
+        default=None, min_length=1, description="HTTP connection of a webhook told when it trips"
+    )
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -248,6 +261,7 @@ class PipelineSpec(StrictModel):
     schedule: str | None = None
     execution: Literal["local", "kubernetes"] = "local"
     distribution: tuple[Target, ...] = Field(default=(), description="where each snapshot is published")
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
 
     @field_validator("distribution")
     @classmethod

@@ -39,6 +39,8 @@ EXPIRED_INPUTS = f"{PREFIX}expired-inputs"  # input checksum -> run, of runs who
 EXPIRED_RUNS = f"{PREFIX}expired-runs"  # the newest run records whose snapshots expired, for history
 HISTORY_KEPT = 30  # run records the monitor compares with, and the page shows
 NAME_MAPPING = "schema.name-mapping.default"
+MAIN = "main"  # the branch readers see
+DISCARDED_INPUTS = f"{PREFIX}discarded-inputs"  # input checksum -> run, of audits an operator discarded
 FOOTER_THREADS = 8  # data files whose footers are read at once when a commit describes them
 
 
@@ -209,7 +211,8 @@ def lineage(table: Table) -> Iterator[Snapshot]:
 
 def committed_inputs(table: Table) -> dict[str, str]:
     """Input checksum -> run, of every run in the current lineage (since the last full refresh),
-    and of the runs whose snapshots expired (which ``maintenance.expire`` carried over)."""
+    of the runs whose snapshots expired (which ``maintenance.expire`` carried over), and of the
+    audits an operator discarded (a corrected file has a new checksum and is read again)."""
     inputs: dict[str, str] = {}
     for snapshot in lineage(table):
         properties = snapshot.summary.additional_properties if snapshot.summary else {}
@@ -221,7 +224,8 @@ def committed_inputs(table: Table) -> dict[str, str]:
         if properties.get(f"{PREFIX}full-refresh") == "true":
             return inputs  # what came before a full refresh is no longer the table's
     expired: dict[str, str] = json.loads(table.properties.get(EXPIRED_INPUTS, "{}"))
-    return expired | inputs
+    discarded: dict[str, str] = json.loads(table.properties.get(DISCARDED_INPUTS, "{}"))
+    return discarded | expired | inputs
 
 
 def snapshot_of_run(table: Table, run_key: str) -> Snapshot | None:
@@ -233,13 +237,20 @@ def snapshot_of_run(table: Table, run_key: str) -> Snapshot | None:
 
 
 def commit_files(
-    table: Table, paths: list[str], properties: dict[str, str], replace_all: bool, decryption: Any = None
+    table: Table,
+    paths: list[str],
+    properties: dict[str, str],
+    replace_all: bool,
+    decryption: Any = None,
+    branch: str | None = MAIN,
 ) -> Snapshot:
     """Add the run's data files as one snapshot: a fast append, or with ``replace_all`` one
     overwrite that also removes every current file (a full refresh).
 
-    ``decryption`` reads the footers of files with encrypted columns, whose column metadata
-    is encrypted too (their statistics are off: see :func:`_create`).
+    ``branch=None`` stages the snapshot: made on top of ``main`` but on no branch, so no reader
+    sees it until it is published (write-audit-publish; see ``breaker``). ``decryption`` reads
+    the footers of files with encrypted columns, whose column metadata is encrypted too (their
+    statistics are off: see :func:`_create`).
     """
     if decryption is None:
         with ThreadPoolExecutor(FOOTER_THREADS) as pool:
@@ -247,35 +258,44 @@ def commit_files(
     else:  # one at a time: pyarrow's KMS calls back into Python, and deadlocks from a pool
         data_files = [_data_file(table, path, decryption) for path in paths]
     if replace_all:
-        return replace_files(table, data_files, properties)
+        return replace_files(table, data_files, properties, branch=branch)
     with (
         table.transaction() as tx,
-        tx.update_snapshot(snapshot_properties=properties).fast_append() as append,
+        tx.update_snapshot(snapshot_properties=properties, branch=branch).fast_append() as append,
     ):
         for data_file in data_files:
             append.append_data_file(data_file)
-    committed = table.refresh().current_snapshot()
-    assert committed is not None
-    return committed
+    return _made(table, branch, properties)
 
 
 def replace_files(
-    table: Table, added: list[DataFile], properties: dict[str, str], removed: list[DataFile] | None = None
+    table: Table,
+    added: list[DataFile],
+    properties: dict[str, str],
+    removed: list[DataFile] | None = None,
+    branch: str | None = MAIN,
 ) -> Snapshot:
-    """One overwrite snapshot that removes ``removed`` (by default every current file) and adds ``added``."""
+    """One overwrite snapshot that removes ``removed`` (by default every current file) and adds
+    ``added``; on ``branch``, or staged with ``None`` (as :func:`commit_files`)."""
     if removed is None:
         removed = [task.file for task in table.scan().plan_files()] if table.current_snapshot() else []
     with (
         table.transaction() as tx,
-        tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite,
+        tx.update_snapshot(snapshot_properties=properties, branch=branch).overwrite() as overwrite,
     ):
         for data_file in removed:
             overwrite.delete_data_file(data_file)
         for data_file in added:
             overwrite.append_data_file(data_file)
-    committed = table.refresh().current_snapshot()
-    assert committed is not None
-    return committed
+    return _made(table, branch, properties)
+
+
+def _made(table: Table, branch: str | None, properties: dict[str, str]) -> Snapshot:
+    """The snapshot a commit just made: the branch's head, or the staged one of the run."""
+    table = table.refresh()
+    made = table.snapshot_by_name(branch) if branch else snapshot_of_run(table, properties[f"{PREFIX}run"])
+    assert made is not None
+    return made
 
 
 def _data_file(table: Table, path: str, decryption: Any) -> DataFile:

@@ -78,7 +78,8 @@ def create_app() -> FastAPI:
     @app.get("/api/pipelines/overview")
     def overview(user: User) -> list[dict[str, Any]]:
         """Every pipeline the user may read: schedule, paused, newest DAG run, snapshot, freshness,
-        quarantine rate and GB/hour of the last committed run (plain ``def``: it reads a database)."""
+        quarantine rate and GB/hour of the last published run, and its circuit breaker (plain
+        ``def``: it reads a database)."""
         from base_platform.ui import state
 
         allowed = set(tabs_for(user)["datasets"])
@@ -93,6 +94,7 @@ def create_app() -> FastAPI:
             "freshness_slo_seconds",
             "quarantine_rate",
             "gb_per_hour",
+            "breaker",
         ]
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 

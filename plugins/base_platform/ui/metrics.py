@@ -95,7 +95,14 @@ def _datasets(registry: CollectorRegistry, pipelines: list[JSON]) -> None:
         ["dataset"],
         registry=registry,
     )
+    breaker = Gauge(
+        "base_dataset_breaker_open",
+        "1 while the dataset's circuit breaker is open (its pipeline paused, an audit waiting)",
+        ["dataset"],
+        registry=registry,
+    )
     for row in pipelines:
+        breaker.labels(row["dataset"]).set(1 if row["breaker"]["state"] == "open" else 0)
         if row["freshness_slo_seconds"] is not None:
             slo.labels(row["dataset"]).set(row["freshness_slo_seconds"])
         if row["last_run"] is None:

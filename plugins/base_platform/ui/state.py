@@ -87,13 +87,15 @@ def pipeline_rows() -> list[JSON]:
 
 
 def _read_pipelines() -> list[JSON]:
-    from base_platform.pipelines import tables
+    from base_platform.pipelines import breaker, tables
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
     rows = []
     for pipeline in load_pipelines():
         spec = pipeline.spec
-        runs = tables.history(tables.load(spec.name), limit=30)
+        table = tables.load(spec.name)
+        runs = tables.history(table, limit=30)
+        held = breaker.state(table) if table is not None else breaker.Breaker()
         last = runs[-1] if runs else None
         slo = [rule.max_age_hours * 3600 for rule in spec.quality if isinstance(rule, Freshness)]
         rows.append(
@@ -112,6 +114,7 @@ def _read_pipelines() -> list[JSON]:
                 "gb_per_hour": last["gb_per_hour"] if last else 0.0,
                 "wall_seconds": last.get("wall_seconds", 0.0) if last else 0.0,
                 "history": [{"gb_per_hour": r["gb_per_hour"], "quarantine_rate": _rate(r)} for r in runs],
+                "breaker": held.model_dump(exclude={"transitions", "last_counted_run"}),
             }
         )
     return rows

@@ -95,6 +95,7 @@ def test_users_passwords_come_from_the_environment_not_the_file() -> None:
         ("ops", "admin"),
         ("dev", "developer"),
         ("ds", "data-scientist"),
+        ("breaker", "pipeline-breaker"),
     }
     assert "password:" not in Path("config/roles.yaml").read_text()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[
     first, second, _ = three_runs
     assert control.read_dataset("transactions").num_rows == 400 + 800 + 1200
     assert control.read_dataset("transactions", as_of=first["snapshot_id"]).num_rows == 400
-    at_second = datetime.fromisoformat(second["committed_at"])
+    table = control.dataset_table("transactions")  # the time it became main's, after its audit
+    (published,) = [e for e in table.metadata.snapshot_log if e.snapshot_id == second["snapshot_id"]]
+    at_second = datetime.fromtimestamp(published.timestamp_ms / 1000, UTC)
     assert control.read_dataset("transactions", as_of=at_second).num_rows == 1200
     with pytest.raises(control.ControlError, match="had no snapshot at"):
         control.read_dataset(

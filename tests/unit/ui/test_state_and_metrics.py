@@ -74,6 +74,7 @@ def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
         "quarantine_rate": 0.2,
         "freshness_age_seconds": 60.0,
         "freshness_slo_seconds": 86400.0,
+        "breaker": {"state": "open", "reason": "quarantine rate 20.0% (2 of 10 rows) is above the limit"},
     }
     values = samples(metrics.render(platform, [row], deploy, drift))
     assert values[("base_deploy_last_ok", (("environment", "dev"),))] == 0.0
@@ -82,6 +83,7 @@ def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
     assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "quarantined")))] == 2.0
     assert values[("base_dataset_quarantine_ratio", (("dataset", "transactions"),))] == 0.2
     assert values[("base_dataset_freshness_slo_seconds", (("dataset", "transactions"),))] == 86400.0
+    assert values[("base_dataset_breaker_open", (("dataset", "transactions"),))] == 1.0
 
 
 def test_each_card_gets_the_verdict_of_the_newest_run_that_deployed_it(

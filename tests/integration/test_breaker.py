@@ -1,0 +1,111 @@
+"""The circuit breaker in pipeline_transactions under dag.test(): a bad batch stops at its audit,
+no Asset event leaves, the notifier says why, and pipeline_control publishes or discards it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from base_platform.pipelines import breaker, control
+from base_platform.pipelines.spec import Pipeline, load_pipelines
+from benchmarks.datagen import generate
+from tests.conftest import ROOT
+from tests.integration.test_data_control import events_of
+from tests.unit.pipelines.test_breaker import main_id
+from tests.unit.pipelines.test_engine import generate_run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def incoming(
+    airflow_db: None, start_vault: Any, iceberg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    start_vault()
+    monkeypatch.setenv("BASE_PIPELINES_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "root" / "data/transactions/incoming"
+
+
+def alerting() -> Pipeline:
+    """transactions, its breaker telling the webhook behind ``platform_webhook``."""
+    pipeline = load_pipelines()[0]
+    limits = pipeline.spec.circuit_breaker.model_copy(update={"notify": "platform_webhook"})
+    return pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"circuit_breaker": limits})})
+
+
+def test_pipeline_run(dag: Any) -> tuple[Any, dict[str, str]]:
+    dag_run = dag.test()
+    return dag_run, {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances() if ti.map_index < 1}
+
+
+test_pipeline_run.__test__ = False  # type: ignore[attr-defined]
+
+
+def resolve(action: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    conf = {"dataset": "transactions", "action": action, "reason": "checked the batch with the switch team"}
+    return (
+        DagBag(dag_folder=str(ROOT / "dags" / "pipeline_control.py"))
+        .dags["pipeline_control"]
+        .test(run_conf=conf)
+    )
+
+
+def test_a_batch_with_20_percent_bad_rows_trips_the_breaker_and_an_operator_discards_it(
+    incoming: Path, webhook: Any
+) -> None:
+    from base_platform.pipelines.factory import build_pipeline_dag
+
+    dag = build_pipeline_dag(alerting())
+    generate_run(500, incoming / "hour-1", 1)
+    good, states = test_pipeline_run(dag)
+    assert good.state == "success" and states["audit"] == states["settle"] == "success", states
+    (event,) = events_of(good.run_id)
+    main = main_id()
+    assert event["snapshot_id"] == str(main)
+
+    summary = generate(1000, "csv", 0.2, incoming / "hour-2", seed=2)
+    bad, states = test_pipeline_run(dag)
+    assert bad.state == "failed" and states["commit"] == "success" and states["audit"] == "failed", states
+    assert states["catalog"] == states["monitor"] == "upstream_failed" and states["settle"] == "failed"
+    assert events_of(bad.run_id) == []  # nothing downstream runs
+    table = control.dataset_table("transactions")
+    assert main_id() == main and table.scan().count() == 500
+    held = breaker.state(table)
+    assert held.state == "open" and held.reason, held
+    assert f"({summary.corrupt} of 1000 rows) is above the limit 10.0%" in held.reason
+    (message,) = webhook.received
+    assert (
+        message["title"] == "pipeline_transactions: circuit breaker open" and held.reason in message["text"]
+    )
+
+    skipped, states = test_pipeline_run(dag)  # a run while it is open does nothing
+    assert skipped.state == "success" and states["discover"] == "skipped" and states["settle"] == "success"
+
+    discarded = resolve("discard")
+    assert discarded.state == "success" and events_of(discarded.run_id) == []
+    table = table.refresh()
+    assert breaker.state(table).state == "closed" and breaker.AUDIT not in table.metadata.refs
+    after, states = test_pipeline_run(dag)  # the discarded batch is not read again
+    assert after.state == "success" and states["commit"] == "skipped", states
+    assert table.refresh().scan().count() == 500 and len(webhook.received) == 1
+
+
+def test_an_operator_publishes_the_audit_and_consumers_follow(incoming: Path) -> None:
+    from base_platform.pipelines.factory import build_pipeline_dag
+
+    dag = build_pipeline_dag(load_pipelines()[0])
+    generate(800, "csv", 0.2, incoming, seed=5)
+    bad, _ = test_pipeline_run(dag)
+    assert bad.state == "failed"
+    audit = control.dataset_table("transactions").metadata.refs[breaker.AUDIT].snapshot_id
+    published = resolve("publish")
+    assert published.state == "success"
+    (event,) = events_of(published.run_id)  # publish_transactions follows, as after a commit
+    assert event == {"snapshot_id": str(audit), "reason": "audit published"}
+    table = control.dataset_table("transactions")
+    assert main_id() == audit and breaker.state(table).state == "closed"
