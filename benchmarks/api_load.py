@@ -86,9 +86,9 @@ def load(
 def floor(keys: list[str], count: int = 200) -> dict[str, float]:
     """The same mix through ``serving.page`` in this process (the catalog connection set)."""
     from base_platform.pipelines import serving
-    from base_platform.pipelines.spec import load_pipelines
+    from base_platform.pipelines.spec import pipeline_named
 
-    pipeline = next(p for p in load_pipelines() if p.spec.name == "transactions")
+    pipeline = pipeline_named("transactions")
     rng, latencies = random.Random(99), []
     for _ in range(count):
         params = queries(rng, keys)

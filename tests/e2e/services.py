@@ -81,8 +81,8 @@ def _postgres(base: Path) -> Iterator[str]:
 
 
 @contextmanager
-def redis(base: Path) -> Iterator[str]:
-    """A Redis without persistence on a free port; yields its URL."""
+def redis(base: Path, *options: str) -> Iterator[str]:
+    """A Redis without persistence on a free port, with more ``redis-server`` options; yields its URL."""
     server = shutil.which("redis-server")
     if not server:
         pytest.fail("Redis is not installed: `make test` installs Debian's redis-server package")
@@ -101,6 +101,7 @@ def redis(base: Path) -> Iterator[str]:
             "no",
             "--dir",
             base,
+            *options,
         ],
         stdout=(base / "redis.log").open("wb"),
         stderr=subprocess.STDOUT,

@@ -109,7 +109,7 @@ def _assert_no_protected_value_written(home: Path) -> None:
         for row in csv.DictReader(io.StringIO(path.read_text(errors="replace"))):
             protected |= {row[c] for c in ("customer_email", "customer_phone") if row.get(c)}
     assert len(protected) > 1000
-    datasets = [p for p in (home / "data" / "transactions").iterdir() if p.name != "incoming"]
+    datasets = [p for p in (home / "data").glob("*/*") if p != home / "data" / "transactions" / "incoming"]
     written = [*datasets, home / "logs", home / "artifacts"]  # curated, its splits, reports, logs
     files = [f for folder in written for f in folder.rglob("*") if f.is_file()]
     files += [f for pattern in ("airflow.db*", "iceberg.db*") for f in home.glob(pattern) if f.is_file()]
@@ -160,7 +160,8 @@ def _assert_platform_page_access_and_metrics(stack: DevStack, home: Path) -> Non
     assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "in")))] == 20_000
     assert values[("base_dataset_gb_per_hour", (("dataset", "transactions"),))] > 0
     overview = httpx.get(f"{page}/api/pipelines/overview", headers=as_ds, timeout=30)
-    (row,) = overview.json()
+    assert [row["dataset"] for row in overview.json()] == ["merchant_daily", "transactions"]
+    row = overview.json()[1]
     assert (row["dataset"], row["schedule"], row["is_paused"]) == ("transactions", "0 * * * *", False), row
     assert isinstance(row["snapshot_id"], int) and row["gb_per_hour"] > 0 and 0 < row["quarantine_rate"] < 1
     assert row["last_dag_run"]["state"] in {"success", "running", "queued"}, row
@@ -202,8 +203,9 @@ def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, sho
                 assert browser.find_elements(By.CSS_SELECTOR, "#graph circle")
             else:
                 rows = browser.find_elements(By.CSS_SELECTOR, "#pipelines tr[data-dataset]")
-                assert [r.get_attribute("data-dataset") for r in rows] == ["transactions"]
-                assert "20000" in rows[0].text
+                assert [r.get_attribute("data-dataset") for r in rows] == ["merchant_daily", "transactions"]
+                assert "20000" in rows[1].text
+                assert rows[1].find_element(By.CSS_SELECTOR, "td.breaker").text == "closed"
         finally:
             browser.quit()
 
@@ -269,14 +271,37 @@ def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, s
     assert httpx.get(f"{api}/transactions/rows", headers=admin, params=before, timeout=30).status_code == 400
 
 
-def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The erasure's event (through the alias) made the scheduler run publish_transactions on its
-    own: the erased snapshot is exported, and its manifest says what it replaced."""
-    from base_platform.pipelines import control, tables
+def _use_the_stacks_catalog(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from scripts.dev_stack import sqlite_iceberg_connection
 
     connection = sqlite_iceberg_connection(home / "iceberg.db", home / "warehouse")
     monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", json.dumps(connection))
+
+
+def _assert_merchant_daily_matches_duckdb(derived: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """derived-curl's run was started by a transactions event, and its snapshot of merchant_daily
+    is what DuckDB computes from the transactions snapshot it names."""
+    from base_platform.pipelines import tables
+    from tests.unit.pipelines.test_derived import duckdb_merchant_daily
+
+    found = re.search(r"merchant_daily: (\d+) rows from transactions snapshot (\d+)", derived)
+    assert found and re.search(r"^run \S+ \(asset_triggered\): success$", derived, re.M), derived
+    _use_the_stacks_catalog(home, monkeypatch)
+    table = tables.load("merchant_daily")
+    assert table is not None
+    (made,) = [r for r in tables.history(table) if r["lineage"]["transactions"] == found[2]]
+    rows = table.scan(snapshot_id=made["snapshot_id"]).to_arrow()
+    keys = [("day", "ascending"), ("merchant", "ascending"), ("currency", "ascending")]
+    assert rows.num_rows == int(found[1]) > 0
+    assert rows.sort_by(keys).to_pylist() == duckdb_merchant_daily(int(found[2]))
+
+
+def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erasure's event (through the alias) made the scheduler run publish_transactions on its
+    own: the erased snapshot is exported, and its manifest says what it replaced."""
+    from base_platform.pipelines import control, tables
+
+    _use_the_stacks_catalog(home, monkeypatch)
     table = tables.load("transactions")
     assert table is not None
     erased = json.loads(table.properties[control.ERASURES_PROPERTY])[-1]["snapshot_id"]
@@ -359,7 +384,11 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         exports = tmp_path / "home" / "data" / "transactions" / "exports"
         first = re.search(r"exports: snapshot (\d+)", published)
         assert first and (exports / f"snapshot={first[1]}" / "_manifest.json").exists(), published
+        derived = _run_block("derived-curl", env)
+        _assert_merchant_daily_matches_duckdb(derived, tmp_path / "home", monkeypatch)
         served = _run_block("datasets-curl", env | {"TMPDIR": str(tmp_path)})
+        overview = {row["dataset"]: row for row in json.loads(_run_block("readme-overview", env))}
+        assert [overview[name]["breaker"]["state"] for name in sorted(overview)] == ["closed", "closed"]
         readme = json.loads(_run_block("readme-datasets", env))
         assert readme["rows"] and set(readme["rows"][0]) == {"transaction_id", "amount"}, readme
         _assert_the_dataset_api_serves_what_it_should(stack, tmp_path / "home", served)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from base_platform.pipelines import breaker, control
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
 from tests.integration.test_data_control import events_of
@@ -31,7 +31,7 @@ def incoming(
 
 def alerting() -> Pipeline:
     """transactions, its breaker telling the webhook behind ``platform_webhook``."""
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     limits = pipeline.spec.circuit_breaker.model_copy(update={"notify": "platform_webhook"})
     return pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"circuit_breaker": limits})})
 
@@ -98,7 +98,7 @@ def test_a_batch_with_20_percent_bad_rows_trips_the_breaker_and_an_operator_disc
 def test_an_operator_publishes_the_audit_and_consumers_follow(incoming: Path) -> None:
     from base_platform.pipelines.factory import build_pipeline_dag
 
-    dag = build_pipeline_dag(load_pipelines()[0])
+    dag = build_pipeline_dag(pipeline_named("transactions"))
     generate(800, "csv", 0.2, incoming, seed=5)
     bad, _ = test_pipeline_run(dag)
     assert bad.state == "failed"

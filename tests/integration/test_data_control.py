@@ -12,7 +12,7 @@ import pytest
 
 from base_platform.pipelines import control
 from base_platform.pipelines.control_params import SPLITS
-from base_platform.pipelines.spec import load_pipelines
+from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
 from tests.integration.test_pipelines import run as run_pipeline
@@ -50,7 +50,7 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
     airflow_db: None, iceberg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     first: dict[str, Any] = {}
     for number in (1, 2):
         generate(300, "csv", 0.0, tmp_path / f"in{number}", seed=number)
@@ -93,7 +93,9 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     erased = control_dag("dataset_erase").test(run_conf={"subject": subject})
     assert erased.state == "success"
     (report_file,) = (tmp_path / "artifacts" / "dataset_erase").rglob("erasure.json")
-    (report,) = json.loads(report_file.read_text())
+    reports = {entry["dataset"]: entry for entry in json.loads(report_file.read_text())}
+    assert reports["merchant_daily"] == reports["merchant_daily"] | {"searchable": False, "rows_removed": 0}
+    report = reports["transactions"]
     assert report["rows_removed"] >= 1 and report["request"] == erased.run_id
     printed = capfd.readouterr()
     assert erased.run_id in printed.out + printed.err  # the task's log is here ...
@@ -109,7 +111,12 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     vault_hook().create_or_update_secret("erasure/req-7", {"subject": by_reference})
     referenced = control_dag("dataset_erase").test(run_conf={"subject": "vault:erasure/req-7#subject"})
     assert referenced.state == "success" and by_reference not in json.dumps(referenced.conf)
-    erasures = [json.loads(p.read_text())[0] for p in (tmp_path / "artifacts").rglob("erasure.json")]
+    erasures = [
+        entry
+        for path in (tmp_path / "artifacts").rglob("erasure.json")
+        for entry in json.loads(path.read_text())
+        if entry["dataset"] == "transactions"
+    ]
     (second,) = [e for e in erasures if e["request"] == referenced.run_id]
     assert second["rows_removed"] >= 1
     removed = report["rows_removed"] + second["rows_removed"]

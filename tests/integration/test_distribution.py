@@ -13,7 +13,12 @@ import pytest
 
 from base_platform.files import Location
 from base_platform.pipelines import distribution, tables
-from base_platform.pipelines.spec import PostgresTarget, S3Target, WebhookTarget, load_pipelines
+from base_platform.pipelines.spec import (
+    PostgresTarget,
+    S3Target,
+    WebhookTarget,
+    pipeline_named,
+)
 from tests.unit.pipelines.test_engine import generate_run, run
 from tests.unit.pipelines.test_tables import with_new_column
 
@@ -72,7 +77,7 @@ def table() -> Any:
 def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_value(
     consumer: Any, iceberg: Path, tmp_path: Path
 ) -> None:
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     generate_run(300, tmp_path / "in1", 1)
     first = run(pipeline, tmp_path / "in1", tmp_path / "out", "run-1")
 
@@ -117,7 +122,7 @@ def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
 ) -> None:
     from base_platform.pipelines import control
 
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     records = []
     for number in (1, 2):
         generate_run(150, tmp_path / f"in{number}", number)
@@ -130,8 +135,31 @@ def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
     assert count(consumer) == 150
 
 
+def test_an_s3_export_follows_a_rollback_to_a_snapshot_it_exported_before(
+    s3: Any, iceberg: Path, tmp_path: Path
+) -> None:
+    from base_platform.pipelines import control
+
+    pipeline = pipeline_named("transactions")
+    target = EXPORT.model_copy(update={"uri": "s3://consumers/rolled-back"})
+    records = []
+    for number in (1, 2):
+        generate_run(150, tmp_path / f"in{number}", number)
+        records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
+        distribution.export_s3(pipeline, table(), records[-1]["snapshot_id"], target)
+    first = records[0]["snapshot_id"]
+    control.rollback("transactions", first, dry_run=False, who="test", why="bad run 2")
+    back = distribution.export_s3(pipeline, table(), first, target)
+    assert back["published"] is True and back["rows"] == 150
+    newest = distribution.published_export(Location.of(target.uri))
+    assert newest is not None and (newest["snapshot_id"], newest["export"]) == (first, 3)
+    assert newest["folder"] == f"snapshot={first}.3" and newest["whole"] is True
+    assert newest["since_snapshot_id"] == records[1]["snapshot_id"]
+    assert distribution.export_s3(pipeline, table(), first, target)["published"] is False
+
+
 def test_a_failed_publish_leaves_the_consumer_as_it_was(consumer: Any, iceberg: Path, tmp_path: Path) -> None:
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     generate_run(100, tmp_path / "in", 1)
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
     distribution.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
@@ -150,10 +178,10 @@ EXPORT_SCRIPT = """
 import sys
 from base_platform.files import Location
 from base_platform.pipelines import distribution, tables
-from base_platform.pipelines.spec import S3Target, load_pipelines
+from base_platform.pipelines.spec import S3Target, pipeline_named
 table = tables.load("transactions")
 target = S3Target(target="s3", name="partners", uri="s3://consumers/transactions")
-distribution.export_s3(load_pipelines()[0], table, int(sys.argv[1]), target)
+distribution.export_s3(pipeline_named("transactions"), table, int(sys.argv[1]), target)
 """
 
 
@@ -181,7 +209,7 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
 
     from tests.conftest import ROOT
 
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     for number in range(4):  # 4 runs x 3 files x 5 days: 60 data files to export
         generate_run(600, tmp_path / f"in{number}", number, files=3)
         record = run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
@@ -251,7 +279,7 @@ def test_publish_dag_takes_the_commits_snapshot_to_every_target_and_a_failed_one
         WebhookTarget(target="webhook", name="subscribers", http_conn_id="platform_webhook"),
         PostgresTarget(target="postgres", name="legacy", conn_id="consumer_db", table="curated.legacy"),
     )
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     spec = pipeline.spec.model_copy(update={"distribution": targets})
     dag = build_publish_dag(pipeline.model_copy(update={"spec": spec}))
     published = dag.test(run_conf={"snapshot_id": extra["snapshot_id"]})

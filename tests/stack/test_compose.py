@@ -18,6 +18,7 @@ COMPOSE = [str(Path(sys.executable).parent / "docker-compose"), "--project-direc
 SERVICES = {
     "postgres",
     "redis",
+    "cache",
     "statsd-exporter",
     "airflow-init",
     "api-server",
@@ -58,7 +59,7 @@ def test_every_service_exists_and_is_health_checked(model: dict[str, Any]) -> No
 
 
 def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[str, Any]) -> None:
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.providers.hashicorp.secrets.vault.VaultBackend"
@@ -122,10 +123,24 @@ def test_env_is_ignored_and_the_example_holds_only_placeholders() -> None:
 def test_airflow_metrics_reach_prometheus_through_the_statsd_exporter(model: dict[str, Any]) -> None:
     exporter = model["services"]["statsd-exporter"]
     assert "--statsd.listen-udp=:9125" in exporter["command"]
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__METRICS__STATSD_ON"] == "true", name
         assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == (
             "statsd-exporter",
             "9125",
         )
+
+
+def test_the_datasets_api_caches_in_a_bounded_redis_of_its_own(model: dict[str, Any]) -> None:
+    """Its pages in Redis, shared by the api-server's workers, in a server that evicts the least
+    recently used page at its maxmemory; not the broker's Redis, whose queues must not be evicted."""
+    services = model["services"]
+    cache = services["cache"]["command"]
+    assert cache[cache.index("--maxmemory") + 1] == "512mb"
+    assert cache[cache.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    api = services["api-server"]
+    assert api["environment"]["BASE_DATASETS_CACHE_URL"] == "redis://cache:6379/0"
+    assert api["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"  # the common env is kept
+    assert set(api["depends_on"]) >= {"postgres", "redis", "airflow-init", "cache"}
+    assert "cache" not in services["api-server"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]

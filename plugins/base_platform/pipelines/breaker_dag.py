@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import write_report
 from base_platform.pipelines.modules.events import DATASET_CHANGES, announce_change
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, load_pipelines, pipeline_named
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def build_pipeline_control_dag() -> DAG:
             from base_platform.pipelines.control import dataset_table
 
             params = context["params"]
-            pipeline = next(p for p in load_pipelines() if p.spec.name == params["dataset"])
+            pipeline = pipeline_named(params["dataset"])
             who = context["dag_run"].triggering_user_name or "unknown"
             table = dataset_table(pipeline.spec.name)
             try:

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from base_platform.artifacts import write_report
 from base_platform.pipelines.control_params import POINT, SIZE, SPLIT_CHOICES
 from base_platform.pipelines.modules.events import DATASET_CHANGES, announce_change
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import load_pipelines, pipeline_named
 
 log = logging.getLogger(__name__)
 VAULT_REFERENCE = "vault:"
@@ -29,10 +29,6 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _names() -> list[str]:
     return [pipeline.spec.name for pipeline in load_pipelines()]
-
-
-def _pipeline(name: str) -> Pipeline:
-    return next(p for p in load_pipelines() if p.spec.name == name)
 
 
 def _dag(dag_id: str, doc: str, params: dict[str, Param], schedule: str | None = None) -> DAG:
@@ -97,7 +93,8 @@ def build_rollback_dag() -> DAG:
             write_report(dag.dag_id, context["run_id"], "rollback", report, markdown)
             log.info(markdown.replace("\n", " "))
             if not report["dry_run"]:  # consumers follow the table back
-                announce_change(context, _pipeline(report["dataset"]).spec, report["to_snapshot"], "rollback")
+                spec = pipeline_named(report["dataset"]).spec
+                announce_change(context, spec, report["to_snapshot"], "rollback")
             return report
 
         roll_back()
@@ -118,7 +115,7 @@ def build_maintenance_dag() -> DAG:
             from base_platform.pipelines import maintenance
 
             grace = timedelta(hours=context["params"]["orphan_grace_hours"])
-            report = maintenance.maintain(_pipeline(name), datetime.now(UTC), grace)
+            report = maintenance.maintain(pipeline_named(name), datetime.now(UTC), grace)
             markdown = _maintenance_markdown(report)
             write_report(dag.dag_id, context["run_id"], f"maintenance-{name}", report, markdown)
             log.info(markdown.replace("\n", " "))
@@ -181,7 +178,7 @@ def build_erase_dag() -> DAG:
             who = context["dag_run"].triggering_user_name or "unknown"
             reports = []
             for name in context["params"]["datasets"]:
-                pipeline = _pipeline(name)
+                pipeline = pipeline_named(name)
                 key = security.load_key(pipeline.spec.security)
                 try:
                     reports.append(control.erase(pipeline, subject, key, who=who, request=context["run_id"]))
@@ -197,7 +194,7 @@ def build_erase_dag() -> DAG:
             log.info(markdown.replace("\n", " "))
             for report in reports:  # the subject leaves the consumers' copies too
                 if report["rows_removed"]:
-                    spec = _pipeline(report["dataset"]).spec
+                    spec = pipeline_named(report["dataset"]).spec
                     announce_change(context, spec, report["snapshot_id"], "erasure")
             return reports
 
@@ -256,7 +253,8 @@ def _cut_dag(dag_id: str, cut: str, doc: str, params: dict[str, Param]) -> DAG:
             make = sampling.sample if cut == "sample" else sampling.split
             given = context["params"]
             try:
-                return make(_pipeline(given["dataset"]), given[option], f"{dag.dag_id}/{context['run_id']}")
+                dag_run = f"{dag.dag_id}/{context['run_id']}"
+                return make(pipeline_named(given["dataset"]), given[option], dag_run)
             except control.ControlError as exc:
                 raise _refused(exc) from exc
 

@@ -8,7 +8,9 @@ re-run publishes nothing twice:
   ``base_publications`` holds the published snapshot, in the same transaction;
 - ``s3``: the snapshot's changed partitions as Parquet under ``<uri>/snapshot=<id>/``, and a
   manifest with rows and SHA-256 per file written last, so a consumer that reads manifests never
-  sees a half-written export; the newest manifest is the published snapshot.
+  sees a half-written export. Manifests are numbered (``export``); the highest is the published
+  snapshot. A rollback to a snapshot exported before is exported again, under
+  ``snapshot=<id>.<export>/``, as the change from the newest export.
 
 What changed since the published snapshot comes from Iceberg's file lists: files only the new
 snapshot has were appended. When the published snapshot also had files the new one lacks (a
@@ -333,7 +335,8 @@ def _merge(
 
 
 def published_export(location: Location) -> dict[str, Any] | None:
-    """The newest complete export under the target: the manifest with the highest sequence number."""
+    """The newest complete export under the target: the manifest with the highest ``export``
+    number (by our own count, not Iceberg's sequence numbers, which a rollback goes back on)."""
     import pyarrow.fs as pafs
 
     selector = pafs.FileSelector(location.base, recursive=False, allow_not_found=True)
@@ -344,7 +347,7 @@ def published_export(location: Location) -> dict[str, Any] | None:
         if not location.exists(info.base_name, MANIFEST):
             continue  # an export that did not finish: no consumer reads it
         manifest = location.read_json(info.base_name, MANIFEST)
-        if newest is None or manifest["sequence_number"] > newest["sequence_number"]:
+        if newest is None or manifest["export"] > newest["export"]:
             newest = manifest
     return newest
 
@@ -354,11 +357,14 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
     import pyarrow.parquet as pq
 
     location = Location.of(target.uri)
-    folder = f"{SNAPSHOT_DIR}{snapshot_id}"
-    if location.exists(folder, MANIFEST):
-        return {"target": target.name, "snapshot_id": snapshot_id, "published": False}
-    location.delete_dir(folder)  # what an attempt that died left: the export starts afresh
     last = published_export(location)
+    if last is not None and last["snapshot_id"] == snapshot_id:
+        return {"target": target.name, "snapshot_id": snapshot_id, "published": False}
+    export = last["export"] + 1 if last else 1
+    folder = f"{SNAPSHOT_DIR}{snapshot_id}"
+    if location.exists(folder, MANIFEST):  # exported before, and a rollback came back to it
+        folder = f"{folder}.{export}"
+    location.delete_dir(folder)  # what an attempt that died left: the export starts afresh
     delta = change(table, snapshot_id, last["snapshot_id"] if last else None)
     chosen = [task for task in delta.files if _partition(table, task) in delta.partitions]
     columns = stored_columns(pipeline)
@@ -383,6 +389,8 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
     snapshot = table.snapshot_by_id(snapshot_id)
     assert snapshot is not None, "snapshot_to_publish checked it"
     manifest = {
+        "export": export,
+        "folder": folder,
         "dataset": pipeline.spec.name,
         "contract_version": pipeline.contract.version,
         "snapshot_id": snapshot_id,

@@ -312,6 +312,7 @@ def commit(
     key: bytes | None = None,
     dag_run: str | None = None,
     publish: bool = True,
+    lineage: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
@@ -324,7 +325,8 @@ def commit(
     row in the same snapshot. ``started_at`` is when the run's discovery began (default: its
     first shard's start), so the GB/hour is the run's own wall clock, not a worker's. ``key``
     protects the rows that a repeat across the run's files sends to quarantine, as
-    process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run.
+    process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run;
+    ``lineage`` (a derived run's input snapshots, by dataset) is kept in it too.
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
@@ -337,9 +339,8 @@ def commit(
         )
     done = tables.snapshot_of_run(table, run_key)
     if done is None:
-        done = _add_snapshot(
-            pipeline, target, table, run_key, results, full_refresh, key, interval, started_at, dag_run
-        )
+        facts = {"interval": interval, "started_at": started_at, "dag_run": dag_run, "lineage": lineage}
+        done = _add_snapshot(pipeline, target, table, run_key, results, full_refresh, key, facts)
     if not breaker.on_main(table, done.snapshot_id):
         breaker.stage(table, done)
     target.delete_dir(f"_staging/{run_key}")
@@ -359,9 +360,7 @@ def _add_snapshot(
     results: list[ShardResult],
     full_refresh: bool,
     key: bytes | None,
-    interval: dict[str, str | None],
-    started_at: str | None,
-    dag_run: str | None,
+    facts: dict[str, Any],
 ) -> Any:
     """The run-wide uniqueness check, the row count check, the renames, then the snapshot: the
     commit point. A crash anywhere before the snapshot leaves nothing a reader sees."""
@@ -379,7 +378,7 @@ def _add_snapshot(
     if stored != held:
         raise run_unique.CommitFailed(f"the run's files hold {held} rows, the shards {stored}")
     _publish(target, data + quarantine)
-    record = _run_record(pipeline, run_key, published, interval, started_at, full_refresh, dag_run)
+    record = _run_record(pipeline, run_key, published, full_refresh, **facts)
     decryption = security.decryption_properties() if pipeline.spec.security.encrypted else None
     paths = [target.uri(final) for _, final in data]
     return tables.commit_files(
@@ -396,10 +395,11 @@ def _run_record(
     pipeline: Pipeline,
     run_key: str,
     results: list[ShardResult],
+    full_refresh: bool,
     interval: dict[str, str | None],
     started_at: str | None,
-    full_refresh: bool,
     dag_run: str | None,
+    lineage: dict[str, str] | None,
 ) -> dict[str, Any]:
     """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
@@ -442,4 +442,5 @@ def _run_record(
         "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
         "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
+        **({"lineage": lineage} if lineage else {}),
     }

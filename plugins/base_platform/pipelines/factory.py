@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
 from base_platform.pipelines.breaker_dag import audit_run, pause_when_open, settle_task, skip_while_open
-from base_platform.pipelines.modules.events import dataset_asset, snapshot_extra, source_asset
+from base_platform.pipelines.modules.events import dataset_asset, inputs_changed, snapshot_extra, source_asset
 from base_platform.pipelines.spec import Pipeline
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,44 @@ def pipeline_params(pipeline: Pipeline) -> dict[str, Param]:
     }
 
 
+def _derive_first(pipeline: Pipeline, discover: Any) -> None:
+    """A derived pipeline's first task, before ``discover``: its transform over the inputs'
+    snapshots, written as the run's one input file (see ``derived``)."""
+    if not pipeline.spec.inputs:
+        return
+
+    @task
+    def derive(**context: Any) -> dict[str, Any]:
+        from base_platform.pipelines import derived
+        from base_platform.pipelines.modules.events import triggered_snapshots
+
+        skip_while_open(pipeline)
+        try:
+            made = derived.derive(pipeline, context["params"]["source_uri"], triggered_snapshots(context))
+        except derived.DeriveError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        log.info("%d rows from %s, in %s", made["rows"], made["lineage"], made["folder"])
+        return made
+
+    derive() >> discover
+
+
+def _schedule(pipeline: Pipeline) -> Any:
+    """The spec's cron, or for a derived pipeline any change of its inputs."""
+    return inputs_changed(pipeline.spec) if pipeline.spec.inputs else pipeline.spec.schedule
+
+
+def _derived(pipeline: Pipeline, context: Any) -> dict[str, Any] | None:
+    """What ``derive`` made in this run (its folder and lineage); None for a pipeline of files."""
+    return context["ti"].xcom_pull(task_ids="derive") if pipeline.spec.inputs else None
+
+
 def build_pipeline_dag(pipeline: Pipeline) -> DAG:
     spec = pipeline.spec
     target = dataset_asset(spec)
     with DAG(
         dag_id=f"pipeline_{spec.name}",
-        schedule=spec.schedule,
+        schedule=_schedule(pipeline),
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
@@ -75,10 +107,9 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             params = context["params"]
             # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
             context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
-            shards = engine.discover(
-                pipeline, params["source_uri"], params["target_uri"], params["full_refresh"]
-            )
-            log.info("%d new input file(s) under %s", len(shards), params["source_uri"])
+            source = (_derived(pipeline, context) or {}).get("folder", params["source_uri"])
+            shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
+            log.info("%d new input file(s) under %s", len(shards), source)
             return [shard.to_json() for shard in shards]
 
         @task(inlets=[source_asset(spec)])
@@ -114,18 +145,19 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             staged = [ShardResult.from_json(result) for result in results or []]
             if not staged:
                 raise AirflowSkipException("no new input: nothing to commit, no Asset event")
-            params = context["params"]
+            params, made = context["params"], _derived(pipeline, context)
             record = engine.commit(
                 pipeline,
                 run_key(context["run_id"]),
                 staged,
                 params["target_uri"],
                 _interval(context),
-                params["full_refresh"],
+                params["full_refresh"] or made is not None,  # a derived result is the whole dataset
                 context["ti"].xcom_pull(task_ids="discover", key="started_at"),
                 load_key(spec.security),
                 dag_run=f"{dag.dag_id}/{context['run_id']}",
                 publish=False,
+                lineage=made and made["lineage"],
             )
             log.info(
                 "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
@@ -176,15 +208,17 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             target_uri, key = context["params"]["target_uri"], run_key(context["run_id"])
             return [shard_arguments(pipeline, shard, key, target_uri) for shard in shards]
 
+        shards = discover()
+        _derive_first(pipeline, shards)
         if spec.execution == "kubernetes":
             from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
             from base_platform.pipelines.pod import pod_settings
 
             pods = KubernetesPodOperator.partial(task_id="process_shard", **pod_settings(pipeline))  # noqa: AIR001
-            results: Any = pods.expand(arguments=pod_arguments(discover())).output
+            results: Any = pods.expand(arguments=pod_arguments(shards)).output
         else:
-            results = process_shard.expand(shard=discover())
+            results = process_shard.expand(shard=shards)
         published = audit(commit(results))
         [catalog(published), monitor(published)] >> settle_task(pipeline, run_key)
     return dag

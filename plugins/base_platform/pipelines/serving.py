@@ -5,7 +5,8 @@ Iceberg expression, so the scan skips the partitions and files whose bounds cann
 it opens any (``files_scanned`` against ``files_total`` shows it). Paging walks the scan's files
 in path order with a cursor that pins the snapshot, so every page of one query reads the same
 data even while runs commit. Results are cached by (snapshot, normalised query): a new snapshot
-is a new key, so nothing is ever stale, and the cache is bounded in bytes.
+is a new key, so nothing is ever stale. The cache is bounded in bytes: an LRU in the process
+under ``make run``, a Redis of its own in production (``BASE_DATASETS_CACHE_URL``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -33,7 +36,9 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 10_000
 FILTER = re.compile(r"^(?P<column>[a-z][a-z0-9_]*)\s*(?P<op><=|>=|=|<|>|\s+in\s+)\s*(?P<value>.*)$")
-CACHE_BYTES = 256 << 20
+CACHE_BYTES = 256 << 20  # the in-process store's bound, per api-server process
+CACHE_PREFIX = "base:page:"
+log = logging.getLogger(__name__)
 
 
 class QueryError(ValueError):
@@ -220,30 +225,96 @@ def _page(pipeline: Pipeline, query: Query, table: Table, snapshot: Snapshot) ->
     )
 
 
-class PageCache:
-    """Pages by (snapshot, query, cursor), least recently used out first, bounded in bytes."""
+class MemoryStore:
+    """Pages in this process, least recently used out first, bounded in bytes (``make run``)."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         from cachetools import LRUCache
 
-        self._pages: LRUCache[tuple[int, str, str], Page] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda p: max(1, p.rows.nbytes)
+        self._pages: LRUCache[str, Page] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda page: max(1, page.rows.nbytes)
         )
         self._lock = threading.Lock()
+
+    def get(self, key: str) -> Page | None:
+        with self._lock:
+            return self._pages.get(key)
+
+    def put(self, key: str, page: Page) -> None:
+        with self._lock, contextlib.suppress(ValueError):  # a page bigger than the cache: not kept
+            self._pages[key] = page
+
+
+class RedisStore:
+    """Pages in Redis, shared by every api-server process (production). The Redis is the cache's
+    own, bounded by its ``maxmemory`` with ``allkeys-lru`` (never the Celery broker's, whose
+    queues must not be evicted); a page bigger than ``max_page_bytes`` is not kept, and each
+    lives at most ``ttl_seconds``."""
+
+    def __init__(self, url: str, max_page_bytes: int = 32 << 20, ttl_seconds: int = 86_400) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._max, self._ttl = max_page_bytes, ttl_seconds
+
+    def get(self, key: str) -> Page | None:
+        import pyarrow as pa
+        import redis
+
+        try:
+            found = self._redis.get(CACHE_PREFIX + key)
+        except redis.RedisError as exc:  # the cache is down: answer without it
+            log.warning("page cache unavailable: %s", exc)
+            return None
+        if found is None:
+            return None
+        with pa.ipc.open_stream(cast(bytes, found)) as reader:
+            rows = reader.read_all()
+        facts = json.loads((rows.schema.metadata or {})[b"base.page"])
+        return Page(rows=rows.replace_schema_metadata(None), **facts)
+
+    def put(self, key: str, page: Page) -> None:
+        import pyarrow as pa
+        import redis
+
+        facts = {k: v for k, v in page.__dict__.items() if k != "rows"}
+        rows = page.rows.replace_schema_metadata({"base.page": json.dumps(facts)})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        data = sink.getvalue().to_pybytes()
+        if len(data) > self._max:
+            return
+        try:
+            self._redis.set(CACHE_PREFIX + key, data, ex=self._ttl)
+        except redis.RedisError as exc:
+            log.warning("page cache unavailable: %s", exc)
+
+
+class PageCache:
+    """Pages by (snapshot, query, cursor) in a store: a new snapshot is a new key, so a page is
+    never stale, only unused. A store that fails (Redis down) costs the cache, not the answer."""
+
+    def __init__(self, store: MemoryStore | RedisStore | None = None) -> None:
+        self.store = store or MemoryStore()
 
     def get(self, pipeline: Pipeline, query: Query) -> Page:
         """The page, from the cache while the snapshot it reads is the same."""
         check(pipeline, query)
         table = dataset_table(pipeline.spec.name)
         snapshot = _snapshot(table, query)
-        key = (snapshot.snapshot_id, query.key(), query.cursor or "")
-        with self._lock:
-            found = self._pages.get(key)
+        key = f"{pipeline.spec.name}:{snapshot.snapshot_id}:{query.key()}:{query.cursor or ''}"
+        found = self.store.get(key)
         if found is None:
             found = _page(pipeline, query, table, snapshot)
-            with self._lock, contextlib.suppress(ValueError):  # a page bigger than the cache: not kept
-                self._pages[key] = found
+            self.store.put(key, found)
         return found
+
+
+def page_cache_from_env() -> PageCache:
+    """Redis when ``BASE_DATASETS_CACHE_URL`` names one (production), else this process's LRU."""
+    url = os.environ.get("BASE_DATASETS_CACHE_URL")
+    return PageCache(RedisStore(url) if url else MemoryStore())
 
 
 def to_json_rows(rows: pa.Table) -> list[dict[str, Any]]:

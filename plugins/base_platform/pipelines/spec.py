@@ -262,6 +262,30 @@ class PipelineSpec(StrictModel):
     execution: Literal["local", "kubernetes"] = "local"
     distribution: tuple[Target, ...] = Field(default=(), description="where each snapshot is published")
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    inputs: tuple[str, ...] = Field(default=(), description="a derived pipeline: the datasets it reads")
+    transform: str | None = Field(
+        default=None, min_length=1, description="a derived pipeline: DataFusion SQL over its inputs"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_source(cls, data: object) -> object:
+        """A derived pipeline's files are the results ``derive`` writes: by default under
+        ``data/<name>/derived``, as Parquet."""
+        if isinstance(data, dict) and data.get("inputs") and "source" not in data:
+            folder = f"data/{data.get('name')}/derived"
+            return {**data, "source": {"uri": folder, "glob": "*.parquet", "format": "parquet"}}
+        return data
+
+    @model_validator(mode="after")
+    def _derived_whole(self) -> PipelineSpec:
+        if bool(self.inputs) != bool(self.transform):
+            raise ValueError("a derived pipeline needs both `inputs` and `transform`")
+        if self.inputs and self.schedule:
+            raise ValueError("a derived pipeline runs when its inputs change: it has no `schedule`")
+        if self.name in self.inputs:
+            raise ValueError(f"{self.name} cannot be its own input")
+        return self
 
     @field_validator("distribution")
     @classmethod
@@ -346,8 +370,45 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
 
 @cache
 def load_pipelines(config_dir: Path = CONFIG_DIR) -> tuple[Pipeline, ...]:
-    """Every spec under config/pipelines, sorted by name."""
-    return tuple(load_pipeline(path) for path in sorted((config_dir / "pipelines").glob("*.yaml")))
+    """Every spec under config/pipelines, sorted by name, their ``inputs`` checked against each other."""
+    paths = sorted((config_dir / "pipelines").glob("*.yaml"))
+    pipelines = {path: load_pipeline(path) for path in paths}
+    _check_inputs(pipelines)
+    return tuple(pipelines.values())
+
+
+def pipeline_named(name: str) -> Pipeline:
+    """The pipeline of that dataset, or an error listing the ones there are."""
+    found = {pipeline.spec.name: pipeline for pipeline in load_pipelines()}
+    if name not in found:
+        raise KeyError(f"no pipeline {name!r} in config/pipelines (there are {sorted(found)})")
+    return found[name]
+
+
+def _check_inputs(pipelines: dict[Path, Pipeline]) -> None:
+    """Inputs name existing datasets that a derived pipeline can read, and never form a cycle."""
+    by_name = {pipeline.spec.name: pipeline for pipeline in pipelines.values()}
+    for path, pipeline in pipelines.items():
+        for index, name in enumerate(pipeline.spec.inputs):
+            if name not in by_name:
+                raise CatalogError(path, f"inputs[{index}]", f"unknown dataset {name!r}")
+            if encrypted := by_name[name].spec.security.encrypted:
+                raise CatalogError(
+                    path,
+                    f"inputs[{index}]",
+                    f"{name} has encrypted columns ({', '.join(encrypted)}), which a transform cannot read",
+                )
+        if cycle := _cycle(pipeline.spec.name, by_name, []):
+            raise CatalogError(path, "inputs", f"inputs form a cycle: {' -> '.join(cycle)}")
+
+
+def _cycle(name: str, by_name: dict[str, Pipeline], trail: list[str]) -> list[str] | None:
+    if name in trail:
+        return [*trail[trail.index(name) :], name]
+    for upstream in by_name[name].spec.inputs:
+        if upstream in by_name and (found := _cycle(upstream, by_name, [*trail, name])):
+            return found
+    return None
 
 
 def classify_change(old: Contract, new: Contract) -> tuple[str, list[str]]:

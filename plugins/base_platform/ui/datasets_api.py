@@ -26,9 +26,9 @@ router = APIRouter(prefix="/api/datasets")
 @cache
 def page_cache() -> Any:
     """One cache per api-server process, made on its first query."""
-    from base_platform.pipelines.serving import PageCache
+    from base_platform.pipelines.serving import page_cache_from_env
 
-    return PageCache()
+    return page_cache_from_env()
 
 
 def readable(user: Any) -> dict[str, Any]:

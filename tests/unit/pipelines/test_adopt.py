@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from base_platform.pipelines import adopt, control, engine, tables
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import iceberg_connection
 from tests.unit.pipelines.test_engine import run
@@ -20,7 +20,7 @@ from tests.unit.pipelines.test_engine import run
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 @pytest.fixture

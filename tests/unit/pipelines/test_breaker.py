@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from base_platform.pipelines import breaker, control, engine, tables
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def main_id() -> int | None:

@@ -11,7 +11,7 @@ import pytest
 
 from base_platform.pipelines import distribution, tables
 from base_platform.pipelines.distribution_dag import event_extras
-from base_platform.pipelines.spec import load_pipelines
+from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
 
@@ -19,7 +19,7 @@ from tests.unit.pipelines.test_engine import run
 def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_current_one(
     tmp_path: Path,
 ) -> None:
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     ids = []
     for number in (1, 2, 3):
         generate(50, "csv", 0.0, tmp_path / f"in{number}", seed=number)

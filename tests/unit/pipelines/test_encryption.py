@@ -11,14 +11,14 @@ import pytest
 
 from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules.security import decryption_properties
-from base_platform.pipelines.spec import Pipeline, Protection, load_pipelines
+from base_platform.pipelines.spec import Pipeline, Protection, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import repeat_first_rows_in_the_second_file
 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    base = load_pipelines()[0]
+    base = pipeline_named("transactions")
     encrypt_memo = {"memo": Protection(classification="sensitive", protect="encrypt")}
     columns = dict(base.spec.security.columns) | encrypt_memo
     security = base.spec.security.model_copy(update={"columns": columns})

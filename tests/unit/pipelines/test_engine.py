@@ -25,7 +25,7 @@ from base_platform.pipelines import engine, run_unique, tables
 from base_platform.pipelines.modules import ingestion, storage
 from base_platform.pipelines.modules.security import unseal
 from base_platform.pipelines.records import ShardResult
-from base_platform.pipelines.spec import Pipeline, Unique, load_pipelines
+from base_platform.pipelines.spec import Pipeline, Unique, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT, iceberg_connection
 
@@ -39,7 +39,7 @@ def via_xcom(results: list[ShardResult]) -> list[ShardResult]:
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def run(
@@ -372,9 +372,9 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
         "import sys; sys.path[:0] = ['plugins', '.']\n"
         "from base_platform.pipelines import engine\n"
         "from base_platform.pipelines.records import Shard\n"
-        "from base_platform.pipelines.spec import load_pipelines\n"
+        "from base_platform.pipelines.spec import pipeline_named\n"
         f"shard = Shard(**{shard.__dict__!r})\n"
-        f"engine.process_shard(load_pipelines()[0], shard, 'r', {out!r}, b'k')\n"
+        f"engine.process_shard(pipeline_named('transactions'), shard, 'r', {out!r}, b'k')\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     staging = tmp_path / "out" / "_staging" / "r"

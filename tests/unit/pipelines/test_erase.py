@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from base_platform.pipelines import control, tables
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run
 
@@ -44,7 +44,7 @@ def subject_file(folder: Path, run_number: int, good: int) -> None:
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import pytest
 
 from base_platform.pipelines.factory import build_pipeline_dag
 from base_platform.pipelines.pod import pod_settings, shard_arguments
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 
 SHARD = {"index": 0, "source": "s3://raw/transactions/a.csv", "checksum": "ab" * 32, "size": 10}
 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    local = load_pipelines()[0]
+    local = pipeline_named("transactions")
     return local.model_copy(update={"spec": local.spec.model_copy(update={"execution": "kubernetes"})})
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from base_platform.pipelines import control, engine, maintenance, tables
-from base_platform.pipelines.spec import Pipeline, Retention, load_pipelines
+from base_platform.pipelines.spec import Pipeline, Retention, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
 
@@ -20,7 +20,7 @@ LATER = datetime(2026, 12, 28, tzinfo=UTC)  # a month after the runs: every old 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def with_retention(pipeline: Pipeline, **fields: Any) -> Pipeline:

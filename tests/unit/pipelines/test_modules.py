@@ -21,7 +21,15 @@ from base_platform.files import Location, read_batches
 from base_platform.pipelines import fusion, run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security, storage
-from base_platform.pipelines.spec import Column, Contract, Protection, Range, Security, Unique, load_pipelines
+from base_platform.pipelines.spec import (
+    Column,
+    Contract,
+    Protection,
+    Range,
+    Security,
+    Unique,
+    pipeline_named,
+)
 
 CONTRACT = Contract.model_validate(
     {
@@ -320,7 +328,7 @@ def test_protect_drops_and_never_stores_plain_pii() -> None:
 
 
 def test_csv_ingestion_keeps_quoted_commas_and_newlines_and_rejects_ragged_rows() -> None:
-    names = load_pipelines()[0].contract.names[:3]
+    names = pipeline_named("transactions").contract.names[:3]
     text = b'transaction_id,account_id,event_time\n"a,1","acc\nx",t\nb,c\nd,e,f\n'
     batches = list(ingestion.read(io.BytesIO(text), "csv", names))
     rows = [r for b in batches for r in b.batch.to_pylist()]
@@ -356,7 +364,7 @@ def test_ndjson_cuts_follow_any_newline_and_pieces_read_the_same_rows(tmp_path: 
     cuts = ingestion.RecordCuts(100, quoted=False)
     cuts.feed(text)
     assert all(text[cut - 1 : cut] == b"\n" for cut in cuts.cuts) and len(cuts.cuts) > 10
-    source = load_pipelines()[0].spec.source.model_copy(update={"format": "ndjson"})
+    source = pipeline_named("transactions").spec.source.model_copy(update={"format": "ndjson"})
     bounds = [0, *cuts.cuts, len(text)]
     ids = [
         value
@@ -372,7 +380,7 @@ def test_a_csv_piece_past_the_header_reads_its_columns_by_the_header(tmp_path: P
     text = b'"transaction_id",memo\na,"x\ny"\nb,z\n'
     (tmp_path / "f.csv").write_bytes(text)
     start = text.index(b"b,z")
-    source = load_pipelines()[0].spec.source
+    source = pipeline_named("transactions").spec.source
     (raw,) = list(ingestion.read_uri(str(tmp_path / "f.csv"), names, source, start, len(text)))
     assert raw.batch.to_pylist() == [{"memo": b"z", "transaction_id": b"b"}]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from base_platform.pipelines import engine, quarantine
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run
 
@@ -21,7 +21,7 @@ RAW_LINE_EMAIL = "bob.unsplittable@example.com"
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def faulty_input(folder: Path, pipeline: Pipeline) -> set[str]:
@@ -87,7 +87,7 @@ def test_a_protected_quarantine_needs_the_key() -> None:
     from base_platform.files import Location
     from base_platform.pipelines.modules import storage
 
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     with pytest.raises(ValueError, match="needs the pipeline's key"):
         storage.QuarantineWriter(
             Location.of("/tmp"),

@@ -9,13 +9,13 @@ import pytest
 
 from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules import ingestion
-from base_platform.pipelines.spec import load_pipelines
+from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, with_source
 
 
 def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> None:
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     summary = generate(2000, "csv", 0.05, tmp_path / "in", files=2)
     for name in summary.files:
         s3.upload_file(str(tmp_path / "in" / name), "raw", f"incoming/{name}")  # type: ignore[attr-defined]
@@ -37,7 +37,7 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
 
 
 def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path) -> None:
-    pipeline = with_source(load_pipelines()[0], shard_mb=1)
+    pipeline = with_source(pipeline_named("transactions"), shard_mb=1)
     summary = generate(9000, "csv", 0.05, tmp_path / "in")  # about 1.5 MB: two shards
     s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
 
@@ -66,7 +66,7 @@ def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch
     monkeypatch.setattr(ingestion, "READ_BYTES", 64 << 10)
     summary = generate(20_000, "csv", 0.0, tmp_path / "in")  # about 3.4 MB: 53 reads of 64 KB
     s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     requests = _Requests()
     server_log = logging.getLogger("werkzeug")
     monkeypatch.setattr(server_log, "level", logging.INFO)

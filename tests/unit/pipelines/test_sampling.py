@@ -9,14 +9,14 @@ import pytest
 
 from base_platform.pipelines import control, sampling, tables
 from base_platform.pipelines.control_params import SPLITS
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def grow(pipeline: Pipeline, tmp_path: Path, number: int, rows: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from base_platform.pipelines import control, serving
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
 
@@ -16,7 +16,7 @@ from tests.unit.pipelines.test_engine import generate_run, run
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Pipeline:
     """transactions with two runs: 900 rows over 5 days, then 300 more."""
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     generate(900, "csv", 0.0, tmp_path / "in1", files=3, seed=1)
     run(pipeline, tmp_path / "in1", tmp_path / "out", "run-1")
     generate_run(300, tmp_path / "in2", 2)
@@ -106,7 +106,7 @@ def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     run(pipeline, tmp_path / "in4", tmp_path / "out", "run-4")
     moved = pages.get(pipeline, query)
     assert moved is not first and moved.snapshot_id != first.snapshot_id
-    small = serving.PageCache(max_bytes=moved.rows.nbytes * 3 // 2)
+    small = serving.PageCache(serving.MemoryStore(max_bytes=moved.rows.nbytes * 3 // 2))
     kept = small.get(pipeline, query)
     assert small.get(pipeline, query) is kept
     small.get(pipeline, serving.Query("transactions", limit=99))  # does not fit beside it

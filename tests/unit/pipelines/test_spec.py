@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from base_platform.catalog.loader import CatalogError
-from base_platform.pipelines.spec import Contract, classify_change, load_pipeline, load_pipelines
+from base_platform.pipelines.spec import (
+    Contract,
+    classify_change,
+    load_pipeline,
+    load_pipelines,
+    pipeline_named,
+)
 
 CONTRACT = """name: t
 version: 1.0.0
@@ -33,8 +39,9 @@ def write(tmp_path: Path, spec: str = SPEC, contract: str = CONTRACT) -> Path:
 
 
 def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
-    (pipeline,) = load_pipelines()
-    assert pipeline.spec.name == "transactions" and pipeline.contract.primary_key == ("transaction_id",)
+    assert [p.spec.name for p in load_pipelines()] == ["merchant_daily", "transactions"]
+    pipeline = pipeline_named("transactions")
+    assert pipeline.contract.primary_key == ("transaction_id",)
     protections = pipeline.spec.security.columns
     assert {n: p.protect for n, p in protections.items() if p.classification == "pii"} == {
         "customer_email": "hmac",
@@ -109,6 +116,13 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
             "pipelines/t.yaml: distribution[0]",
             "amount are encrypted",
         ),
+        (SPEC + "inputs: [u]\n", CONTRACT, "pipelines/t.yaml", "needs both `inputs` and `transform`"),
+        (
+            "name: t\ncontract: t\nstorage: {uri: out}\ninputs: [u]\ntransform: SELECT 1\nschedule: '@daily'",
+            CONTRACT,
+            "pipelines/t.yaml",
+            "runs when its inputs change: it has no `schedule`",
+        ),
     ],
 )
 def test_a_bad_spec_or_contract_names_the_file_and_key(
@@ -150,3 +164,47 @@ BASE = "[{name: id, type: string, nullable: false}, {name: a, type: int64}]"
 def test_a_new_contract_version_is_classified(new: str, key: str, verdict: str, reason: str) -> None:
     found, reasons = classify_change(contract(BASE), contract(new, key))
     assert found == verdict and any(reason in r for r in reasons), reasons
+
+
+DERIVED = "name: {name}\ncontract: t\nstorage: {{uri: {name}}}\ninputs: {inputs}\ntransform: SELECT 1\n"
+
+
+@pytest.mark.parametrize(
+    ("specs", "where", "message"),
+    [
+        ({"t": DERIVED.format(name="t", inputs="[nope]")}, "t.yaml: inputs[0]", "unknown dataset 'nope'"),
+        (
+            {"t": DERIVED.format(name="t", inputs="[u]"), "u": DERIVED.format(name="u", inputs="[t]")},
+            "t.yaml: inputs",
+            "inputs form a cycle: t -> u -> t",
+        ),
+        (
+            {
+                "t": DERIVED.format(name="t", inputs="[u]"),
+                "u": SPEC.replace("name: t", "name: u")
+                + "security: {columns: {amount: {classification: sensitive, protect: encrypt}}}\n",
+            },
+            "t.yaml: inputs[0]",
+            "u has encrypted columns (amount), which a transform cannot read",
+        ),
+    ],
+)
+def test_inputs_are_checked_across_the_specs(
+    tmp_path: Path, specs: dict[str, str], where: str, message: str
+) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "t.yaml").write_text(CONTRACT)
+    for name, text in specs.items():
+        (tmp_path / "pipelines" / f"{name}.yaml").write_text(text)
+    with pytest.raises(CatalogError) as error:
+        load_pipelines.__wrapped__(tmp_path)
+    assert f"pipelines/{where}" in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_a_derived_spec_reads_its_results_from_its_own_folder() -> None:
+    spec = pipeline_named("merchant_daily").spec
+    assert spec.inputs == ("transactions",) and spec.schedule is None
+    assert (spec.source.uri, spec.source.format) == ("data/merchant_daily/derived", "parquet")
+    with pytest.raises(KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['merchant"):
+        pipeline_named("nope")

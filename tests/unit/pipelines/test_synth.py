@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from base_platform.pipelines import synth
-from base_platform.pipelines.spec import Pipeline, load_pipeline, load_pipelines
+from base_platform.pipelines.spec import Pipeline, load_pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import run
 
 SENSORS_CONTRACT = """
@@ -50,7 +50,7 @@ def sensors(tmp_path: Path) -> Pipeline:
 
 
 def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(tmp_path: Path) -> None:
-    pipeline = load_pipelines()[0]
+    pipeline = pipeline_named("transactions")
     summary = synth.generate(pipeline.contract, 4000, tmp_path / "in", fault_rate=0.05)
     assert set(summary.faults) == set(synth.FAULTS) and summary.corrupt == 200
     record = run(pipeline, tmp_path / "in", tmp_path / "out")
@@ -119,7 +119,7 @@ def test_the_command_line_writes_the_files_and_says_what_it_injected(
     assert (tmp_path / "transactions-0000.csv").exists()
     with pytest.raises(SystemExit):
         synth.main(["--contract", "nope", "--rows", "5", "--out", str(tmp_path)])
-    assert "unknown contract 'nope'; known: transactions" in capsys.readouterr().err
+    assert "unknown contract 'nope'; known: merchant_daily, transactions" in capsys.readouterr().err
 
 
 def test_a_seed_reproduces_the_same_bytes(sensors: Pipeline, tmp_path: Path) -> None:

@@ -11,14 +11,14 @@ import pytest
 
 from base_platform.files import Location
 from base_platform.pipelines import engine, tables
-from base_platform.pipelines.spec import Column, Pipeline, load_pipelines
+from base_platform.pipelines.spec import Column, Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run, via_xcom
 
 
 @pytest.fixture
 def pipeline() -> Pipeline:
-    return load_pipelines()[0]
+    return pipeline_named("transactions")
 
 
 def table(name: str = "transactions") -> Any:

@@ -9,14 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias
+from airflow.sdk import Asset, AssetAlias, AssetAny
 
 from base_platform.pipelines.spec import PipelineSpec
+
+PREFIX = "base."  # a dataset's Asset is base.<name>
 
 
 def dataset_asset(spec: PipelineSpec) -> Asset:
     """``base.<name>``: what downstream DAGs put in their ``schedule``."""
-    return Asset(name=f"base.{spec.name}", uri=f"x-base-dataset://{spec.name}", group="base-datasets")
+    return asset_of(spec.name)
+
+
+def asset_of(name: str) -> Asset:
+    return Asset(name=f"{PREFIX}{name}", uri=f"x-base-dataset://{name}", group="base-datasets")
+
+
+def inputs_changed(spec: PipelineSpec) -> AssetAny:
+    """A derived pipeline's schedule: an event on any of its inputs (a commit, rollback or erasure)."""
+    return AssetAny(*(asset_of(name) for name in spec.inputs))
+
+
+def triggered_snapshots(context: Any) -> dict[str, int]:
+    """Per dataset, the snapshot that the newest of the run's triggering events names."""
+    events = [
+        event
+        for found in (context.get("triggering_asset_events") or {}).values()
+        for event in found
+        if event.asset.name.startswith(PREFIX) and (event.extra or {}).get("snapshot_id")
+    ]
+    return {
+        event.asset.name.removeprefix(PREFIX): int(event.extra["snapshot_id"])
+        for event in sorted(events, key=lambda e: e.timestamp)
+    }
 
 
 # What data_control changes (a rollback, an erasure) reaches a dataset's Asset through this alias,

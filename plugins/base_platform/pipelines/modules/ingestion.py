@@ -144,6 +144,10 @@ def read_uri(
     time: each read of an S3 file is a GET, and the CSV reader asks for ``READ_BYTES``.
     """
     location = Location.of(uri)
+    if source.format == "parquet":  # its footer is at the end: a random-access file, never cut
+        with location.fs.open_input_file(location.base) as parquet:
+            yield from read(parquet, source.format, names, source.options)
+        return
     if end is None:
         with location.fs.open_input_stream(location.base, buffer_size=BLOCK_BYTES) as stream:
             yield from read(stream, source.format, names, source.options)
