@@ -66,21 +66,27 @@ TARGETS = {
 BYTES_PER_ROW = 172  # of the generated CSV, measured
 
 
+def transactions() -> Any:
+    """The transactions pipeline from whichever engine is first on ``sys.path`` (the earlier one
+    has no ``pipeline_named``)."""
+    from base_platform.pipelines.spec import load_pipelines
+
+    return next(p for p in load_pipelines() if p.spec.name == "transactions")
+
+
 def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
     from base_platform.pipelines import engine
     from base_platform.pipelines.records import Shard
-    from base_platform.pipelines.spec import pipeline_named
 
     shard, target, run_key = args
-    return engine.process_shard(pipeline_named("transactions"), Shard.from_json(shard), run_key, target, KEY)
+    return engine.process_shard(transactions(), Shard.from_json(shard), run_key, target, KEY)
 
 
 def ours(source: str, target: str) -> dict[str, Any]:
     """Also ``ours-before``: its process finds the earlier engine first on ``sys.path``."""
     from base_platform.pipelines import engine
-    from base_platform.pipelines.spec import pipeline_named
 
-    pipeline = pipeline_named("transactions")
+    pipeline = transactions()
     shards = engine.discover(pipeline, source, target, full_refresh=True)
     # fresh processes, as each task is: a forked worker would count the parent's pages in its RSS
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -96,10 +102,9 @@ def _copy_file(paths: tuple[str, str]) -> int:
     import pyarrow.parquet as pq
 
     from base_platform.pipelines.modules import ingestion
-    from base_platform.pipelines.spec import pipeline_named
 
     source_file, target_file = paths
-    pipeline = pipeline_named("transactions")
+    pipeline = transactions()
     names = list(pipeline.contract.names)
     rows = 0
     with pq.ParquetWriter(target_file, ingestion.raw_schema(names), compression="zstd") as writer:
@@ -136,9 +141,9 @@ def _hmac_sql(column: str, key: bytes) -> str:
 
 def _reasons_sql() -> str:
     """Every contract check and quality rule of the spec, one reason each, as ours words them."""
-    from base_platform.pipelines.spec import Freshness, Range, Regex, pipeline_named
+    from base_platform.pipelines.spec import Freshness, Range, Regex
 
-    pipeline = pipeline_named("transactions")
+    pipeline = transactions()
     checks = []
     for column in pipeline.contract.columns:
         name = column.name

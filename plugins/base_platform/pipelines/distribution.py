@@ -95,12 +95,12 @@ def _sequence_numbers(table: Table, snapshot_id: int) -> dict[str, int]:
     }
 
 
-def snapshot_to_publish(table: Table, events: list[dict[str, Any]], requested: str | None) -> int:
+def snapshot_to_publish(table: Table, triggered: int | None, requested: str | None) -> int:
     """The snapshot a run publishes: the one asked for, else the newest event's, else the current one."""
     if requested:
         snapshot_id = int(requested)
-    elif events:
-        snapshot_id = int(events[-1]["snapshot_id"])
+    elif triggered is not None:
+        snapshot_id = triggered
     else:
         current = table.current_snapshot()
         if current is None:

@@ -15,21 +15,10 @@ from typing import Any, cast
 from airflow.sdk import DAG, Context, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from base_platform.pipelines.modules.events import dataset_asset
+from base_platform.pipelines.modules.events import dataset_asset, triggered_snapshots
 from base_platform.pipelines.spec import Pipeline, PostgresTarget, S3Target, WebhookTarget
 
 log = logging.getLogger(__name__)
-
-
-def event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
-    """The extras of the events that triggered the run, oldest first, that name a snapshot."""
-    events = [
-        event
-        for found in (context.get("triggering_asset_events") or {}).values()
-        for event in found
-        if (event.extra or {}).get("snapshot_id")
-    ]
-    return [event.extra for event in sorted(events, key=lambda e: e.timestamp)]
 
 
 def build_publish_dag(pipeline: Pipeline) -> DAG:
@@ -61,9 +50,8 @@ def build_publish_dag(pipeline: Pipeline) -> DAG:
 
             try:
                 table = dataset_table(spec.name)
-                chosen = distribution.snapshot_to_publish(
-                    table, event_extras(context), context["params"]["snapshot_id"]
-                )
+                triggered = triggered_snapshots(context).get(spec.name)
+                chosen = distribution.snapshot_to_publish(table, triggered, context["params"]["snapshot_id"])
             except (ControlError, distribution.PublishError) as exc:
                 raise AirflowFailException(str(exc)) from exc
             log.info("Publishing snapshot %s of %s", chosen, spec.name)

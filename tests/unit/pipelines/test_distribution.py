@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from base_platform.pipelines import distribution, tables
-from base_platform.pipelines.distribution_dag import event_extras
+from base_platform.pipelines.modules.events import triggered_snapshots
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -27,18 +27,22 @@ def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_curr
     table = tables.load("transactions")
     assert table is not None
 
-    def event(snapshot_id: int, minute: int) -> SimpleNamespace:
+    def event(name: str, snapshot_id: int | None, minute: int) -> SimpleNamespace:
         when = datetime(2026, 11, 28, 12, minute, tzinfo=UTC)
-        return SimpleNamespace(extra={"snapshot_id": str(snapshot_id)}, timestamp=when)
+        extra = {"snapshot_id": str(snapshot_id)} if snapshot_id else {}
+        return SimpleNamespace(asset=SimpleNamespace(name=name), extra=extra, timestamp=when)
 
-    triggering = {"base.transactions": [event(ids[1], 5), event(ids[0], 1), SimpleNamespace(extra={})]}
-    events = event_extras({"triggering_asset_events": triggering})
-    assert [e["snapshot_id"] for e in events] == [str(ids[0]), str(ids[1])]
-    assert distribution.snapshot_to_publish(table, events, None) == ids[1]
-    assert distribution.snapshot_to_publish(table, events, str(ids[0])) == ids[0]
-    assert distribution.snapshot_to_publish(table, [], None) == ids[2]
+    triggering = {
+        "base.transactions": [event("base.transactions", ids[1], 5), event("base.transactions", ids[0], 1)],
+        "base-dataset-changes": [event("base.transactions", None, 7), event("base.other", 9, 8)],
+    }
+    triggered = triggered_snapshots({"triggering_asset_events": triggering})
+    assert triggered == {"transactions": ids[1], "other": 9}  # per dataset, the newest event's
+    assert distribution.snapshot_to_publish(table, triggered["transactions"], None) == ids[1]
+    assert distribution.snapshot_to_publish(table, ids[1], str(ids[0])) == ids[0]
+    assert distribution.snapshot_to_publish(table, None, None) == ids[2]
     with pytest.raises(distribution.PublishError, match="no snapshot 42"):
-        distribution.snapshot_to_publish(table, [], "42")
+        distribution.snapshot_to_publish(table, None, "42")
 
 
 def test_digests_become_postgres_bytea_hex_nulls_and_slices_included() -> None:
