@@ -9,6 +9,7 @@ import pytest
 
 from base_platform.pipelines import tables
 from tests.conftest import ROOT
+from tests.integration.test_breaker import incoming, run_dag  # noqa: F401 (incoming: the fixture)
 from tests.unit.pipelines.test_derived import duckdb_merchant_daily, stored
 from tests.unit.pipelines.test_engine import generate_run
 
@@ -18,19 +19,15 @@ pytestmark = pytest.mark.integration
 def pipeline_run(dag_id: str) -> tuple[Any, dict[str, str]]:
     from airflow.dag_processing.dagbag import DagBag
 
-    dag_run = DagBag(dag_folder=str(ROOT / "dags" / "base_pipelines.py")).dags[dag_id].test()
-    return dag_run, {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances() if ti.map_index < 1}
+    return run_dag(DagBag(dag_folder=str(ROOT / "dags" / "base_pipelines.py")).dags[dag_id])
 
 
 def test_merchant_daily_derives_from_the_transactions_snapshot_and_matches_duckdb(
-    airflow_db: None, start_vault: Any, iceberg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    incoming: Path,  # noqa: F811
 ) -> None:
     from tests.integration.test_data_control import events_of
 
-    start_vault()
-    monkeypatch.setenv("BASE_PIPELINES_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
-    generate_run(2000, tmp_path / "root" / "data/transactions/incoming", 1)
+    generate_run(2000, incoming, 1)
     committed, states = pipeline_run("pipeline_transactions")
     assert committed.state == "success", states
     (event,) = events_of(committed.run_id)
