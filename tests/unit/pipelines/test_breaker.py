@@ -134,3 +134,23 @@ def test_consecutive_failures_open_the_breaker_at_the_limit(pipeline: Pipeline, 
         breaker.resolve(table, "publish", who="ops", why="fixed the source")
     breaker.resolve(table, "discard", who="ops", why="fixed the source")
     assert breaker.state(table.refresh()).consecutive_failures == 0
+
+
+def test_the_contract_check_fails_on_nulls_in_required_columns_and_on_rows_the_snapshot_lacks(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from base_platform.pipelines.breaker import _contract
+
+    generate_run(200, tmp_path / "in", 1)
+    record = run(pipeline, tmp_path / "in", tmp_path / "out")
+    table = control.dataset_table("transactions")
+    snapshot = table.snapshot_by_id(record["snapshot_id"])
+    assert snapshot is not None
+    assert _contract(pipeline, table, snapshot, record).passed
+    broken = record | {"null_counts": {"transaction_id": 3, "memo": 9}, "rows_stored": 201}
+    check = _contract(pipeline, table, snapshot, broken)
+    assert not check.passed
+    assert check.detail == (
+        "contract 1.0.0: required columns ['transaction_id'] hold nulls; "
+        "the snapshot added 200 rows, the run stored 201"
+    )
