@@ -42,15 +42,10 @@ def snapshots_to_read(pipeline: Pipeline, triggered: dict[str, int]) -> dict[str
         table = tables.load(name)
         if table is None:
             raise DeriveError(f"{pipeline.spec.name}: input {name} has no table yet")
-        snapshot_id = triggered.get(name)
-        if snapshot_id is None:
-            current = table.current_snapshot()
-            if current is None:
-                raise DeriveError(f"{pipeline.spec.name}: input {name} has no snapshot yet")
-            snapshot_id = current.snapshot_id
-        if table.snapshot_by_id(snapshot_id) is None:
-            raise DeriveError(f"{pipeline.spec.name}: input {name} has no snapshot {snapshot_id} (expired?)")
-        chosen[name] = snapshot_id
+        try:
+            chosen[name] = tables.existing_snapshot(table, triggered.get(name))
+        except tables.NoSnapshot as exc:
+            raise DeriveError(f"{pipeline.spec.name}: input {name} has {exc}") from exc
     return chosen
 
 

@@ -97,18 +97,10 @@ def _sequence_numbers(table: Table, snapshot_id: int) -> dict[str, int]:
 
 def snapshot_to_publish(table: Table, triggered: int | None, requested: str | None) -> int:
     """The snapshot a run publishes: the one asked for, else the newest event's, else the current one."""
-    if requested:
-        snapshot_id = int(requested)
-    elif triggered is not None:
-        snapshot_id = triggered
-    else:
-        current = table.current_snapshot()
-        if current is None:
-            raise PublishError(f"{'.'.join(table.name())}: no snapshot to publish yet")
-        snapshot_id = current.snapshot_id
-    if table.snapshot_by_id(snapshot_id) is None:
-        raise PublishError(f"{'.'.join(table.name())}: no snapshot {snapshot_id} (expired, or never made)")
-    return snapshot_id
+    try:
+        return tables.existing_snapshot(table, int(requested) if requested else triggered)
+    except tables.NoSnapshot as exc:
+        raise PublishError(f"{'.'.join(table.name())}: {exc}") from exc
 
 
 def _read(table: Table, tasks: list[FileScanTask]) -> pa.Table:

@@ -274,15 +274,10 @@ class RedisStore:
         return Page(rows=rows.replace_schema_metadata(None), **facts)
 
     def put(self, key: str, page: Page) -> None:
-        import pyarrow as pa
         import redis
 
         facts = {k: v for k, v in page.__dict__.items() if k != "rows"}
-        rows = page.rows.replace_schema_metadata({"base.page": json.dumps(facts)})
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, rows.schema) as writer:
-            writer.write_table(rows)
-        data = sink.getvalue().to_pybytes()
+        data = to_ipc(page.rows.replace_schema_metadata({"base.page": json.dumps(facts)}))
         if len(data) > self._max:
             return
         try:
@@ -315,6 +310,16 @@ def page_cache_from_env() -> PageCache:
     """Redis when ``BASE_DATASETS_CACHE_URL`` names one (production), else this process's LRU."""
     url = os.environ.get("BASE_DATASETS_CACHE_URL")
     return PageCache(RedisStore(url) if url else MemoryStore())
+
+
+def to_ipc(rows: pa.Table) -> bytes:
+    """Rows as one Arrow IPC stream: what the API sends for Arrow, and what Redis keeps."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def to_json_rows(rows: pa.Table) -> list[dict[str, Any]]:

@@ -228,6 +228,22 @@ def committed_inputs(table: Table) -> dict[str, str]:
     return discarded | expired | inputs
 
 
+class NoSnapshot(ValueError):
+    """The snapshot asked for is not in the table (expired, or never made), or it has none yet."""
+
+
+def existing_snapshot(table: Table, snapshot_id: int | None) -> int:
+    """``snapshot_id`` if the table has it, else (for None) its current snapshot."""
+    if snapshot_id is None:
+        current = table.current_snapshot()
+        if current is None:
+            raise NoSnapshot("no snapshot yet")
+        return current.snapshot_id
+    if table.snapshot_by_id(snapshot_id) is None:
+        raise NoSnapshot(f"no snapshot {snapshot_id} (expired, or never made)")
+    return snapshot_id
+
+
 def snapshot_of_run(table: Table, run_key: str) -> Snapshot | None:
     """The snapshot a run committed, if any: a retried commit finds it and adds nothing."""
     for snapshot in table.snapshots():

@@ -49,10 +49,12 @@ def readable(user: Any) -> dict[str, Any]:
 
 
 def granted(user: Any, name: str) -> Any:
-    from base_platform.pipelines.spec import load_pipelines
+    from base_platform.pipelines.spec import pipeline_named
 
-    if name not in {p.spec.name for p in load_pipelines()}:
-        raise HTTPException(404, f"no dataset {name!r}")
+    try:
+        pipeline_named(name)
+    except KeyError as exc:
+        raise HTTPException(404, f"no dataset {name!r}") from exc
     pipeline = readable(user).get(name)
     if pipeline is None:
         raise HTTPException(403, f"your roles may not read {name!r}")
@@ -131,11 +133,6 @@ def rows(
         "files_scanned": found.files_scanned,
     }
     if ARROW_STREAM in request.headers.get("accept", ""):
-        import pyarrow as pa
-
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, found.rows.schema) as writer:
-            writer.write_table(found.rows)
         headers = {f"X-Base-{k.replace('_', '-')}": str(v) for k, v in facts.items() if v is not None}
-        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM, headers=headers)
+        return Response(serving.to_ipc(found.rows), media_type=ARROW_STREAM, headers=headers)
     return JSONResponse({"dataset": name, **facts, "rows": serving.to_json_rows(found.rows)})
