@@ -102,13 +102,14 @@ def _copy_file(paths: tuple[str, str]) -> int:
     import pyarrow.parquet as pq
 
     from base_platform.pipelines.modules import ingestion
+    from base_platform.pipelines.sources.files import file_source
 
     source_file, target_file = paths
     pipeline = transactions()
     names = list(pipeline.contract.names)
     rows = 0
     with pq.ParquetWriter(target_file, ingestion.raw_schema(names), compression="zstd") as writer:
-        for raw in ingestion.read_uri(source_file, names, pipeline.spec.source):
+        for raw in ingestion.read_uri(source_file, names, file_source(pipeline)):
             writer.write_batch(raw.batch)
             rows += raw.batch.num_rows
     return rows

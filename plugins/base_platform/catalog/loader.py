@@ -60,7 +60,11 @@ def _key_path(loc: Iterable[Any], data: Any) -> str:
     """``components[3] (vault).depends_on`` from a pydantic error location."""
     parts: list[str] = []
     node = data
-    for item in loc:
+    loc = list(loc)
+    for index, item in enumerate(loc):
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(node, Mapping) and not _has(node, item) and _has(node, following):
+            continue  # a tagged union's tag (``source.files.format``): not a key of the file
         if isinstance(item, int):
             name = (
                 node[item].get("name") if isinstance(node, list) and isinstance(node[item], Mapping) else None

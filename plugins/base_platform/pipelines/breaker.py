@@ -262,6 +262,8 @@ def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: 
             with ManageSnapshots(tx) as manage:
                 manage.remove_branch(AUDIT)
             tx.set_properties({tables.DISCARDED_INPUTS: json.dumps(discarded, sort_keys=True)})
+            if record.get("position") is not None:
+                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(record["position"])})
     closed = Breaker(last_counted_run=breaker.last_counted_run, transitions=breaker.transitions)
     facts = {"action": action, "who": who, "why": why, "snapshot_id": snapshot_id}
     _save(table.refresh(), closed, "closed", **facts)

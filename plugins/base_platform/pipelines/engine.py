@@ -12,8 +12,6 @@ row ends either stored or quarantined with its reason, and the counts say so.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,12 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from base_platform.files import Location, file_digests, resolve, row_count
-from base_platform.pipelines import breaker, run_unique, tables
+from base_platform.files import Location, row_count
+from base_platform.pipelines import breaker, run_unique, sources, tables
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.records import PartSpan, Shard, ShardResult
-from base_platform.pipelines.spec import Freshness, Pipeline, Source
+from base_platform.pipelines.spec import Freshness, Pipeline
 
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
@@ -40,44 +38,22 @@ class ShardFailed(RuntimeError):
 
 
 def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh: bool) -> list[Shard]:
-    """Input files in a stable (path) order, a shard each (or per piece of a big one).
+    """The slices of the source not yet in the dataset, a shard each (see ``sources``).
 
     Makes or evolves the dataset's table first, so a contract change is refused before any work.
-    Files whose checksum a snapshot of the table's current lineage holds are skipped.
+    What the table's published lineage holds (files' checksums, a cursor's high-water mark) is
+    not read again.
     """
-    source = Location.of(source_uri)
-    if not source.exists():
-        raise ShardFailed(f"source {resolve(source_uri)} does not exist")
-    selector = pafs.FileSelector(source.base, recursive=True)
-    files = sorted(
-        (info.path, info.size)
-        for info in source.fs.get_file_info(selector)
-        if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pipeline.spec.source.glob)
-    )
     table = tables.prepare(pipeline, stored_schema(pipeline), target_uri, full_refresh)
-    done = {} if full_refresh else tables.committed_inputs(table)
-    scheme = resolve(source_uri).split("://", 1)[0] + "://" if "://" in source_uri else ""
-    cuts = [_record_cuts(pipeline.spec.source, size) for _, size in files]
-    digests = file_digests(source, [path for path, _ in files], [c.feed if c else None for c in cuts])
-    shards: list[Shard] = []
-    for (path, _), (digest, size), file_cuts in zip(files, digests, cuts, strict=True):
-        if digest in done:
-            continue
-        bounds = [0, *(c for c in file_cuts.cuts if c < size), size] if file_cuts else [0, size]
-        whole = len(bounds) == 2
-        for start, end in itertools.pairwise(bounds):
-            shards.append(
-                Shard(len(shards), scheme + path, digest, end - start, start, None if whole else end)
-            )
-    return shards
-
-
-def _record_cuts(source: Source, size: int) -> ingestion.RecordCuts | None:
-    """Where to split a file too big for one shard; Parquet files are never split."""
-    every = source.shard_mb << 20
-    if size <= every or source.format == "parquet":
-        return None
-    return ingestion.RecordCuts(every, quoted=source.format == "csv")
+    resume = (
+        sources.Resume()
+        if full_refresh
+        else sources.Resume(tables.committed_inputs(table), tables.committed_position(table))
+    )
+    try:
+        return sources.plan(pipeline, source_uri, resume)
+    except ingestion.SourceError as exc:
+        raise ShardFailed(str(exc)) from exc
 
 
 def _with_partition(batch: pa.RecordBatch, pipeline: Pipeline) -> pa.RecordBatch:
@@ -102,6 +78,8 @@ class _Pass:
         self.keys: dict[str, quality.UniqueKeys] = {}
         self.latest: datetime | None = None
         self.nulls: Counter[str] = Counter()
+        self.cursor = sources.cursor_of(pipeline)
+        self.position: Any = None  # the highest cursor value read, stored or not
 
     def _timed(self, stage: str, started: float) -> float:
         now = time.perf_counter()
@@ -123,6 +101,7 @@ class _Pass:
                 return
             rows = raw.batch.num_rows
             self.counts["rows_in"] += rows + len(raw.rejects)
+            self.counts["raw_bytes"] += raw.batch.nbytes + sum(len(r.raw) for r in raw.rejects)
             self.quarantine.lines([(r.raw, r.reason) for r in raw.rejects])
             findings = Findings(rows)
             typed = contracts.conform(raw.batch, contract, findings)
@@ -191,7 +170,11 @@ class _Pass:
             batch = next(rest, None)
 
     def _observe(self, typed: pa.RecordBatch, keep: pa.BooleanArray) -> None:
-        """Null counts and the newest event of the rows stored, for the manifest and the monitor."""
+        """Null counts and the newest event of the rows stored, for the manifest and the monitor;
+        the highest cursor value of the rows read, where the next run resumes."""
+        if self.cursor is not None:
+            furthest = sources.as_position(pc.max(typed[self.cursor]).as_py())
+            self.position = sources.highest([self.position, furthest])
         for name, values in zip(typed.schema.names, typed.columns, strict=True):
             stored_nulls = pc.sum(pc.and_(keep, pc.is_null(values))).as_py() if values.null_count else 0
             self.nulls[name] += stored_nulls or 0
@@ -235,12 +218,7 @@ def process_shard(
     began = datetime.now(UTC)
     started = time.perf_counter()
     try:
-        files, parts = state.stage(
-            ingestion.read_uri(shard.source, names, pipeline.spec.source, shard.start, shard.end),
-            target,
-            run_key,
-            shard.id,
-        )
+        files, parts = state.stage(sources.read(pipeline, shard), target, run_key, shard.id)
     except ingestion.SourceError as exc:
         raise ShardFailed(f"{shard.label}: {exc}") from exc
     finally:
@@ -260,6 +238,8 @@ def process_shard(
         started_at=began.isoformat(),
         seconds=round(elapsed, 3),
         stage_seconds={stage: round(seconds, 3) for stage, seconds in state.timings.items()},
+        bytes_in=shard.size or state.counts["raw_bytes"],  # size is known before reading for files
+        position=state.position,
     )
     if result.rows_in != result.rows_stored + result.rows_quarantined:
         raise ShardFailed(f"{shard.label}: rows in != stored + quarantined ({result})")
@@ -443,4 +423,5 @@ def _run_record(
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
         "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
         **({"lineage": lineage} if lineage else {}),
+        **({"position": position} if (position := sources.run_position(results)) is not None else {}),
     }

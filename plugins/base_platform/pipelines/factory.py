@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
 from base_platform.pipelines.breaker_dag import audit_run, pause_when_open, settle_task, skip_while_open
 from base_platform.pipelines.modules.events import dataset_asset, inputs_changed, snapshot_extra, source_asset
-from base_platform.pipelines.spec import Pipeline
+from base_platform.pipelines.spec import FileSource, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,16 @@ def _interval(context: dict[str, Any]) -> dict[str, str | None]:
 
 
 def pipeline_params(pipeline: Pipeline) -> dict[str, Param]:
+    """A run's form. An API's or a table's address stays in the spec: the connection's host and
+    credentials belong to each other."""
     spec = pipeline.spec
+    source = (
+        {"source_uri": Param(spec.source.uri, type="string", minLength=1, description="Input: path or s3://")}
+        if isinstance(spec.source, FileSource)
+        else {}
+    )
     return {
-        "source_uri": Param(spec.source.uri, type="string", minLength=1, description="Input: path or s3://"),
+        **source,
         "target_uri": Param(
             spec.storage.uri, type="string", minLength=1, description="Output: path or s3://"
         ),
@@ -107,9 +114,9 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             params = context["params"]
             # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
             context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
-            source = (_derived(pipeline, context) or {}).get("folder", params["source_uri"])
+            source = (_derived(pipeline, context) or {}).get("folder", params.get("source_uri", ""))
             shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
-            log.info("%d new input file(s) under %s", len(shards), source)
+            log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
             return [shard.to_json() for shard in shards]
 
         @task(inlets=[source_asset(spec)])
@@ -138,12 +145,12 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task(trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
-            from base_platform.pipelines import engine
+            from base_platform.pipelines import engine, sources
             from base_platform.pipelines.modules.security import load_key
             from base_platform.pipelines.records import ShardResult
 
             staged = [ShardResult.from_json(result) for result in results or []]
-            if not staged:
+            if sources.nothing_new(staged):
                 raise AirflowSkipException("no new input: nothing to commit, no Asset event")
             params, made = context["params"], _derived(pipeline, context)
             record = engine.commit(

@@ -24,7 +24,7 @@ from typing import Any
 
 from base_platform.files import Location, resolve
 from base_platform.pipelines.modules import security
-from base_platform.pipelines.spec import Pipeline, load_pipelines
+from base_platform.pipelines.spec import FileSource, Pipeline, load_pipelines
 
 META = ("_raw", "_reason", "_source")
 
@@ -122,11 +122,15 @@ def _csv(names: list[str], rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def replay(pipeline: Pipeline, source_uri: str, run: str, text: str) -> str:
-    """Write ``text`` as a new input of the pipeline, named by its content (idempotent)."""
-    if pipeline.spec.source.format != "csv":
-        raise SystemExit(f"replay writes CSV; {pipeline.spec.name} reads {pipeline.spec.source.format}")
-    source = Location.of(source_uri)
+def replay(pipeline: Pipeline, source_uri: str | None, run: str, text: str) -> str:
+    """Write ``text`` as a new input of the pipeline (default: in its source folder), named by its
+    content (idempotent). Only a pipeline of CSV files takes one: an API or a table is not ours
+    to write to."""
+    spec = pipeline.spec.source
+    if not isinstance(spec, FileSource) or spec.format != "csv":
+        reads = spec.format if isinstance(spec, FileSource) else f"kind {spec.kind}"
+        raise SystemExit(f"replay writes CSV files; {pipeline.spec.name} reads {reads}")
+    source = Location.of(source_uri or resolve(spec.uri))
     data = text.encode("utf-8", "surrogateescape")  # bad bytes go back as they came
     name = f"replay-{run}-{hashlib.sha256(data).hexdigest()[:16]}.csv"
     if not source.exists(name):
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = list(records(pipeline, target, key, args.run))
         text = input_csv(pipeline, rows)
-        print(replay(pipeline, args.source_uri or resolve(pipeline.spec.source.uri), args.run, text))
+        print(replay(pipeline, args.source_uri, args.run, text))
         return 0
     text = show_csv(pipeline, list(records(pipeline, target, key, args.run)))
     if args.out:

@@ -7,6 +7,7 @@ travel as JSON (XCom, a pod's ``return.json``) through ``to_json`` and ``from_js
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,14 +15,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Shard:
-    """A whole input file, or one piece of it: ``start`` to ``end``, cut at record boundaries."""
+    """One slice of the source that a retry reads again whole: a file, or a piece of one
+    (``start`` to ``end``, cut at record boundaries), or for another ``kind`` the ``span`` it
+    names (an API's records after a cursor, a table's keyset range)."""
 
     index: int
     source: str
-    checksum: str  # of the whole file
-    size: int  # the bytes this shard reads
+    checksum: str  # of the whole file; of the span for other kinds
+    size: int  # the bytes this shard reads, where known before reading
     start: int = 0
     end: int | None = None  # None: the whole file
+    kind: str = "files"
+    span: Mapping[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -30,14 +35,19 @@ class Shard:
     @property
     def label(self) -> str:
         """The source as the quarantine and errors name it; a piece's record numbers start at its start."""
+        if self.span is not None:
+            return f"{self.source} {json.dumps(self.span, sort_keys=True)}"
         return self.source if self.end is None else f"{self.source} bytes {self.start}-{self.end}"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["span"] = dict(self.span) if self.span is not None else None
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Shard:
-        return cls(**{k: data[k] for k in ("index", "source", "checksum", "size", "start", "end")})
+        fields = ("index", "source", "checksum", "size", "start", "end")
+        return cls(**{k: data[k] for k in fields}, kind=data.get("kind", "files"), span=data.get("span"))
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,8 @@ class ShardResult:
     seconds: float
     stage_seconds: Mapping[str, float]
     repeated: tuple[str, ...] = field(default=())
-
-    @property
-    def bytes_in(self) -> int:
-        return self.shard.size
+    bytes_in: int = 0  # the file bytes; for other kinds the raw values' bytes, counted as read
+    position: Any = None  # the highest cursor value read (JSON), for an incremental source
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,7 +90,6 @@ class ShardResult:
         data["parts"] = [{"records": [p.first, p.stop], "files": p.files} for p in self.parts]
         data["files"], data["repeated"] = list(self.files), list(self.repeated)
         data["null_counts"], data["stage_seconds"] = dict(self.null_counts), dict(self.stage_seconds)
-        data["bytes_in"] = self.bytes_in
         return data
 
     @classmethod
@@ -101,4 +108,6 @@ class ShardResult:
             seconds=float(data["seconds"]),
             stage_seconds=dict(data["stage_seconds"]),
             repeated=tuple(data.get("repeated") or ()),
+            bytes_in=int(data["bytes_in"]),
+            position=data.get("position"),
         )

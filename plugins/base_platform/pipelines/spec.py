@@ -17,6 +17,7 @@ from base_platform.catalog.loader import CONFIG_DIR, CatalogError, load_model
 from base_platform.types import StrictModel
 
 NAME = r"^[a-z][a-z0-9_]*$"
+IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 SCALAR_TYPES = ("string", "int64", "timestamp", "date", "bool")
 
@@ -79,7 +80,10 @@ class Contract(StrictModel):
         return tuple(c.name for c in self.columns)
 
 
-class Source(StrictModel):
+class FileSource(StrictModel):
+    """Files in a folder or under an S3 prefix; a file's checksum marks it read."""
+
+    kind: Literal["files"] = "files"
     uri: str = Field(min_length=1, description="a local path or s3://bucket/prefix")
     glob: str = "*"
     format: Literal["csv", "ndjson", "parquet"]
@@ -89,6 +93,59 @@ class Source(StrictModel):
         ge=1,
         description="a bigger CSV or NDJSON file is split at record boundaries into shards of about this",
     )
+
+
+class Pagination(StrictModel):
+    """How an API pages: a token from the body, an offset, or RFC 8288 ``Link: <…>; rel="next"``."""
+
+    type: Literal["cursor", "offset", "link"]
+    page_size: int = Field(100, ge=1)
+    size_param: str = Field("limit", min_length=1, description="the query parameter of the page size")
+    param: str = Field(
+        "cursor", min_length=1, description="cursor: the token's query parameter; offset: the offset's"
+    )
+    next: str = Field(
+        "next_cursor", min_length=1, description="cursor: the dotted path of the next token in the body"
+    )
+
+
+class HttpSource(StrictModel):
+    """A paginated JSON API; credentials come from the Airflow HTTP connection, never from here."""
+
+    kind: Literal["http"]
+    connection: str = Field(min_length=1, description="Airflow HTTP connection: host, and the auth to send")
+    path: str = Field(min_length=1, description="joined to the connection's host")
+    records: str = Field("data", description="the dotted path of the records in a page; '' for a bare list")
+    params: dict[str, str | int | bool] = Field(default_factory=dict)
+    pagination: Pagination
+    cursor: str | None = Field(
+        default=None, pattern=NAME, description="incremental: the contract column that grows with each change"
+    )
+    cursor_param: str | None = Field(
+        default=None, min_length=1, description="the query parameter asking for records after a cursor"
+    )
+    retries: int = Field(6, ge=0, description="attempts after the first, on 429, 5xx and connection errors")
+    timeout_seconds: float = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _incremental_whole(self) -> HttpSource:
+        if bool(self.cursor) != bool(self.cursor_param):
+            raise ValueError("an incremental API needs both `cursor` and `cursor_param`")
+        return self
+
+
+class PostgresSource(StrictModel):
+    """A Postgres table read incrementally by a cursor column, in keyset chunks."""
+
+    kind: Literal["postgres"]
+    connection: str = Field("postgres_default", min_length=1, description="Airflow Postgres connection")
+    table: str = Field(pattern=rf"{IDENTIFIER}\.{IDENTIFIER}", description="schema.table")
+    cursor: str = Field(pattern=NAME, description="the contract column that grows with each change")
+    chunk_rows: int = Field(100_000, ge=1, description="rows per shard (keyset ranges of about this)")
+
+
+Source = Annotated[FileSource | HttpSource | PostgresSource, Field(discriminator="kind")]
+INCREMENTAL_TYPES = ("timestamp", "date", "int64")
 
 
 class NotNull(StrictModel):
@@ -271,10 +328,12 @@ class PipelineSpec(StrictModel):
     @classmethod
     def _derived_source(cls, data: object) -> object:
         """A derived pipeline's files are the results ``derive`` writes: by default under
-        ``data/<name>/derived``, as Parquet."""
+        ``data/<name>/derived``, as Parquet. A source without ``kind`` is files."""
         if isinstance(data, dict) and data.get("inputs") and "source" not in data:
             folder = f"data/{data.get('name')}/derived"
-            return {**data, "source": {"uri": folder, "glob": "*.parquet", "format": "parquet"}}
+            data = {**data, "source": {"uri": folder, "glob": "*.parquet", "format": "parquet"}}
+        if isinstance(data, dict) and isinstance(data.get("source"), dict) and "kind" not in data["source"]:
+            return {**data, "source": {"kind": "files", **data["source"]}}  # files: the first kind
         return data
 
     @model_validator(mode="after")
@@ -365,7 +424,23 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
     contract = load_model(Contract, contract_path)
     pipeline = Pipeline(spec=spec, contract=contract)
     _check_columns(pipeline, path)
+    _check_cursor(pipeline, path)
     return pipeline
+
+
+def _check_cursor(pipeline: Pipeline, path: Path) -> None:
+    """An incremental source's cursor is a required contract column that can be ordered."""
+    source = pipeline.spec.source
+    cursor = None if isinstance(source, FileSource) else source.cursor
+    if cursor is None:
+        return
+    if cursor not in pipeline.contract.names:
+        raise CatalogError(path, "source.cursor", f"unknown column {cursor!r}")
+    column = pipeline.contract.column(cursor)
+    if column.type not in INCREMENTAL_TYPES or column.nullable:
+        raise CatalogError(
+            path, "source.cursor", f"{cursor!r} must be a required {' or '.join(INCREMENTAL_TYPES)} column"
+        )
 
 
 @cache

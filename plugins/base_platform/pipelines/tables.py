@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from base_platform.files import resolve, s3_settings
+from base_platform.pipelines.sources import highest
 from base_platform.pipelines.spec import Contract, Pipeline, classify_change
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ HISTORY_KEPT = 30  # run records the monitor compares with, and the page shows
 NAME_MAPPING = "schema.name-mapping.default"
 MAIN = "main"  # the branch readers see
 DISCARDED_INPUTS = f"{PREFIX}discarded-inputs"  # input checksum -> run, of audits an operator discarded
+DISCARDED_POSITION = f"{PREFIX}discarded-position"  # the furthest position of a discarded audit (JSON)
 FOOTER_THREADS = 8  # data files whose footers are read at once when a commit describes them
 
 
@@ -226,6 +228,17 @@ def committed_inputs(table: Table) -> dict[str, str]:
     expired: dict[str, str] = json.loads(table.properties.get(EXPIRED_INPUTS, "{}"))
     discarded: dict[str, str] = json.loads(table.properties.get(DISCARDED_INPUTS, "{}"))
     return discarded | expired | inputs
+
+
+def committed_position(table: Table) -> Any:
+    """Where an incremental source stands: the position of the newest run on ``main``, or of an
+    audit an operator discarded after it (its rows are not read again); None before any."""
+    discarded = table.properties.get(DISCARDED_POSITION)
+    for snapshot in lineage(table):
+        record = run_record(snapshot)
+        if "run" in record:
+            return highest([record.get("position"), discarded and json.loads(discarded)])
+    return discarded and json.loads(discarded)
 
 
 class NoSnapshot(ValueError):

@@ -21,6 +21,7 @@ from base_platform.files import Location, read_batches
 from base_platform.pipelines import fusion, run_unique
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, monitoring, quality, security, storage
+from base_platform.pipelines.sources.files import file_source
 from base_platform.pipelines.spec import (
     Column,
     Contract,
@@ -364,7 +365,7 @@ def test_ndjson_cuts_follow_any_newline_and_pieces_read_the_same_rows(tmp_path: 
     cuts = ingestion.RecordCuts(100, quoted=False)
     cuts.feed(text)
     assert all(text[cut - 1 : cut] == b"\n" for cut in cuts.cuts) and len(cuts.cuts) > 10
-    source = pipeline_named("transactions").spec.source.model_copy(update={"format": "ndjson"})
+    source = file_source(pipeline_named("transactions")).model_copy(update={"format": "ndjson"})
     bounds = [0, *cuts.cuts, len(text)]
     ids = [
         value
@@ -380,7 +381,7 @@ def test_a_csv_piece_past_the_header_reads_its_columns_by_the_header(tmp_path: P
     text = b'"transaction_id",memo\na,"x\ny"\nb,z\n'
     (tmp_path / "f.csv").write_bytes(text)
     start = text.index(b"b,z")
-    source = pipeline_named("transactions").spec.source
+    source = file_source(pipeline_named("transactions"))
     (raw,) = list(ingestion.read_uri(str(tmp_path / "f.csv"), names, source, start, len(text)))
     assert raw.batch.to_pylist() == [{"memo": b"z", "transaction_id": b"b"}]
 

@@ -9,6 +9,7 @@ import pytest
 
 from base_platform.pipelines import engine, tables
 from base_platform.pipelines.modules import ingestion
+from base_platform.pipelines.sources.files import file_source
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, with_source
@@ -75,7 +76,7 @@ def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch
         for end in (None, summary.bytes):  # the whole object, and the same bytes as a piece
             requests.lines.clear()
             batches = ingestion.read_uri(
-                "s3://raw/incoming/big.csv", list(pipeline.contract.names), pipeline.spec.source, 0, end
+                "s3://raw/incoming/big.csv", list(pipeline.contract.names), file_source(pipeline), 0, end
             )
             assert sum(raw.batch.num_rows for raw in batches) == 20_000
             gets = [line for line in requests.lines if "GET /raw/incoming/big.csv" in line]

@@ -9,6 +9,7 @@ import pytest
 from base_platform.catalog.loader import CatalogError
 from base_platform.pipelines.spec import (
     Contract,
+    FileSource,
     classify_change,
     load_pipeline,
     load_pipelines,
@@ -116,6 +117,39 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
             "pipelines/t.yaml: distribution[0]",
             "amount are encrypted",
         ),
+        (
+            SPEC.replace("{uri: in, format: csv}", "{kind: ftp, uri: in}"),
+            CONTRACT,
+            "pipelines/t.yaml: source",
+            "'files', 'http', 'postgres'",
+        ),
+        (
+            SPEC.replace("{uri: in, format: csv}", "{kind: postgres, table: s.t, cursor: nope}"),
+            CONTRACT,
+            "pipelines/t.yaml: source.cursor",
+            "unknown column 'nope'",
+        ),
+        (
+            SPEC.replace("{uri: in, format: csv}", "{kind: postgres, table: s.t, cursor: id}"),
+            CONTRACT,
+            "pipelines/t.yaml: source.cursor",
+            "must be a required timestamp or date or int64 column",
+        ),
+        (
+            SPEC.replace("{uri: in, format: csv}", "{kind: postgres, table: 'x; DROP', cursor: id}"),
+            CONTRACT,
+            "pipelines/t.yaml: source.table",
+            "pattern",
+        ),
+        (
+            SPEC.replace(
+                "{uri: in, format: csv}",
+                "{kind: http, connection: api, path: /v1, pagination: {type: cursor}, cursor: id}",
+            ),
+            CONTRACT,
+            "pipelines/t.yaml: source",
+            "needs both `cursor` and `cursor_param`",
+        ),
         (SPEC + "inputs: [u]\n", CONTRACT, "pipelines/t.yaml", "needs both `inputs` and `transform`"),
         (
             "name: t\ncontract: t\nstorage: {uri: out}\ninputs: [u]\ntransform: SELECT 1\nschedule: '@daily'",
@@ -205,6 +239,7 @@ def test_inputs_are_checked_across_the_specs(
 def test_a_derived_spec_reads_its_results_from_its_own_folder() -> None:
     spec = pipeline_named("merchant_daily").spec
     assert spec.inputs == ("transactions",) and spec.schedule is None
+    assert isinstance(spec.source, FileSource)
     assert (spec.source.uri, spec.source.format) == ("data/merchant_daily/derived", "parquet")
     with pytest.raises(KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['merchant"):
         pipeline_named("nope")

@@ -19,7 +19,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from base_platform.files import Location
-from base_platform.pipelines.spec import Source
+from base_platform.pipelines.spec import FileSource
 
 BLOCK_BYTES = 8 << 20  # a batch for the checks: big, so per-batch costs stay small per row
 # what pyarrow's CSV reader reads at a time; it reads 32 of them ahead, so 8 MB blocks held 256 MB
@@ -135,7 +135,7 @@ def read(
 
 
 def read_uri(
-    uri: str, names: Sequence[str], source: Source, start: int = 0, end: int | None = None
+    uri: str, names: Sequence[str], source: FileSource, start: int = 0, end: int | None = None
 ) -> Iterator[RawBatch]:
     """:func:`read` of a file by URI (local or ``s3://``), streamed, as the spec's source says.
 

@@ -1,0 +1,103 @@
+"""Where a pipeline's rows come from: one module per ``source.kind``, each with the same two calls.
+
+- ``plan(pipeline, uri, resume) -> list[Shard]``: the slices to read now, after what ``resume``
+  says the dataset's ``main`` already holds (files' checksums, or a cursor's high-water mark);
+- ``read(pipeline, shard) -> Iterator[RawBatch]``: one slice's raw values, the same ones on a
+  retry, in batches for the contract, quality, security and storage stages, which never learn
+  where the rows came from.
+
+The position a run reached is its shards' highest cursor value (``position``), kept in the
+snapshot's summary (``base.position``) and read back by the next run's ``discover``. A new kind
+(Kafka: its offsets as the position) is a module here and a model in ``spec``; the engine does not
+change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol, cast
+
+from base_platform.pipelines.modules.ingestion import RawBatch
+from base_platform.pipelines.records import Shard, ShardResult
+from base_platform.pipelines.spec import FileSource, Pipeline
+
+MODULES = {
+    "files": "base_platform.pipelines.sources.files",
+    "http": "base_platform.pipelines.sources.http",
+    "postgres": "base_platform.pipelines.sources.postgres",
+}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What the dataset's published lineage has read: input checksums (files), or the cursor's
+    high-water mark (JSON: an int, or an ISO 8601 date or time) of an incremental source."""
+
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    position: Any = None
+
+
+class SourceKind(Protocol):
+    def plan(self, pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]: ...
+
+    def read(self, pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]: ...
+
+
+def kind_of(pipeline: Pipeline) -> SourceKind:
+    """The module of the pipeline's ``source.kind``, imported only when a task needs it."""
+    return cast(SourceKind, importlib.import_module(MODULES[pipeline.spec.source.kind]))
+
+
+def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
+    return kind_of(pipeline).plan(pipeline, uri, resume)
+
+
+def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
+    return kind_of(pipeline).read(pipeline, shard)
+
+
+def cursor_of(pipeline: Pipeline) -> str | None:
+    """The contract column an incremental source resumes by; None for files."""
+    source = pipeline.spec.source
+    return None if isinstance(source, FileSource) else source.cursor
+
+
+def as_position(value: Any) -> Any:
+    """A cursor value as JSON: ints stay, dates and times become ISO 8601."""
+    return value.isoformat() if isinstance(value, date | datetime) else value
+
+
+def _ordered(position: Any) -> Any:
+    return datetime.fromisoformat(position) if isinstance(position, str) else position
+
+
+def highest(positions: Iterable[Any]) -> Any:
+    """The furthest of some positions (None where nothing was read)."""
+    return max((p for p in positions if p is not None), key=_ordered, default=None)
+
+
+def span_shard(index: int, kind: str, source: str, span: Mapping[str, Any]) -> Shard:
+    """A shard of a kind other than files: its checksum is its span's, so its id is stable."""
+    digest = hashlib.sha256(json.dumps([kind, source, span], sort_keys=True).encode()).hexdigest()
+    return Shard(index, source, digest, 0, kind=kind, span=dict(span))
+
+
+def run_position(results: Iterable[ShardResult]) -> Any:
+    """Where a run's source stands once it commits: the furthest of what its shards planned to
+    reach (``upto``), started after (``after``), and read; None for files."""
+    return highest(
+        value
+        for result in results
+        for value in (result.position, *((result.shard.span or {}).get(k) for k in ("after", "upto")))
+    )
+
+
+def nothing_new(results: Iterable[ShardResult]) -> bool:
+    """A run of an incremental source that read no rows: nothing to commit. (A run of files that
+    found an empty file commits it, so the file is marked read.)"""
+    return all(result.shard.kind != "files" and result.rows_in == 0 for result in results)
