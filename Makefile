@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-fast lint typecheck pytest bench constraints clean system-packages
+.PHONY: run test test-fast lint typecheck pytest bench constraints clean system-packages redis-package
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml |
 	touch $@
 
 ## run: the whole stack on 127.0.0.1 (Argo CD simulator + Airflow on SQLite); Ctrl-C stops it.
-run: $(STAMP)
+run: $(STAMP) redis-package
 	PYTHONPATH=$(CURDIR):$(CURDIR)/plugins $(BIN)/python scripts/dev_stack.py
+
+## redis-package: Debian's redis-server, which holds make run's event streams.
+redis-package:
+	@command -v redis-server >/dev/null || { echo "Installing Debian's redis-server for the event streams ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
 ## test: ruff, mypy and the whole pytest suite.
 test: lint typecheck pytest

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,7 @@ SIM_SCENARIO = os.environ.get("ARGOCD_SIM_SCENARIO", "default.yaml")
 VAULT_PORT = int(os.environ.get("VAULT_SIM_PORT", "8200"))
 VAULT_SCENARIO = os.environ.get("VAULT_SIM_SCENARIO", "default.yaml")
 VAULT_USER = "airflow"
+STREAMS_PORT = int(os.environ.get("BASE_STREAMS_REDIS_PORT", "6390"))  # the Redis of the event streams
 EXECUTOR = os.environ.get("BASE_DEV_EXECUTOR", "local")
 MAX_RESTARTS = 3
 FAB_AUTH_MANAGER = "base_platform.auth.manager.PlatformFabAuthManager"
@@ -78,6 +80,7 @@ def local_secrets() -> dict[str, str]:
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: Fernet.generate_key().decode(),
+        "streams_redis_password": lambda: secrets.token_urlsafe(24),
         **{f"{user}_password": lambda: secrets.token_urlsafe(12) for user in FAB_USERS},
     }
     missing = {key: make() for key, make in makers.items() if key not in data}
@@ -378,6 +381,33 @@ def sandbox_connections() -> dict[str, dict[str, object]]:
     }
 
 
+def streams_connection(local: dict[str, str]) -> dict[str, object]:
+    """``redis_default``: the Redis that holds the event streams (``card_events``)."""
+    return {
+        "conn_type": "redis",
+        "host": "127.0.0.1",
+        "port": STREAMS_PORT,
+        "password": local["streams_redis_password"],
+    }
+
+
+def start_streams_redis(stack: Stack, local: dict[str, str]) -> None:
+    """A Redis for the streams, with AOF (fsync every second), as production runs it; its password
+    is in a config file of mode 0600, not on the command line."""
+    folder = HOME / "streams-redis"
+    folder.mkdir(exist_ok=True)
+    config = folder / "redis.conf"
+    config.write_text(
+        f"port {STREAMS_PORT}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\nappendfsync everysec\n"
+        f'save ""\nrequirepass {local["streams_redis_password"]}\n'
+    )
+    config.chmod(0o600)
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is missing: `make run` installs Debian's redis-server package")
+    stack.start("streams-redis", server, str(config))
+
+
 def sample_data() -> Path:
     """Generated transactions for ``pipeline_transactions`` (once; delete the folder for new ones)."""
     incoming = HOME / "data" / "transactions" / "incoming"
@@ -418,7 +448,7 @@ def start_simulators(stack: Stack) -> None:
 
 
 def main() -> int:
-    for port in (API_PORT, SIM_PORT, VAULT_PORT):
+    for port in (API_PORT, SIM_PORT, VAULT_PORT, STREAMS_PORT):
         if not port_free(port):
             print(f"Port {port} on 127.0.0.1 is in use (is another `make run` still up?).", file=sys.stderr)
             return 1
@@ -436,9 +466,11 @@ def main() -> int:
     try:
         print("Starting the Argo CD and Vault SIMULATORS and Airflow on 127.0.0.1 ...", flush=True)
         start_simulators(stack)
+        start_streams_redis(stack, local)
         airflow(env, "db", "migrate")
         connections = HOME / "sandbox-connections.json"
-        connections.write_text(json.dumps(sandbox_connections()))
+        streams = {"redis_default": streams_connection(local)}
+        connections.write_text(json.dumps(sandbox_connections() | streams))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
         init_step(env, "base_platform.pipelines.tables", "iceberg-catalog.log")
@@ -470,6 +502,8 @@ def main() -> int:
             f"Other users: {others} (roles: config/roles.yaml; passwords: {HOME / 'local-secrets.json'})\n"
             f"Argo CD simulator: http://127.0.0.1:{SIM_PORT} (connection argocd_default)\n"
             f"Vault simulator:   http://127.0.0.1:{VAULT_PORT} (connection vault_default)\n"
+            f"Streams Redis:     127.0.0.1:{STREAMS_PORT} (connection redis_default; "
+            "python -m benchmarks.streamgen --rate 1000 fills card_events)\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )

@@ -81,12 +81,13 @@ def _postgres(base: Path) -> Iterator[str]:
 
 
 @contextmanager
-def redis(base: Path, *options: str) -> Iterator[str]:
-    """A Redis without persistence on a free port, with more ``redis-server`` options; yields its URL."""
+def redis(base: Path, *options: str, port: int | None = None) -> Iterator[str]:
+    """A Redis without persistence on ``port`` (default: a free one), with more ``redis-server``
+    options (``--appendonly yes`` persists in ``base``); yields its URL."""
     server = shutil.which("redis-server")
     if not server:
         pytest.fail("Redis is not installed: `make test` installs Debian's redis-server package")
-    port = free_port()
+    port = port or free_port()
     base.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [

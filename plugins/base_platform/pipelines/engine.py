@@ -293,6 +293,7 @@ def commit(
     dag_run: str | None = None,
     publish: bool = True,
     lineage: dict[str, str] | None = None,
+    lag: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
@@ -306,7 +307,8 @@ def commit(
     first shard's start), so the GB/hour is the run's own wall clock, not a worker's. ``key``
     protects the rows that a repeat across the run's files sends to quarantine, as
     process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run;
-    ``lineage`` (a derived run's input snapshots, by dataset) is kept in it too.
+    ``lineage`` (a derived run's input snapshots, by dataset) and ``lag`` (a stream's backlog
+    as the run began) are kept in it too.
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
@@ -319,7 +321,13 @@ def commit(
         )
     done = tables.snapshot_of_run(table, run_key)
     if done is None:
-        facts = {"interval": interval, "started_at": started_at, "dag_run": dag_run, "lineage": lineage}
+        facts = {
+            "interval": interval,
+            "started_at": started_at,
+            "dag_run": dag_run,
+            "lineage": lineage,
+            "lag": lag,
+        }
         done = _add_snapshot(pipeline, target, table, run_key, results, full_refresh, key, facts)
     if not breaker.on_main(table, done.snapshot_id):
         breaker.stage(table, done)
@@ -380,6 +388,7 @@ def _run_record(
     started_at: str | None,
     dag_run: str | None,
     lineage: dict[str, str] | None,
+    lag: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
@@ -423,5 +432,6 @@ def _run_record(
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
         "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
         **({"lineage": lineage} if lineage else {}),
+        **({"lag": lag} if lag else {}),
         **({"position": position} if (position := sources.run_position(results)) is not None else {}),
     }

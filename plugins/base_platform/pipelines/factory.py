@@ -24,6 +24,7 @@ from base_platform.artifacts import artifacts_root, safe_name, write_atomically,
 from base_platform.pipelines.breaker_dag import audit_run, pause_when_open, settle_task, skip_while_open
 from base_platform.pipelines.modules.events import dataset_asset, inputs_changed, snapshot_extra, source_asset
 from base_platform.pipelines.spec import FileSource, Pipeline
+from base_platform.pipelines.stream_dag import acknowledge_after, is_stream, measure_lag
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def _derive_first(pipeline: Pipeline, discover: Any) -> None:
 
 
 def _schedule(pipeline: Pipeline) -> Any:
-    """The spec's cron, or for a derived pipeline any change of its inputs."""
+    """The spec's cron; for a derived pipeline any change of its inputs; for a stream its backlog."""
+    if is_stream(pipeline.spec):
+        return [source_asset(pipeline.spec)]
     return inputs_changed(pipeline.spec) if pipeline.spec.inputs else pipeline.spec.schedule
 
 
@@ -114,6 +117,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             params = context["params"]
             # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
             context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
+            context["ti"].xcom_push(key="lag", value=measure_lag(pipeline, context))
             source = (_derived(pipeline, context) or {}).get("folder", params.get("source_uri", ""))
             shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
             log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
@@ -165,6 +169,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
                 dag_run=f"{dag.dag_id}/{context['run_id']}",
                 publish=False,
                 lineage=made and made["lineage"],
+                lag=context["ti"].xcom_pull(task_ids="discover", key="lag"),
             )
             log.info(
                 "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
@@ -226,6 +231,6 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             results: Any = pods.expand(arguments=pod_arguments(shards)).output
         else:
             results = process_shard.expand(shard=shards)
-        published = audit(commit(results))
+        published = acknowledge_after(pipeline, audit(commit(results)))
         [catalog(published), monitor(published)] >> settle_task(pipeline, run_key)
     return dag

@@ -144,7 +144,32 @@ class PostgresSource(StrictModel):
     chunk_rows: int = Field(100_000, ge=1, description="rows per shard (keyset ranges of about this)")
 
 
-Source = Annotated[FileSource | HttpSource | PostgresSource, Field(discriminator="kind")]
+class StreamBatch(StrictModel):
+    """How much of a stream one run takes, and when the stream starts a run."""
+
+    min_events: int = Field(10_000, ge=1, description="a run starts once this many events wait")
+    max_wait_seconds: float = Field(10, gt=0, description="or once the oldest waiting event is this old")
+    max_events: int = Field(500_000, ge=1, description="the most events one run reads (backpressure)")
+    shard_events: int = Field(250_000, ge=1, description="events per shard, read in parallel")
+
+
+class RedisStreamSource(StrictModel):
+    """A Redis stream read by a consumer group; each entry holds one event as JSON in ``field``."""
+
+    kind: Literal["redis_stream"]
+    connection: str = Field("redis_default", min_length=1, description="Airflow connection of the Redis")
+    stream: str = Field(min_length=1)
+    group: str = Field("base", min_length=1, description="the consumer group the pipeline reads as")
+    field: str = Field("event", min_length=1, description="the entry field that holds the event's JSON")
+    batch: StreamBatch = StreamBatch()
+    max_lag_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="notify (circuit_breaker.notify) when the oldest waiting event is older",
+    )
+
+
+Source = Annotated[FileSource | HttpSource | PostgresSource | RedisStreamSource, Field(discriminator="kind")]
 INCREMENTAL_TYPES = ("timestamp", "date", "int64")
 
 
@@ -431,7 +456,7 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
 def _check_cursor(pipeline: Pipeline, path: Path) -> None:
     """An incremental source's cursor is a required contract column that can be ordered."""
     source = pipeline.spec.source
-    cursor = None if isinstance(source, FileSource) else source.cursor
+    cursor = source.cursor if isinstance(source, HttpSource | PostgresSource) else None
     if cursor is None:
         return
     if cursor not in pipeline.contract.names:

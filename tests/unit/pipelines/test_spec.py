@@ -40,7 +40,7 @@ def write(tmp_path: Path, spec: str = SPEC, contract: str = CONTRACT) -> Path:
 
 
 def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
-    assert [p.spec.name for p in load_pipelines()] == ["merchant_daily", "transactions"]
+    assert [p.spec.name for p in load_pipelines()] == ["card_events", "merchant_daily", "transactions"]
     pipeline = pipeline_named("transactions")
     assert pipeline.contract.primary_key == ("transaction_id",)
     protections = pipeline.spec.security.columns
@@ -241,5 +241,5 @@ def test_a_derived_spec_reads_its_results_from_its_own_folder() -> None:
     assert spec.inputs == ("transactions",) and spec.schedule is None
     assert isinstance(spec.source, FileSource)
     assert (spec.source.uri, spec.source.format) == ("data/merchant_daily/derived", "parquet")
-    with pytest.raises(KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['merchant"):
+    with pytest.raises(KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['card_events"):
         pipeline_named("nope")

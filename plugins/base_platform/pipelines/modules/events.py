@@ -61,6 +61,10 @@ def announce_change(context: Any, spec: PipelineSpec, snapshot_id: int, reason: 
 
 
 def source_asset(spec: PipelineSpec) -> Asset:
-    return Asset(
+    """The source's Asset; a stream's carries the watcher that starts the pipeline's runs."""
+    from base_platform.pipelines.stream_dag import is_stream, watched_source
+
+    asset = Asset(
         name=f"base.{spec.name}.source", uri=f"x-base-dataset://{spec.name}/source", group="base-sources"
     )
+    return watched_source(spec, asset) if is_stream(spec) else asset

@@ -24,19 +24,21 @@ from typing import Any, Protocol, cast
 
 from base_platform.pipelines.modules.ingestion import RawBatch
 from base_platform.pipelines.records import Shard, ShardResult
-from base_platform.pipelines.spec import FileSource, Pipeline
+from base_platform.pipelines.spec import HttpSource, Pipeline, PostgresSource
 
 MODULES = {
     "files": "base_platform.pipelines.sources.files",
     "http": "base_platform.pipelines.sources.http",
     "postgres": "base_platform.pipelines.sources.postgres",
+    "redis_stream": "base_platform.pipelines.sources.redis_stream",
 }
 
 
 @dataclass(frozen=True)
 class Resume:
-    """What the dataset's published lineage has read: input checksums (files), or the cursor's
-    high-water mark (JSON: an int, or an ISO 8601 date or time) of an incremental source."""
+    """What the dataset's published lineage has read: input checksums (files), or the position
+    (JSON) of an incremental source: a cursor's high-water mark (an int, or an ISO 8601 date or
+    time), or a stream's last entry id (``[ms, seq]``)."""
 
     inputs: Mapping[str, str] = field(default_factory=dict)
     position: Any = None
@@ -64,7 +66,7 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
 def cursor_of(pipeline: Pipeline) -> str | None:
     """The contract column an incremental source resumes by; None for files."""
     source = pipeline.spec.source
-    return None if isinstance(source, FileSource) else source.cursor
+    return source.cursor if isinstance(source, HttpSource | PostgresSource) else None
 
 
 def as_position(value: Any) -> Any:
@@ -73,6 +75,7 @@ def as_position(value: Any) -> Any:
 
 
 def _ordered(position: Any) -> Any:
+    """Times by time, not text; ints and a stream's ``[ms, seq]`` entry ids as they are."""
     return datetime.fromisoformat(position) if isinstance(position, str) else position
 
 
