@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TICK_SECONDS = 0.05
-ACCOUNTS, MERCHANTS = 20_000, 500
+ACCOUNTS, MERCHANTS = 20_000, 500  # merchant 000 to 499, as the merchants reference names them
 LATE = timedelta(minutes=20)
 
 

@@ -52,6 +52,12 @@ def snapshots_to_read(pipeline: Pipeline, triggered: dict[str, int]) -> dict[str
 def snapshot_dataset(table: Table, snapshot_id: int) -> ds.Dataset:
     """The snapshot's data files as a pyarrow dataset with the snapshot's schema (a column a later
     contract added reads as null in older files)."""
+    files = [task.file.file_path for task in table.scan(snapshot_id=snapshot_id).plan_files()]
+    return files_dataset(table, snapshot_id, files)
+
+
+def files_dataset(table: Table, snapshot_id: int, files: list[str]) -> ds.Dataset:
+    """Some of the snapshot's data files (what it appended, say) as a pyarrow dataset, in its schema."""
     import pyarrow.dataset as ds
     from pyiceberg.io.pyarrow import schema_to_pyarrow
 
@@ -59,9 +65,7 @@ def snapshot_dataset(table: Table, snapshot_id: int) -> ds.Dataset:
     assert snapshot is not None
     schema = table.schemas()[snapshot.schema_id] if snapshot.schema_id is not None else table.schema()
     arrow = schema_to_pyarrow(schema, include_field_ids=False)
-    paths = [
-        task.file.file_path.removeprefix("s3://") for task in table.scan(snapshot_id=snapshot_id).plan_files()
-    ]
+    paths = [path.removeprefix("s3://") for path in files]
     return ds.dataset(paths, schema=arrow, format="parquet", filesystem=Location.of(table.location()).fs)
 
 
@@ -111,11 +115,18 @@ def write_result(result: pa.Table, source_uri: str, snapshots: dict[str, int]) -
 
 
 def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> dict[str, Any]:
-    """``derive``: which snapshots, the result computed and written; what discover and commit need."""
+    """``derive``: which snapshots, the result computed and written; what discover and commit need
+    (the result replaces the dataset; stream operators append, see ``operators``)."""
+    if pipeline.spec.operators:
+        from base_platform.pipelines import operators
+
+        return operators.derive(pipeline, source_uri, triggered)
     snapshots = snapshots_to_read(pipeline, triggered)
     result = compute(pipeline, snapshots)
     return {
         "folder": write_result(result, source_uri, snapshots),
         "lineage": {name: str(snapshot_id) for name, snapshot_id in snapshots.items()},
         "rows": result.num_rows,
+        "replace": True,
+        "position": None,
     }

@@ -294,6 +294,7 @@ def commit(
     publish: bool = True,
     lineage: dict[str, str] | None = None,
     lag: dict[str, Any] | None = None,
+    position: Any = None,
 ) -> dict[str, Any]:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
@@ -308,7 +309,8 @@ def commit(
     protects the rows that a repeat across the run's files sends to quarantine, as
     process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run;
     ``lineage`` (a derived run's input snapshots, by dataset) and ``lag`` (a stream's backlog
-    as the run began) are kept in it too.
+    as the run began) are kept in it too; ``position`` is where the run leaves its source, when
+    its shards do not say (a window's last end).
     """
     if not results:
         raise ValueError("nothing to commit: no shard results")
@@ -327,6 +329,7 @@ def commit(
             "dag_run": dag_run,
             "lineage": lineage,
             "lag": lag,
+            "position": position,
         }
         done = _add_snapshot(pipeline, target, table, run_key, results, full_refresh, key, facts)
     if not breaker.on_main(table, done.snapshot_id):
@@ -379,6 +382,11 @@ def _delete_if_empty(target: Location, folder: str) -> None:
         target.delete_dir(folder)
 
 
+def _reached(position: Any, results: list[ShardResult]) -> Any:
+    """Where the run leaves its source: as the caller says (a window's end), else as its shards do."""
+    return position if position is not None else sources.run_position(results)
+
+
 def _run_record(
     pipeline: Pipeline,
     run_key: str,
@@ -389,6 +397,7 @@ def _run_record(
     dag_run: str | None,
     lineage: dict[str, str] | None,
     lag: dict[str, Any] | None,
+    position: Any,
 ) -> dict[str, Any]:
     """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
@@ -433,5 +442,9 @@ def _run_record(
         "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
         **({"lineage": lineage} if lineage else {}),
         **({"lag": lag} if lag else {}),
-        **({"position": position} if (position := sources.run_position(results)) is not None else {}),
+        **(
+            {"position": reached}
+            if (reached := position or sources.run_position(results)) is not None
+            else {}
+        ),
     }

@@ -93,6 +93,54 @@ def _derived(pipeline: Pipeline, context: Any) -> dict[str, Any] | None:
     return context["ti"].xcom_pull(task_ids="derive") if pipeline.spec.inputs else None
 
 
+def _source_of(pipeline: Pipeline, context: Any) -> str | None:
+    """What ``discover`` reads: the folder ``derive`` wrote, the form's ``source_uri`` for files,
+    nothing for other kinds (the spec says); None when ``derive`` found nothing new."""
+    made = _derived(pipeline, context)
+    if made is None:
+        return str(context["params"].get("source_uri", ""))
+    folder: str | None = made["folder"]
+    if folder is None:
+        log.info("Nothing new in %s", pipeline.spec.inputs)
+    return folder
+
+
+def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any]:
+    """``commit``: the run's shards as one snapshot staged for the audit (see ``engine.commit``)."""
+    from base_platform.pipelines import engine, sources
+    from base_platform.pipelines.modules.security import load_key
+    from base_platform.pipelines.records import ShardResult
+
+    staged = [ShardResult.from_json(result) for result in results or []]
+    if sources.nothing_new(staged):
+        raise AirflowSkipException("no new input: nothing to commit, no Asset event")
+    params, made, ti = context["params"], _derived(pipeline, context) or {}, context["ti"]
+    record = engine.commit(
+        pipeline,
+        run_key(context["run_id"]),
+        staged,
+        params["target_uri"],
+        _interval(context),
+        params["full_refresh"] or made.get("replace", False),  # a derived result may be whole
+        ti.xcom_pull(task_ids="discover", key="started_at"),
+        load_key(pipeline.spec.security),
+        dag_run=f"pipeline_{pipeline.spec.name}/{context['run_id']}",
+        publish=False,
+        lineage=made.get("lineage"),
+        lag=ti.xcom_pull(task_ids="discover", key="lag"),
+        position=made.get("position"),
+    )
+    log.info(
+        "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
+        record["snapshot_id"],
+        record["rows_stored"],
+        record["files"],
+        record["rows_quarantined"],
+        record["gb_per_hour"],
+    )
+    return record
+
+
 def build_pipeline_dag(pipeline: Pipeline) -> DAG:
     spec = pipeline.spec
     target = dataset_asset(spec)
@@ -118,7 +166,9 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
             context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
             context["ti"].xcom_push(key="lag", value=measure_lag(pipeline, context))
-            source = (_derived(pipeline, context) or {}).get("folder", params.get("source_uri", ""))
+            source = _source_of(pipeline, context)
+            if source is None:
+                return []
             shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
             log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
             return [shard.to_json() for shard in shards]
@@ -149,37 +199,7 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task(trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
-            from base_platform.pipelines import engine, sources
-            from base_platform.pipelines.modules.security import load_key
-            from base_platform.pipelines.records import ShardResult
-
-            staged = [ShardResult.from_json(result) for result in results or []]
-            if sources.nothing_new(staged):
-                raise AirflowSkipException("no new input: nothing to commit, no Asset event")
-            params, made = context["params"], _derived(pipeline, context)
-            record = engine.commit(
-                pipeline,
-                run_key(context["run_id"]),
-                staged,
-                params["target_uri"],
-                _interval(context),
-                params["full_refresh"] or made is not None,  # a derived result is the whole dataset
-                context["ti"].xcom_pull(task_ids="discover", key="started_at"),
-                load_key(spec.security),
-                dag_run=f"{dag.dag_id}/{context['run_id']}",
-                publish=False,
-                lineage=made and made["lineage"],
-                lag=context["ti"].xcom_pull(task_ids="discover", key="lag"),
-            )
-            log.info(
-                "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
-                record["snapshot_id"],
-                record["rows_stored"],
-                record["files"],
-                record["rows_quarantined"],
-                record["gb_per_hour"],
-            )
-            return record
+            return _commit_run(pipeline, results, context)
 
         @task(outlets=[target])
         def audit(record: Any, **context: Any) -> dict[str, Any]:

@@ -331,6 +331,48 @@ class CircuitBreaker(StrictModel):
     )
 
 
+class Route(StrictModel):
+    """Keep the input's events whose ``field`` is ``value``: one routed dataset, its own contract."""
+
+    field: str = Field(pattern=NAME)
+    value: str = Field(min_length=1)
+
+
+class Join(StrictModel):
+    """Enrich each event from a reference dataset, as the reference is when the batch runs."""
+
+    dataset: str = Field(pattern=NAME, description="the reference dataset, read at its current snapshot")
+    key: str = Field(pattern=NAME, description="the column both have (YAML reads a bare `on` as true)")
+    columns: tuple[str, ...] = Field(min_length=1, description="the reference's columns to add")
+
+
+class Window(StrictModel):
+    """Event-time windows per key: tumbling (``hop_minutes`` = ``size_minutes``) or hopping.
+
+    A window is written once, when the watermark (the newest event time less
+    ``allowed_lateness_minutes``) has passed its end; an event that arrives after all of its
+    windows were written is quarantined as ``late``.
+    """
+
+    key: str = Field(pattern=NAME)
+    time: str = Field(pattern=NAME, description="the event-time column")
+    size_minutes: int = Field(ge=1)
+    hop_minutes: int | None = Field(default=None, ge=1, description="default: size_minutes (tumbling)")
+    allowed_lateness_minutes: int = Field(0, ge=0)
+    where: str | None = Field(default=None, min_length=1, description="an SQL condition on the events")
+    aggregates: dict[str, str] = Field(min_length=1, description="output column -> SQL aggregate")
+
+    @property
+    def hop(self) -> int:
+        return self.hop_minutes or self.size_minutes
+
+    @model_validator(mode="after")
+    def _hops_fit(self) -> Window:
+        if self.size_minutes % self.hop:
+            raise ValueError("size_minutes must be a multiple of hop_minutes")
+        return self
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -348,6 +390,9 @@ class PipelineSpec(StrictModel):
     transform: str | None = Field(
         default=None, min_length=1, description="a derived pipeline: DataFusion SQL over its inputs"
     )
+    route: Route | None = Field(default=None, description="a stream operator over the one input")
+    join: Join | None = Field(default=None, description="a stream operator: enrich from a reference")
+    window: Window | None = Field(default=None, description="a stream operator: windows per key")
 
     @model_validator(mode="before")
     @classmethod
@@ -361,10 +406,24 @@ class PipelineSpec(StrictModel):
             return {**data, "source": {"kind": "files", **data["source"]}}  # files: the first kind
         return data
 
+    @property
+    def operators(self) -> bool:
+        """A stream operator pipeline: it reads only what its input appended since its last run."""
+        return any((self.route, self.join, self.window))
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every dataset this one reads: its inputs and a join's reference."""
+        return (*self.inputs, *((self.join.dataset,) if self.join else ()))
+
     @model_validator(mode="after")
     def _derived_whole(self) -> PipelineSpec:
-        if bool(self.inputs) != bool(self.transform):
-            raise ValueError("a derived pipeline needs both `inputs` and `transform`")
+        if bool(self.inputs) != bool(self.transform or self.operators):
+            raise ValueError("a derived pipeline needs `inputs` and a `transform` (or stream operators)")
+        if self.transform and self.operators:
+            raise ValueError("a derived pipeline has a `transform` or stream operators, not both")
+        if self.operators and (len(self.inputs) != 1 or (self.route and self.window)):
+            raise ValueError("stream operators read one input: a `route` or a `window`, and a `join`")
         if self.inputs and self.schedule:
             raise ValueError("a derived pipeline runs when its inputs change: it has no `schedule`")
         if self.name in self.inputs:
@@ -489,15 +548,18 @@ def _check_inputs(pipelines: dict[Path, Pipeline]) -> None:
     """Inputs name existing datasets that a derived pipeline can read, and never form a cycle."""
     by_name = {pipeline.spec.name: pipeline for pipeline in pipelines.values()}
     for path, pipeline in pipelines.items():
-        for index, name in enumerate(pipeline.spec.inputs):
+        for index, name in enumerate(pipeline.spec.references):
+            where = f"inputs[{index}]" if index < len(pipeline.spec.inputs) else "join.dataset"
             if name not in by_name:
-                raise CatalogError(path, f"inputs[{index}]", f"unknown dataset {name!r}")
+                raise CatalogError(path, where, f"unknown dataset {name!r}")
             if encrypted := by_name[name].spec.security.encrypted:
                 raise CatalogError(
                     path,
-                    f"inputs[{index}]",
+                    where,
                     f"{name} has encrypted columns ({', '.join(encrypted)}), which a transform cannot read",
                 )
+        if pipeline.spec.operators:
+            _check_operators(path, pipeline, by_name)
         if cycle := _cycle(pipeline.spec.name, by_name, []):
             raise CatalogError(path, "inputs", f"inputs form a cycle: {' -> '.join(cycle)}")
 
@@ -505,10 +567,43 @@ def _check_inputs(pipelines: dict[Path, Pipeline]) -> None:
 def _cycle(name: str, by_name: dict[str, Pipeline], trail: list[str]) -> list[str] | None:
     if name in trail:
         return [*trail[trail.index(name) :], name]
-    for upstream in by_name[name].spec.inputs:
+    for upstream in by_name[name].spec.references:
         if upstream in by_name and (found := _cycle(upstream, by_name, [*trail, name])):
             return found
     return None
+
+
+def _check_operators(path: Path, pipeline: Pipeline, by_name: dict[str, Pipeline]) -> None:
+    """Each column an operator names is in the contract it reads, and each output column has a source."""
+    spec, (source,) = pipeline.spec, pipeline.spec.inputs
+    events = set(by_name[source].contract.names)
+    if spec.route and spec.route.field not in events:
+        raise CatalogError(path, "route.field", f"{source} has no column {spec.route.field!r}")
+    added: set[str] = set()
+    if spec.join:
+        reference = set(by_name[spec.join.dataset].contract.names)
+        if spec.join.key not in reference or spec.join.key not in events:
+            raise CatalogError(path, "join.key", f"{spec.join.key!r} is not a column of both inputs")
+        if missing := set(spec.join.columns) - reference:
+            raise CatalogError(path, "join.columns", f"{spec.join.dataset} has no columns {sorted(missing)}")
+        added = set(spec.join.columns)
+    if spec.window:
+        _check_window(path, pipeline, spec.window, events)
+        return
+    if missing := set(pipeline.contract.names) - events - added:
+        raise CatalogError(path, "contract", f"no input has the columns {sorted(missing)}")
+    digests = {n for n, p in by_name[source].spec.security.columns.items() if p.protect == "hmac"}
+    if hashed := (set(pipeline.contract.names) - added) & digests:
+        raise CatalogError(path, "contract", f"{source} stores {sorted(hashed)} as HMAC digests, not text")
+
+
+def _check_window(path: Path, pipeline: Pipeline, window: Window, events: set[str]) -> None:
+    for key in ("key", "time"):
+        if getattr(window, key) not in events:
+            raise CatalogError(path, f"window.{key}", f"the input has no column {getattr(window, key)!r}")
+    wanted = {window.key, "window_start", "window_end", *window.aggregates}
+    if wanted != set(pipeline.contract.names):
+        raise CatalogError(path, "window", f"the contract's columns must be {sorted(wanted)}")
 
 
 def classify_change(old: Contract, new: Contract) -> tuple[str, list[str]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.catalog.loader import CatalogError
+from base_platform.catalog.loader import CONFIG_DIR, CatalogError
 from base_platform.pipelines.spec import (
     Contract,
     FileSource,
@@ -40,7 +40,9 @@ def write(tmp_path: Path, spec: str = SPEC, contract: str = CONTRACT) -> Path:
 
 
 def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
-    assert [p.spec.name for p in load_pipelines()] == ["card_events", "merchant_daily", "transactions"]
+    names = [p.spec.name for p in load_pipelines()]
+    assert names == sorted(path.stem for path in (CONFIG_DIR / "pipelines").glob("*.yaml"))
+    assert {"transactions", "merchant_daily", "card_events", "account_spend_5m"} <= set(names)
     pipeline = pipeline_named("transactions")
     assert pipeline.contract.primary_key == ("transaction_id",)
     protections = pipeline.spec.security.columns
@@ -150,7 +152,7 @@ def test_the_transactions_pipeline_ships_and_protects_its_pii() -> None:
             "pipelines/t.yaml: source",
             "needs both `cursor` and `cursor_param`",
         ),
-        (SPEC + "inputs: [u]\n", CONTRACT, "pipelines/t.yaml", "needs both `inputs` and `transform`"),
+        (SPEC + "inputs: [u]\n", CONTRACT, "pipelines/t.yaml", "needs `inputs` and a `transform`"),
         (
             "name: t\ncontract: t\nstorage: {uri: out}\ninputs: [u]\ntransform: SELECT 1\nschedule: '@daily'",
             CONTRACT,
@@ -201,6 +203,8 @@ def test_a_new_contract_version_is_classified(new: str, key: str, verdict: str, 
 
 
 DERIVED = "name: {name}\ncontract: t\nstorage: {{uri: {name}}}\ninputs: {inputs}\ntransform: SELECT 1\n"
+OPERATOR = "name: t\ncontract: t\nstorage: {{uri: t}}\ninputs: [u]\n{operator}\n"
+SOURCE = SPEC.replace("name: t", "name: u")
 
 
 @pytest.mark.parametrize(
@@ -220,6 +224,39 @@ DERIVED = "name: {name}\ncontract: t\nstorage: {{uri: {name}}}\ninputs: {inputs}
             },
             "t.yaml: inputs[0]",
             "u has encrypted columns (amount), which a transform cannot read",
+        ),
+        (
+            {"t": OPERATOR.format(operator="route: {field: kind, value: x}"), "u": SOURCE},
+            "t.yaml: route.field",
+            "u has no column 'kind'",
+        ),
+        (
+            {"t": OPERATOR.format(operator="join: {dataset: v, key: id, columns: [id]}"), "u": SOURCE},
+            "t.yaml: join.dataset",
+            "unknown dataset 'v'",
+        ),
+        (
+            {
+                "t": OPERATOR.format(
+                    operator="window: {key: id, time: id, size_minutes: 5, aggregates: {n: 'COUNT(*)'}}"
+                ),
+                "u": SOURCE,
+            },
+            "t.yaml: window",
+            "the contract's columns must be ['id', 'n', 'window_end', 'window_start']",
+        ),
+        (
+            {"t": OPERATOR.format(operator="route: {field: id, value: x}\ntransform: SELECT 1"), "u": SOURCE},
+            "t.yaml",
+            "a `transform` or stream operators, not both",
+        ),
+        (
+            {
+                "t": OPERATOR.format(operator="route: {field: id, value: x}"),
+                "u": SOURCE + "security: {columns: {amount: {classification: pii, protect: hmac}}}\n",
+            },
+            "t.yaml: contract",
+            "u stores ['amount'] as HMAC digests, not text",
         ),
     ],
 )
@@ -241,5 +278,7 @@ def test_a_derived_spec_reads_its_results_from_its_own_folder() -> None:
     assert spec.inputs == ("transactions",) and spec.schedule is None
     assert isinstance(spec.source, FileSource)
     assert (spec.source.uri, spec.source.format) == ("data/merchant_daily/derived", "parquet")
-    with pytest.raises(KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['card_events"):
+    with pytest.raises(
+        KeyError, match=r"no pipeline 'nope' in config/pipelines \(there are \['account_spend_5m"
+    ):
         pipeline_named("nope")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from base_platform.catalog.loader import CONFIG_DIR
 from base_platform.pipelines import synth
 from base_platform.pipelines.spec import Pipeline, load_pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import run
@@ -119,7 +120,7 @@ def test_the_command_line_writes_the_files_and_says_what_it_injected(
     assert (tmp_path / "transactions-0000.csv").exists()
     with pytest.raises(SystemExit):
         synth.main(["--contract", "nope", "--rows", "5", "--out", str(tmp_path)])
-    known = "card_events, merchant_daily, transactions"
+    known = ", ".join(sorted(path.stem for path in (CONFIG_DIR / "contracts").glob("*.yaml")))
     assert f"unknown contract 'nope'; known: {known}" in capsys.readouterr().err
 
 

@@ -15,6 +15,7 @@ from base_platform.pipelines.modules import storage
 from base_platform.pipelines.spec import Column, Contract
 
 NULL_BOOL = pa.scalar(None, pa.bool_())
+DEFAULT_FORMATS = {"timestamp": "%Y-%m-%dT%H:%M:%S%z", "date": "%Y-%m-%d"}  # strptime, without ``format``
 SAMPLE_ROWS = 1024  # to judge whether a column repeats enough to check each distinct value once
 # RFC 3629's well-formed byte sequences. On binary input Arrow runs RE2 in Latin-1 mode, so
 # each \xNN below matches one byte: this checks UTF-8 per value without leaving Arrow.
@@ -96,13 +97,24 @@ def matches(values: pa.Array, pattern: str) -> pa.Array:
     return pc.take(pc.match_substring_regex(encoded.dictionary, pattern), encoded.indices)
 
 
+def render(typed: pa.Array, column: Column) -> pa.Array:
+    """Typed values as the text :func:`conform` parses back for ``column`` (a time in its
+    ``format``): how rows that arrive typed (a database, a derived result) meet the contract."""
+    if column.type in ("timestamp", "date"):
+        fmt = column.format or DEFAULT_FORMATS[column.type]
+        if column.type == "timestamp" and "%f" not in fmt:
+            typed = typed.cast(pa.timestamp("s", tz="UTC"), safe=False)  # Arrow's %S adds fractions
+        return pc.strftime(typed, format=fmt)
+    return typed.cast(pa.string())
+
+
 def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array:
     """Cast text to the column's type; unparseable values become null with a finding."""
     target = arrow_type(column)
     if column.type == "string":
         return text
     if column.type in ("timestamp", "date"):
-        fmt = column.format or ("%Y-%m-%dT%H:%M:%S%z" if column.type == "timestamp" else "%Y-%m-%d")
+        fmt = column.format or DEFAULT_FORMATS[column.type]
         parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
         findings.add(
             pc.and_(pc.is_valid(text), pc.is_null(parsed)), f"{column.name}: not a {column.type} ({fmt})"

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -26,6 +27,7 @@ BLOCK_BYTES = 8 << 20  # a batch for the checks: big, so per-batch costs stay sm
 READ_BYTES = 1 << 20
 QUOTE = ord('"')
 HEADER_BYTES = 1 << 20  # the most a CSV header may take, read again by each later piece of a file
+REJECT, RAW = "_reject", "_raw"  # a derived result's refused rows: the reason, and the row as JSON
 
 
 class SourceError(ValueError):
@@ -268,10 +270,24 @@ def _parsed(lines: list[bytes], parse: Callable[[list[bytes]], pa.Table], names:
 
 
 def _parquet(stream: BinaryIO, names: Sequence[str]) -> Iterator[RawBatch]:
+    """Parquet rows as text. A file with ``REJECT`` and ``RAW`` columns (a derived result) carries
+    rows its maker refused: each is a reject with that reason and raw text, like a bad CSV line."""
     source = pq.ParquetFile(stream)
-    missing = set(names) - set(source.schema_arrow.names)
+    present = set(source.schema_arrow.names)
+    missing = set(names) - present
     if missing:
         raise SourceError(f"columns missing from the file: {sorted(missing)}")
-    for batch in source.iter_batches(columns=list(names)):
+    refusals = {REJECT, RAW} <= present
+    for batch in source.iter_batches(columns=[*names, *((REJECT, RAW) if refusals else ())]):
+        rejects: list[Reject] = []
+        if refusals and batch.column(REJECT).null_count < batch.num_rows:
+            refused = pc.is_valid(batch.column(REJECT))
+            for raw, reason in zip(
+                pc.filter(batch.column(RAW), refused).to_pylist(),
+                pc.filter(batch.column(REJECT), refused).to_pylist(),
+                strict=True,
+            ):
+                rejects.append(Reject(raw.encode(), reason))
+            batch = batch.filter(pc.invert(refused))
         arrays = [batch.column(name).cast(pa.string()).cast(pa.binary()) for name in names]
-        yield RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)))
+        yield RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)), rejects)

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from base_platform.pipelines.modules import contracts
 from base_platform.pipelines.modules.ingestion import RawBatch, raw_schema
@@ -24,7 +23,6 @@ from base_platform.pipelines.sources import Resume, as_position, span_shard
 from base_platform.pipelines.spec import Column, Pipeline, PostgresSource
 
 BATCH_ROWS = 50_000  # rows fetched from the server-side cursor at a time: one batch for the checks
-DEFAULT_FORMATS = {"timestamp": "%Y-%m-%dT%H:%M:%S%z", "date": "%Y-%m-%d"}
 
 
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
@@ -95,15 +93,10 @@ def _as_text(rows: Sequence[tuple[Any, ...]], columns: Sequence[Column]) -> pa.R
 
 
 def _text(values: list[Any], column: Column) -> pa.Array:
-    """One column as text: the database's typed values in the form the contract parses. A value
-    the column's type cannot hold is rendered with ``str``, so the contract quarantines it."""
+    """One column: the database's typed values as the contract parses them. A value the column's
+    type cannot hold is rendered with ``str``, so the contract quarantines it with its reason."""
     try:
         typed = pa.array(values, contracts.arrow_type(column))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return pa.array([None if v is None else str(v) for v in values], pa.string()).cast(pa.binary())
-    if column.type in DEFAULT_FORMATS:
-        fmt = column.format or DEFAULT_FORMATS[column.type]
-        if column.type == "timestamp" and "%f" not in fmt:
-            typed = typed.cast(pa.timestamp("s", tz="UTC"), safe=False)  # Arrow's %S adds fractions
-        return pc.strftime(typed, format=fmt).cast(pa.binary())
-    return typed.cast(pa.string()).cast(pa.binary())
+    return contracts.render(typed, column).cast(pa.binary())
