@@ -62,9 +62,10 @@ system-packages:
 	    postgresql redis-server chromium chromium-driver prometheus >/dev/null; \
 	fi
 
-## bench: ingest throughput (ours vs Polars and DuckDB), the datasets API under load, and the deploy critical path.
-bench: $(STAMP)
-	@for b in benchmarks/ingest_throughput.py benchmarks/deploy_critical_path.py; do \
+## bench: ingest throughput (ours vs Polars and DuckDB), the datasets API under load, the card stream
+## through Airflow (vs the engine in a loop), and the deploy critical path.
+bench: $(STAMP) redis-package
+	@for b in benchmarks/ingest_throughput.py benchmarks/stream_throughput.py benchmarks/deploy_critical_path.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## constraints: refreeze constraints.txt from a fresh install of the requirement files.

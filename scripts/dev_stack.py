@@ -165,6 +165,13 @@ def airflow_api_connection(local: dict[str, str]) -> dict[str, str]:
     }
 
 
+def unused_port() -> int:
+    """A port nothing on 127.0.0.1 listens on now (a launched stack's streams Redis takes it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -273,6 +280,7 @@ class Launched:
     proc: subprocess.Popen[str]
     api_port: int
     home: Path
+    streams_port: int = STREAMS_PORT
     password: str = ""
     child_pids: list[int] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)  # the latest pid of each service
@@ -309,6 +317,7 @@ def launch(
         "AIRFLOW_PORT": str(api_port),
         "ARGOCD_SIM_PORT": str(sim_port),
         "VAULT_SIM_PORT": str(vault_port),
+        "BASE_STREAMS_REDIS_PORT": str(streams_port := unused_port()),
         "BASE_DEV_HOME": str(home),
         "PYTHONPATH": PYTHONPATH,
         **(extra_env or {}),
@@ -322,7 +331,7 @@ def launch(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    return Launched(proc, api_port, home)
+    return Launched(proc, api_port, home, streams_port=streams_port)
 
 
 def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
@@ -409,13 +418,19 @@ def start_streams_redis(stack: Stack, local: dict[str, str]) -> None:
 
 
 def sample_data() -> Path:
-    """Generated transactions for ``pipeline_transactions`` (once; delete the folder for new ones)."""
+    """Generated transactions for ``pipeline_transactions``, and the merchants reference of the card
+    streams (once; delete the folders for new ones)."""
     incoming = HOME / "data" / "transactions" / "incoming"
     if not incoming.exists():
         from benchmarks.datagen import generate
 
         summary = generate(20_000, "csv", 0.02, incoming, files=2)
         print(f"  generated {summary.rows} sample transactions ({summary.corrupt} corrupt) in {incoming}")
+    merchants = HOME / "data" / "merchants" / "incoming"
+    if not merchants.exists():
+        from benchmarks.streamgen import write_merchants
+
+        write_merchants(merchants / "merchants.csv")
     return incoming
 
 

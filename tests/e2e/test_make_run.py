@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.streamgen import ACCOUNTS
 from sandbox.argocd.scenario import load_scenario
 from sandbox.vault.scenario import load_scenario as load_vault_scenario
 from scripts.dev_stack import launch, wait_ready
@@ -94,6 +95,7 @@ def _assert_no_credentials_in_logs(logs: Path) -> None:
         load_scenario("default.yaml").tokens[0],
         load_vault_scenario("default.yaml").users["airflow"].password,
         json.loads((logs.parent / "local-secrets.json").read_text())["breaker_password"],  # airflow_api
+        json.loads((logs.parent / "local-secrets.json").read_text())["streams_redis_password"],
     }
     files = [f for f in logs.rglob("*") if f.is_file()]
     assert any("task_id=" in str(f) for f in files), "no task logs were written"
@@ -109,6 +111,7 @@ def _assert_no_protected_value_written(home: Path) -> None:
         for row in csv.DictReader(io.StringIO(path.read_text(errors="replace"))):
             protected |= {row[c] for c in ("customer_email", "customer_phone") if row.get(c)}
     assert len(protected) > 1000
+    protected |= {f"holder{account}@example.com" for account in range(ACCOUNTS)}  # the card stream's
     datasets = [p for p in (home / "data").glob("*/*") if p != home / "data" / "transactions" / "incoming"]
     written = [*datasets, home / "logs", home / "artifacts"]  # curated, its splits, reports, logs
     files = [f for folder in written for f in folder.rglob("*") if f.is_file()]
@@ -160,8 +163,9 @@ def _assert_platform_page_access_and_metrics(stack: DevStack, home: Path) -> Non
     assert values[("base_dataset_rows", (("dataset", "transactions"), ("outcome", "in")))] == 20_000
     assert values[("base_dataset_gb_per_hour", (("dataset", "transactions"),))] > 0
     overview = httpx.get(f"{page}/api/pipelines/overview", headers=as_ds, timeout=30)
-    assert [row["dataset"] for row in overview.json()] == ["merchant_daily", "transactions"]
-    row = overview.json()[1]
+    rows = {row["dataset"]: row for row in overview.json()}
+    assert list(rows) == sorted(rows) and {"transactions", "card_events", "account_spend_5m"} <= set(rows)
+    row = rows["transactions"]
     assert (row["dataset"], row["schedule"], row["is_paused"]) == ("transactions", "0 * * * *", False), row
     assert isinstance(row["snapshot_id"], int) and row["gb_per_hour"] > 0 and 0 < row["quarantine_rate"] < 1
     assert row["last_dag_run"]["state"] in {"success", "running", "queued"}, row
@@ -202,10 +206,11 @@ def _assert_each_role_sees_its_tabs_in_chromium(stack: DevStack, home: Path, sho
                 assert "no deploy yet" in cards["kubeflow"]
                 assert browser.find_elements(By.CSS_SELECTOR, "#graph circle")
             else:
-                rows = browser.find_elements(By.CSS_SELECTOR, "#pipelines tr[data-dataset]")
-                assert [r.get_attribute("data-dataset") for r in rows] == ["merchant_daily", "transactions"]
-                assert "20000" in rows[1].text
-                assert rows[1].find_element(By.CSS_SELECTOR, "td.breaker").text == "closed"
+                found = browser.find_elements(By.CSS_SELECTOR, "#pipelines tr[data-dataset]")
+                rows = {str(r.get_attribute("data-dataset")): r for r in found}
+                assert list(rows) == sorted(rows) and {"transactions", "card_events"} <= set(rows)
+                assert "20000" in rows["transactions"].text
+                assert rows["transactions"].find_element(By.CSS_SELECTOR, "td.breaker").text == "closed"
         finally:
             browser.quit()
 
@@ -362,7 +367,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
     stack = DevStack(tmp_path / "home")
     try:
         stack.wait_ready()
-        assert stack.password and len(stack.child_pids) == 6  # 2 simulators, 4 Airflow services
+        assert stack.password and len(stack.child_pids) == 7  # 2 simulators, the streams' Redis, 4 Airflow
         ui = httpx.get(f"http://127.0.0.1:{stack.api_port}/", timeout=10)
         assert ui.status_code == 200
         env = os.environ | {
@@ -386,9 +391,16 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         assert first and (exports / f"snapshot={first[1]}" / "_manifest.json").exists(), published
         derived = _run_block("derived-curl", env)
         _assert_merchant_daily_matches_duckdb(derived, tmp_path / "home", monkeypatch)
+        stream_env = env | {
+            "BASE_DEV_HOME": str(tmp_path / "home"),
+            "BASE_STREAMS_REDIS_PORT": str(stack.stack.streams_port),
+            "TMPDIR": str(tmp_path),
+        }
+        streamed = _run_block("stream-curl", stream_env)
+        assert re.search(r"card_events (\d+) \(of \1 good events\)", streamed), streamed
         served = _run_block("datasets-curl", env | {"TMPDIR": str(tmp_path)})
         overview = {row["dataset"]: row for row in json.loads(_run_block("readme-overview", env))}
-        assert [overview[name]["breaker"]["state"] for name in sorted(overview)] == ["closed", "closed"]
+        assert {row["breaker"]["state"] for row in overview.values()} == {"closed"}, overview
         readme = json.loads(_run_block("readme-datasets", env))
         assert readme["rows"] and set(readme["rows"][0]) == {"transaction_id", "amount"}, readme
         _assert_the_dataset_api_serves_what_it_should(stack, tmp_path / "home", served)

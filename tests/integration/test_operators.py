@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ import pytest
 
 from base_platform.pipelines import derived, engine, tables
 from base_platform.pipelines.spec import pipeline_named
-from benchmarks.streamgen import MERCHANTS, merchant_name
+from benchmarks.streamgen import MERCHANTS, merchant_name, write_merchants
 from tests.integration.test_streams import STREAM, Redis, card_events, events, server
 from tests.integration.test_streams import run as stream_run
 from tests.unit.pipelines.test_engine import KEY, via_xcom
@@ -55,12 +54,7 @@ def operator_run(name: str, tmp_path: Path, run_key: str) -> dict[str, Any] | No
 def reference(tmp_path: Path) -> None:
     """The merchants reference, committed from a CSV drop, without the last ten merchants."""
     incoming = tmp_path / "merchants" / "in"
-    incoming.mkdir(parents=True)
-    categories = ["grocery", "fuel", "travel", "dining", "retail", "digital"]
-    with (incoming / "merchants.csv").open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["merchant", "category", "country"])
-        writer.writerows([merchant_name(n), categories[n % 6], "DE"] for n in range(KNOWN))
+    write_merchants(incoming / "merchants.csv", KNOWN)
     merchants, target = pipeline_named("merchants"), str(tmp_path / "merchants" / "out")
     shards = engine.discover(merchants, str(incoming), target, False)
     results = [engine.process_shard(merchants, shard, "m-1", target, KEY) for shard in shards]

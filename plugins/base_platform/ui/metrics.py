@@ -101,8 +101,23 @@ def _datasets(registry: CollectorRegistry, pipelines: list[JSON]) -> None:
         ["dataset"],
         registry=registry,
     )
+    lag_events = Gauge(
+        "base_stream_lag_events",
+        "Events of the stream not yet committed as the last batch began, by state",
+        ["dataset", "state"],
+        registry=registry,
+    )
+    lag_seconds = Gauge(
+        "base_stream_lag_seconds",
+        "Age of the oldest such event (by Redis's clock), by state",
+        ["dataset", "state"],
+        registry=registry,
+    )
     for row in pipelines:
         breaker.labels(row["dataset"]).set(1 if row["breaker"]["state"] == "open" else 0)
+        for state in ("undelivered", "pending") if row.get("lag") else ():
+            lag_events.labels(row["dataset"], state).set(row["lag"][state])
+            lag_seconds.labels(row["dataset"], state).set(row["lag"][f"{state}_age_seconds"])
         if row["freshness_slo_seconds"] is not None:
             slo.labels(row["dataset"]).set(row["freshness_slo_seconds"])
         if row["last_run"] is None:

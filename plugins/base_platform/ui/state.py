@@ -115,6 +115,7 @@ def _read_pipelines() -> list[JSON]:
                 "wall_seconds": last.get("wall_seconds", 0.0) if last else 0.0,
                 "history": [{"gb_per_hour": r["gb_per_hour"], "quarantine_rate": _rate(r)} for r in runs],
                 "breaker": held.model_dump(exclude={"transitions", "last_counted_run"}),
+                "lag": (last.get("lag") or None) if last else None,  # a stream's backlog as its batch began
             }
         )
     return rows

@@ -76,7 +76,16 @@ def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
         "freshness_slo_seconds": 86400.0,
         "breaker": {"state": "open", "reason": "quarantine rate 20.0% (2 of 10 rows) is above the limit"},
     }
-    values = samples(metrics.render(platform, [row], deploy, drift))
+    lag = {"undelivered": 40_000, "undelivered_age_seconds": 4.5, "pending": 0, "pending_age_seconds": 0.0}
+    stream = row | {"dataset": "card_events", "breaker": {"state": "closed"}, "lag": lag}
+    values = samples(metrics.render(platform, [row, stream], deploy, drift))
+    assert (
+        values[("base_stream_lag_events", (("dataset", "card_events"), ("state", "undelivered")))] == 40_000
+    )
+    assert values[("base_stream_lag_seconds", (("dataset", "card_events"), ("state", "undelivered")))] == 4.5
+    assert not any(
+        name.startswith("base_stream") and ("dataset", "transactions") in key for name, key in values
+    )
     assert values[("base_deploy_last_ok", (("environment", "dev"),))] == 0.0
     assert values[("base_deploy_component_ok", (("app", "vault"),))] == 0.0
     assert values[("base_drift_findings", (("environment", "dev"), ("kind", "spec")))] == 2.0
