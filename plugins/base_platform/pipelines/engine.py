@@ -100,6 +100,8 @@ class _Pass:
             if raw is None:
                 return
             rows = raw.batch.num_rows
+            if raw.position is not None:
+                self.position = sources.highest([self.position, raw.position])
             self.counts["rows_in"] += rows + len(raw.rejects)
             self.counts["raw_bytes"] += raw.batch.nbytes + sum(len(r.raw) for r in raw.rejects)
             self.quarantine.lines([(r.raw, r.reason) for r in raw.rejects])
@@ -225,6 +227,8 @@ def process_shard(
         quarantine.close()
     elapsed = time.perf_counter() - started
     state.timings["storage"] = max(0.0, elapsed - sum(state.timings.values()))
+    if shard.span is not None and "upto" not in shard.span and state.position is not None:
+        shard = replace(shard, span={**shard.span, "upto": state.position})  # read again, it is this
     result = ShardResult(
         shard=shard,
         rows_in=state.counts["rows_in"],

@@ -150,7 +150,6 @@ class StreamBatch(StrictModel):
     min_events: int = Field(10_000, ge=1, description="a run starts once this many events wait")
     max_wait_seconds: float = Field(10, gt=0, description="or once the oldest waiting event is this old")
     max_events: int = Field(500_000, ge=1, description="the most events one run reads (backpressure)")
-    shard_events: int = Field(250_000, ge=1, description="events per shard, read in parallel")
 
 
 class RedisStreamSource(StrictModel):

@@ -1,8 +1,8 @@
 """What ``pipeline_<name>`` adds for a stream source: its schedule (an ``AssetWatcher`` on the
 stream's backlog), the lag it measures before each batch, and the ack after the audit.
 
-The DAG is otherwise the same as for files: the batch's entry-id range is the run's shards, and
-the snapshot holds the last entry id, so the table and the position change together. The ack
+The DAG is otherwise the same as for files: the batch is the run's one shard, and the snapshot
+holds the last entry id, so the table and the position change together. The ack
 comes after the audit has published; if the run dies first, the next run's ``discover`` acks
 what is committed and claims the rest.
 """

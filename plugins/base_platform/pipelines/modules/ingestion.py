@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -42,10 +42,12 @@ class Reject:
 
 @dataclass
 class RawBatch:
-    """Raw values (binary, null for empty) plus the rows that could not be split into columns."""
+    """Raw values (binary, null for empty) plus the rows that could not be split into columns;
+    a source that knows where the batch leaves it (a stream's last entry id) says so."""
 
     batch: pa.RecordBatch
     rejects: list[Reject] = field(default_factory=list)
+    position: Any = None
 
 
 def raw_schema(names: Sequence[str]) -> pa.Schema:
@@ -217,23 +219,28 @@ def _empty(names: Sequence[str]) -> pa.RecordBatch:
 
 
 def _ndjson(stream: BinaryIO, names: Sequence[str], lines_per_chunk: int = 65_536) -> Iterator[RawBatch]:
-    schema = pa.schema([(name, pa.string()) for name in names])
-
-    def parse(lines: list[bytes]) -> pa.Table:
-        return pajson.read_json(
-            io.BytesIO(b"".join(lines)),
-            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
-        )
-
     chunk: list[bytes] = []
     for line in _lines(stream):
         if line.strip():
-            chunk.append(line + b"\n")
+            chunk.append(line)
         if len(chunk) >= lines_per_chunk:
-            yield _parsed(chunk, parse, names)
+            yield ndjson_batch(chunk, names)
             chunk = []
     if chunk:
-        yield _parsed(chunk, parse, names)
+        yield ndjson_batch(chunk, names)
+
+
+def ndjson_batch(lines: list[bytes], names: Sequence[str]) -> RawBatch:
+    """JSON objects, one a line (without newlines), as one batch; a line that is no object is a reject."""
+    schema = pa.schema([(name, pa.string()) for name in names])
+
+    def parse(part: list[bytes]) -> pa.Table:
+        return pajson.read_json(
+            io.BytesIO(b"\n".join(part)),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+
+    return _parsed(lines, parse, names)
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -257,7 +264,7 @@ def _parsed(lines: list[bytes], parse: Callable[[list[bytes]], pa.Table], names:
             good.append(parse(part))
         except pa.ArrowInvalid as exc:
             if len(part) == 1:
-                rejects.append(Reject(part[0].rstrip(b"\n"), f"not a JSON object: {exc}".splitlines()[0]))
+                rejects.append(Reject(part[0], f"not a JSON object: {exc}".splitlines()[0]))
                 return
             middle = len(part) // 2
             visit(part[:middle])
