@@ -18,11 +18,11 @@ from base_platform.pipelines import engine, sources, tables
 from base_platform.pipelines.spec import HttpSource, Pagination, Pipeline, PostgresSource, pipeline_named
 from sandbox.records_api import RecordsApi
 from tests.conftest import free_port
-from tests.integration.test_distribution import consumer_db
+from tests.integration.test_distribution import consumer, consumer_db
 from tests.unit.pipelines.test_engine import KEY, via_xcom
 
 pytestmark = pytest.mark.integration
-__all__ = ["consumer_db"]  # the module's Postgres, as the distribution tests start it
+__all__ = ["consumer", "consumer_db"]  # the module's Postgres, as the distribution tests start it
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 BAD_EVERY = 97  # every 97th row has a currency the quality rules refuse
 
@@ -38,25 +38,19 @@ def with_source(source: Any) -> Pipeline:
 
 
 @pytest.fixture
-def source_db(consumer_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A cursor on the source database, with an empty ``source.transactions``."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    monkeypatch.setenv("AIRFLOW_CONN_SOURCE_DB", consumer_db)
-    conn: Any = PostgresHook(postgres_conn_id="source_db").get_conn()
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("DROP SCHEMA IF EXISTS source CASCADE")
-        cursor.execute("CREATE SCHEMA source")
-        cursor.execute(
-            "CREATE TABLE source.transactions (transaction_id text PRIMARY KEY, account_id text NOT NULL,"
-            " event_time timestamptz NOT NULL, amount numeric(18,2) NOT NULL, currency text NOT NULL,"
-            " merchant text NOT NULL, merchant_country text NOT NULL, channel text NOT NULL,"
-            " customer_email text, customer_phone text, card_last4 text, status text NOT NULL, memo text)"
-        )
-        cursor.execute("CREATE INDEX ON source.transactions (event_time)")
-        yield cursor
-    conn.close()
+def source_db(consumer: Any) -> Iterator[Any]:
+    """A cursor on the source database (the distribution tests' Postgres, connection
+    ``consumer_db``), with an empty ``source.transactions``."""
+    consumer.execute("DROP SCHEMA IF EXISTS source CASCADE")
+    consumer.execute("CREATE SCHEMA source")
+    consumer.execute(
+        "CREATE TABLE source.transactions (transaction_id text PRIMARY KEY, account_id text NOT NULL,"
+        " event_time timestamptz NOT NULL, amount numeric(18,2) NOT NULL, currency text NOT NULL,"
+        " merchant text NOT NULL, merchant_country text NOT NULL, channel text NOT NULL,"
+        " customer_email text, customer_phone text, card_last4 text, status text NOT NULL, memo text)"
+    )
+    consumer.execute("CREATE INDEX ON source.transactions (event_time)")
+    yield consumer
 
 
 def insert(cursor: Any, first: int, last: int) -> None:
@@ -99,7 +93,11 @@ def expected_ids(prefix: str, first: int, last: int) -> list[str]:
 
 
 POSTGRES = PostgresSource(
-    kind="postgres", connection="source_db", table="source.transactions", cursor="event_time", chunk_rows=1000
+    kind="postgres",
+    connection="consumer_db",
+    table="source.transactions",
+    cursor="event_time",
+    chunk_rows=1000,
 )
 
 

@@ -2,12 +2,14 @@
 
 - ``plan(pipeline, uri, resume) -> list[Shard]``: the slices to read now, after what ``resume``
   says the dataset's ``main`` already holds (files' checksums, or a cursor's high-water mark);
-- ``read(pipeline, shard) -> Iterator[RawBatch]``: one slice's raw values, the same ones on a
-  retry, in batches for the contract, quality, security and storage stages, which never learn
-  where the rows came from.
+- ``read(pipeline, shard) -> Iterator[RawBatch]``: one slice's raw values in batches for the
+  contract, quality, security and storage stages, which never learn where the rows came from.
+  A closed slice is read the same on a retry; an open one (a stream's: what is there to deliver)
+  is closed by what its shard read (``upto``).
 
-The position a run reached is its shards' highest cursor value (``position``), kept in the
-snapshot's summary (``base.position``) and read back by the next run's ``discover``. A new kind
+The position a run reached is the furthest its shards read (a cursor column's highest value, or
+the last entry id a batch reports), kept in the snapshot's summary (``base.position``) and read
+back by the next run's ``discover``. A new kind
 (Kafka: its offsets as the position) is a module here and a model in ``spec``; the engine does not
 change.
 """
