@@ -522,7 +522,7 @@ def main() -> int:
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
-        dead = stack.supervise(restartable=set(services))
+        dead = stack.supervise(restartable={*services, "streams-redis"})  # Redis restarts from its AOF
         print(f"{dead} exited; stopping the rest. See {HOME / 'logs'}.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
