@@ -28,7 +28,7 @@ from base_platform.pipelines import breaker, run_unique, sources, tables
 from base_platform.pipelines.findings import Findings
 from base_platform.pipelines.modules import contracts, ingestion, quality, security, storage
 from base_platform.pipelines.records import PartSpan, Shard, ShardResult
-from base_platform.pipelines.spec import Freshness, Pipeline
+from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
@@ -78,7 +78,7 @@ class _Pass:
         self.keys: dict[str, quality.UniqueKeys] = {}
         self.latest: datetime | None = None
         self.nulls: Counter[str] = Counter()
-        self.cursor = sources.cursor_of(pipeline)
+        self.cursor = cursor_of(pipeline)
         self.position: Any = None  # the highest cursor value read, stored or not
 
     def _timed(self, stage: str, started: float) -> float:

@@ -511,10 +511,15 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
     return pipeline
 
 
+def cursor_of(pipeline: Pipeline) -> str | None:
+    """The contract column an incremental source resumes by; None for files and streams."""
+    source = pipeline.spec.source
+    return source.cursor if isinstance(source, HttpSource | PostgresSource) else None
+
+
 def _check_cursor(pipeline: Pipeline, path: Path) -> None:
     """An incremental source's cursor is a required contract column that can be ordered."""
-    source = pipeline.spec.source
-    cursor = source.cursor if isinstance(source, HttpSource | PostgresSource) else None
+    cursor = cursor_of(pipeline)
     if cursor is None:
         return
     if cursor not in pipeline.contract.names:

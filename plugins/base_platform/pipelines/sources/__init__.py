@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 
 from base_platform.pipelines.modules.ingestion import RawBatch
 from base_platform.pipelines.records import Shard, ShardResult
-from base_platform.pipelines.spec import HttpSource, Pipeline, PostgresSource
+from base_platform.pipelines.spec import Pipeline
 
 MODULES = {
     "files": "base_platform.pipelines.sources.files",
@@ -63,12 +63,6 @@ def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
 
 def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
     return kind_of(pipeline).read(pipeline, shard)
-
-
-def cursor_of(pipeline: Pipeline) -> str | None:
-    """The contract column an incremental source resumes by; None for files."""
-    source = pipeline.spec.source
-    return source.cursor if isinstance(source, HttpSource | PostgresSource) else None
 
 
 def as_position(value: Any) -> Any:
