@@ -28,7 +28,15 @@ from base_platform.pipelines.synth import BAD_UTF8_MARK, Summary, encode
 FAULTS = ("bad_date", "bad_amount", "unknown_currency", "missing_id", "duplicate_id", "invalid_utf8")
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "JPY", "CAD"]
 COUNTRIES = ["DE", "FR", "NL", "GB", "US", "CH", "SE", "NO", "DK", "PL", "JP", "CA", "ES", "IT"]
-MERCHANTS = ["Acme Grocers", "Nordic Fuel", "Cafe Central", "Book Nook", "Metro Transit", "City Pharmacy"]
+MERCHANT_CATEGORIES = {  # the merchants reference's rows for these (feature view account_spend)
+    "Acme Grocers": "grocery",
+    "Nordic Fuel": "fuel",
+    "Cafe Central": "dining",
+    "Book Nook": "retail",
+    "Metro Transit": "travel",
+    "City Pharmacy": "retail",
+}
+MERCHANTS = list(MERCHANT_CATEGORIES)
 MEMOS = ["", "", "", "monthly subscription", "refund, partial", 'said "thanks"', "split\nbill", "gift"]
 CHANNELS = ["online", "pos", "atm", "transfer"]
 STATUSES = ["approved", "approved", "approved", "declined", "reversed"]

@@ -51,9 +51,13 @@ def merchant_name(number: int) -> str:
 
 
 def write_merchants(path: Path, count: int = MERCHANTS) -> None:
-    """The merchants reference (``config/pipelines/merchants``) of the events' merchants, as CSV."""
+    """The merchants reference (``config/pipelines/merchants``) of the events' merchants and of the
+    generated transactions' (``benchmarks.datagen``), as CSV."""
+    from benchmarks.datagen import MERCHANT_CATEGORIES
+
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [f"{merchant_name(n)},{CATEGORIES[n % len(CATEGORIES)]},DE" for n in range(count)]
+    rows += [f"{name},{category},DE" for name, category in MERCHANT_CATEGORIES.items()]
     path.write_text("\n".join(["merchant,category,country", *rows]) + "\n")
 
 

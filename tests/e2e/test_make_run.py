@@ -220,6 +220,9 @@ def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> Non
     split and an erasure over REST, the subject handed over through Vault."""
     import hvac
 
+    trained = _run_block("features-python", env)
+    assert re.search(r"^1000 rows, 21 columns; \d+ labels still open$", trained, re.M), trained
+    assert re.search(r"^(\d+) of \1 accounts online as of 2026-", trained, re.M), trained
     read = _run_block("dataset-python", env | {"TMPDIR": str(home.parent)})
     assert re.search(r"now \d+ rows; [1-9]\d* since 2026-\d\d-\d\dT00:00:00\+00:00; \d+ at snapshot", read), (
         read
@@ -401,6 +404,11 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         served = _run_block("datasets-curl", env | {"TMPDIR": str(tmp_path)})
         overview = {row["dataset"]: row for row in json.loads(_run_block("readme-overview", env))}
         assert {row["breaker"]["state"] for row in overview.values()} == {"closed"}, overview
+        features = _run_block("features-curl", env)
+        assert re.search(r"account_spend: 18 features and 1 labels of transactions per account_id", features)
+        assert len(re.findall(r"^acc-\d+: 30d -?\d+\.\d\d in [1-9]\d* payments", features, re.M)) == 3, (
+            features
+        )
         readme = json.loads(_run_block("readme-datasets", env))
         assert readme["rows"] and set(readme["rows"][0]) == {"transaction_id", "amount"}, readme
         _assert_the_dataset_api_serves_what_it_should(stack, tmp_path / "home", served)

@@ -19,6 +19,7 @@ SERVICES = {
     "postgres",
     "redis",
     "cache",
+    "features-online",
     "statsd-exporter",
     "airflow-init",
     "api-server",
@@ -59,7 +60,7 @@ def test_every_service_exists_and_is_health_checked(model: dict[str, Any]) -> No
 
 
 def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[str, Any]) -> None:
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.providers.hashicorp.secrets.vault.VaultBackend"
@@ -123,7 +124,7 @@ def test_env_is_ignored_and_the_example_holds_only_placeholders() -> None:
 def test_airflow_metrics_reach_prometheus_through_the_statsd_exporter(model: dict[str, Any]) -> None:
     exporter = model["services"]["statsd-exporter"]
     assert "--statsd.listen-udp=:9125" in exporter["command"]
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__METRICS__STATSD_ON"] == "true", name
         assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == (

@@ -34,10 +34,11 @@ def require_platform(user: Any) -> None:
 
 
 def create_app() -> FastAPI:
-    from base_platform.ui.datasets_api import router
+    from base_platform.ui import datasets_api, features_api
 
     app = FastAPI(title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(router)
+    app.include_router(datasets_api.router)
+    app.include_router(features_api.router)
 
     @app.get("/", response_class=HTMLResponse)
     async def page(user: User) -> HTMLResponse:
