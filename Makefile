@@ -64,10 +64,11 @@ system-packages:
 
 ## bench: ingest throughput (ours vs Polars and DuckDB), the datasets API under load, the card stream
 ## through Airflow (vs the engine in a loop), feature materialisation and online lookups (vs bare
-## DuckDB, HMGET and SELECT), and the deploy critical path.
+## DuckDB, HMGET and SELECT), the four media kinds (vs their library calls in a loop), and the
+## deploy critical path.
 bench: $(STAMP) redis-package
 	@for b in benchmarks/ingest_throughput.py benchmarks/stream_throughput.py benchmarks/feature_store.py \
-	  benchmarks/deploy_critical_path.py; do \
+	  benchmarks/media_throughput.py benchmarks/deploy_critical_path.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## constraints: refreeze constraints.txt from a fresh install of the requirement files.

@@ -417,9 +417,17 @@ def start_streams_redis(stack: Stack, local: dict[str, str]) -> None:
     stack.start("streams-redis", server, str(config))
 
 
+MEDIA_SAMPLES = {  # media kind -> the dataset whose drop folder gets sample files
+    "document": "documents",
+    "image": "images",
+    "geojson": "parcels",
+    "timeseries": "sensor_series",
+}
+
+
 def sample_data() -> Path:
-    """Generated transactions for ``pipeline_transactions``, and the merchants reference of the card
-    streams (once; delete the folders for new ones)."""
+    """Generated transactions for ``pipeline_transactions``, the merchants reference of the card
+    streams, and files of each media kind (once; delete the folders for new ones)."""
     incoming = HOME / "data" / "transactions" / "incoming"
     if not incoming.exists():
         from benchmarks.datagen import generate
@@ -431,6 +439,13 @@ def sample_data() -> Path:
         from benchmarks.streamgen import write_merchants
 
         write_merchants(merchants / "merchants.csv")
+    for kind, dataset in MEDIA_SAMPLES.items():
+        folder = HOME / "data" / dataset / "incoming"
+        if not folder.exists():
+            from benchmarks.mediagen import generate as generate_media
+
+            made = generate_media(kind, 50, 0.04, folder)
+            print(f"  generated {made['files']} {kind} files ({made['quarantined']} unreadable) in {folder}")
     return incoming
 
 

@@ -123,15 +123,21 @@ class Location:
 def file_digests(
     location: Location, paths: list[str], observers: list[Callable[[bytes], None] | None] | None = None
 ) -> list[tuple[str, int]]:
-    """:func:`file_digest` of each path, a few at a time (hashlib and pyarrow's reads release the GIL)."""
+    """:func:`file_digest` of each path, a few at a time (hashlib and pyarrow's reads release the GIL).
+
+    Each thread takes every ``DIGEST_THREADS``-th path in one task: a task per path cost more in
+    thread hand-offs than hashing 20,000 GeoJSON files of 300 bytes took (1.4 s against 0.4 s).
+    """
+    observing = observers or [None] * len(paths)
+    found: list[tuple[str, int]] = [("", 0)] * len(paths)
+
+    def digest_every(first: int) -> None:
+        for index in range(first, len(paths), DIGEST_THREADS):
+            found[index] = file_digest(location, paths[index], observing[index])
+
     with ThreadPoolExecutor(max_workers=DIGEST_THREADS) as pool:
-        return list(
-            pool.map(
-                lambda path, observe: file_digest(location, path, observe),
-                paths,
-                observers or [None] * len(paths),
-            )
-        )
+        list(pool.map(digest_every, range(min(DIGEST_THREADS, len(paths)))))
+    return found
 
 
 def file_digest(

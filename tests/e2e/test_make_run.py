@@ -112,18 +112,26 @@ def _assert_no_protected_value_written(home: Path) -> None:
             protected |= {row[c] for c in ("customer_email", "customer_phone") if row.get(c)}
     assert len(protected) > 1000
     protected |= {f"holder{account}@example.com" for account in range(ACCOUNTS)}  # the card stream's
-    datasets = [p for p in (home / "data").glob("*/*") if p != home / "data" / "transactions" / "incoming"]
+    planted = {  # the sample media's e-mails, phone numbers and GPS marker, searched as they are
+        value.encode()
+        for made in (home / "data").glob("*/incoming/_mediagen.json")
+        for value in json.loads(made.read_text())["planted"]
+    }
+    assert len(planted) > 10
+    datasets = [p for p in (home / "data").glob("*/*") if p.name != "incoming"]  # all we wrote, not the drops
     written = [*datasets, home / "logs", home / "artifacts"]  # curated, its splits, reports, logs
     files = [f for folder in written for f in folder.rglob("*") if f.is_file()]
     files += [f for pattern in ("airflow.db*", "iceberg.db*") for f in home.glob(pattern) if f.is_file()]
     assert any("_quarantine" in str(f) for f in files) and any(f.name == "airflow.db" for f in files)
     # Every token that looks like an e-mail or a phone number, then the ones the data holds.
     token = re.compile(rb"[\w.+-]+@[\w-]+(?:\.[\w-]+)*|\+\d{6,15}")
-    leaked = {
-        str(f): found
-        for f in files
-        if (found := {t.decode(errors="replace") for t in token.findall(f.read_bytes())} & protected)
-    }
+    leaked = {}
+    for f in files:
+        data = f.read_bytes()
+        found = {t.decode(errors="replace") for t in token.findall(data)} & protected
+        found |= {value.decode() for value in planted if value in data}
+        if found:
+            leaked[str(f)] = found
     assert leaked == {}
 
 
@@ -279,6 +287,24 @@ def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, s
     assert httpx.get(f"{api}/transactions/rows", headers=admin, params=before, timeout=30).status_code == 400
 
 
+def _assert_the_features_api_refuses_what_it_should(stack: DevStack, home: Path) -> None:
+    """The features API has the datasets API's auth: 401 without a token, 403 (and an empty
+    listing) for a role that may not read transactions; 400 without entities, 404 for no view."""
+    api = f"http://127.0.0.1:{stack.api_port}/base-platform/api/features"
+    admin, ds = ({"Authorization": f"Bearer {_token(stack, user, home)}"} for user in ("admin", "ds"))
+    online = f"{api}/account_spend/online"
+    assert httpx.get(online, params={"entity": "acc-00000001"}, timeout=30).status_code == 401
+    assert httpx.get(api, headers=ds, timeout=30).json() == []
+    assert httpx.get(online, headers=ds, params={"entity": "acc-00000001"}, timeout=30).status_code == 403
+    none = httpx.get(online, headers=admin, timeout=30)
+    assert none.status_code == 400 and "entity" in none.text, none.text
+    assert (
+        httpx.get(f"{api}/nope/online", headers=admin, params={"entity": "a"}, timeout=30).status_code == 404
+    )
+    unknown = httpx.get(online, headers=admin, params={"entity": "no-such-account"}, timeout=30)
+    assert unknown.status_code == 200 and unknown.json()["entities"] == {"no-such-account": None}
+
+
 def _use_the_stacks_catalog(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from scripts.dev_stack import sqlite_iceberg_connection
 
@@ -401,6 +427,9 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         }
         streamed = _run_block("stream-curl", stream_env)
         assert re.search(r"card_events (\d+) \(of \1 good events\)", streamed), streamed
+        media = _run_block("media-curl", stream_env)
+        assert len(re.findall(r"^\w+: \d+ rows of 50 files \(\d unreadable\)$", media, re.M)) == 4, media
+        assert len(re.findall(r"'language': '(en|de|fr)'", media)) == 2, media
         served = _run_block("datasets-curl", env | {"TMPDIR": str(tmp_path)})
         overview = {row["dataset"]: row for row in json.loads(_run_block("readme-overview", env))}
         assert {row["breaker"]["state"] for row in overview.values()} == {"closed"}, overview
@@ -412,6 +441,7 @@ def test_make_run_serves_the_ui_runs_the_readme_curl_and_stops_cleanly(
         readme = json.loads(_run_block("readme-datasets", env))
         assert readme["rows"] and set(readme["rows"][0]) == {"transaction_id", "amount"}, readme
         _assert_the_dataset_api_serves_what_it_should(stack, tmp_path / "home", served)
+        _assert_the_features_api_refuses_what_it_should(stack, tmp_path / "home")
         replay_env = env | {
             "AIRFLOW_CONN_VAULT_DEFAULT": vault_conn_uri(stack.vault_port),
             "BASE_PIPELINES_ROOT": str(tmp_path / "home"),

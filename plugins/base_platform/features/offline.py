@@ -125,6 +125,8 @@ def _since(
     view: FeatureView, before: State | None, source: Table, state: State, full_refresh: bool
 ) -> datetime | None:
     """The earliest event time the new source rows can change; None: recompute everything."""
+    import pyarrow.compute as pc
+
     from base_platform.pipelines.distribution import change
 
     if (
@@ -137,18 +139,13 @@ def _since(
     if changed.whole:
         return None
     added = files_dataset(source, state.source_snapshot, [task.file.file_path for task in changed.tasks])
-    times = added.to_table([view.source.timestamp]).column(0)
-    import pyarrow.compute as pc
-
-    earliest = pc.min(times).as_py() if len(times) else None
-    since = (
-        before.watermark_time if earliest is None else min(earliest.astimezone(UTC), before.watermark_time)
-    )
-    return (
-        since - timedelta(seconds=view.lookahead_seconds)
-        if view.labels
-        else (earliest or before.watermark_time)
-    )
+    found = pc.min(added.to_table([view.source.timestamp]).column(0)).as_py()
+    earliest = found.astimezone(UTC) if found is not None else before.watermark_time
+    if not view.labels:
+        return earliest
+    # labels look ahead: new rows change those a window before them, and the new watermark closes
+    # those whose window ended after the old one
+    return min(earliest, before.watermark_time) - timedelta(seconds=view.lookahead_seconds)
 
 
 def materialise(view: FeatureView, *, full_refresh: bool = False) -> Materialised:

@@ -9,7 +9,6 @@ forward, ``(t, t + window]``, and exist only once that window has closed.
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -17,21 +16,11 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from base_platform.catalog.loader import CONFIG_DIR, CatalogError, load_model
-from base_platform.pipelines.spec import NAME, Pipeline, load_pipelines
+from base_platform.pipelines.spec import NAME, Pipeline, duration_seconds, load_pipelines
 from base_platform.types import StrictModel
 
-DURATION = re.compile(r"^([1-9][0-9]*)(m|h|d)$")
-UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86_400}
 Function = Literal["sum", "count", "mean", "distinct_count"]
-NUMERIC = ("int64",)  # and every decimal(p,s)
-
-
-def seconds(window: str) -> int:
-    """``30m``, ``1h``, ``7d`` in seconds."""
-    found = DURATION.match(window)
-    if found is None:
-        raise ValueError(f"{window!r} is not a duration like 30m, 1h or 7d")
-    return int(found.group(1)) * UNIT_SECONDS[found.group(2)]
+NUMERIC = ("int64", "float64")  # and every decimal(p,s)
 
 
 class Source(StrictModel):
@@ -62,7 +51,7 @@ class Aggregation(StrictModel):
     @classmethod
     def _durations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for window in value:
-            seconds(window)
+            duration_seconds(window)
         return value
 
     def features(self) -> list[tuple[str, Function, str]]:
@@ -81,7 +70,7 @@ class Label(StrictModel):
     @field_validator("window")
     @classmethod
     def _duration(cls, value: str) -> str:
-        seconds(value)
+        duration_seconds(value)
         return value
 
 
@@ -109,11 +98,13 @@ class FeatureView(StrictModel):
     @property
     def lookback_seconds(self) -> int:
         """How far back the longest window reaches: what a point's features can depend on."""
-        return max(seconds(window) for aggregation in self.aggregations for window in aggregation.windows)
+        return max(
+            duration_seconds(window) for aggregation in self.aggregations for window in aggregation.windows
+        )
 
     @property
     def lookahead_seconds(self) -> int:
-        return max((seconds(label.window) for label in self.labels), default=0)
+        return max((duration_seconds(label.window) for label in self.labels), default=0)
 
     @property
     def references(self) -> tuple[str, ...]:

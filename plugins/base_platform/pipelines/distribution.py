@@ -45,6 +45,8 @@ SNAPSHOT_DIR = "snapshot="
 POSTGRES_TYPES = {
     "string": "text",
     "int64": "bigint",
+    "float64": "double precision",
+    "binary": "bytea",
     "timestamp": "timestamptz",
     "date": "date",
     "bool": "boolean",

@@ -436,10 +436,7 @@ def _run_record(
         "null_counts": dict(nulls),
         "freshness": fresh,
         "quarantine": [path for r in results for path in [r.quarantine, *r.repeated] if path],
-        "inputs": [
-            {"source": source, "sha256": checksum}
-            for source, checksum in dict.fromkeys((r.shard.source, r.shard.checksum) for r in results)
-        ],
+        "inputs": [{"source": source, "sha256": checksum} for source, checksum in sources.inputs_of(results)],
         "wall_seconds": round(wall, 3),
         "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
         "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},

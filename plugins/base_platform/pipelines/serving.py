@@ -102,13 +102,16 @@ def parse_filter(pipeline: Pipeline, text: str) -> BooleanExpression:
     return cast("BooleanExpression", predicates[op](column, value))
 
 
+NUMBERS: dict[str, Any] = {"int64": int, "float64": float}
+
+
 def _typed(pipeline: Pipeline, column: str, raw: str) -> Any:
     spec = pipeline.contract.column(column)
     try:
         if spec.decimal:
             return Decimal(raw)
-        if spec.type == "int64":
-            return int(raw)
+        if spec.type in NUMBERS:
+            return NUMBERS[spec.type](raw)
         if spec.type == "bool":
             if raw not in ("true", "false"):
                 raise ValueError(raw)

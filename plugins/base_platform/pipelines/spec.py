@@ -19,7 +19,17 @@ from base_platform.types import StrictModel
 NAME = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
-SCALAR_TYPES = ("string", "int64", "timestamp", "date", "bool")
+SCALAR_TYPES = ("string", "int64", "float64", "timestamp", "date", "bool", "binary")
+DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def duration_seconds(text: str) -> int:
+    """``30s``, ``15m``, ``1h``, ``7d`` in seconds."""
+    found = DURATION.match(text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a duration like 15m, 1h or 7d")
+    return int(found.group(1)) * UNIT_SECONDS[found.group(2)]
 
 
 class Column(StrictModel):
@@ -95,6 +105,36 @@ class FileSource(StrictModel):
     )
 
 
+class MediaSource(StrictModel):
+    """Files of one media kind, each becoming one row (multimodal_processing)."""
+
+    kind: Literal["media"]
+    uri: str = Field(min_length=1, description="a local path or s3://bucket/prefix")
+    glob: str = "*"
+    format: Literal["document", "image", "geojson", "timeseries"]
+    shard_mb: int = Field(32, ge=1, description="files are grouped, in path order, into shards of about this")
+    files_per_shard: int = Field(250, ge=1, le=5000, description="and of at most this many files")
+    exif_keep: tuple[str, ...] = Field(default=(), description="image: the EXIF tags kept, by name (Make)")
+    keep_gps: bool = Field(False, description="image: keep GPS tags; data_security removes them by default")
+    thumbnail_px: int = Field(128, ge=16, le=1024, description="image: the thumbnail's longer side")
+    crs: str = Field("EPSG:4326", pattern=r"^EPSG:[0-9]+$", description="geojson: the CRS rows are stored in")
+    source_crs: str = Field("EPSG:4326", pattern=r"^EPSG:[0-9]+$", description="geojson: the files' CRS")
+    frequency: str | None = Field(default=None, description="timeseries: the resampling step, such as 1h")
+    aggregation: Literal["mean", "sum", "min", "max", "last"] = "mean"
+
+    @property
+    def frequency_seconds(self) -> int | None:
+        return duration_seconds(self.frequency) if self.frequency else None
+
+    @model_validator(mode="after")
+    def _kind_options(self) -> MediaSource:
+        if self.frequency is not None:
+            duration_seconds(self.frequency)
+        if (self.format == "timeseries") != (self.frequency is not None):
+            raise ValueError("`frequency` is required for format: timeseries, and only there")
+        return self
+
+
 class Pagination(StrictModel):
     """How an API pages: a token from the body, an offset, or RFC 8288 ``Link: <…>; rel="next"``."""
 
@@ -168,7 +208,9 @@ class RedisStreamSource(StrictModel):
     )
 
 
-Source = Annotated[FileSource | HttpSource | PostgresSource | RedisStreamSource, Field(discriminator="kind")]
+Source = Annotated[
+    FileSource | HttpSource | PostgresSource | RedisStreamSource | MediaSource, Field(discriminator="kind")
+]
 INCREMENTAL_TYPES = ("timestamp", "date", "int64")
 
 
@@ -508,7 +550,27 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
     pipeline = Pipeline(spec=spec, contract=contract)
     _check_columns(pipeline, path)
     _check_cursor(pipeline, path)
+    _check_media(pipeline, path)
     return pipeline
+
+
+def _check_media(pipeline: Pipeline, path: Path) -> None:
+    """A media pipeline's contract holds only columns its kind's files give, and which file."""
+    source = pipeline.spec.source
+    if not isinstance(source, MediaSource):
+        return
+    from base_platform.pipelines.multimodal import COMMON, columns_of
+
+    given = columns_of(source.format)
+    for index, column in enumerate(pipeline.contract.columns):
+        if column.name not in given:
+            raise CatalogError(
+                path,
+                "contract",
+                f"columns[{index}] {column.name!r} is not one a {source.format} gives: {list(given)}",
+            )
+    if missing := [name for name in COMMON if name not in pipeline.contract.names]:
+        raise CatalogError(path, "contract", f"a media contract needs {missing}")
 
 
 def cursor_of(pipeline: Pipeline) -> str | None:

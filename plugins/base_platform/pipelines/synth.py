@@ -174,6 +174,13 @@ class Synthesizer:
         if column.type == "int64":
             first, last = int(low if low is not None else 0), int(high if high is not None else 1_000_000)
             return pa.array(self.rng.integers(first, last, rows, endpoint=True)).cast(pa.string())
+        if column.type == "float64":
+            bottom, top = float(low if low is not None else 0), float(high if high is not None else 1_000_000)
+            return pa.array(self.rng.uniform(bottom, top, rows)).cast(pa.string())
+        if column.type == "binary":
+            return pa.array(
+                [bytes(self.rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(rows)], pa.binary()
+            )
         if decimal := column.decimal:
             return self._decimals(decimal, low, high, rows)
         return self._times(column, rows)

@@ -32,9 +32,11 @@ def arrow_type(column: Column) -> pa.DataType:
     return {
         "string": pa.string(),
         "int64": pa.int64(),
+        "float64": pa.float64(),
         "timestamp": pa.timestamp("us", tz="UTC"),
         "date": pa.date32(),
         "bool": pa.bool_(),
+        "binary": pa.binary(),
     }[column.type]
 
 
@@ -105,6 +107,8 @@ def render(typed: pa.Array, column: Column) -> pa.Array:
         if column.type == "timestamp" and "%f" not in fmt:
             typed = typed.cast(pa.timestamp("s", tz="UTC"), safe=False)  # Arrow's %S adds fractions
         return pc.strftime(typed, format=fmt)
+    if column.type == "binary":
+        return typed
     return typed.cast(pa.string())
 
 
@@ -125,6 +129,8 @@ def _parse(text: pa.StringArray, column: Column, findings: Findings) -> pa.Array
     if decimal := column.decimal:
         whole = decimal[0] - decimal[1]
         shape = rf"^-?[0-9]{{1,{whole}}}(\.[0-9]{{1,{decimal[1]}}})?$"
+    elif column.type == "float64":
+        shape = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$|^-?inf$|^nan$"
     elif column.type == "int64":
         shape = r"^-?[0-9]{1,18}$"
     else:
@@ -162,6 +168,12 @@ def conform(raw: pa.RecordBatch, contract: Contract, findings: Findings) -> pa.R
     """The batch in the contract's schema; every problem is recorded in ``findings``."""
     arrays = []
     for column in contract.columns:
+        if column.type == "binary":  # bytes as they are: no text to decode or parse
+            values = raw.column(column.name)
+            if not column.nullable:
+                findings.add(pc.is_null(values), f"{column.name}: missing")
+            arrays.append(values)
+            continue
         text, missing = decode(raw.column(column.name), column.name, findings)
         _constrain(text, missing, column, findings)
         arrays.append(_parse(text, column, findings))

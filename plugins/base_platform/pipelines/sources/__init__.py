@@ -33,6 +33,7 @@ MODULES = {
     "http": "base_platform.pipelines.sources.http",
     "postgres": "base_platform.pipelines.sources.postgres",
     "redis_stream": "base_platform.pipelines.sources.redis_stream",
+    "media": "base_platform.pipelines.sources.media",
 }
 
 
@@ -94,6 +95,19 @@ def run_position(results: Iterable[ShardResult]) -> Any:
         for result in results
         for value in (result.position, *((result.shard.span or {}).get(k) for k in ("after", "upto")))
     )
+
+
+def inputs_of(results: Iterable[ShardResult]) -> list[tuple[str, str]]:
+    """(source, checksum) of what a run read, once each: a shard's file (or span), or each file of
+    a shard that groups many (``media``), so a later run skips exactly the files read."""
+    found: dict[tuple[str, str], None] = {}
+    for result in results:
+        grouped = (result.shard.span or {}).get("files") if result.shard.kind == "media" else None
+        for source, checksum in (
+            [(p, c) for p, c, _ in grouped] if grouped else [(result.shard.source, result.shard.checksum)]
+        ):
+            found[(source, checksum)] = None
+    return list(found)
 
 
 def nothing_new(results: Iterable[ShardResult]) -> bool:
