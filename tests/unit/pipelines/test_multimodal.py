@@ -210,3 +210,33 @@ def test_a_bad_media_spec_names_file_and_key(
     with pytest.raises(CatalogError) as error:
         load_pipeline(path)
     assert str(path) in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_a_parquet_series_is_read_like_a_csv_one(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from base_platform.pipelines import multimodal
+
+    source = pipeline_named("sensor_series").spec.source
+    times = [
+        datetime(2026, 11, 1, hour, minute, tzinfo=UTC) for hour, minute in ((0, 5), (2, 0), (0, 50), (2, 0))
+    ]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"timestamp": times, "value": [1.0, 4.0, 3.0, 6.0]}), sink)
+    written: dict[str, bytes] = {}
+    row = multimodal.extract(
+        "timeseries",
+        sink.getvalue(),
+        "s/pump-7.parquet",
+        source,
+        lambda name, data: written.setdefault(name, data) and name,
+    )
+    assert (row["series"], row["points_in"], row["out_of_order"], row["duplicates"]) == (
+        "pump-7",
+        "4",
+        "1",
+        "1",
+    )
+    assert (row["buckets"], row["gaps"], row["mean"]) == ("2", "1", "3.5")  # hours 0 and 2, mean of 2 and 5
+    resampled = pq.read_table(io.BytesIO(next(iter(written.values()))))
+    assert resampled.column("value").to_pylist() == [2.0, 5.0]
