@@ -216,21 +216,21 @@ def test_a_parquet_series_is_read_like_a_csv_one(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from base_platform.pipelines import multimodal
+    from base_platform.pipelines.sources.media import media_source
 
-    source = pipeline_named("sensor_series").spec.source
+    source = media_source(pipeline_named("sensor_series"))
     times = [
         datetime(2026, 11, 1, hour, minute, tzinfo=UTC) for hour, minute in ((0, 5), (2, 0), (0, 50), (2, 0))
     ]
     sink = io.BytesIO()
     pq.write_table(pa.table({"timestamp": times, "value": [1.0, 4.0, 3.0, 6.0]}), sink)
     written: dict[str, bytes] = {}
-    row = multimodal.extract(
-        "timeseries",
-        sink.getvalue(),
-        "s/pump-7.parquet",
-        source,
-        lambda name, data: written.setdefault(name, data) and name,
-    )
+
+    def side(name: str, data: bytes) -> str:
+        written[name] = data
+        return name
+
+    row = multimodal.extract("timeseries", sink.getvalue(), "s/pump-7.parquet", source, side)
     assert (row["series"], row["points_in"], row["out_of_order"], row["duplicates"]) == (
         "pump-7",
         "4",
