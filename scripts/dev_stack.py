@@ -59,13 +59,21 @@ FAB_USERS = {
 
 
 def airflow_services() -> dict[str, tuple[str, ...]]:
-    """What runs besides the api-server, each restartable on its own."""
+    """What runs besides the api-server, each restartable on its own. The Celery topology runs two
+    schedulers (active-active on Postgres row locks), two triggerers (sharing the triggers) and two
+    workers, as production does; a second instance serves no logs (the first one's port, and
+    every log is a file under the stack's home)."""
     airflow = str(BIN / "airflow")
     services: dict[str, tuple[str, ...]] = {
         name: (airflow, name) for name in ("scheduler", "dag-processor", "triggerer")
     }
     if EXECUTOR == "celery":
-        services["celery-worker"] = (airflow, "celery", "worker", "--concurrency", "8")
+        services["scheduler-2"] = (airflow, "scheduler", "--skip-serve-logs")
+        services["triggerer-2"] = (airflow, "triggerer", "--skip-serve-logs")
+        for number, extra in ((1, ()), (2, ("--skip-serve-logs",))):
+            name = "celery-worker" + ("" if number == 1 else f"-{number}")
+            hostname = ("--celery-hostname", f"worker-{number}@%h")
+            services[name] = (airflow, "celery", "worker", "--concurrency", "4", *hostname, *extra)
     return services
 
 

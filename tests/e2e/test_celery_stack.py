@@ -23,6 +23,7 @@ from tests.e2e.services import postgres, redis
 
 pytestmark = pytest.mark.e2e
 DEPLOY = {"environment": "dev", "waves": ["core"], "components": ["argocd"]}
+BROKER: dict[str, str] = {}  # the module's stack's Celery broker
 
 
 class Client:
@@ -110,6 +111,7 @@ def database() -> Iterator[str]:
 def stack(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Launched]:
     base = tmp_path_factory.mktemp("celery")
     with redis(base / "redis") as broker:
+        BROKER["url"] = broker
         launched = launch(
             base / "home",
             free_port(),
@@ -166,6 +168,49 @@ def test_developer_deploys_over_rest_and_a_triggerer_restart_loses_nothing(
     for task_id in deferred:
         assert after[task_id]["state"] == "success"
         assert after[task_id]["try_number"] == 1  # resumed by the new triggerer, not retried
+
+
+def test_two_schedulers_and_two_triggerers_are_alive_and_two_workers_answer(
+    stack: Launched, clients: dict[str, Client]
+) -> None:
+    """The production topology runs two of each service that can fail (issue "Reliability
+    drills"): both schedulers and both triggerers heartbeat into the jobs table, both workers
+    answer Celery's ping."""
+    import subprocess
+
+    admin = clients["admin"]
+    deadline = time.monotonic() + 120
+    alive: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        for job_type in ("SchedulerJob", "TriggererJob"):
+            jobs = admin.http.get("/jobs", params={"job_type": job_type, "is_alive": True}).json()["jobs"]
+            alive[job_type] = len(jobs)
+        if alive == {"SchedulerJob": 2, "TriggererJob": 2}:
+            break
+        time.sleep(2)
+    assert alive == {"SchedulerJob": 2, "TriggererJob": 2}, alive
+    assert {
+        "scheduler",
+        "scheduler-2",
+        "triggerer",
+        "triggerer-2",
+        "celery-worker",
+        "celery-worker-2",
+    } <= set(stack.pids)
+    app = "airflow.providers.celery.executors.celery_executor.app"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+        "AIRFLOW_HOME": str(stack.home / "celery-cli"),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": BROKER["url"],
+    }
+    ping = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "celery"), "--app", app, "inspect", "ping", "--timeout", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ping.stdout.count("pong") == 2 and "worker-1@" in ping.stdout and "worker-2@" in ping.stdout, ping
 
 
 PROD_DEPLOY = {"environment": "prod", "waves": ["core"], "components": ["argocd"]}

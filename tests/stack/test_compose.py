@@ -59,6 +59,13 @@ def test_every_service_exists_and_is_health_checked(model: dict[str, Any]) -> No
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
+def test_two_of_each_service_that_can_fail(model: dict[str, Any]) -> None:
+    replicas = {
+        name: service.get("deploy", {}).get("replicas", 1) for name, service in model["services"].items()
+    }
+    assert {name for name, count in replicas.items() if count == 2} == {"scheduler", "triggerer", "worker"}
+
+
 def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[str, Any]) -> None:
     for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online"}:
         env = model["services"][name]["environment"]
