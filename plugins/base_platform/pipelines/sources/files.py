@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow.fs as pafs
 
@@ -27,15 +27,7 @@ class NoSource(ValueError):
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
     """Input files in a stable (path) order, a shard each (or per piece of a big one)."""
     source = file_source(pipeline)
-    location = Location.of(uri)
-    if not location.exists():
-        raise NoSource(f"source {resolve(uri)} does not exist")
-    selector = pafs.FileSelector(location.base, recursive=True)
-    files = sorted(
-        (info.path, info.size)
-        for info in location.fs.get_file_info(selector)
-        if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, source.glob)
-    )
+    location, files = matching_files(uri, lambda name: fnmatch.fnmatch(name, source.glob))
     scheme = resolve(uri).split("://", 1)[0] + "://" if "://" in uri else ""
     cuts = [_record_cuts(source, size) for _, size in files]
     digests = file_digests(location, [path for path, _ in files], [c.feed if c else None for c in cuts])
@@ -50,6 +42,20 @@ def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
                 Shard(len(shards), scheme + path, digest, end - start, start, None if whole else end)
             )
     return shards
+
+
+def matching_files(uri: str, wanted: Callable[[str], bool]) -> tuple[Location, list[tuple[str, int]]]:
+    """The folder or prefix, and (path, size) of each file under it whose name is ``wanted``, by path."""
+    location = Location.of(uri)
+    if not location.exists():
+        raise NoSource(f"source {resolve(uri)} does not exist")
+    selector = pafs.FileSelector(location.base, recursive=True)
+    found = sorted(
+        (info.path, info.size)
+        for info in location.fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and wanted(info.base_name)
+    )
+    return location, found
 
 
 def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:

@@ -14,21 +14,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
-from base_platform.files import Location, file_digests, resolve
+from base_platform.files import Location, file_digests
 from base_platform.pipelines import multimodal
 from base_platform.pipelines.modules.ingestion import RawBatch, Reject, raw_schema
 from base_platform.pipelines.records import Shard
 from base_platform.pipelines.sources import Resume, span_shard
+from base_platform.pipelines.sources.files import matching_files
 from base_platform.pipelines.spec import MediaSource, Pipeline
 
 BATCH_FILES = 256  # rows per batch handed to the contract stage
 SIDE_FOLDER = "_media"  # beside the dataset's data: thumbnails, resampled series
-
-
-class NoSource(ValueError):
-    """The folder or prefix to read does not exist."""
 
 
 def media_source(pipeline: Pipeline) -> MediaSource:
@@ -39,17 +35,13 @@ def media_source(pipeline: Pipeline) -> MediaSource:
 
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
     source = media_source(pipeline)
-    location = Location.of(uri)
-    if not location.exists():
-        raise NoSource(f"source {resolve(uri)} does not exist")
-    selector = pafs.FileSelector(location.base, recursive=True)
-    paths = sorted(
-        info.path
-        for info in location.fs.get_file_info(selector)
-        if info.type == pafs.FileType.File
-        and fnmatch.fnmatch(info.base_name, source.glob)
-        and info.base_name.lower().endswith(multimodal.EXTENSIONS[source.format])
-    )
+    extensions = multimodal.EXTENSIONS[source.format]
+
+    def wanted(name: str) -> bool:
+        return fnmatch.fnmatch(name, source.glob) and name.lower().endswith(extensions)
+
+    location, files = matching_files(uri, wanted)
+    paths = [path for path, _ in files]
     pending = [
         (path, digest, size)
         for path, (digest, size) in zip(paths, file_digests(location, paths), strict=True)
