@@ -155,12 +155,10 @@ def p(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    from scripts.dev_stack import sqlite_iceberg_connection
+
     work = Path(tempfile.mkdtemp(prefix="feature-bench-"))
-    catalog = {
-        "conn_type": "sqlite",
-        "host": str(work / "iceberg.db"),
-        "extra": {"warehouse": str(work / "wh")},
-    }
+    catalog = sqlite_iceberg_connection(work / "iceberg.db", work / "warehouse")
     os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = json.dumps(catalog)
     os.environ["BASE_PIPELINES_ROOT"] = str(work)
     try:

@@ -91,16 +91,12 @@ def bare(kind: str, name: str, source: Path, side: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    from base_platform.files import resolve  # noqa: F401 - the plugins are importable
     from benchmarks.ingest_throughput import cpu_name
     from benchmarks.mediagen import generate
+    from scripts.dev_stack import sqlite_iceberg_connection
 
     work = Path(tempfile.mkdtemp(prefix="media-bench-"))
-    catalog = {
-        "conn_type": "sqlite",
-        "host": str(work / "iceberg.db"),
-        "extra": {"warehouse": str(work / "wh")},
-    }
+    catalog = sqlite_iceberg_connection(work / "iceberg.db", work / "warehouse")
     os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = json.dumps(catalog)
     os.environ["BASE_PIPELINES_ROOT"] = str(work / "root")
     print(f"CPU: {cpu_name()}; {os.cpu_count()} cores")

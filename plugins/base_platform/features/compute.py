@@ -181,14 +181,17 @@ def latest(view: FeatureView, connection: duckdb.DuckDBPyConnection, watermark: 
 
 
 def register_events(
-    view: FeatureView,
-    connection: duckdb.DuckDBPyConnection,
-    data: Any,
-    keys: tuple[str, ...],
-    reach: datetime | None,
+    view: FeatureView, connection: duckdb.DuckDBPyConnection, data: Any, keys: tuple[str, ...]
 ) -> None:
-    """``events``: the columns the view reads of ``data``, from event time ``reach`` on."""
+    """``events``: the columns the view reads of ``data`` (the source snapshot, scanned lazily)."""
     register(connection, "source_rows", data)
+    limit_events(view, connection, keys, None)
+
+
+def limit_events(
+    view: FeatureView, connection: duckdb.DuckDBPyConnection, keys: tuple[str, ...], reach: datetime | None
+) -> None:
+    """``events`` from event time ``reach`` on (the filter goes down to the scan)."""
     columns = ", ".join(quoted(c) for c in source_columns(view, keys))
     since = f" WHERE {quoted(view.source.timestamp)} >= {literal(reach)}" if reach else ""
     connection.execute(f"CREATE OR REPLACE VIEW events AS SELECT {columns} FROM source_rows{since}")

@@ -95,18 +95,11 @@ def _source(view: FeatureView, snapshot_id: int | None = None) -> tuple[Table, i
     return table, snapshot_id or current
 
 
-def _connection(
-    view: FeatureView,
-    source: Table,
-    snapshot_id: int,
-    references: dict[str, int],
-    reach: datetime | None = None,
-) -> Any:
-    """DuckDB with ``events`` (the source snapshot from ``reach`` on, scanned lazily) and each
-    ``reference_<i>``."""
+def _connection(view: FeatureView, source: Table, snapshot_id: int, references: dict[str, int]) -> Any:
+    """DuckDB with ``events`` (the source snapshot, scanned lazily) and each ``reference_<i>``."""
     connection = compute.connect()
     keys = pipeline_named(view.source.dataset).contract.primary_key
-    compute.register_events(view, connection, snapshot_dataset(source, snapshot_id), keys, reach)
+    compute.register_events(view, connection, snapshot_dataset(source, snapshot_id), keys)
     for index, category in enumerate(view.categories):
         reference = tables.load(category.reference)
         assert reference is not None, "references() found it"
@@ -167,10 +160,9 @@ def materialise(view: FeatureView, *, full_refresh: bool = False) -> Materialise
         raise FeatureError(f"{view.source.dataset} has no rows to compute {view.name} from")
     state = State(snapshot_id, references, view.definition, watermark.isoformat())
     since = _since(view, before, source, state, full_refresh or table is None)
-    if since is not None:  # only the rows the recomputed ones look back to, and everything after
-        reach = since - timedelta(seconds=view.lookback_seconds)
-        connection = _connection(view, source, snapshot_id, references, reach)
     keys = pipeline_named(view.source.dataset).contract.primary_key
+    if since is not None:  # only the rows the recomputed ones look back to, and everything after
+        compute.limit_events(view, connection, keys, since - timedelta(seconds=view.lookback_seconds))
     result = compute.at_rows(view, connection, keys, watermark, since)
     _write(view, table, result, since, state)
     return Materialised(
