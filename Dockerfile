@@ -9,6 +9,9 @@ RUN pip install --no-cache-dir -r /opt/base-platform/requirements.txt -c /opt/ba
 # 5% more CPU and 110 MB more memory that way. An environment variable, because Arrow reads it once.
 ENV ARROW_DEFAULT_MEMORY_POOL=jemalloc
 
+# platform_backup runs pg_dump and pg_restore: Airflow's image ships postgresql-client (its
+# INSTALL_POSTGRES_CLIENT build argument, on by default), which must be no older than the server.
+
 # plugins/ finds include/ and config/ beside it (../include, ../config), as in the repository.
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-fast lint typecheck pytest bench constraints clean system-packages redis-package
+.PHONY: run test test-fast lint typecheck pytest drills bench constraints clean system-packages redis-package
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ redis-package:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
-## test: ruff, mypy and the whole pytest suite.
-test: lint typecheck pytest
+## test: ruff, mypy, the whole pytest suite, and the reliability drills.
+test: lint typecheck pytest drills
 
 ## test-fast: the inner loop: ruff, mypy, and the tests that start no Airflow stack and run no DAG.
 test-fast: lint typecheck
@@ -49,7 +49,13 @@ typecheck: $(STAMP)
 # stay on one worker (--dist loadfile), so a module's stack starts once. --durations: the 30
 # slowest tests of every run, so a slow new test shows where it was added.
 pytest: $(STAMP) system-packages
-	$(BIN)/pytest -n 2 --dist loadfile --durations=30
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30 -m "not drill"
+
+## drills: faults injected into the native Celery stack, one stack for all, in order, with the
+## figures they measure printed (docs/reliability.md). BASE_DRILL_OFF=<setting> turns one off.
+drills: $(STAMP) system-packages
+	$(BIN)/pytest -p no:xdist -s --durations=10 -m drill \
+	  tests/drills/test_rest_load.py tests/drills/test_faults.py tests/drills/test_restore.py
 
 ## system-packages: Debian's Postgres and Redis (the production-topology e2e test), Chromium and
 ## its driver (the platform page in a real browser) and promtool (the alert rules).

@@ -119,7 +119,18 @@ def corrupt(rng: np.random.Generator, columns: dict[str, pa.Array], rate: float,
             _set(columns, "memo", rows, BAD_UTF8_MARK)
 
 
-def generate(rows: int, fmt: str, corrupt_rate: float, out: Path, files: int = 1, seed: int = 7) -> Summary:
+def generate(
+    rows: int,
+    fmt: str,
+    corrupt_rate: float,
+    out: Path,
+    files: int = 1,
+    seed: int = 7,
+    first_id: int = 0,
+    prefix: str = "transactions",
+) -> Summary:
+    """``rows`` transactions in ``files`` files named ``<prefix>-NNNN``, ids from ``first_id`` (a
+    later drop of the same feed takes new ids and new names)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     summary = Summary(rows=rows, faults=dict.fromkeys(FAULTS, 0))
@@ -127,10 +138,10 @@ def generate(rows: int, fmt: str, corrupt_rate: float, out: Path, files: int = 1
     chunk_rows = 500_000
     for index in range(files):
         first, last = index * per_file, min(rows, (index + 1) * per_file)
-        path = out / f"transactions-{index:04d}.{fmt}"
+        path = out / f"{prefix}-{index:04d}.{fmt}"
         with path.open("wb") as sink:
             for start in range(first, last, chunk_rows):
-                columns = clean_chunk(rng, start, min(chunk_rows, last - start))
+                columns = clean_chunk(rng, first_id + start, min(chunk_rows, last - start))
                 corrupt(rng, columns, corrupt_rate, summary)
                 sink.write(encode(columns, fmt, header=start == first))
         summary.files.append(path.name)

@@ -5,7 +5,8 @@ Starts the simulators, migrates the database, creates the ``argocd_default`` and
 as in production), then the api-server, scheduler, dag-processor and triggerer.
 
 ``BASE_DEV_EXECUTOR=celery`` runs the production topology instead: Postgres
-(``BASE_DEV_DATABASE_URL``), Redis (``BASE_DEV_BROKER_URL``) and CeleryExecutor with one worker.
+(``BASE_DEV_DATABASE_URL``), Redis (``BASE_DEV_BROKER_URL``) and CeleryExecutor, with two
+schedulers, triggerers and workers (``BASE_DEV_REPLICAS``).
 
 An Airflow service that dies is restarted (up to 3 times, like compose's ``restart: always``);
 a simulator dying, or Ctrl-C, stops every process it started, so a second ``make run`` starts
@@ -47,6 +48,19 @@ VAULT_USER = "airflow"
 STREAMS_PORT = int(os.environ.get("BASE_STREAMS_REDIS_PORT", "6390"))  # the Redis of the event streams
 EXECUTOR = os.environ.get("BASE_DEV_EXECUTOR", "local")
 MAX_RESTARTS = 3
+# The drills (tests/drills): how many of each service the Celery topology runs (2, as production
+# does; 1 shows what a lost host costs without a peer), and which services stay dead when killed.
+REPLICAS = int(os.environ.get("BASE_DEV_REPLICAS", "2"))
+# Airflow's api-server runs one worker by default; the production topology runs one per core (as
+# Airflow advises), each with a database pool as large as its thread pool (40), so a burst of CI
+# clients queues for a thread instead of timing out on a connection with a 500
+# (tests/drills/test_rest_load.py; docs/reliability.md#load-on-the-rest-doors).
+API_WORKERS = ("--workers", "2") if EXECUTOR == "celery" else ()
+API_SERVER_ENV = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "10",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "30",
+}
+NO_RESTART = {name for name in os.environ.get("BASE_DEV_NO_RESTART", "").split(",") if name}
 FAB_AUTH_MANAGER = "base_platform.auth.manager.PlatformFabAuthManager"
 # Users of config/roles.yaml and the variables their passwords come from.
 FAB_USERS = {
@@ -67,13 +81,23 @@ def airflow_services() -> dict[str, tuple[str, ...]]:
     services: dict[str, tuple[str, ...]] = {
         name: (airflow, name) for name in ("scheduler", "dag-processor", "triggerer")
     }
-    if EXECUTOR == "celery":
-        services["scheduler-2"] = (airflow, "scheduler", "--skip-serve-logs")
-        services["triggerer-2"] = (airflow, "triggerer", "--skip-serve-logs")
-        for number, extra in ((1, ()), (2, ("--skip-serve-logs",))):
-            name = "celery-worker" + ("" if number == 1 else f"-{number}")
-            hostname = ("--celery-hostname", f"worker-{number}@%h")
-            services[name] = (airflow, "celery", "worker", "--concurrency", "4", *hostname, *extra)
+    if EXECUTOR != "celery":
+        return services
+    for number in range(1, REPLICAS + 1):
+        suffix, extra = ("", ()) if number == 1 else (f"-{number}", ("--skip-serve-logs",))
+        if number > 1:
+            services[f"scheduler{suffix}"] = (airflow, "scheduler", *extra)
+            services[f"triggerer{suffix}"] = (airflow, "triggerer", *extra)
+        hostname = ("--celery-hostname", f"worker-{number}@%h")
+        services[f"celery-worker{suffix}"] = (
+            airflow,
+            "celery",
+            "worker",
+            "--concurrency",
+            "4",
+            *hostname,
+            *extra,
+        )
     return services
 
 
@@ -122,7 +146,19 @@ def executor_env() -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
         "AIRFLOW__CELERY__BROKER_URL": broker,
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
-    }
+        # Airflow's own database for platform_backup, which a task may reach only as a connection.
+        "AIRFLOW_CONN_AIRFLOW_DB": json.dumps(postgres_connection(database)),
+    } | CELERY_DURABILITY
+
+
+# A task message is acknowledged only when its task ends, so a worker killed mid-task leaves it in
+# Redis for another; a message not acknowledged within the visibility timeout is delivered again
+# (longer than any task may run). Both are Airflow's defaults today, set here so a changed default
+# cannot lose tasks unseen (tests/drills). The broker's Redis keeps an AOF (docker-compose.yaml).
+CELERY_DURABILITY = {
+    "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+}
 
 
 def airflow_env(local: dict[str, str]) -> dict[str, str]:
@@ -236,8 +272,9 @@ class Stack:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         self.commands[name] = args
         log = (HOME / "logs" / f"{name}.log").open("ab")
+        env = self.env | (API_SERVER_ENV if name == "api-server" and EXECUTOR == "celery" else {})
         proc = subprocess.Popen(
-            args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[name] = proc
         print(f"  started {name:<14} pid {proc.pid:<7} log {HOME / 'logs' / name}.log", flush=True)
@@ -250,6 +287,10 @@ class Stack:
             time.sleep(1)
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None:
+                    continue
+                if name in NO_RESTART:
+                    print(f"{name} exited with {proc.returncode}; not restarted (BASE_DEV_NO_RESTART)")
+                    del self.procs[name]
                     continue
                 restarts[name] = restarts.get(name, 0) + 1
                 if name not in restartable or restarts[name] > MAX_RESTARTS:
@@ -358,6 +399,11 @@ def iceberg_connection() -> dict[str, object]:
     url = os.environ.get("BASE_DEV_ICEBERG_URL")
     if not url:
         return sqlite_iceberg_connection(HOME / "iceberg.db", HOME / "warehouse")
+    return postgres_connection(url) | {"extra": json.dumps({"warehouse": str(HOME / "warehouse")})}
+
+
+def postgres_connection(url: str) -> dict[str, object]:
+    """A ``postgres`` connection to the database of a SQLAlchemy URL."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -368,7 +414,6 @@ def iceberg_connection() -> dict[str, object]:
         "login": parsed.username,
         "password": parsed.password,
         "schema": parsed.database,
-        "extra": json.dumps({"warehouse": str(HOME / "warehouse")}),
     }
 
 
@@ -522,6 +567,7 @@ def main() -> int:
             "127.0.0.1",
             "--port",
             str(API_PORT),
+            *API_WORKERS,
         )
         for name, command in services.items():
             stack.start(name, *command)

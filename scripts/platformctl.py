@@ -4,20 +4,30 @@
     platformctl validate --scope security --wait
     platformctl drift --wait
     platformctl status RUN_ID [--dag platform_deploy]
+    platformctl backup --to s3://bucket/prefix [--keep 14]
+    platformctl restore --from s3://bucket/prefix [--backup latest]
 
 Reads ``AIRFLOW_URL`` (default http://127.0.0.1:8080), ``AIRFLOW_USERNAME`` (default admin)
 and ``AIRFLOW_PASSWORD``. Exit codes: 0 success, 1 failure (the run failed, or its verdict
 did), 2 timeout, 3 bad arguments or an API error. Arguments are checked before any call.
+
+``backup`` and ``restore`` talk to the databases, not the API: they run where Airflow's
+configuration is (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, ``AIRFLOW__CORE__FERNET_KEY``,
+``AIRFLOW_CONN_ICEBERG_DEFAULT``), with the plugins importable (``make backup``, ``make restore``,
+or the Airflow image). A restore goes onto a stopped Airflow whose database was just created.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import httpx
@@ -29,6 +39,7 @@ REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 DURATION = re.compile(r"^(\d+)(s|m|h)?$")
 FINAL = {"success": 0, "failed": 1}
 OK, FAILED, TIMEOUT, USAGE = 0, 1, 2, 3
+ATTEMPTS = 4  # each call, with 2, 4 and 8 s between tries
 
 
 class ApiError(Exception):
@@ -49,6 +60,12 @@ def waves(text: str) -> list[str]:
     if not chosen or unknown:
         raise argparse.ArgumentTypeError(f"waves must be a comma list of {', '.join(WAVES)}; got {text!r}")
     return chosen
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
 
 
 def revision(text: str) -> str:
@@ -93,18 +110,71 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--dag", default="platform_deploy", choices=["platform_deploy", "platform_validate", "platform_drift"]
     )
+    backup = commands.add_parser("backup", help="dump the metadata and catalog databases to a location")
+    backup.add_argument("--to", required=True, help="s3://bucket/prefix or a folder")
+    backup.add_argument("--keep", type=count, default=0, help="then delete all but the newest N backups")
+    backup.add_argument("--conn-id", default="aws_default", help="the amazon connection of s3://")
+    restore = commands.add_parser("restore", help="restore a backup onto a new, stopped Airflow")
+    restore.add_argument("--from", dest="source", required=True, help="s3://bucket/prefix or a folder")
+    restore.add_argument("--backup", default="latest", help="a backup id, or latest")
+    restore.add_argument("--conn-id", default="aws_default", help="the amazon connection of s3://")
     return root
+
+
+# ---- backup and restore: the databases, not the API ----------------------------------------------
+def state(args: argparse.Namespace) -> int:
+    """Back up or restore the orchestrator's state; prints the manifest or what was restored."""
+    try:
+        from base_platform.lifecycle import backup
+    except ImportError:
+        print("platformctl: backup and restore need the plugins: make backup / make restore", file=sys.stderr)
+        return USAGE
+    try:
+        databases, key = backup.orchestrator_databases(), backup.fernet_key()
+        if args.command == "backup":
+            store = backup.Store.of(args.to, args.conn_id)
+            manifest = backup.backup(databases, store, key)
+            pruned = backup.prune(store, args.keep) if args.keep else []
+            print(json.dumps(manifest | {"pruned": pruned}, indent=2))
+            return OK
+        restored = backup.restore(backup.Store.of(args.source, args.conn_id), args.backup, databases, key)
+        if any(d.name == "iceberg" for d in databases):
+            from base_platform.pipelines.tables import catalog
+
+            restored["rolled_forward"] = backup.roll_forward(catalog())
+        print(json.dumps(restored, indent=2))
+        return OK
+    except backup.BackupError as exc:
+        print(f"platformctl: {exc}", file=sys.stderr)
+        return FAILED
 
 
 # ---- the API ------------------------------------------------------------------------------------
 class Airflow:
-    """Airflow 3's REST API with a bearer token from ``/auth/token``."""
+    """Airflow 3's REST API with a bearer token from ``/auth/token``.
 
-    def __init__(self, url: str, username: str, password: str) -> None:
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30)
-        answer = self.client.post("/auth/token", json={"username": username, "password": password})
+    Every call is safe to repeat (the trigger names its own run), so a transport error or a 5xx
+    is tried again, up to ``ATTEMPTS`` times with backoff: a busy api-server must not fail a CI job.
+    """
+
+    def __init__(self, url: str, username: str, password: str, **client_options: Any) -> None:
+        """``client_options`` go to httpx.Client (the load drill times requests with event hooks)."""
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30, **client_options)
+        answer = self._send("POST", "/auth/token", json={"username": username, "password": password})
         token = self._json(answer).get("access_token")
         self.client.headers["Authorization"] = f"Bearer {token}"
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                answer = self.client.request(method, path, **kwargs)
+                if answer.status_code < 500 or attempt == ATTEMPTS:
+                    return answer
+            except httpx.TransportError:
+                if attempt == ATTEMPTS:
+                    raise
+            pause_for(2.0**attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _json(answer: httpx.Response) -> dict[str, Any]:
@@ -120,18 +190,29 @@ class Airflow:
         return body
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        self._json(self.client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}))
-        run = self._json(
-            self.client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
-        )
-        return str(run["dag_run_id"])
+        """Unpause the DAG if it is paused (a read: fifty clients writing one DAG's row queue on
+        its lock), then trigger a run under a run id of our own, so a repeated POST is harmless:
+        its 409 says the first one made the run."""
+        if self._json(self._send("GET", f"/api/v2/dags/{dag_id}")).get("is_paused", True):
+            self._json(self._send("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}))
+        run_id = f"platformctl__{datetime.now(UTC):%Y%m%dT%H%M%S}__{secrets.token_hex(4)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        answer = self._send("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        if answer.status_code != 409:
+            self._json(answer)
+        return run_id
 
-    def state(self, dag_id: str, run_id: str) -> str:
-        return str(self._json(self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))["state"])
+    def state(self, dag_id: str, run_id: str, missing: str | None = None) -> str:
+        """The run's state; ``missing`` if given and the run is not there (yet: the api-server may
+        answer a trigger a moment before its transaction is visible to the next request)."""
+        answer = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if answer.status_code == 404 and missing is not None:
+            return missing
+        return str(self._json(answer)["state"])
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        answer = self.client.get(path)
+        answer = self._send("GET", path)
         return None if answer.status_code == 404 else self._json(answer).get("value")
 
 
@@ -149,7 +230,7 @@ def wait(
     sleep = sleep or pause_for
     deadline, pause = time.monotonic() + timeout, 2.0
     while True:
-        state = airflow.state(dag_id, run_id)
+        state = airflow.state(dag_id, run_id, missing="queued")
         if state in FINAL:
             return state
         if time.monotonic() + pause > deadline:
@@ -224,6 +305,8 @@ def run(args: argparse.Namespace, airflow: Airflow) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 3 with usage on bad arguments, before any call
+    if args.command in ("backup", "restore"):
+        return state(args)
     password = os.environ.get("AIRFLOW_PASSWORD")
     if not password:
         print("platformctl: set AIRFLOW_PASSWORD", file=sys.stderr)

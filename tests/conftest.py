@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -311,3 +312,14 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield client
     httpx.post(f"{endpoint}/moto-api/reset")  # moto's state outlives its server: the next test starts empty
     server.stop()
+
+
+DOCS_WITH_BLOCKS = ("docs/ci.md", "docs/reliability.md", "README.md")
+
+
+def doc_block(marker: str) -> str:
+    """The fenced bash block right after ``<!-- e2e:MARKER -->`` in the docs that hold such blocks."""
+    text = "".join((ROOT / page).read_text() for page in DOCS_WITH_BLOCKS)
+    match = re.search(rf"<!-- e2e:{marker} .*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert match, f"no e2e:{marker} block in {', '.join(DOCS_WITH_BLOCKS)}"
+    return match.group(1)

@@ -33,8 +33,9 @@ def resolve(uri: str) -> str:
     return str(Path(os.environ.get(ROOT_VARIABLE, ".")).resolve() / uri).rstrip("/")
 
 
-def s3_settings(required: bool = True) -> dict[str, Any] | None:
-    """Credentials, region and endpoint of the amazon provider's connection, as pyarrow names them.
+def s3_settings(required: bool = True, conn_id: str | None = None) -> dict[str, Any] | None:
+    """Credentials, region and endpoint of the amazon provider's connection (``conn_id``, default
+    the pipelines'), as pyarrow names them.
 
     None when the connection does not exist and ``required`` is false (a machine without S3).
     """
@@ -42,7 +43,7 @@ def s3_settings(required: bool = True) -> dict[str, Any] | None:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    conn_id = os.environ.get(AWS_CONN_VARIABLE, "aws_default")
+    conn_id = conn_id or os.environ.get(AWS_CONN_VARIABLE, "aws_default")
     if not required:
         try:
             BaseHook.get_connection(conn_id)
@@ -59,9 +60,9 @@ def s3_settings(required: bool = True) -> dict[str, Any] | None:
     }
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
+def s3_filesystem(conn_id: str | None = None) -> pafs.S3FileSystem:
     """pyarrow's S3 client over :func:`s3_settings`."""
-    return pafs.S3FileSystem(**(s3_settings() or {}), allow_bucket_creation=False)
+    return pafs.S3FileSystem(**(s3_settings(conn_id=conn_id) or {}), allow_bucket_creation=False)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ class Location:
     base: str
 
     @classmethod
-    def of(cls, uri: str) -> Location:
+    def of(cls, uri: str, conn_id: str | None = None) -> Location:
         """Local paths directly; ``s3://`` through the amazon provider's connection."""
         resolved = resolve(uri)
         if resolved.startswith("s3://"):
-            return cls(s3_filesystem(), resolved.removeprefix("s3://").rstrip("/"))
+            return cls(s3_filesystem(conn_id), resolved.removeprefix("s3://").rstrip("/"))
         fs, base = pafs.FileSystem.from_uri(resolved)
         return cls(fs, base.rstrip("/"))
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,38 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+@dataclass(frozen=True)
+class Postgres:
+    """A running throwaway cluster: its ``airflow`` database's URL, and a restart for the drills."""
+
+    url: str
+    data: Path
+    log: Path
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every client connection is cut, as a failover would."""
+        pg_ctl = postgres_bindir() / "pg_ctl"
+        _run([*_as_postgres_user(), pg_ctl, "-D", self.data, "-l", self.log, "-m", "fast", "-w", "restart"])
+
+    def stop(self) -> None:
+        """``pg_ctl stop``: the server is gone, as after losing its host (the drills' restore)."""
+        _run([*_as_postgres_user(), postgres_bindir() / "pg_ctl", "-D", self.data, "-m", "fast", "stop"])
+
+    def database_url(self, name: str) -> str:
+        """Another database on the same server."""
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @contextmanager
 def postgres() -> Iterator[str]:
-    """A throwaway cluster with an ``airflow`` database; yields its SQLAlchemy URL.
+    """A throwaway cluster with an ``airflow`` database; yields its SQLAlchemy URL."""
+    with postgres_server() as server:
+        yield server.url
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A throwaway cluster with an ``airflow`` database.
 
     It lives in its own directory under /tmp: pytest's tmp_path is private to root, and the
     server runs as ``postgres``.
@@ -48,7 +78,7 @@ def postgres() -> Iterator[str]:
         yield from _postgres(Path(tmp))
 
 
-def _postgres(base: Path) -> Iterator[str]:
+def _postgres(base: Path) -> Iterator[Postgres]:
     bindir, run_as, port = postgres_bindir(), _as_postgres_user(), free_port()
     password = secrets.token_urlsafe(16)
     pwfile, data = base / "pwfile", base / "data"
@@ -68,16 +98,25 @@ def _postgres(base: Path) -> Iterator[str]:
             f"--pwfile={pwfile}",
         ]
     )
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c max_connections=200 -c fsync=off"
-    _run([*run_as, bindir / "pg_ctl", "-D", data, "-o", options, "-l", base / "log", "-w", "start"])
+    # The options live in the cluster's own config, so a ``pg_ctl restart`` keeps them.
+    options = (
+        f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base}'\n"
+        "max_connections = 300\nfsync = off\n"
+    )
+    with (data / "postgresql.conf").open("a") as conf:  # root, or the owner, may write it
+        conf.write(options)
+    _run([*run_as, bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "start"])
     try:
         _run(
             [bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"],
             env=os.environ | {"PGPASSWORD": password},
         )
-        yield f"postgresql+psycopg2://airflow:{password}@127.0.0.1:{port}/airflow"
+        yield Postgres(
+            f"postgresql+psycopg2://airflow:{password}@127.0.0.1:{port}/airflow", data, base / "log"
+        )
     finally:
-        _run([*run_as, bindir / "pg_ctl", "-D", data, "-m", "fast", "stop"])
+        if (data / "postmaster.pid").exists():  # not stopped already by a drill
+            _run([*run_as, bindir / "pg_ctl", "-D", data, "-m", "fast", "stop"])
 
 
 @contextmanager

@@ -22,18 +22,9 @@ from benchmarks.streamgen import ACCOUNTS
 from sandbox.argocd.scenario import load_scenario
 from sandbox.vault.scenario import load_scenario as load_vault_scenario
 from scripts.dev_stack import launch, wait_ready
-from tests.conftest import ROOT, free_port, vault_conn_uri
+from tests.conftest import ROOT, doc_block, free_port, vault_conn_uri
 
 pytestmark = pytest.mark.e2e
-CI_DOC = ROOT / "docs" / "ci.md"
-
-
-def doc_block(marker: str) -> str:
-    """The fenced bash block right after ``<!-- e2e:MARKER -->`` in docs/ci.md or the README."""
-    text = CI_DOC.read_text() + (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- e2e:{marker} .*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert match, f"docs/ci.md and README.md have no e2e:{marker} block"
-    return match.group(1)
 
 
 class DevStack:

@@ -17,57 +17,92 @@ from tests.conftest import free_port
 class FakeAirflowServer:
     """A real HTTP server on 127.0.0.1 that answers Airflow's REST calls from a script."""
 
-    def __init__(self, states: list[str], xcoms: dict[str, Any]) -> None:
+    def __init__(
+        self, states: list[str], xcoms: dict[str, Any], failures: dict[str, int] | None = None
+    ) -> None:
         self.calls: list[str] = []
-        calls, state_iter = self.calls, iter(states)
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                calls.append(f"POST {self.path}")
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == "/auth/token":
-                    self._answer(201, {"access_token": "t"})
-                else:
-                    self._answer(200, {"dag_run_id": "run-1"})
-
-            def do_PATCH(self) -> None:
-                calls.append(f"PATCH {self.path}")
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self._answer(200, {})
-
-            def do_GET(self) -> None:
-                calls.append(f"GET {self.path}")
-                if "/xcomEntries/" in self.path:
-                    key = self.path.split("/taskInstances/")[1]
-                    if key in xcoms:
-                        self._answer(200, {"value": xcoms[key]})
-                    else:
-                        self._answer(404, {"detail": "not found"})
-                else:
-                    self._answer(200, {"state": next(state_iter)})
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.states, self.xcoms = iter(states), xcoms
+        self.failing = dict(failures or {})  # "METHOD path" (or "MADE path") -> how many 503s first
+        self.made: set[str] = set()
+        self.server = HTTPServer(("127.0.0.1", free_port()), _Handler)
+        self.server.fake = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fails(self, key: str) -> bool:
+        """Whether this call answers 503 (and one fewer will)."""
+        if self.failing.get(key, 0) > 0:
+            self.failing[key] -= 1
+            return True
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    @property
+    def fake(self) -> FakeAirflowServer:
+        return self.server.fake  # type: ignore[attr-defined,no-any-return]
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _failing(self, method: str) -> bool:
+        self.fake.calls.append(f"{method} {self.path}")
+        if self.fake.fails(f"{method} {self.path}"):
+            self._answer(503, {"detail": "busy"})
+            return True
+        return False
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self._failing("POST"):
+            return
+        if self.path == "/auth/token":
+            self._answer(201, {"access_token": "t"})
+        elif body["dag_run_id"] in self.fake.made:
+            self._answer(409, {"detail": "already exists"})
+        else:
+            self.fake.made.add(body["dag_run_id"])
+            if self.fake.fails(f"MADE {self.path}"):  # made, but the answer is lost
+                self._answer(503, {"detail": "busy"})
+            else:
+                self._answer(200, {"dag_run_id": body["dag_run_id"]})
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if not self._failing("PATCH"):
+            self._answer(200, {})
+
+    def do_GET(self) -> None:
+        if self._failing("GET"):
+            return
+        if "/xcomEntries/" in self.path:
+            key = self.path.split("/taskInstances/")[1]
+            if key in self.fake.xcoms:
+                self._answer(200, {"value": self.fake.xcoms[key]})
+            else:
+                self._answer(404, {"detail": "not found"})
+        elif "/dagRuns/" not in self.path:  # the DAG: paused, as a new one is
+            self._answer(200, {"dag_id": self.path.rsplit("/", 1)[1], "is_paused": True})
+        else:
+            self._answer(200, {"state": next(self.fake.states)})
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 @pytest.fixture
 def airflow(monkeypatch) -> Iterator[Any]:
     servers: list[FakeAirflowServer] = []
 
-    def start(states: list[str], xcoms: dict[str, Any] | None = None) -> FakeAirflowServer:
-        server = FakeAirflowServer(states, xcoms or {})
+    def start(
+        states: list[str], xcoms: dict[str, Any] | None = None, failures: dict[str, int] | None = None
+    ) -> FakeAirflowServer:
+        server = FakeAirflowServer(states, xcoms or {}, failures)
         servers.append(server)
         monkeypatch.setenv("AIRFLOW_URL", server.url)
         monkeypatch.setenv("AIRFLOW_PASSWORD", "pw")
@@ -94,6 +129,9 @@ DEPLOY_OK = {
         ["deploy", "--env", "dev", "--revision", "main; rm -rf /"],
         ["deploy", "--env", "dev", "--timeout", "soon"],
         ["validate", "--scope", "everything"],
+        ["backup"],
+        ["backup", "--to", "/tmp/b", "--keep", "-1"],
+        ["restore", "--from", "/tmp/b", "--keep", "2"],
         ["nonsense"],
     ],
 )
@@ -113,8 +151,9 @@ def test_deploy_waits_and_prints_each_component(airflow, capsys) -> None:
     out = capsys.readouterr().out
     assert code == 0
     assert "wave core           ok" in out and "vault" in out and "deployed" in out
-    assert server.calls[:3] == [
+    assert server.calls[:4] == [
         "POST /auth/token",
+        "GET /api/v2/dags/platform_deploy",
         "PATCH /api/v2/dags/platform_deploy",
         "POST /api/v2/dags/platform_deploy/dagRuns",
     ]
@@ -142,8 +181,47 @@ def test_backoff_doubles_up_to_30_seconds() -> None:
     pauses: list[float] = []
 
     class Runs:
-        def state(self, dag_id: str, run_id: str) -> str:
+        def state(self, dag_id: str, run_id: str, missing: str | None = None) -> str:
             return "running" if len(pauses) < 6 else "success"
 
     assert platformctl.wait(Runs(), "d", "r", timeout=3600, sleep=pauses.append) == "success"  # type: ignore[arg-type]
     assert pauses == [2, 4, 8, 10, 10, 10]
+
+
+def test_a_restore_from_a_location_it_cannot_read_says_so_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert platformctl.main(["restore", "--from", "ftp://backups.example.com/base"]) == 1
+    assert "use s3://bucket/prefix or a folder" in capsys.readouterr().err
+
+
+def test_a_restore_from_an_empty_folder_finds_no_backup(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert platformctl.main(["restore", "--from", str(tmp_path)]) == 1
+    assert "no complete backup" in capsys.readouterr().err
+
+
+def test_a_busy_api_server_is_asked_again_and_a_repeated_trigger_makes_one_run(airflow) -> None:
+    """A 503 on a login and on a read: each is tried again."""
+    runs = "POST /api/v2/dags/platform_validate/dagRuns"
+    server = airflow(
+        ["running", "success"],
+        {"report/xcomEntries/return_value": {"verdict": "healthy"}, "report/xcomEntries/report_md": "ok"},
+        failures={"POST /auth/token": 1, "GET /api/v2/dags/platform_validate": 2},
+    )
+    assert platformctl.main(["validate", "--scope", "core", "--wait"]) == 0
+    assert server.calls.count("POST /auth/token") == 2
+    assert server.calls.count("GET /api/v2/dags/platform_validate") == 3
+    assert server.calls.count(runs) == 1
+
+
+def test_a_trigger_answered_503_after_it_made_the_run_is_not_made_twice(airflow) -> None:
+    runs = "/api/v2/dags/platform_validate/dagRuns"
+    server = airflow(
+        ["success"],
+        {"report/xcomEntries/return_value": {"verdict": "healthy"}},
+        failures={f"MADE {runs}": 1},
+    )
+    assert platformctl.main(["validate", "--scope", "core", "--wait"]) == 0
+    assert server.calls.count(f"POST {runs}") == 2 and len(server.made) == 1

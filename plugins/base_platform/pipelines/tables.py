@@ -58,15 +58,25 @@ def catalog() -> SqlCatalog:
     """The SQL catalog of ``iceberg_default``, with S3 credentials from the amazon connection."""
     from airflow.sdk import BaseHook
     from pyiceberg.catalog.sql import SqlCatalog
+
+    properties = {"uri": catalog_uri(), "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
+    if warehouse := BaseHook.get_connection(CONN_ID).extra_dejson.get("warehouse"):
+        properties["warehouse"] = resolve(warehouse)
+    return SqlCatalog(NAMESPACE, **properties, **_s3_properties())
+
+
+def catalog_uri() -> str:
+    """The SQLAlchemy URL of ``iceberg_default``'s database (what platform_backup dumps)."""
+    from airflow.sdk import BaseHook
     from sqlalchemy.engine import URL
 
     conn = BaseHook.get_connection(CONN_ID)
     if conn.conn_type == "sqlite":
         database = Path(resolve(conn.host or "iceberg.db"))
         database.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{database}"
-    elif conn.conn_type == "postgres":
-        uri = URL.create(
+        return f"sqlite:///{database}"
+    if conn.conn_type == "postgres":
+        return URL.create(
             "postgresql+psycopg2",
             username=conn.login,
             password=conn.password,
@@ -74,12 +84,7 @@ def catalog() -> SqlCatalog:
             port=conn.port,
             database=conn.schema,
         ).render_as_string(hide_password=False)
-    else:
-        raise ValueError(f"connection {CONN_ID}: conn_type {conn.conn_type!r}, expected sqlite or postgres")
-    properties = {"uri": uri, "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
-    if warehouse := conn.extra_dejson.get("warehouse"):
-        properties["warehouse"] = resolve(warehouse)
-    return SqlCatalog(NAMESPACE, **properties, **_s3_properties())
+    raise ValueError(f"connection {CONN_ID}: conn_type {conn.conn_type!r}, expected sqlite or postgres")
 
 
 def _s3_properties() -> dict[str, str]:
