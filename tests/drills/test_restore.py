@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scripts.dev_stack import launch, wait_ready
+from scripts.dev_stack import launch, postgres_connection, wait_ready
 from tests.conftest import ROOT, doc_block, free_port
 from tests.drills.conftest import DRILL_TIMINGS, Drill, new_transactions, pipeline_idle, wait_until
 from tests.e2e.rest_client import Client, role_clients
@@ -83,20 +83,8 @@ def stored_backups(endpoint: str) -> list[str]:
 
 
 def iceberg_connection(url: str, warehouse: Path) -> str:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": parsed.host,
-            "port": parsed.port,
-            "login": parsed.username,
-            "password": parsed.password,
-            "schema": parsed.database,
-            "extra": json.dumps({"warehouse": str(warehouse)}),
-        }
-    )
+    """``iceberg_default`` of the new stack: its database, the old stack's warehouse."""
+    return json.dumps(postgres_connection(url) | {"extra": json.dumps({"warehouse": str(warehouse)})})
 
 
 @pytest.mark.timeout(1500)
