@@ -8,7 +8,6 @@ drills that depend on it fail (docs/reliability.md):
     BASE_DRILL_OFF=peers make drills        # one scheduler, triggerer and worker
     BASE_DRILL_OFF=broker-aof make drills   # the broker's Redis keeps nothing across a restart
     BASE_DRILL_OFF=pre-ping make drills     # pooled database connections are not checked before use
-    BASE_DRILL_OFF=db-retries make drills   # that, and Airflow retries no failed database transaction
     BASE_DRILL_OFF=heartbeat make drills    # Airflow's default 300 s task heartbeat timeout
 """
 
@@ -36,7 +35,7 @@ from tests.e2e.rest_client import Client, role_clients
 from tests.e2e.services import Postgres, postgres_server, redis
 
 OFF = os.environ.get("BASE_DRILL_OFF", "")
-SETTINGS = ("peers", "broker-aof", "pre-ping", "db-retries", "heartbeat")
+SETTINGS = ("peers", "broker-aof", "pre-ping", "heartbeat")
 if OFF and OFF not in SETTINGS:
     raise pytest.UsageError(f"BASE_DRILL_OFF must be one of {', '.join(SETTINGS)}, not {OFF!r}")
 # A killed service stays dead, so its peer must carry on: the first scheduler and triggerer, and
@@ -44,17 +43,13 @@ if OFF and OFF not in SETTINGS:
 KILLED_FOR_GOOD = "scheduler,triggerer,celery-worker,celery-worker-2"
 # What the drills shorten from Airflow's defaults, so a dead worker's task is noticed in seconds:
 # the bound a drill measures scales with these (docs/reliability.md gives production's values).
-DRILL_TIMINGS = (
-    {
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "300" if OFF == "heartbeat" else "30",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
-        "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "32",
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "32",
-    }
-    | ({"AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "False"} if OFF in ("pre-ping", "db-retries") else {})
-    | ({"AIRFLOW__DATABASE__MAX_DB_RETRIES": "0"} if OFF == "db-retries" else {})
-)
+DRILL_TIMINGS = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "300" if OFF == "heartbeat" else "30",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
+    "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "32",
+    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "32",
+} | ({"AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "False"} if OFF == "pre-ping" else {})
 SIM_TOKEN = "sandbox-token"  # the simulator's scenario token (sandbox/argocd/scenario.py)
 
 

@@ -6,6 +6,7 @@ The drills run in this order on one stack; each kill takes the first of a pair f
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -32,6 +33,8 @@ SMOKE_TRIGGERS_ON = (
     " WHERE trigger.triggerer_id IS NULL OR trigger.triggerer_id = :dead"
 )
 UNFINISHED = {"running", "queued", "scheduled", "up_for_retry", "deferred", "restarting"}
+PROBES = ("/dags", "/dags/~/dagRuns")  # two reads of the metadata DB through the REST API
+SERVER_ERROR = re.compile(r"request finished.*status_code\W*5\d\d")  # the API server's access log
 
 
 def in_state(client: Client, dag_id: str, run_id: str, state: str) -> list[dict[str, Any]]:
@@ -185,6 +188,16 @@ def test_postgres_restarted_mid_run_every_service_reconnects_and_both_runs_finis
     wait_until("a shard running", 240, lambda: running_shards(ds, pipeline))
     line = len(drill.stack.output)
     drill.database.restart()
+    access_log = drill.stack.home / "logs" / "api-server.log"
+    served_before = access_log.stat().st_size
+    # Every pooled connection of the API server's workers died: each must be checked before use, not
+    # fail a call. A new TCP connection per read reaches both workers.
+    answers = [
+        ops.http.get(path, params={"limit": 1}, headers={"Connection": "close"}).status_code
+        for _ in range(10)
+        for path in PROBES
+    ]
+    assert set(answers) == {200}, f"the REST API right after the restart answered {answers}"
 
     assert wait_through(ops, "platform_deploy", deploy, RUN_BOUND_SECONDS) == "success"
     assert wait_through(ds, "pipeline_transactions", pipeline, RUN_BOUND_SECONDS) == "success"
@@ -197,6 +210,12 @@ def test_postgres_restarted_mid_run_every_service_reconnects_and_both_runs_finis
     assert stored == distinct
     assert unfinished_anywhere(ops) == []
     assert restarts_since(drill, line) == []  # each service reconnected by itself; none was restarted
+    with access_log.open("rb") as served:
+        served.seek(served_before)
+        errors = [
+            text for text in served.read().decode(errors="replace").splitlines() if SERVER_ERROR.search(text)
+        ]
+    assert errors == []  # nor did any call of a task (heartbeats, state) fail on a dead connection
 
 
 @pytest.mark.timeout(600)
