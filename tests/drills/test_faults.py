@@ -191,7 +191,8 @@ def test_postgres_restarted_mid_run_every_service_reconnects_and_both_runs_finis
     access_log = drill.stack.home / "logs" / "api-server.log"
     served_before = access_log.stat().st_size
     # Every pooled connection of the API server's workers died: each must be checked before use, not
-    # fail a call. A new TCP connection per read reaches both workers.
+    # fail a call. A new TCP connection per read lets either worker take it, not only the one that
+    # a kept-alive connection (or a task's call) had already made renew its pool.
     answers = [
         ops.http.get(path, params={"limit": 1}, headers={"Connection": "close"}).status_code
         for _ in range(10)
