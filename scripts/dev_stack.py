@@ -15,6 +15,7 @@ clean. Passwords and keys are generated once per checkout into ``.airflow/`` (gi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -288,6 +289,7 @@ class Stack:
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None:
                     continue
+                end_group(proc)
                 if name in NO_RESTART:
                     print(f"{name} exited with {proc.returncode}; not restarted (BASE_DEV_NO_RESTART)")
                     del self.procs[name]
@@ -299,16 +301,23 @@ class Stack:
                 self.start(name, *self.commands[name])
 
     def stop(self) -> None:
+        """SIGTERM each service's group, give them 20 s, then end each group: a child that
+        outlives its service (a Celery worker's serve-logs) would hold its port."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for proc in self.procs.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            end_group(proc)
+            proc.wait()
+
+
+def end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of a service's process group; its leader may be gone already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def airflow(env: dict[str, str], *args: str, check: bool = True) -> None:
