@@ -408,7 +408,7 @@ def iceberg_connection() -> dict[str, object]:
     url = os.environ.get("BASE_DEV_ICEBERG_URL")
     if not url:
         return sqlite_iceberg_connection(HOME / "iceberg.db", HOME / "warehouse")
-    return postgres_connection(url) | {"extra": json.dumps({"warehouse": str(HOME / "warehouse")})}
+    return postgres_iceberg_connection(url, HOME / "warehouse")
 
 
 def postgres_connection(url: str) -> dict[str, object]:
@@ -429,6 +429,11 @@ def postgres_connection(url: str) -> dict[str, object]:
 def sqlite_iceberg_connection(database: Path, warehouse: Path) -> dict[str, object]:
     """A SQLite Iceberg catalog and a local warehouse (``make run``, tests, the benchmark)."""
     return {"conn_type": "sqlite", "host": str(database), "extra": json.dumps({"warehouse": str(warehouse)})}
+
+
+def postgres_iceberg_connection(url: str, warehouse: Path) -> dict[str, object]:
+    """A Postgres Iceberg catalog and a local warehouse (the Celery topology, the restore drill)."""
+    return postgres_connection(url) | {"extra": json.dumps({"warehouse": str(warehouse)})}
 
 
 def sandbox_connections() -> dict[str, dict[str, object]]:

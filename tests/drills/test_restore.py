@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scripts.dev_stack import launch, postgres_connection, wait_ready
+from scripts.dev_stack import launch, postgres_iceberg_connection, wait_ready
 from tests.conftest import ROOT, doc_block, free_port
 from tests.drills.conftest import DRILL_TIMINGS, Drill, new_transactions, pipeline_idle, wait_until
 from tests.e2e.rest_client import Client, role_clients
@@ -82,11 +82,6 @@ def stored_backups(endpoint: str) -> list[str]:
     return sorted({key.split("/")[1] for key in keys if not key.endswith("/")})  # not pyarrow's folders
 
 
-def iceberg_connection(url: str, warehouse: Path) -> str:
-    """``iceberg_default`` of the new stack: its database, the old stack's warehouse."""
-    return json.dumps(postgres_connection(url) | {"extra": json.dumps({"warehouse": str(warehouse)})})
-
-
 @pytest.mark.timeout(1500)
 def test_a_backup_restores_onto_a_fresh_stack_with_history_connections_roles_and_datasets(
     drill: Drill, s3_endpoint: str
@@ -117,7 +112,7 @@ def test_a_backup_restores_onto_a_fresh_stack_with_history_connections_roles_and
     drill.database.stop()
 
     with postgres_server() as fresh:
-        iceberg = iceberg_connection(fresh.database_url("iceberg"), home / "warehouse")
+        iceberg = json.dumps(postgres_iceberg_connection(fresh.database_url("iceberg"), home / "warehouse"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": fresh.url,
             "AIRFLOW__CORE__FERNET_KEY": local["fernet_key"],
