@@ -227,8 +227,7 @@ def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> Non
         read
     )
     assert "5000 rows, " in read and (home.parent / "synth-transactions" / "transactions-0000.csv").exists()
-    with next((home / "data" / "transactions" / "incoming").glob("*.csv")).open(errors="replace") as source:
-        subject = next(csv.DictReader(source))["customer_email"]
+    subject = _a_stored_subject(home / "data" / "transactions" / "incoming")
     vault = hvac.Client(url=f"http://127.0.0.1:{stack.vault_port}")
     vault.auth.userpass.login("airflow", load_vault_scenario("default.yaml").users["airflow"].password)
     done = _run_block(
@@ -245,7 +244,19 @@ def _run_dataset_blocks(stack: DevStack, env: dict[str, str], home: Path) -> Non
         done
     )
     erased = re.search(r"transactions: (\d+) rows and (\d+) quarantined records erased", done)
-    assert erased and int(erased[1]) + int(erased[2]) >= 1, done
+    assert erased and int(erased[1]) >= 1, done
+
+
+def _a_stored_subject(incoming: Path) -> str:
+    """A well-formed e-mail of the first sample file, so a table row goes (the export check after
+    this waits on it): not the replay file the quarantine-replay block just dropped, whose rows are
+    only in the quarantine, and not whichever file a directory listing happens to give first."""
+    for path in sorted(p for p in incoming.glob("*.csv") if not p.name.startswith("replay-")):
+        with path.open(errors="replace") as source:
+            for row in csv.DictReader(source):
+                if re.fullmatch(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", row.get("customer_email") or ""):
+                    return str(row["customer_email"])
+    raise AssertionError(f"no sample file with an e-mail in {incoming}")
 
 
 def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, served: str) -> None:

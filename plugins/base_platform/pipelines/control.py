@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 ROLLBACKS_PROPERTY = f"{tables.PREFIX}rollbacks"
 ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
+ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
 KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
 
 
@@ -147,13 +148,26 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
     return report
 
 
+def _rows_erased_by(table: Table, request: str) -> int:
+    """The rows the delete snapshots of ``request`` removed (a copy-on-write delete also adds back
+    the other rows of the files it rewrote)."""
+    removed = 0
+    for snapshot in table.snapshots():
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if summary.get(ERASURE) == request:
+            removed += int(summary.get("deleted-records", 0)) - int(summary.get("added-records", 0))
+    return removed
+
+
 def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
     """Delete a data subject's rows (GDPR art. 17): the rows whose HMAC columns hold the subject's
     HMAC under ``key`` (the pipeline's secret), the quarantined records that hold it, and every
     snapshot still reaching a removed file, whose files are then deleted. The audit record names
     the request, never the subject.
 
-    Safe to repeat: a second erase finds nothing, and finishes an expiry a crash interrupted.
+    Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
+    pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
+    which the delete snapshots it tagged record; its quarantine count is that attempt's own.
     """
     import pyarrow as pa
     from pyiceberg.expressions import EqualTo, Or
@@ -179,10 +193,9 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     report |= {"searchable": True, "hmac_columns": hmac_columns, "rows_removed": 0}
     table = tables.load(name)
     if table is not None and table.current_snapshot() is not None:
-        rows = table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows
-        if rows:
-            table.delete(match, snapshot_properties={f"{tables.PREFIX}erasure": request})
-        report["rows_removed"] = rows
+        if table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows:
+            table.delete(match, snapshot_properties={ERASURE: request})
+        report["rows_removed"] = _rows_erased_by(table.refresh(), request)
     report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
     if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
         report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
@@ -195,7 +208,8 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
         report["snapshot_id"] = current.snapshot_id
         report |= maintenance.expire(table, holders)
         entry = {k: report[k] for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
-        kept = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
+        earlier = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
+        kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
         with table.transaction() as tx:
             tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
     return report

@@ -128,14 +128,47 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
 ) -> None:
     from base_platform.pipelines import engine
 
-    again = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
+    again = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0043")
     assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (0, 0, [])
+    audit = json.loads(control.dataset_table("transactions").properties[control.ERASURES_PROPERTY])
+    requests = [(e["request"], e["rows_removed"]) for e in audit]
+    assert requests == [("gdpr-2026-0042", 3), ("gdpr-2026-0043", 0)]
     # The expired snapshots' inputs were carried over: a rerun of the same inputs adds nothing.
     table = control.dataset_table("transactions")
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2"}
     assert [h["run"] for h in tables.history(table)] == ["run-1", "run-2"]
     for number in (1, 2):
         assert engine.discover(pipeline, str(tmp_path / f"in{number}"), str(tmp_path / "out"), False) == []
+
+
+def test_a_retried_erase_reports_what_the_first_attempt_removed(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task's first attempt dies after its delete committed (here in the quarantine step): the
+    retry finds none of the subject's rows left, yet its report and the one audit entry say what the
+    request removed, and the consumers hear of the erasure (control_dag announces rows_removed)."""
+    from base_platform.pipelines import quarantine
+
+    for number, good in ((1, 2), (2, 1)):
+        generate(300, "csv", 0.05, tmp_path / f"in{number}", seed=number)
+        subject_file(tmp_path / f"in{number}", number, good)
+        run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
+    real_erase = quarantine.erase
+
+    def worker_lost(*args: Any, **kwargs: Any) -> dict[str, int]:
+        raise ConnectionError("the worker's connection dropped")
+
+    monkeypatch.setattr(quarantine, "erase", worker_lost)
+    with pytest.raises(ConnectionError):
+        control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    assert len(control.read_dataset("transactions").filter(_is_subject_filter())) == 0  # the delete landed
+    monkeypatch.setattr(quarantine, "erase", real_erase)
+    retried = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    assert (retried["rows_removed"], retried["quarantine_rows_removed"]) == (3, 4)
+    again = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (3, 0, [])
+    audit = json.loads(control.dataset_table("transactions").properties[control.ERASURES_PROPERTY])
+    assert [(e["request"], e["rows_removed"]) for e in audit] == [("gdpr-7", 3)]
 
 
 def test_erase_needs_the_key_of_a_dataset_with_hmac_columns(pipeline: Pipeline) -> None:
