@@ -42,6 +42,14 @@ def subject_file(folder: Path, run_number: int, good: int) -> None:
     (folder / f"subject-{run_number}.csv").write_text(HEADER + "".join(lines))
 
 
+def two_runs_holding_the_subject(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Three of the subject's rows in the table, four of its records in the quarantine."""
+    for number, good in ((1, 2), (2, 1)):
+        generate(300, "csv", 0.05, tmp_path / f"in{number}", seed=number)
+        subject_file(tmp_path / f"in{number}", number, good)
+        run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
+
+
 @pytest.fixture
 def pipeline() -> Pipeline:
     return pipeline_named("transactions")
@@ -49,10 +57,7 @@ def pipeline() -> Pipeline:
 
 @pytest.fixture
 def erased(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
-    for number, good in ((1, 2), (2, 1)):
-        generate(300, "csv", 0.05, tmp_path / f"in{number}", seed=number)
-        subject_file(tmp_path / f"in{number}", number, good)
-        run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
+    two_runs_holding_the_subject(pipeline, tmp_path)
     assert len(control.read_dataset("transactions").filter(_is_subject_filter())) == 3
     # a third run's snapshot waits on the audit branch (its breaker tripped): the subject is there too
     generate(300, "csv", 0.25, tmp_path / "in3", seed=3)
@@ -149,10 +154,7 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
     request removed, and the consumers hear of the erasure (control_dag announces rows_removed)."""
     from base_platform.pipelines import quarantine
 
-    for number, good in ((1, 2), (2, 1)):
-        generate(300, "csv", 0.05, tmp_path / f"in{number}", seed=number)
-        subject_file(tmp_path / f"in{number}", number, good)
-        run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
+    two_runs_holding_the_subject(pipeline, tmp_path)
     real_erase = quarantine.erase
 
     def worker_lost(*args: Any, **kwargs: Any) -> dict[str, int]:
