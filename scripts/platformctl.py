@@ -13,8 +13,8 @@ did), 2 timeout, 3 bad arguments or an API error. Arguments are checked before a
 
 ``backup`` and ``restore`` talk to the databases, not the API: they run where Airflow's
 configuration is (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, ``AIRFLOW__CORE__FERNET_KEY``,
-``AIRFLOW_CONN_ICEBERG_DEFAULT``), with the plugins importable (``make backup``, ``make restore``,
-or the Airflow image). A restore goes onto a stopped Airflow whose database was just created.
+``AIRFLOW_CONN_ICEBERG_DEFAULT``), with the plugins importable (``PYTHONPATH=plugins`` in a
+checkout, or the Airflow image). A restore goes onto a stopped Airflow whose database was just created.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def state(args: argparse.Namespace) -> int:
     try:
         from base_platform.lifecycle import backup
     except ImportError:
-        print("platformctl: backup and restore need the plugins: make backup / make restore", file=sys.stderr)
+        print("platformctl: backup and restore need the plugins: PYTHONPATH=plugins", file=sys.stderr)
         return USAGE
     try:
         databases, key = backup.orchestrator_databases(), backup.fernet_key()

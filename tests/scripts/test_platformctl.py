@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -193,6 +194,18 @@ def test_a_restore_from_a_location_it_cannot_read_says_so_and_exits_1(
 ) -> None:
     assert platformctl.main(["restore", "--from", "ftp://backups.example.com/base"]) == 1
     assert "use s3://bucket/prefix or a folder" in capsys.readouterr().err
+
+
+def test_backup_without_the_plugins_importable_says_how_to_make_them_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base_platform.lifecycle
+
+    # as where plugins/ is not on the path: the module cannot be imported
+    monkeypatch.delattr(base_platform.lifecycle, "backup", raising=False)
+    monkeypatch.setitem(sys.modules, "base_platform.lifecycle.backup", None)
+    assert platformctl.main(["backup", "--to", "/tmp/b"]) == 3
+    assert "need the plugins: PYTHONPATH=plugins" in capsys.readouterr().err
 
 
 def test_a_restore_from_an_empty_folder_finds_no_backup(
