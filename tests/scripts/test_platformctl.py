@@ -229,6 +229,26 @@ def test_a_busy_api_server_is_asked_again_and_a_repeated_trigger_makes_one_run(a
     assert server.calls.count(runs) == 1
 
 
+def test_an_api_server_busy_on_every_try_fails_the_call_after_four_with_its_answer(
+    airflow, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = airflow(["success"], failures={"GET /api/v2/dags/platform_validate": 9})
+    assert platformctl.main(["validate", "--scope", "core", "--wait"]) == 3
+    assert server.calls.count("GET /api/v2/dags/platform_validate") == 4
+    assert "GET /api/v2/dags/platform_validate: HTTP 503: busy" in capsys.readouterr().err
+
+
+def test_no_api_server_at_all_is_an_api_error_after_four_tries(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setenv("AIRFLOW_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AIRFLOW_PASSWORD", "pw")
+    monkeypatch.setattr(platformctl, "pause_for", pauses.append)
+    assert platformctl.main(["validate", "--scope", "core"]) == 3
+    assert pauses == [2.0, 4.0, 8.0] and "Connection refused" in capsys.readouterr().err
+
+
 def test_a_trigger_answered_503_after_it_made_the_run_is_not_made_twice(airflow) -> None:
     runs = "/api/v2/dags/platform_validate/dagRuns"
     server = airflow(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -117,8 +118,6 @@ def _sha256(path: Path) -> str:
 
 
 def _run(command: list[str], database: Database, env: dict[str, str]) -> None:
-    import os
-
     # A fixed argv (pg_dump or pg_restore and our own arguments), no shell.
     done = subprocess.run(command, env=os.environ | env, capture_output=True, text=True)  # noqa: S603
     if done.returncode != 0:
