@@ -27,6 +27,11 @@ SMOKE_TRIGGERERS = (
     "SELECT DISTINCT trigger.triggerer_id FROM trigger JOIN task_instance"
     " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
 )
+SMOKE_TRIGGERS_HELD = (  # a trigger is made unheld (NULL): a triggerer takes it on its next loop
+    "SELECT count(*) FROM trigger JOIN task_instance"
+    " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
+    " WHERE trigger.triggerer_id IS NOT NULL"
+)
 SMOKE_TRIGGERS_ON = (
     "SELECT count(*) FROM trigger JOIN task_instance"
     " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
@@ -133,7 +138,10 @@ def test_a_triggerer_killed_with_24_sensors_deferred_hands_them_to_its_peer(dril
             )
             return int(answer.json()["total_entries"])
 
-        wait_until("24 sensors deferred", 300, lambda: deferred() == len(SMOKE_APPS))
+        def held() -> bool:  # deferred is not enough: the last trigger may not be taken yet
+            return deferred() == len(SMOKE_APPS) and drill.metadata(SMOKE_TRIGGERS_HELD) == len(SMOKE_APPS)
+
+        wait_until("24 sensors deferred, each trigger held", 300, held)
     finally:
         drill.pause("triggerer-2", False)
     holders = drill.metadata(f"SELECT count(*) FROM ({SMOKE_TRIGGERERS}) AS holders")  # noqa: S608 -- constants
