@@ -165,10 +165,12 @@ def test_a_worker_killed_mid_shard_retries_it_and_stores_each_row_once(drill: Dr
     """The worker running the shard is killed, whichever it is; the other must finish it."""
     ds = drill.clients["data-scientist"]
     settle_pipeline(ds)
-    rows = new_transactions(drill.stack.home, 1_000_000, 1_000_000, "drill-worker")
+    # one shard (254 MB, under shard_mb's 256 MiB) of about 6 s of work on 2 cores; 1,000,000 rows
+    # took 3.9 s, and a CI run found the shard done 5 s after it started
+    rows = new_transactions(drill.stack.home, 1_500_000, 1_000_000, "drill-worker")
     run_id = ds.start("pipeline_transactions", {})
     wait_until("a shard running", 240, lambda: running_shards(ds, run_id))
-    time.sleep(5)  # into the shard's work, past the task's start
+    time.sleep(2)  # past the task's start (0.5 s), into the shard's work
     (shard,) = running_shards(ds, run_id)
     drill.kill(drill.service_running(shard["pid"]))
 
