@@ -143,7 +143,12 @@ class Simulator:
         body = await _body(request)
         before = views.application(app, self.store.clock())
         self.store.start_operation(
-            app, body.get("revision") or None, bool(body.get("dryRun")), bool(body.get("prune")), before
+            app,
+            body.get("revision") or None,
+            bool(body.get("dryRun")),
+            bool(body.get("prune")),
+            before,
+            info=[{"name": str(i.get("name")), "value": str(i.get("value"))} for i in body.get("infos", [])],
         )
         return JSONResponse(views.application(app, self.store.clock()))
 

@@ -56,6 +56,7 @@ class Operation:
     previous_sync: str = "OutOfSync"
     terminated_at: float | None = None
     settled: bool = False
+    info: list[JSON] = field(default_factory=list)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Store:
         source = spec.get("source") or {}
         app.live_revision = resolve_revision(source.get("repoURL", ""), source.get("targetRevision", "HEAD"))
         app.live_health, app.live_sync, app.reconciled = existing.health, existing.sync, now - 60
-        app.history.append(_history(1, app.live_revision, now - 3600, app.repo_url))
+        app.history.append(_history(0, app.live_revision, now - 3600, app.repo_url))
         app.last_synced = now - 3600
         self.apps[name] = app
 
@@ -178,7 +179,7 @@ class Store:
             return
         app.live_revision, app.live_sync, app.live_health = op.revision, "Synced", "Progressing"
         app.last_synced, app.active_drift = end, []  # a sync puts drifted fields back
-        app.history.append(_history(len(app.history) + 1, op.revision, end, app.repo_url, op.started))
+        app.history.append(_history(_next_history_id(app), op.revision, end, app.repo_url, op.started))
         self.advance(app)
 
     @staticmethod
@@ -257,9 +258,16 @@ class Store:
         return app
 
     def start_operation(
-        self, app: SimApp, revision: str | None, dry_run: bool, prune: bool, before: JSON | None = None
+        self,
+        app: SimApp,
+        revision: str | None,
+        dry_run: bool,
+        prune: bool,
+        before: JSON | None = None,
+        info: list[JSON] | None = None,
     ) -> None:
-        """Start a sync; ``before`` is the view that stale reads keep answering for a while."""
+        """Start a sync; ``before`` is the view that stale reads keep answering for a while, and
+        ``info`` (a sync request's ``infos``) stays with the operation."""
         if app.operation is not None and not app.operation.settled:
             raise ApiError(400, 9, "another operation is already in progress")
         if app.deletion_requested is not None:
@@ -276,6 +284,7 @@ class Store:
             prune=prune,
             previous_health=app.live_health,
             previous_sync=app.live_sync,
+            info=list(info or []),
         )
         if not dry_run:
             app.live_sync, app.live_health = "OutOfSync", "Progressing"
@@ -325,6 +334,11 @@ def _project(name: str, repos: list[str], destinations: list[JSON]) -> JSON:
         "metadata": {"name": name, "namespace": "argocd"},
         "spec": {"sourceRepos": repos, "destinations": destinations},
     }
+
+
+def _next_history_id(app: SimApp) -> int:
+    """As Argo CD's controller: the last entry's id plus one, and 0 for the first."""
+    return int(app.history[-1]["id"]) + 1 if app.history else 0
 
 
 def _history(

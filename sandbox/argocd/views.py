@@ -52,7 +52,7 @@ def resource_statuses(app: SimApp) -> list[JSON]:
 
 def _operation_state(app: SimApp, op: Operation, now: float) -> JSON:
     state: JSON = {
-        "operation": {"sync": {"revision": op.revision, "dryRun": op.dry_run, "prune": op.prune}},
+        "operation": _operation(op),
         "startedAt": ts(op.started),
         "phase": "Terminating" if op.terminated_at and not op.settled else "Running",
         "message": "one or more tasks are running",
@@ -137,11 +137,19 @@ def application(app: SimApp, now: float) -> JSON:
     if op is not None:
         status["operationState"] = _operation_state(app, op, now)
         if not op.settled:
-            body["operation"] = {
-                "sync": {"revision": op.revision, "dryRun": op.dry_run, "prune": op.prune},
-                "initiatedBy": {"username": "admin"},
-            }
+            body["operation"] = _operation(op)
     return body
+
+
+def _operation(op: Operation) -> JSON:
+    """The Operation as requested; ``operationState.operation`` is a copy of it, as in Argo CD."""
+    operation: JSON = {
+        "sync": {"revision": op.revision, "dryRun": op.dry_run, "prune": op.prune},
+        "initiatedBy": {"username": "admin"},
+    }
+    if op.info:
+        operation["info"] = [dict(item) for item in op.info]
+    return operation
 
 
 def resource_tree(app: SimApp) -> JSON:

@@ -148,7 +148,7 @@ def test_rollback_on_failure_restores_the_previous_revision(airflow_db, start_si
     assert (app["status"]["sync"]["revision"], app["status"]["health"]["status"]) == (old, "Healthy")
     pin = parse_pin(app)
     assert pin is not None and pin["revision"] == old  # pinned: the drift heal leaves it alone
-    assert "rolled back to history 1" in capfd.readouterr().out
+    assert "rolled back to history 0" in capfd.readouterr().out
 
 
 def test_a_failed_gate_stops_every_later_wave(airflow_db, start_simulator, caplog) -> None:
@@ -170,7 +170,7 @@ def test_a_deploy_clears_the_pin_a_rollback_left(airflow_db, start_simulator) ->
     hook = ArgoCDHook()
     hook.sync_application("vault", revision="v2")
     _wait_synced(hook, "vault", history=2)
-    start_rollback(hook, "vault", 1)
+    start_rollback(hook, "vault", 0)
     assert parse_pin(hook.get_application("vault")) is not None
     dag_run, states = run(components=["vault"], waves=["core"])
     assert dag_run.state == "success", states

@@ -177,7 +177,7 @@ def test_rollback_to_previous_with_automated_sync_on_and_off(airflow_db, platfor
     assert app["status"]["sync"]["revision"] == before
     assert not (app["spec"].get("syncPolicy") or {}).get("automated")
     [row] = report("platform_rollback", dag_run.run_id, "rollback")["apps"]
-    assert (row["history_id"], row["outcome"], row["pinned"]["revision"]) == (1, "done", before)
+    assert (row["history_id"], row["outcome"], row["pinned"]["revision"]) == (0, "done", before)
 
 
 def test_drift_leaves_an_app_pinned_by_rollback_alone(airflow_db, platform) -> None:

@@ -9,10 +9,15 @@ Starting an operation returns a :class:`Started` whose ``mark`` identifies the o
 was there before ours, so a wait can recognise ours without comparing clocks. The mark is
 read again on every retry of "another operation is already in progress": the mark of an
 operation that was still running would let that operation pass for ours.
+
+A sync carries its owner (the Airflow task) and its mark in the operation's ``info``, which
+Argo CD keeps with the operation. A retry of that task (its trigger died, say) finds them there
+and watches the sync the earlier try started instead of starting a second one.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +46,10 @@ PIN_ANNOTATION = "platform.base/pinned-by-rollback"
 a pinned app alone; only a deploy of that app (whose upsert replaces the annotations) clears it."""
 IN_PROGRESS_ATTEMPTS = 8
 IN_PROGRESS_BACKOFF_SECONDS = 1.0
+OWNER_INFO = "airflow.task"
+"""Operation info naming who started a sync: ``<dag_id>/<run_id>/<task_id>[/<map_index>]``."""
+MARK_INFO = "airflow.mark"
+"""Operation info holding the :class:`OperationMark` taken before that sync, as JSON."""
 
 
 class ActionError(Exception):
@@ -97,15 +106,41 @@ def _busy(app: JSON) -> bool:
     return bool(app.get("operation")) or phase in {"Running", "Terminating"}
 
 
-def _mark_when_idle(hook: ArgoCDHook, name: str) -> tuple[JSON, OperationMark]:
-    app = hook.get_application(name)
+def _mark_when_idle(app: JSON) -> OperationMark:
     if _busy(app):
+        name = (app.get("metadata") or {}).get("name")
         raise OperationInProgress(f"app {name!r} is running another operation")
-    return app, OperationMark.of(app)
+    return OperationMark.of(app)
 
 
 def history_ids(app: JSON) -> list[int]:
     return sorted(int(h["id"]) for h in (app.get("status") or {}).get("history") or [])
+
+
+def _target_revision(app: JSON) -> str | None:
+    revision = (app.get("spec") or {}).get("source", {}).get("targetRevision")
+    return str(revision) if revision else None
+
+
+def _infos(owner: str, mark: OperationMark) -> list[dict[str, str]]:
+    return [{"name": OWNER_INFO, "value": owner}, {"name": MARK_INFO, "value": json.dumps(mark.to_dict())}]
+
+
+def _earlier_sync(app: JSON, owner: str, dry_run: bool) -> OperationMark | None:
+    """The mark that an earlier try of ``owner`` stored on the app's last operation, when that
+    sync still stands: running, or succeeded with the app Synced. A failed, terminated or undone
+    sync (the app drifted since) is started again."""
+    status = app.get("status") or {}
+    state = status.get("operationState") or {}
+    operation = app.get("operation") or state.get("operation") or {}
+    info = {str(i.get("name")): str(i.get("value")) for i in operation.get("info") or []}
+    sync = operation.get("sync") or {}
+    if info.get(OWNER_INFO) != owner or MARK_INFO not in info or bool(sync.get("dryRun")) != dry_run:
+        return None
+    running = bool(app.get("operation")) or state.get("phase") == "Running"
+    synced = (status.get("sync") or {}).get("status") == "Synced"
+    stands = state.get("phase") == "Succeeded" and (dry_run or synced)
+    return OperationMark.from_dict(json.loads(info[MARK_INFO])) if running or stands else None
 
 
 def start_sync(
@@ -117,27 +152,37 @@ def start_sync(
     resources: list[JSON] | None = None,
     sync_options: list[str] | None = None,
     attempts: int = IN_PROGRESS_ATTEMPTS,
+    owner: str | None = None,
 ) -> Started:
-    """Mark the app's last operation, then request a sync; both again while another runs."""
+    """Mark the app's last operation, then request a sync; both again while another runs.
+
+    With ``owner``, a sync that an earlier try of the same owner started, and that still
+    stands, is returned as started instead of being requested again.
+    """
 
     def attempt() -> Started:
-        app, mark = _mark_when_idle(hook, name)
-        synced = hook.sync_application(
-            name,
-            revision=revision or None,
-            prune=prune,
-            dry_run=dry_run,
-            resources=resources,
-            sync_options=sync_options,
-            retry_in_progress=False,
-        )
-        ids = history_ids(app)
+        app = hook.get_application(name)
+        mark = _earlier_sync(app, owner, dry_run) if owner else None
+        if mark is not None:
+            log.warning("An earlier try of %s already started this sync of %s; watching it", owner, name)
+        else:
+            mark = _mark_when_idle(app)
+            hook.sync_application(
+                name,
+                revision=revision or None,
+                prune=prune,
+                dry_run=dry_run,
+                resources=resources,
+                sync_options=sync_options,
+                retry_in_progress=False,
+                infos=_infos(owner, mark) if owner else None,
+            )
         return Started(
             app_name=name,
             mark=mark,
-            revision=revision or (synced.get("spec") or {}).get("source", {}).get("targetRevision"),
+            revision=revision or _target_revision(app),
             dry_run=dry_run,
-            previous_history_id=ids[-1] if ids else None,
+            previous_history_id=mark.history_id if mark.history_id >= 0 else None,
         )
 
     started = _when_idle(attempt, attempts)
@@ -214,7 +259,8 @@ def start_rollback(
 
     def attempt() -> Started:
         nonlocal auto_sync_disabled
-        app, mark = _mark_when_idle(hook, name)
+        app = hook.get_application(name)
+        mark = _mark_when_idle(app)
         entry = pick_history_entry(app, to)
         if not dry_run:
             auto_sync_disabled = _pin(hook, app, entry, disable_auto_sync) or auto_sync_disabled

@@ -21,6 +21,7 @@ import tenacity
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException
 
+from base_platform.connections import aget_connection_patiently
 from base_platform.types import JSON
 
 # structlog, not stdlib logging: the triggerer only routes structlog events to task logs.
@@ -223,9 +224,15 @@ class ArgoCDApiMixin(Generic[R]):
         resources: list[JSON] | None = None,
         sync_options: list[str] | None = None,
         retry_in_progress: bool = True,
+        infos: list[dict[str, str]] | None = None,
     ) -> R:
-        """Start a sync; retried while another operation is in progress, unless told not to."""
+        """Start a sync; retried while another operation is in progress, unless told not to.
+
+        ``infos`` (name and value pairs) are kept with the operation, in its ``info``.
+        """
         body: JSON = {"name": name, "prune": prune, "dryRun": dry_run}
+        if infos:
+            body["infos"] = infos
         if revision:
             body["revision"] = revision
         if resources:
@@ -395,7 +402,7 @@ class ArgoCDAsyncHook(ArgoCDApiMixin[Awaitable[JSON]], _ArgoCDHookBase):
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
-            conn = await self.aget_connection(self.argocd_conn_id)
+            conn = await aget_connection_patiently(self.argocd_conn_id)
             self._settings = ConnectionSettings.from_connection(
                 conn, self._verify_ssl, self._timeout, self.backoff_seconds
             )

@@ -39,6 +39,18 @@ def default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
+def task_owner(context: Context) -> str | None:
+    """Names this task in this run, whichever try it is: what a sync records as its owner, so
+    that a retry watches the sync an earlier try started instead of starting another. None
+    outside a task run (``execute`` called directly)."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    map_index = getattr(ti, "map_index", -1)
+    owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+    return owner if map_index is None or map_index < 0 else f"{owner}/{map_index}"
+
+
 class ArgoCDOperationOperator(BaseOperator):
     """Start an Argo CD operation, then wait for exactly that operation (the shared half of
     sync and rollback). Subclasses implement :meth:`start`.
@@ -216,6 +228,7 @@ class ArgoCDSyncApplicationOperator(ArgoCDOperationOperator):
             dry_run=as_bool(self.is_dry_run),
             resources=self.selected_resources,
             sync_options=self.sync_options,
+            owner=task_owner(context),
         )
 
     def execute(self, context: Context) -> Any:

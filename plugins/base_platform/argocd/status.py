@@ -68,14 +68,15 @@ class OperationMark:
     """What identifies the last operation an app had before ours, read just before we start ours.
 
     Any later operation differs from it in one of these fields, whatever the clocks say; a sync
-    that succeeds also adds a history entry above ``history_id``.
+    that succeeds also adds a history entry above ``history_id``. Argo CD numbers history from
+    0, so an app with no history is marked -1.
     """
 
     started_at: str = ""
     finished_at: str = ""
     phase: str = ""
     revisions: tuple[str, ...] = ()
-    history_id: int = 0
+    history_id: int = -1
 
     @classmethod
     def of(cls, app: Mapping[str, Any]) -> OperationMark:
@@ -86,7 +87,7 @@ class OperationMark:
             finished_at=str(op.get("finishedAt") or ""),
             phase=str(op.get("phase") or ""),
             revisions=synced_revisions(op.get("syncResult") or {}),
-            history_id=max((int(h.get("id", 0)) for h in status.get("history") or []), default=0),
+            history_id=max((int(h.get("id", 0)) for h in status.get("history") or []), default=-1),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -64,9 +64,10 @@ class StreamBacklogTrigger(BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import redis.asyncio
-        from airflow.sdk import BaseHook
 
-        settings = streams.redis_settings(await BaseHook.aget_connection(self.conn_id))
+        from base_platform.connections import aget_connection_patiently
+
+        settings = streams.redis_settings(await aget_connection_patiently(self.conn_id))
         fired: tuple[str | None, float] | None = None  # the last delivered id when we fired, and when
         async with redis.asyncio.Redis(**settings) as client:
             while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -43,7 +44,49 @@ def test_upserts_syncs_and_defers_with_the_mark_of_the_operation_before(start_si
     assert trigger.after["history_id"] == max(h["id"] for h in before["status"]["history"])
     assert deferred.value.kwargs is not None
     started = deferred.value.kwargs["started"]
-    assert started["previous_history_id"] == 1 and deferred.value.method_name == "execute_complete"
+    assert started["previous_history_id"] == 0 and deferred.value.method_name == "execute_complete"
+
+
+def a_try(run_id: str = "manual__1") -> Any:
+    """The context of one try of task ``core.web``: what Airflow gives every try of it in that run."""
+    return {"ti": SimpleNamespace(dag_id="platform_deploy", run_id=run_id, task_id="core.web", map_index=-1)}
+
+
+def history_ids() -> list[int]:
+    return [h["id"] for h in ArgoCDHook().get_application("web")["status"]["history"]]
+
+
+def test_a_retry_watches_the_sync_an_earlier_try_started(start_simulator) -> None:
+    """The first try's trigger died mid-wait: the next try finds its sync running, and waits for
+    exactly that one; a try after it finished finds it done. Argo CD synced once."""
+    slow = {"sync_seconds": 2, "healthy_after_seconds": 0.2}
+    start_simulator({"defaults": slow, "existing": {"web": {"revision": "main"}}})
+    with pytest.raises(TaskDeferred) as first:
+        sync_op(revision="v2", deferrable=True).execute(a_try())
+    with pytest.raises(TaskDeferred) as second:
+        sync_op(revision="v2", deferrable=True).execute(a_try())
+    assert isinstance(first.value.trigger, ArgoCDApplicationTrigger)
+    assert isinstance(second.value.trigger, ArgoCDApplicationTrigger)
+    assert second.value.trigger.after == first.value.trigger.after
+    out = sync_op(revision="v2", deferrable=False).execute(a_try())
+    assert out["revision"] == "v2" and "health=Healthy" in out["verdict"]
+    assert out["previous_history_id"] == 0
+    assert history_ids() == [0, 1]  # the existing deployment, and one sync
+
+
+def test_a_sync_is_started_again_by_another_run_or_after_it_failed(start_simulator) -> None:
+    start_simulator(FAST)
+    sync_op(deferrable=False).execute(a_try())
+    sync_op(deferrable=False).execute(a_try("manual__2"))
+    assert history_ids() == [0, 1]
+    start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "SyncFailed"}}})
+    started_at = []
+    for _ in range(2):
+        with pytest.raises(AirflowFailException, match="failed to apply"):
+            sync_op(deferrable=False).execute(a_try())
+        started_at.append(ArgoCDHook().get_application("web")["status"]["operationState"]["startedAt"])
+        time.sleep(1.1)  # Argo CD's times have a resolution of one second
+    assert started_at[0] != started_at[1]
 
 
 def test_waits_in_process_when_not_deferrable(start_simulator) -> None:
@@ -100,10 +143,10 @@ def test_rollback_to_previous_waits_for_it_and_pins_the_app(start_simulator) -> 
     out = ArgoCDRollbackApplicationOperator(
         task_id="r", app_name="web", deferrable=False, poll_interval=0.2
     ).execute({})
-    assert out["history_id"] == 1 and "health=Healthy" in out["verdict"]
+    assert out["history_id"] == 0 and "health=Healthy" in out["verdict"]  # Argo CD numbers from 0
     pin = parse_pin(ArgoCDHook().get_application("web"))
     assert pin is not None and pin["at"]
-    assert {k: pin[k] for k in ("history", "revision")} == {"history": "1", "revision": out["revision"]}
+    assert {k: pin[k] for k in ("history", "revision")} == {"history": "0", "revision": out["revision"]}
     app = ArgoCDHook().get_application("web")
     assert app["status"]["sync"]["revision"] == out["revision"]
 
@@ -112,9 +155,9 @@ def test_rollback_is_retried_while_another_operation_is_in_progress(start_simula
     start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 0.1}})
     _deploy_twice()
     ArgoCDHook().sync_application("web", revision="v3")  # still running for a second ...
-    started, _ = start_rollback(ArgoCDHook(), "web", 1)  # ... so the rollback waits its turn
-    assert started.history_id == 1
-    assert started.mark.history_id == 3  # marked after the v3 sync ended, not while it ran
+    started, _ = start_rollback(ArgoCDHook(), "web", 0)  # ... so the rollback waits its turn
+    assert started.history_id == 0
+    assert started.mark.history_id == 2  # marked after the v3 sync ended, not while it ran
 
 
 def test_rollback_refuses_with_automated_sync_unless_allowed(start_simulator) -> None:

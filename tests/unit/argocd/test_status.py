@@ -370,6 +370,16 @@ def test_the_mark_round_trips_through_a_trigger_kwarg() -> None:
     assert OperationMark.from_dict(mark.to_dict()) == mark
 
 
+def test_the_first_sync_of_a_new_app_is_recognised_by_its_history_entry_0() -> None:
+    """Argo CD numbers history from 0: a new app is marked -1, so its first entry counts."""
+    new = app(started=None, finished=None, phase=None, resolved=None, history=0)
+    mark = OperationMark.of(new)
+    assert mark.history_id == -1
+    first = app()
+    first["status"]["history"] = [{"id": 0, "revision": SHA}]
+    assert evaluate(first, WaitSpec(after=mark, revision=SHA), now=NOW).outcome is Outcome.DONE
+
+
 def test_progress_is_remembered_across_observations() -> None:
     """Progressing then Degraded fails fast; the same Degraded seen first only waits."""
     first = evaluate(app(health="Progressing"), SPEC, Seen(), now=NOW)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
+import pytest
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger
 
 from base_platform.argocd.actions import start_sync
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.triggers import ArgoCDApplicationDeletedTrigger, ArgoCDApplicationTrigger
+from base_platform.connections import aget_connection_patiently
 from tests.conftest import FAST
 from tests.unit.argocd.test_hooks import APP
 
@@ -126,6 +130,26 @@ async def test_a_transient_failure_is_a_retryable_error(start_simulator) -> None
     sim.inject("/api/v1/applications/web", 503, count=50)
     event = await _first_event(ArgoCDApplicationTrigger("web", None, None, poll_interval=0.2), timeout=60)
     assert event["status"] == "error" and "503" in event["message"]
+
+
+async def test_a_connection_lookup_failing_for_a_while_is_asked_again(start_simulator, monkeypatch) -> None:
+    """While Postgres restarts, the Task SDK says a connection "isn't defined"; the trigger asks
+    again instead of failing its task (whose retry would sync a second time)."""
+    start_simulator(FAST)
+    mark = await asyncio.to_thread(_sync)
+    conn = os.environ["AIRFLOW_CONN_ARGOCD_DEFAULT"]
+    monkeypatch.delenv("AIRFLOW_CONN_ARGOCD_DEFAULT")
+    trigger = ArgoCDApplicationTrigger("web", mark, "main", poll_interval=0.2)
+    waiting = asyncio.ensure_future(_first_event(trigger))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
+    monkeypatch.setenv("AIRFLOW_CONN_ARGOCD_DEFAULT", conn)
+    assert (await waiting)["status"] == "success"
+
+
+async def test_a_connection_that_stays_missing_still_fails() -> None:
+    with pytest.raises(AirflowNotFoundException, match="`nowhere` isn't defined"):
+        await aget_connection_patiently("nowhere", patience=0.5, pause=0.1)
 
 
 async def test_deleted_trigger_fires_success_once_gone(start_simulator) -> None:
