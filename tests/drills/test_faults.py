@@ -23,19 +23,15 @@ TAKEOVER_BOUND_SECONDS = 45
 RUN_BOUND_SECONDS = 300  # a drilled run ends within this; each took under 2 minutes when measured
 # The smoke sensors' triggers, and which triggerer holds them (the stream pipelines' asset
 # watchers are triggers too, and may sit on either).
-SMOKE_TRIGGERERS = (
-    "SELECT DISTINCT trigger.triggerer_id FROM trigger JOIN task_instance"
+SMOKE_TRIGGERS = (
+    " FROM trigger JOIN task_instance"
     " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
 )
-SMOKE_TRIGGERS_HELD = (  # a trigger is made unheld (NULL): a triggerer takes it on its next loop
-    "SELECT count(*) FROM trigger JOIN task_instance"
-    " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
-    " WHERE trigger.triggerer_id IS NOT NULL"
-)
+SMOKE_TRIGGERERS = "SELECT DISTINCT trigger.triggerer_id" + SMOKE_TRIGGERS
+# A trigger is made unheld (NULL) first: a triggerer takes it on its next loop.
+SMOKE_TRIGGERS_HELD = "SELECT count(*)" + SMOKE_TRIGGERS + " WHERE trigger.triggerer_id IS NOT NULL"
 SMOKE_TRIGGERS_ON = (
-    "SELECT count(*) FROM trigger JOIN task_instance"
-    " ON task_instance.trigger_id = trigger.id AND task_instance.dag_id = 'argocd_smoke'"
-    " WHERE trigger.triggerer_id IS NULL OR trigger.triggerer_id = :dead"
+    "SELECT count(*)" + SMOKE_TRIGGERS + " WHERE trigger.triggerer_id IS NULL OR trigger.triggerer_id = :dead"
 )
 UNFINISHED = {"running", "queued", "scheduled", "up_for_retry", "deferred", "restarting"}
 PROBES = ("/dags", "/dags/~/dagRuns")  # two reads of the metadata DB through the REST API
