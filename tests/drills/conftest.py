@@ -176,8 +176,16 @@ def wait_until(what: str, seconds: float, check: object) -> float:
     return time.monotonic() - started
 
 
+_ISSUED_IDS: list[range] = []
+
+
 def new_transactions(home: Path, rows: int, first_id: int, prefix: str) -> int:
-    """A new drop of ``rows`` transactions for pipeline_transactions, moved in whole."""
+    """A new drop of ``rows`` transactions for pipeline_transactions, moved in whole. Its ids may
+    not overlap another drill's: the drills count duplicate ids in the one table they share."""
+    ids = range(first_id, first_id + rows)
+    clash = [other for other in _ISSUED_IDS if ids.start < other.stop and other.start < ids.stop]
+    assert not clash, f"{prefix}: ids {ids} overlap {clash}, which another drill already wrote"
+    _ISSUED_IDS.append(ids)
     staging = home / "staging" / prefix
     summary = generate(rows, "csv", 0.02, staging, files=1, seed=first_id, first_id=first_id, prefix=prefix)
     incoming = home / "data" / "transactions" / "incoming"

@@ -187,7 +187,7 @@ def test_a_worker_killed_mid_shard_retries_it_and_stores_each_row_once(drill: Dr
 def test_postgres_restarted_mid_run_every_service_reconnects_and_both_runs_finish(drill: Drill) -> None:
     ops, ds = drill.clients["ops"], drill.clients["data-scientist"]
     settle_pipeline(ds)
-    rows = new_transactions(drill.stack.home, 300_000, 2_000_000, "drill-postgres")
+    rows = new_transactions(drill.stack.home, 300_000, 5_000_000, "drill-postgres")
     deploy = start_deploy(drill)
     pipeline = ds.trigger("pipeline_transactions", {}).json()["dag_run_id"]
     wait_until("a deploy sensor deferred", 240, lambda: in_state(ops, "platform_deploy", deploy, "deferred"))
