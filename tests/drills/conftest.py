@@ -202,5 +202,4 @@ def settle_pipeline(client: Client) -> None:
 
 
 def pipeline_idle(client: Client) -> bool:
-    runs = client.http.get("/dags/pipeline_transactions/dagRuns", params={"limit": 100}).json()["dag_runs"]
-    return all(run["state"] in ("success", "failed") for run in runs)
+    return client.idle("pipeline_transactions")

@@ -35,6 +35,22 @@ class Client:
         assert answer.status_code == 200, answer.text
         return str(answer.json()["dag_run_id"])
 
+    def idle(self, dag_id: str) -> bool:
+        """No run of the DAG is queued or running."""
+        runs = self.http.get(f"/dags/{dag_id}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+        return all(run["state"] in ("success", "failed") for run in runs)
+
+    def unpause_and_settle(self, dag_id: str, seconds: float = 240) -> None:
+        """Unpause the DAG and wait for the run that unpausing may start (its latest scheduled
+        interval) to end. Two schedulers can start that run and a triggered one at once, whatever
+        ``max_active_runs`` says (apache/airflow#45388)."""
+        assert self.http.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        deadline = time.monotonic() + seconds
+        time.sleep(5)  # a scheduler loop, for the scheduled run to be created
+        while not self.idle(dag_id):
+            assert time.monotonic() < deadline, f"{dag_id} still has a run after {seconds:.0f} s"
+            time.sleep(2)
+
     def wait_for(self, dag_id: str, run_id: str, seconds: float) -> str:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

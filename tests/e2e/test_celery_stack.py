@@ -270,7 +270,8 @@ def test_a_data_scientist_runs_the_transactions_pipeline_on_celery(
     stack: Launched, clients: dict[str, Client], database: str
 ) -> None:
     ds = clients["data-scientist"]
-    run_id = ds.start("pipeline_transactions", {"full_refresh": True})  # unpausing also starts a run
+    ds.unpause_and_settle("pipeline_transactions")
+    run_id = ds.start("pipeline_transactions", {"full_refresh": True})
     assert ds.wait_for("pipeline_transactions", run_id, 240) == "success"
     states = {ti["task_id"]: ti["state"] for ti in ds.task_instances("pipeline_transactions", run_id)}
     assert states["commit"] == states["catalog"] == states["monitor"] == "success", states

@@ -200,7 +200,8 @@ def publish(table: Table, snapshot_id: int) -> None:
             if staged.parent_snapshot_id != (main.snapshot_id if main else None):
                 raise BreakerError(
                     f"main moved to {main.snapshot_id if main else None} since snapshot {snapshot_id} "
-                    "was staged (a rollback or an erasure): discard the audit and run again"
+                    "was staged (a rollback, an erasure, or another run's publish): discard the audit "
+                    "and run again"
                 )
             manage.set_current_snapshot(snapshot_id)
         if audit_ref is not None and audit_ref.snapshot_id == snapshot_id:
