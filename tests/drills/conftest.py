@@ -198,8 +198,4 @@ def settle_pipeline(client: Client) -> None:
     """pipeline_transactions unpaused and idle, with the files already there committed: unpausing
     may start a scheduled run too, which would take a drill's new file."""
     client.start("pipeline_transactions", {})
-    wait_until("pipeline_transactions idle", 300, lambda: pipeline_idle(client))
-
-
-def pipeline_idle(client: Client) -> bool:
-    return client.idle("pipeline_transactions")
+    wait_until("pipeline_transactions idle", 300, lambda: client.idle("pipeline_transactions"))

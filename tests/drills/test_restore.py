@@ -22,7 +22,7 @@ import pytest
 
 from scripts.dev_stack import launch, postgres_iceberg_connection, wait_ready
 from tests.conftest import ROOT, doc_block, free_port
-from tests.drills.conftest import DRILL_TIMINGS, Drill, new_transactions, pipeline_idle, wait_until
+from tests.drills.conftest import DRILL_TIMINGS, Drill, new_transactions, wait_until
 from tests.e2e.rest_client import Client, role_clients
 from tests.e2e.services import postgres_server
 
@@ -103,7 +103,7 @@ def test_a_backup_restores_onto_a_fresh_stack_with_history_connections_roles_and
     new_transactions(home, 50_000, 3_000_000, "drill-after-backup")
     after_backup = ds.trigger("pipeline_transactions", {}).json()["dag_run_id"]
     assert ds.wait_for("pipeline_transactions", after_backup, 300) == "success"
-    wait_until("pipeline_transactions idle", 120, lambda: pipeline_idle(ds))
+    wait_until("pipeline_transactions idle", 120, lambda: ds.idle("pipeline_transactions"))
 
     # Destroy: every Airflow process, and the database server.
     local = json.loads((home / "local-secrets.json").read_text())
