@@ -41,6 +41,7 @@ test-fast: lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=plugins $(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -85,7 +85,7 @@ def load(
 
 def floor(keys: list[str], count: int = 200) -> dict[str, float]:
     """The same mix through ``serving.page`` in this process (the catalog connection set)."""
-    from base_platform.pipelines import serving
+    from base_platform.pipelines.data_distribution import serving
     from base_platform.pipelines.spec import pipeline_named
 
     pipeline = pipeline_named("transactions")

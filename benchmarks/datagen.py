@@ -1,7 +1,7 @@
 """Sample ``transactions`` data with realistic faults, generated vectorised so gigabytes take seconds.
 
-The ``transactions`` profile of :mod:`base_platform.pipelines.synth` (whose writer it uses), with
-the distributions the throughput benchmark has always measured.
+The ``transactions`` profile of :mod:`base_platform.pipelines.data_control.synthesizer` (whose
+writer it uses), with the distributions the throughput benchmark has always measured.
 
 ``python -m benchmarks.datagen --rows N --format csv|ndjson --corrupt-rate R --out DIR``
 
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from base_platform.pipelines.synth import BAD_UTF8_MARK, Summary, encode
+from base_platform.pipelines.data_control.synthesizer import BAD_UTF8_MARK, Summary, encode
 
 FAULTS = ("bad_date", "bad_amount", "unknown_currency", "missing_id", "duplicate_id", "invalid_utf8")
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "JPY", "CAD"]

@@ -70,7 +70,7 @@ def transactions(rows: int) -> Any:
 def land(name: str, rows: Any, partition: str | None) -> Any:
     from pyiceberg.transforms import DayTransform
 
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
 
     catalog = tables.catalog()
     catalog.create_namespace_if_not_exists("base")
@@ -173,8 +173,8 @@ def run(work: Path) -> int:
     import pyarrow.parquet as pq
     import redis
 
-    from base_platform.features import offline, online
-    from base_platform.features.spec import feature_view_named
+    from base_platform.pipelines.feature_engineering import offline, online
+    from base_platform.pipelines.feature_engineering.views import feature_view_named
     from benchmarks.datagen import MERCHANT_CATEGORIES
     from benchmarks.ingest_throughput import cpu_name
 

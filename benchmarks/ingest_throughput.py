@@ -53,7 +53,7 @@ for _path in (str(ROOT / "plugins"), str(ROOT)):  # appended: ours-before puts t
 from benchmarks import api_load  # noqa: E402  (after sys.path is set)
 
 if TYPE_CHECKING:
-    from base_platform.pipelines.records import ShardResult
+    from base_platform.pipelines.run_records import ShardResult
 
 KEY = b"benchmark-key"
 TARGETS = {
@@ -75,8 +75,8 @@ def transactions() -> Any:
 
 
 def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
-    from base_platform.pipelines import engine
-    from base_platform.pipelines.records import Shard
+    from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import Shard
 
     shard, target, run_key = args
     return engine.process_shard(transactions(), Shard.from_json(shard), run_key, target, KEY)
@@ -84,7 +84,7 @@ def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
 
 def ours(source: str, target: str) -> dict[str, Any]:
     """Also ``ours-before``: its process finds the earlier engine first on ``sys.path``."""
-    from base_platform.pipelines import engine
+    from base_platform.pipelines.pipeline_management import engine
 
     pipeline = transactions()
     shards = engine.discover(pipeline, source, target, full_refresh=True)
@@ -101,15 +101,15 @@ def ours(source: str, target: str) -> dict[str, Any]:
 def _copy_file(paths: tuple[str, str]) -> int:
     import pyarrow.parquet as pq
 
-    from base_platform.pipelines.modules import ingestion
-    from base_platform.pipelines.sources.files import file_source
+    from base_platform.pipelines.data_ingestion import decoding
+    from base_platform.pipelines.data_ingestion.sources.files import file_source
 
     source_file, target_file = paths
     pipeline = transactions()
     names = list(pipeline.contract.names)
     rows = 0
-    with pq.ParquetWriter(target_file, ingestion.raw_schema(names), compression="zstd") as writer:
-        for raw in ingestion.read_uri(source_file, names, file_source(pipeline)):
+    with pq.ParquetWriter(target_file, decoding.raw_schema(names), compression="zstd") as writer:
+        for raw in decoding.read_uri(source_file, names, file_source(pipeline)):
             writer.write_batch(raw.batch)
             rows += raw.batch.num_rows
     return rows
@@ -232,7 +232,7 @@ def stored_and_quarantined(name: str, target: str) -> tuple[int, int]:
     quarantined = sum(pq.ParquetFile(f).metadata.num_rows for f in quarantine.rglob("*.parquet"))
     data = [f for f in Path(target).rglob("*.parquet") if "_quarantine" not in f.parts]
     if name == "ours":  # read as a table, through its catalog
-        from base_platform.pipelines import tables
+        from base_platform.pipelines.data_storage import tables
 
         os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = catalog_connection(target)
         table = tables.load("transactions")
@@ -342,7 +342,7 @@ def through_airflow(source: Path, tmp: Path) -> dict[str, Any]:
     """
     import httpx
 
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
     from scripts.dev_stack import launch, sqlite_iceberg_connection, wait_ready
     from tests.conftest import free_port
 

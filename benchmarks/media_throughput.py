@@ -35,8 +35,8 @@ KEY = b"benchmark-hmac-key"
 
 
 def _shard(args: tuple[str, dict[str, Any], str]) -> Any:
-    from base_platform.pipelines import engine
-    from base_platform.pipelines.records import Shard
+    from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import Shard
     from base_platform.pipelines.spec import pipeline_named
 
     name, shard, target = args
@@ -45,7 +45,7 @@ def _shard(args: tuple[str, dict[str, Any], str]) -> Any:
 
 def ours(name: str, source: Path, target: Path) -> dict[str, Any]:
     from base_platform.files import resolve
-    from base_platform.pipelines import engine
+    from base_platform.pipelines.pipeline_management import engine
     from base_platform.pipelines.spec import pipeline_named
 
     pipeline = pipeline_named(name)
@@ -66,7 +66,7 @@ def ours(name: str, source: Path, target: Path) -> dict[str, Any]:
 
 
 def bare(kind: str, name: str, source: Path, side: Path) -> dict[str, Any]:
-    from base_platform.pipelines import multimodal
+    from base_platform.pipelines.multimodal_processing import media_kinds
     from base_platform.pipelines.spec import MediaSource, pipeline_named
 
     spec = pipeline_named(name).spec.source
@@ -80,12 +80,12 @@ def bare(kind: str, name: str, source: Path, side: Path) -> dict[str, Any]:
     rows = broken = 0
     start = time.perf_counter()
     for path in sorted(source.iterdir()):
-        if not path.name.lower().endswith(multimodal.EXTENSIONS[kind]):
+        if not path.name.lower().endswith(media_kinds.EXTENSIONS[kind]):
             continue
         try:
-            multimodal.extract(kind, path.read_bytes(), str(path), spec, write)
+            media_kinds.extract(kind, path.read_bytes(), str(path), spec, write)
             rows += 1
-        except multimodal.Unreadable:
+        except media_kinds.Unreadable:
             broken += 1
     return {"seconds": time.perf_counter() - start, "stored": rows, "quarantined": broken}
 

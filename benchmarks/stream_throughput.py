@@ -62,7 +62,8 @@ def observe(dataset: str, url: str, stream: str, done: Callable[[], bool], seen:
     import redis
     import redis.asyncio
 
-    from base_platform.pipelines import streams, tables
+    from base_platform.pipelines.data_ingestion import redis_streams
+    from base_platform.pipelines.data_storage import tables
 
     client = redis.Redis.from_url(url)
     table = tables.load(dataset)
@@ -84,9 +85,9 @@ def observe(dataset: str, url: str, stream: str, done: Callable[[], bool], seen:
         if time.monotonic() - last_backlog >= 1:
             last_backlog = time.monotonic()
 
-            async def measure() -> streams.Backlog:
+            async def measure() -> redis_streams.Backlog:
                 async with redis.asyncio.Redis.from_url(url) as aclient:
-                    return await streams.backlog(aclient, stream, "base")
+                    return await redis_streams.backlog(aclient, stream, "base")
 
             backlog = asyncio.run(measure())
             seen.peak_events = max(seen.peak_events, backlog.undelivered + backlog.pending)
@@ -98,7 +99,7 @@ def summary(
     name: str, ticks: list[tuple[str, int]], seen: Observed, produced: dict[str, Any]
 ) -> dict[str, Any]:
     """Latency per event (by its send), the sustained rate, and the result's check."""
-    from base_platform.pipelines.streams import parse_id
+    from base_platform.pipelines.data_ingestion.redis_streams import parse_id
 
     commits = sorted(seen.commits, key=lambda c: c[1])
     latencies: list[tuple[float, int]] = []
@@ -183,8 +184,9 @@ def run_load(
 
 def engine_loop(pipeline: Any, target: str) -> Consumer:
     """The baseline's consumer: the engine's calls in one loop, no Airflow."""
-    from base_platform.pipelines import engine, sources
-    from base_platform.pipelines.sources import redis_stream
+    from base_platform.pipelines.data_ingestion import sources
+    from base_platform.pipelines.data_ingestion.sources import redis_stream
+    from base_platform.pipelines.pipeline_management import engine
 
     def consume(done: Callable[[], bool]) -> None:
         number = 0
@@ -208,7 +210,7 @@ def warm_up(url: str, stream: str) -> int:
     so the load measures the steady state, as a stream that runs all day has it."""
     import redis
 
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
     from benchmarks.streamgen import produce
 
     events = produce(redis.Redis.from_url(url), stream, 100, 0.1, first=10**11).events
@@ -222,7 +224,7 @@ def warm_up(url: str, stream: str) -> int:
 
 
 def distinct(dataset: str) -> tuple[int, int]:
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
 
     table = tables.load(dataset)
     assert table is not None

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from airflow.sdk import BaseHook
 
-        from base_platform.pipelines.streams import redis_settings
+        from base_platform.pipelines.data_ingestion.redis_streams import redis_settings
 
         client = redis.Redis(**redis_settings(BaseHook.get_connection(args.connection)))
     produced = produce(

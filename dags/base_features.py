@@ -4,8 +4,8 @@ naming file and key."""
 
 from __future__ import annotations
 
-from base_platform.features.dag import build_features_dag
-from base_platform.features.spec import load_feature_views
+from base_platform.pipelines.feature_engineering.dag import build_features_dag
+from base_platform.pipelines.feature_engineering.views import load_feature_views
 
 for _view in load_feature_views():
     globals()[f"features_{_view.name}"] = build_features_dag(_view)

@@ -8,8 +8,8 @@ spec fails this file's import, naming file and key.
 
 from __future__ import annotations
 
-from base_platform.pipelines.distribution_dag import build_publish_dag
-from base_platform.pipelines.factory import build_pipeline_dag
+from base_platform.pipelines.data_distribution.dag import build_publish_dag
+from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
 from base_platform.pipelines.spec import load_pipelines
 
 for _pipeline in load_pipelines():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from base_platform.pipelines.control_dag import (
+from base_platform.pipelines.data_control.dag import (
     build_erase_dag,
     build_maintenance_dag,
     build_rollback_dag,

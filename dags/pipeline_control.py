@@ -3,6 +3,6 @@ circuit breaker holds, then close the breaker and resume the pipeline's schedule
 
 from __future__ import annotations
 
-from base_platform.pipelines.breaker_dag import build_pipeline_control_dag
+from base_platform.pipelines.pipeline_management.breaker_dag import build_pipeline_control_dag
 
 pipeline_control = build_pipeline_control_dag()

@@ -520,7 +520,7 @@ def init_step(env: dict[str, str], module: str, log_name: str) -> None:
     """One of airflow-init's steps (``python -m <module>``), its output in the stack's logs.
 
     ``base_platform.auth.sync`` makes the roles and users of config/roles.yaml (it names roles,
-    never passwords); ``base_platform.pipelines.tables`` the curated datasets' Iceberg catalog.
+    never passwords); ``base_platform.pipelines.data_storage.tables`` the curated datasets' Iceberg catalog.
     """
     subprocess.run(
         [str(BIN / "python"), "-m", module],
@@ -570,7 +570,7 @@ def main() -> int:
         connections.write_text(json.dumps(sandbox_connections() | streams))
         connections.chmod(0o600)
         airflow(env, "connections", "import", "--overwrite", str(connections))
-        init_step(env, "base_platform.pipelines.tables", "iceberg-catalog.log")
+        init_step(env, "base_platform.pipelines.data_storage.tables", "iceberg-catalog.log")
         sample_data()
         init_step(env, "base_platform.auth.sync", "sync-roles.log")
         services = airflow_services()

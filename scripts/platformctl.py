@@ -139,7 +139,7 @@ def state(args: argparse.Namespace) -> int:
             return OK
         restored = backup.restore(backup.Store.of(args.source, args.conn_id), args.backup, databases, key)
         if any(d.name == "iceberg" for d in databases):
-            from base_platform.pipelines.tables import catalog
+            from base_platform.pipelines.data_storage.tables import catalog
 
             restored["rolled_forward"] = backup.roll_forward(catalog())
         print(json.dumps(restored, indent=2))

@@ -316,7 +316,7 @@ def _use_the_stacks_catalog(home: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def _assert_merchant_daily_matches_duckdb(derived: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """derived-curl's run was started by a transactions event, and its snapshot of merchant_daily
     is what DuckDB computes from the transactions snapshot it names."""
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
     from tests.unit.pipelines.test_derived import duckdb_merchant_daily
 
     found = re.search(r"merchant_daily: (\d+) rows from transactions snapshot (\d+)", derived)
@@ -334,12 +334,13 @@ def _assert_merchant_daily_matches_duckdb(derived: str, home: Path, monkeypatch:
 def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The erasure's event (through the alias) made the scheduler run publish_transactions on its
     own: the erased snapshot is exported, and its manifest says what it replaced."""
-    from base_platform.pipelines import control, tables
+    from base_platform.pipelines.data_control import table_actions
+    from base_platform.pipelines.data_storage import tables
 
     _use_the_stacks_catalog(home, monkeypatch)
     table = tables.load("transactions")
     assert table is not None
-    erased = json.loads(table.properties[control.ERASURES_PROPERTY])[-1]["snapshot_id"]
+    erased = json.loads(table.properties[table_actions.ERASURES_PROPERTY])[-1]["snapshot_id"]
     manifest = home / "data" / "transactions" / "exports" / f"snapshot={erased}" / "_manifest.json"
     deadline = time.monotonic() + 180
     while not manifest.exists():

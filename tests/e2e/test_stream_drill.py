@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from base_platform.pipelines import tables
+from base_platform.pipelines.data_storage import tables
 from scripts.dev_stack import sqlite_iceberg_connection
 from tests.conftest import ROOT
 from tests.e2e.test_make_run import DevStack, _token

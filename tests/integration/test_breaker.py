@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import breaker, control
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -56,7 +57,7 @@ def resolve(action: str) -> Any:
 def test_a_batch_with_20_percent_bad_rows_trips_the_breaker_and_an_operator_discards_it(
     incoming: Path, webhook: Any
 ) -> None:
-    from base_platform.pipelines.factory import build_pipeline_dag
+    from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
 
     dag = build_pipeline_dag(alerting())
     generate_run(500, incoming / "hour-1", 1)
@@ -71,7 +72,7 @@ def test_a_batch_with_20_percent_bad_rows_trips_the_breaker_and_an_operator_disc
     assert bad.state == "failed" and states["commit"] == "success" and states["audit"] == "failed", states
     assert states["catalog"] == states["monitor"] == "upstream_failed" and states["settle"] == "failed"
     assert events_of(bad.run_id) == []  # nothing downstream runs
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert main_id() == main and table.scan().count() == 500
     held = breaker.state(table)
     assert held.state == "open" and held.reason, held
@@ -94,16 +95,16 @@ def test_a_batch_with_20_percent_bad_rows_trips_the_breaker_and_an_operator_disc
 
 
 def test_an_operator_publishes_the_audit_and_consumers_follow(incoming: Path) -> None:
-    from base_platform.pipelines.factory import build_pipeline_dag
+    from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
 
     dag = build_pipeline_dag(pipeline_named("transactions"))
     generate(800, "csv", 0.2, incoming, seed=5)
     bad, _ = run_dag(dag)
     assert bad.state == "failed"
-    audit = control.dataset_table("transactions").metadata.refs[breaker.AUDIT].snapshot_id
+    audit = table_actions.dataset_table("transactions").metadata.refs[breaker.AUDIT].snapshot_id
     published = resolve("publish")
     assert published.state == "success"
     (event,) = events_of(published.run_id)  # publish_transactions follows, as after a commit
     assert event == {"snapshot_id": str(audit), "reason": "audit published"}
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert main_id() == audit and breaker.state(table).state == "closed"

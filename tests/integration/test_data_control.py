@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import control
-from base_platform.pipelines.control_params import SPLITS
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_control.form_params import SPLITS
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -64,7 +64,7 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
     }
     dag_run = rollback_dag().test(run_conf=conf)
     assert dag_run.state == "success"
-    assert control.read_dataset("transactions").num_rows == 300
+    assert table_actions.read_dataset("transactions").num_rows == 300
     report_file = tmp_path / "artifacts" / "dataset_rollback"
     (report,) = [json.loads(p.read_text()) for p in report_file.rglob("rollback.json")]
     assert (report["rows_leaving"], report["why"], report["to_snapshot"]) == (
@@ -100,8 +100,8 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     printed = capfd.readouterr()
     assert erased.run_id in printed.out + printed.err  # the task's log is here ...
     assert subject not in report_file.read_text() + printed.out + printed.err  # ... and the subject is not
-    assert control.read_dataset("transactions").num_rows == 2000 - report["rows_removed"]
-    current = control.dataset_table("transactions").current_snapshot()
+    assert table_actions.read_dataset("transactions").num_rows == 2000 - report["rows_removed"]
+    current = table_actions.dataset_table("transactions").current_snapshot()
     assert current is not None
     assert events_of(erased.run_id) == [{"snapshot_id": str(current.snapshot_id), "reason": "erasure"}]
 
@@ -120,16 +120,16 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     (second,) = [e for e in erasures if e["request"] == referenced.run_id]
     assert second["rows_removed"] >= 1
     removed = report["rows_removed"] + second["rows_removed"]
-    assert control.read_dataset("transactions").num_rows == 2000 - removed
+    assert table_actions.read_dataset("transactions").num_rows == 2000 - removed
 
     assert control_dag("dataset_maintenance").test().state == "success"
     assert list((tmp_path / "artifacts" / "dataset_maintenance").rglob("maintenance-transactions.json"))
     sampled = control_dag("dataset_sample").test(run_conf={"dataset": "transactions", "size": "100"})
     assert sampled.state == "success"
-    assert control.read_dataset("transactions__sample").num_rows == 100
+    assert table_actions.read_dataset("transactions__sample").num_rows == 100
     split = control_dag("dataset_split").test(run_conf={"dataset": "transactions", "split": "70/15/15"})
     assert split.state == "success"
-    parts = [control.read_dataset(f"transactions__{part}").num_rows for part in SPLITS]
+    parts = [table_actions.read_dataset(f"transactions__{part}").num_rows for part in SPLITS]
     assert sum(parts) == 2000 - removed
 
 

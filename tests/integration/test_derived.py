@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import tables
+from base_platform.pipelines.data_storage import tables
 from tests.conftest import ROOT
 from tests.integration.test_breaker import incoming, run_dag  # noqa: F401 (incoming: the fixture)
 from tests.unit.pipelines.test_derived import duckdb_merchant_daily, stored

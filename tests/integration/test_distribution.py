@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from base_platform.files import Location
-from base_platform.pipelines import distribution, tables
+from base_platform.pipelines.data_distribution import publishing
+from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import (
     PostgresTarget,
     S3Target,
@@ -81,14 +82,14 @@ def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_valu
     generate_run(300, tmp_path / "in1", 1)
     first = run(pipeline, tmp_path / "in1", tmp_path / "out", "run-1")
 
-    published = distribution.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    published = publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
     assert (published["published"], published["rows_upserted"], published["whole"]) == (True, 300, True)
-    again = distribution.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    again = publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
     assert again["published"] is False and count(consumer) == 300
 
     generate_run(200, tmp_path / "in2", 2)
     second = run(pipeline, tmp_path / "in2", tmp_path / "out", "run-2")
-    grown = distribution.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
+    grown = publishing.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
     assert (grown["since"], grown["whole"], grown["rows_upserted"]) == (first["snapshot_id"], False, 200)
     assert count(consumer) == 500
 
@@ -110,7 +111,7 @@ def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_valu
 
     evolved = with_new_column(pipeline, tmp_path / "in3")
     third = run(evolved, tmp_path / "in3", tmp_path / "out", "run-3")
-    distribution.publish_postgres(evolved, table(), third["snapshot_id"], TARGET)
+    publishing.publish_postgres(evolved, table(), third["snapshot_id"], TARGET)
     consumer.execute("SELECT loyalty_tier, count(*) FROM curated.transactions GROUP BY 1 ORDER BY 1")
     assert consumer.fetchall() == [("gold", 200), (None, 500)]
     consumer.execute("SELECT snapshot_id FROM base_publications")
@@ -120,17 +121,19 @@ def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_valu
 def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
     consumer: Any, iceberg: Path, tmp_path: Path
 ) -> None:
-    from base_platform.pipelines import control
+    from base_platform.pipelines.data_control import table_actions
 
     pipeline = pipeline_named("transactions")
     records = []
     for number in (1, 2):
         generate_run(150, tmp_path / f"in{number}", number)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-    distribution.publish_postgres(pipeline, table(), records[1]["snapshot_id"], TARGET)
+    publishing.publish_postgres(pipeline, table(), records[1]["snapshot_id"], TARGET)
     assert count(consumer) == 300
-    control.rollback("transactions", records[0]["snapshot_id"], dry_run=False, who="test", why="bad run 2")
-    back = distribution.publish_postgres(pipeline, table(), records[0]["snapshot_id"], TARGET)
+    table_actions.rollback(
+        "transactions", records[0]["snapshot_id"], dry_run=False, who="test", why="bad run 2"
+    )
+    back = publishing.publish_postgres(pipeline, table(), records[0]["snapshot_id"], TARGET)
     assert (back["whole"], back["rows_deleted"]) == (True, 150)
     assert count(consumer) == 150
 
@@ -138,7 +141,7 @@ def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
 def test_an_s3_export_follows_a_rollback_to_a_snapshot_it_exported_before(
     s3: Any, iceberg: Path, tmp_path: Path
 ) -> None:
-    from base_platform.pipelines import control
+    from base_platform.pipelines.data_control import table_actions
 
     pipeline = pipeline_named("transactions")
     target = EXPORT.model_copy(update={"uri": "s3://consumers/rolled-back"})
@@ -146,28 +149,28 @@ def test_an_s3_export_follows_a_rollback_to_a_snapshot_it_exported_before(
     for number in (1, 2):
         generate_run(150, tmp_path / f"in{number}", number)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-        distribution.export_s3(pipeline, table(), records[-1]["snapshot_id"], target)
+        publishing.export_s3(pipeline, table(), records[-1]["snapshot_id"], target)
     first = records[0]["snapshot_id"]
-    control.rollback("transactions", first, dry_run=False, who="test", why="bad run 2")
-    back = distribution.export_s3(pipeline, table(), first, target)
+    table_actions.rollback("transactions", first, dry_run=False, who="test", why="bad run 2")
+    back = publishing.export_s3(pipeline, table(), first, target)
     assert back["published"] is True and back["rows"] == 150
-    newest = distribution.published_export(Location.of(target.uri))
+    newest = publishing.published_export(Location.of(target.uri))
     assert newest is not None and (newest["snapshot_id"], newest["export"]) == (first, 3)
     assert newest["folder"] == f"snapshot={first}.3" and newest["whole"] is True
     assert newest["since_snapshot_id"] == records[1]["snapshot_id"]
-    assert distribution.export_s3(pipeline, table(), first, target)["published"] is False
+    assert publishing.export_s3(pipeline, table(), first, target)["published"] is False
 
 
 def test_a_failed_publish_leaves_the_consumer_as_it_was(consumer: Any, iceberg: Path, tmp_path: Path) -> None:
     pipeline = pipeline_named("transactions")
     generate_run(100, tmp_path / "in", 1)
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
-    distribution.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
     consumer.execute("ALTER TABLE curated.transactions ADD COLUMN not_in_contract text")
     generate_run(100, tmp_path / "in2", 2)
     second = run(pipeline, tmp_path / "in2", tmp_path / "out", "run-2")
-    with pytest.raises(distribution.PublishError, match="not_in_contract"):
-        distribution.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
+    with pytest.raises(publishing.PublishError, match="not_in_contract"):
+        publishing.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
     assert count(consumer) == 100
     consumer.execute("SELECT snapshot_id FROM base_publications")
     assert consumer.fetchall() == [(first["snapshot_id"],)]
@@ -177,11 +180,12 @@ EXPORT = S3Target(target="s3", name="partners", uri="s3://consumers/transactions
 EXPORT_SCRIPT = """
 import sys
 from base_platform.files import Location
-from base_platform.pipelines import distribution, tables
+from base_platform.pipelines.data_distribution import publishing
+from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import S3Target, pipeline_named
 table = tables.load("transactions")
 target = S3Target(target="s3", name="partners", uri="s3://consumers/transactions")
-distribution.export_s3(pipeline_named("transactions"), table, int(sys.argv[1]), target)
+publishing.export_s3(pipeline_named("transactions"), table, int(sys.argv[1]), target)
 """
 
 
@@ -223,13 +227,13 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
     exporter.send_signal(signal.SIGKILL)
     exporter.wait()
     written = objects(s3)
-    assert written and not [key for key in written if key.endswith(distribution.MANIFEST)]
-    assert distribution.published_export(Location.of(EXPORT.uri)) is None
+    assert written and not [key for key in written if key.endswith(publishing.MANIFEST)]
+    assert publishing.published_export(Location.of(EXPORT.uri)) is None
 
-    done = distribution.export_s3(pipeline, table(), snapshot_id, EXPORT)
+    done = publishing.export_s3(pipeline, table(), snapshot_id, EXPORT)
     assert done["published"] is True and done["rows"] == 2400
     written = objects(s3)
-    manifest = json.loads(written[f"transactions/snapshot={snapshot_id}/{distribution.MANIFEST}"])
+    manifest = json.loads(written[f"transactions/snapshot={snapshot_id}/{publishing.MANIFEST}"])
     assert len(written) == len(manifest["files"]) + 1  # the rerun started afresh: nothing left over
     for entry in manifest["files"]:
         data = written[f"transactions/snapshot={snapshot_id}/{entry['path']}"]
@@ -237,12 +241,12 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
     assert (
         sum(pq.read_metadata(pa_buffer(written, snapshot_id, e)).num_rows for e in manifest["files"]) == 2400
     )
-    assert distribution.export_s3(pipeline, table(), snapshot_id, EXPORT)["published"] is False
+    assert publishing.export_s3(pipeline, table(), snapshot_id, EXPORT)["published"] is False
 
     generate_run(300, tmp_path / "more", 9)
     later = run(pipeline, tmp_path / "more", tmp_path / "out", "run-9")
-    step = distribution.export_s3(pipeline, table(), later["snapshot_id"], EXPORT)
-    newest = distribution.published_export(Location.of(EXPORT.uri))
+    step = publishing.export_s3(pipeline, table(), later["snapshot_id"], EXPORT)
+    newest = publishing.published_export(Location.of(EXPORT.uri))
     assert newest is not None and newest["since_snapshot_id"] == snapshot_id
     assert step["rows"] == 2400 + 300  # the changed partitions, whole: every day had a new file
 
@@ -257,7 +261,7 @@ def test_publish_dag_takes_the_commits_snapshot_to_every_target_and_a_failed_one
     airflow_db: None, consumer: Any, webhook: Any, start_vault: Any, iceberg: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from base_platform.pipelines.distribution_dag import build_publish_dag
+    from base_platform.pipelines.data_distribution.dag import build_publish_dag
     from tests.integration.test_data_control import events_of
     from tests.integration.test_pipelines import run as run_pipeline
 

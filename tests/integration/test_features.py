@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.features import offline, online
-from base_platform.features.spec import feature_view_named
+from base_platform.pipelines.feature_engineering import offline, online
+from base_platform.pipelines.feature_engineering.views import feature_view_named
 from tests.conftest import ROOT
 from tests.e2e.services import redis
 from tests.integration.test_breaker import incoming, run_dag  # noqa: F401 (incoming: the fixture)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.pipelines import tables
+from base_platform.pipelines.data_storage import tables
 from benchmarks.mediagen import generate
 from tests.integration.test_breaker import incoming, run_dag  # noqa: F401 (incoming: the fixture)
 from tests.integration.test_features import dags

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import derived, engine, tables
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import derived, engine
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import MERCHANT_CATEGORIES
 from benchmarks.streamgen import MERCHANTS, merchant_name, write_merchants

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import serving
+from base_platform.pipelines.data_distribution import serving
 from base_platform.pipelines.spec import Pipeline
 from tests.e2e.services import redis
 from tests.unit.pipelines.test_engine import generate_run, run

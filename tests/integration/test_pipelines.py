@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import tables
+from base_platform.pipelines.data_storage import tables
 from benchmarks.datagen import generate
 from sandbox.vault.scenario import load_scenario as load_vault_scenario
 from tests.conftest import ROOT

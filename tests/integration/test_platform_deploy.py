@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.argocd.actions import parse_pin, start_rollback
+from base_platform.argocd.actions import start_rollback
+from base_platform.argocd.application import parse_pin
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import default_catalog
 from base_platform.catalog.models import Wave

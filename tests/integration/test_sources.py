@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import engine, sources, tables
+from base_platform.pipelines.data_ingestion import sources
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import HttpSource, Pagination, Pipeline, PostgresSource, pipeline_named
 from sandbox.records_api import RecordsApi
 from tests.conftest import free_port

@@ -16,11 +16,13 @@ from typing import Any, cast
 
 import pytest
 
-from base_platform.pipelines import engine, sources, tables
-from base_platform.pipelines.sources import redis_stream
+from base_platform.pipelines.data_ingestion import sources
+from base_platform.pipelines.data_ingestion.redis_streams import parse_id
+from base_platform.pipelines.data_ingestion.sources import redis_stream
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.data_streaming.backlog_trigger import StreamBacklogTrigger
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, StreamBatch, pipeline_named
-from base_platform.pipelines.stream_trigger import StreamBacklogTrigger
-from base_platform.pipelines.streams import parse_id
 from benchmarks.streamgen import Produced, produce
 from tests.conftest import ROOT, free_port
 from tests.e2e.services import redis
@@ -133,7 +135,7 @@ def test_a_run_killed_mid_batch_is_claimed_by_the_next_and_committed_once(
     code = (
         "import os, signal, sys; sys.path[:0] = ['plugins', '.']\n"
         "from tests.integration.test_streams import card_events\n"
-        "from base_platform.pipelines import engine\n"
+        "from base_platform.pipelines.pipeline_management import engine\n"
         f"shards = engine.discover(card_events(), '', {str(target)!r}, False)\n"
         f"engine.process_shard(card_events(), shards[0], 'run-killed', {str(target)!r}, b'k')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

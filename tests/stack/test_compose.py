@@ -115,7 +115,7 @@ def test_every_airflow_service_uses_the_postgres_iceberg_catalog_that_init_creat
     from airflow.models.connection import Connection
 
     init = model["services"]["airflow-init"]
-    assert "python -m base_platform.pipelines.tables" in " ".join(init["command"])
+    assert "python -m base_platform.pipelines.data_storage.tables" in " ".join(init["command"])
     for name in ("scheduler", "worker", "api-server", "airflow-init"):
         conn = Connection(uri=model["services"][name]["environment"]["AIRFLOW_CONN_ICEBERG_DEFAULT"])
         assert (conn.conn_type, conn.host, conn.schema) == ("postgres", "postgres", "iceberg"), name

@@ -21,12 +21,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
 import tenacity
 
+from base_platform.argocd.application import PIN_ANNOTATION, pin_annotation
 from base_platform.argocd.hooks import ArgoCDAPIError, ArgoCDHook
 from base_platform.argocd.status import (
     Evaluation,
@@ -41,9 +42,6 @@ from base_platform.types import JSON
 log = structlog.get_logger(logger_name=__name__)
 T = TypeVar("T")
 
-PIN_ANNOTATION = "platform.base/pinned-by-rollback"
-"""Set on an Application by a rollback: when, to which history entry and revision. Drift leaves
-a pinned app alone; only a deploy of that app (whose upsert replaces the annotations) clears it."""
 IN_PROGRESS_ATTEMPTS = 8
 IN_PROGRESS_BACKOFF_SECONDS = 1.0
 OWNER_INFO = "airflow.task"
@@ -204,19 +202,6 @@ def pick_history_entry(app: JSON, to: int | str) -> JSON:
     raise ActionError(f"app {name!r} has no history entry {to}; known ids: {history_ids(app)}")
 
 
-def pin_annotation(history_id: int, revision: str, now: datetime | None = None) -> str:
-    when = (now or datetime.now(UTC)).replace(microsecond=0).isoformat()
-    return f"at={when} history={history_id} revision={revision}"
-
-
-def parse_pin(app: JSON) -> dict[str, str] | None:
-    """The rollback pin on an Application, as ``{"at", "history", "revision"}``, or None."""
-    raw = ((app.get("metadata") or {}).get("annotations") or {}).get(PIN_ANNOTATION)
-    if not raw:
-        return None
-    return dict(part.split("=", 1) for part in str(raw).split() if "=" in part)
-
-
 def _pin(hook: ArgoCDHook, app: JSON, entry: JSON, disable_auto_sync: bool) -> bool:
     """Turn automated sync off (Argo CD refuses a rollback otherwise) and record the pin."""
     name = app["metadata"]["name"]
@@ -329,15 +314,6 @@ def request_deletion(
         raise
     log.info("Deletion of %s requested (cascade=%s)", name, cascade)
     return True
-
-
-def spec_changes(live: Any, desired: Any, prefix: str = "spec") -> list[str]:
-    """Dotted paths where ``desired`` differs from ``live`` (keys only in live are ignored)."""
-    if isinstance(live, dict) and isinstance(desired, dict):
-        return [
-            c for key in sorted(desired) for c in spec_changes(live.get(key), desired[key], f"{prefix}.{key}")
-        ]
-    return [] if live == desired else [prefix]
 
 
 def health_problem(hook: ArgoCDHook, name: str) -> str | None:

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from base_platform.argocd import actions
 from base_platform.argocd.adapter import airflow_errors
+from base_platform.argocd.application import spec_changes
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.status import Outcome, WaitSpec
 from base_platform.argocd.triggers import (
@@ -211,7 +212,7 @@ class ArgoCDSyncApplicationOperator(ArgoCDOperationOperator):
         if not hook.application_exists(self.app_name):
             return {"would": "create", "changes": ["spec"]}
         live = hook.get_application(self.app_name).get("spec", {})
-        changes = actions.spec_changes(live, self.application.get("spec", {}))
+        changes = spec_changes(live, self.application.get("spec", {}))
         return {"would": "update" if changes else "keep", "changes": changes}
 
     def start(self, hook: ArgoCDHook, context: Context) -> actions.Started:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from base_platform.argocd.actions import parse_pin, spec_changes
+from base_platform.argocd.application import parse_pin, spec_changes
 from base_platform.argocd.status import describe
 from base_platform.types import JSON
 

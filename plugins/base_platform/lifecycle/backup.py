@@ -250,7 +250,7 @@ def roll_forward(catalog: Any) -> dict[str, str]:
     tables moved and their new metadata. A commit after the backup wrote that file before it moved
     the catalog's pointer, so nothing committed is lost; two newest files of one version (a commit
     that lost a race) are ambiguous, and that table is left where the backup had it."""
-    from base_platform.pipelines.tables import NAMESPACE
+    from base_platform.pipelines.data_storage.tables import NAMESPACE
 
     moved = {}
     for identifier in catalog.list_tables(NAMESPACE):
@@ -305,7 +305,7 @@ def orchestrator_databases() -> list[Database]:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from base_platform.pipelines.tables import catalog_uri
+    from base_platform.pipelines.data_storage.tables import catalog_uri
 
     try:
         metadata = PostgresHook(postgres_conn_id=METADATA_CONN_ID).get_uri()

@@ -16,7 +16,8 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from base_platform.argocd.actions import ActionError, parse_pin, pick_history_entry
+from base_platform.argocd.actions import ActionError, pick_history_entry
+from base_platform.argocd.application import parse_pin
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import ArgoCDRollbackApplicationOperator
 from base_platform.argocd.status import WaitSpec, evaluate

@@ -16,6 +16,43 @@ from pydantic import Field, field_validator, model_validator
 from base_platform.catalog.loader import CONFIG_DIR, CatalogError, load_model
 from base_platform.types import StrictModel
 
+# What each media kind's rows hold (multimodal_processing makes them); a media contract declares
+# the common columns and any of its kind's.
+MEDIA_COMMON_COLUMNS = ("file", "sha256", "bytes")  # which file, its content hash, its size
+MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "document": ("pages", "title", "author", "created", "language", "text", "emails", "phones"),
+    "image": ("format", "width", "height", "mode", "phash", "thumbnail", "exif", "gps_removed"),
+    "geojson": (
+        "geometry",
+        "geometry_type",
+        "crs",
+        "min_x",
+        "min_y",
+        "max_x",
+        "max_y",
+        "area",
+        "centroid_x",
+        "centroid_y",
+        "repaired",
+        "properties",
+    ),
+    "timeseries": (
+        "series",
+        "start",
+        "end",
+        "frequency",
+        "points_in",
+        "duplicates",
+        "out_of_order",
+        "gaps",
+        "buckets",
+        "min",
+        "max",
+        "mean",
+        "resampled",
+    ),
+}
+
 NAME = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
@@ -559,9 +596,7 @@ def _check_media(pipeline: Pipeline, path: Path) -> None:
     source = pipeline.spec.source
     if not isinstance(source, MediaSource):
         return
-    from base_platform.pipelines.multimodal import COMMON, columns_of
-
-    given = columns_of(source.format)
+    given = (*MEDIA_COMMON_COLUMNS, *MEDIA_COLUMNS[source.format])
     for index, column in enumerate(pipeline.contract.columns):
         if column.name not in given:
             raise CatalogError(
@@ -569,7 +604,7 @@ def _check_media(pipeline: Pipeline, path: Path) -> None:
                 "contract",
                 f"columns[{index}] {column.name!r} is not one a {source.format} gives: {list(given)}",
             )
-    if missing := [name for name in COMMON if name not in pipeline.contract.names]:
+    if missing := [name for name in MEDIA_COMMON_COLUMNS if name not in pipeline.contract.names]:
         raise CatalogError(path, "contract", f"a media contract needs {missing}")
 
 

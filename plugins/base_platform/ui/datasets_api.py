@@ -4,7 +4,7 @@ Served by Airflow's api-server in the platform page's app (``/base-platform/api/
 no new service runs. Airflow does not protect a plugin's routes: each one here takes the
 caller's Airflow token (401 without one) and the dataset grants of the caller's roles in
 ``config/roles.yaml`` (403, and the dataset is missing from the listing). Rows come from
-:mod:`base_platform.pipelines.serving`: filters pushed down to the Iceberg scan, ``as_of``,
+:mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the Iceberg scan, ``as_of``,
 cursor pages, JSON or Arrow IPC (``Accept: application/vnd.apache.arrow.stream``). The routes
 are plain functions, so FastAPI runs the blocking scans in its thread pool.
 """
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/datasets")
 @cache
 def page_cache() -> Any:
     """One cache per api-server process, made on its first query."""
-    from base_platform.pipelines.serving import page_cache_from_env
+    from base_platform.pipelines.data_distribution.serving import page_cache_from_env
 
     return page_cache_from_env()
 
@@ -63,7 +63,7 @@ def granted(user: Any, name: str) -> Any:
 
 @router.get("")
 def datasets(user: User) -> list[dict[str, Any]]:
-    from base_platform.pipelines import tables
+    from base_platform.pipelines.data_storage import tables
 
     listed = []
     for name, pipeline in sorted(readable(user).items()):
@@ -86,13 +86,14 @@ def datasets(user: User) -> list[dict[str, Any]]:
 
 @router.get("/{name}/schema")
 def schema(name: str, user: User) -> dict[str, Any]:
-    from base_platform.pipelines import control, tables
-    from base_platform.pipelines.modules.metadata import registry_entry
+    from base_platform.pipelines.data_control import table_actions
+    from base_platform.pipelines.data_storage import tables
+    from base_platform.pipelines.metadata_discovery.registry import registry_entry
 
     pipeline = granted(user, name)
     try:
-        table = control.dataset_table(name)
-    except control.ControlError as exc:
+        table = table_actions.dataset_table(name)
+    except table_actions.ControlError as exc:
         raise HTTPException(404, str(exc)) from exc
     entry = registry_entry(pipeline, table, tables.history(table, limit=1))
     keep = ("dataset", "description", "table", "contract", "partition_spec", "columns")
@@ -110,7 +111,8 @@ def rows(
     limit: int = 1000,
     cursor: str | None = None,
 ) -> Response:
-    from base_platform.pipelines import control, serving
+    from base_platform.pipelines.data_control import table_actions
+    from base_platform.pipelines.data_distribution import serving
 
     pipeline = granted(user, name)
     query = serving.Query(
@@ -123,7 +125,7 @@ def rows(
     )
     try:
         found = page_cache().get(pipeline, query)
-    except (serving.QueryError, control.ControlError) as exc:
+    except (serving.QueryError, table_actions.ControlError) as exc:
         raise HTTPException(400, str(exc)) from exc
     facts = {
         "snapshot_id": found.snapshot_id,

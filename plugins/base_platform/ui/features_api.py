@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/features")
 
 
 def _views(user: Any) -> dict[str, Any]:
-    from base_platform.features.spec import load_feature_views
+    from base_platform.pipelines.feature_engineering.views import load_feature_views
 
     allowed = readable(user)
     return {
@@ -49,8 +49,8 @@ def online_features(
     name: str, user: User, entity: Annotated[list[str] | None, Query()] = None
 ) -> dict[str, Any]:
     """``?entity=a&entity=b``: each entity's latest features (null for one the store does not hold)."""
-    from base_platform.features import online
-    from base_platform.features.spec import feature_view_named
+    from base_platform.pipelines.feature_engineering import online
+    from base_platform.pipelines.feature_engineering.views import feature_view_named
 
     try:
         feature_view_named(name)

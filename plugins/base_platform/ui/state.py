@@ -87,7 +87,8 @@ def pipeline_rows() -> list[JSON]:
 
 
 def _read_pipelines() -> list[JSON]:
-    from base_platform.pipelines import breaker, tables
+    from base_platform.pipelines.data_storage import tables
+    from base_platform.pipelines.pipeline_management import breaker
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
     rows = []

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from base_platform.argocd.actions import (
-    ActionError,
-    parse_pin,
-    pick_history_entry,
-    start_rollback,
-    start_sync,
-)
+from base_platform.argocd.actions import ActionError, pick_history_entry, start_rollback, start_sync
+from base_platform.argocd.application import parse_pin
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.argocd.operators import (
     ArgoCDDeleteApplicationOperator,
@@ -199,7 +194,8 @@ def test_delete_waits_until_gone(start_simulator) -> None:
 
 def test_the_pin_keeps_the_apps_finalizers_and_labels() -> None:
     """Argo CD's upsert replaces the metadata it is sent: a pin must not drop the cascade finalizer."""
-    from base_platform.argocd.actions import PIN_ANNOTATION, _pin
+    from base_platform.argocd.actions import _pin
+    from base_platform.argocd.application import PIN_ANNOTATION
 
     class RecordingArgoCD:
         """Stands in for Argo CD's API, recording what the upsert sends."""

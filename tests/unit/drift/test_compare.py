@@ -98,7 +98,7 @@ def test_heal_targets_follow_the_policy() -> None:
 
 
 def test_an_app_pinned_by_rollback_is_reported_as_pinned_and_never_healed() -> None:
-    from base_platform.argocd.actions import PIN_ANNOTATION
+    from base_platform.argocd.application import PIN_ANNOTATION
     from base_platform.catalog.models import DriftPolicy
     from base_platform.drift.compare import compare_app
     from base_platform.drift.heal import heal_targets

@@ -7,13 +7,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.argocd.actions import (
-    PIN_ANNOTATION,
-    ActionError,
-    pin_annotation,
-    start_sync,
-    wait_until_done,
-)
+from base_platform.argocd.actions import ActionError, start_sync, wait_until_done
+from base_platform.argocd.application import PIN_ANNOTATION, pin_annotation
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import load_catalog
 from base_platform.lifecycle.rollback import outcome, resolve_targets, selection

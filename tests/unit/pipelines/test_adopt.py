@@ -11,7 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import adopt, control, engine, tables
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_storage import legacy_import, tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import iceberg_connection
@@ -56,7 +58,7 @@ def old_dataset(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     "rows": rows.num_rows,
                 }
             )
-        manifest = {key: record[key] for key in adopt.KEPT} | {
+        manifest = {key: record[key] for key in legacy_import.KEPT} | {
             "committed_at": committed_at,
             "contract": pipeline.contract.model_dump(mode="json"),
             "files": files,
@@ -81,14 +83,14 @@ def stored_rows(old: Path) -> int:
 def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     pipeline: Pipeline, old_dataset: Path, tmp_path: Path
 ) -> None:
-    report = adopt.adopt(pipeline, str(old_dataset))
+    report = legacy_import.adopt(pipeline, str(old_dataset))
     assert [(r["run"], r["adopted"]) for r in report["runs"]] == [("run-1", True), ("run-2", True)]
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     history = tables.history(table)
     assert [h["run"] for h in history] == ["run-1", "run-2"]
     assert history[0]["adopted_committed_at"] == "2026-10-01T10:00:00+00:00"
     assert (
-        control.read_dataset("transactions").num_rows
+        table_actions.read_dataset("transactions").num_rows
         == stored_rows(old_dataset)
         == sum(h["rows_stored"] for h in history)
     )
@@ -97,21 +99,26 @@ def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     # a new run appends to the adopted table as to any other
     generate(300, "csv", 0.0, tmp_path / "in3", seed=3)
     record = run(pipeline, tmp_path / "in3", old_dataset, "run-3")
-    assert control.read_dataset("transactions").num_rows == stored_rows(old_dataset) + record["rows_stored"]
+    assert (
+        table_actions.read_dataset("transactions").num_rows
+        == stored_rows(old_dataset) + record["rows_stored"]
+    )
 
 
 def test_adoption_is_safe_to_repeat_and_finishes_a_killed_one(
     pipeline: Pipeline, old_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    everything = adopt.old_manifests
-    monkeypatch.setattr(adopt, "old_manifests", lambda target: everything(target)[:1])  # killed after run-1
-    adopt.adopt(pipeline, str(old_dataset))
-    monkeypatch.setattr(adopt, "old_manifests", everything)
-    report = adopt.adopt(pipeline, str(old_dataset))
+    everything = legacy_import.old_manifests
+    monkeypatch.setattr(
+        legacy_import, "old_manifests", lambda target: everything(target)[:1]
+    )  # killed after run-1
+    legacy_import.adopt(pipeline, str(old_dataset))
+    monkeypatch.setattr(legacy_import, "old_manifests", everything)
+    report = legacy_import.adopt(pipeline, str(old_dataset))
     assert [(r["run"], r["adopted"]) for r in report["runs"]] == [("run-1", False), ("run-2", True)]
-    again = adopt.adopt(pipeline, str(old_dataset))
+    again = legacy_import.adopt(pipeline, str(old_dataset))
     assert not any(r["adopted"] for r in again["runs"])
-    assert len(control.dataset_table("transactions").snapshots()) == 2
+    assert len(table_actions.dataset_table("transactions").snapshots()) == 2
 
 
 def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
@@ -119,8 +126,8 @@ def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
 ) -> None:
     victim = next(old_dataset.glob("event_date=*/part-run-2-*.parquet"))
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(adopt.AdoptionFailed, match=f"{victim.name}: SHA-256 differs from run run-2"):
-        adopt.adopt(pipeline, str(old_dataset), dry_run=True)
+    with pytest.raises(legacy_import.AdoptionFailed, match=f"{victim.name}: SHA-256 differs from run run-2"):
+        legacy_import.adopt(pipeline, str(old_dataset), dry_run=True)
     table = tables.load("transactions")
     assert table is None  # a dry run makes nothing
 
@@ -128,8 +135,10 @@ def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
 def test_the_command_line_says_what_it_would_adopt(
     old_dataset: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert adopt.main(["--pipeline", "transactions", "--target-uri", str(old_dataset), "--dry-run"]) == 0
+    assert (
+        legacy_import.main(["--pipeline", "transactions", "--target-uri", str(old_dataset), "--dry-run"]) == 0
+    )
     out = capsys.readouterr().out
     assert "run-1: " in out and "would adopt" in out
-    assert adopt.main(["--pipeline", "transactions", "--target-uri", str(tmp_path / "nothing")]) == 1
+    assert legacy_import.main(["--pipeline", "transactions", "--target-uri", str(tmp_path / "nothing")]) == 1
     assert "no _manifests/*.json" in capsys.readouterr().err

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.pipelines import breaker, control, engine, tables
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import breaker, engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
@@ -18,12 +20,12 @@ def pipeline() -> Pipeline:
 
 
 def main_id() -> int | None:
-    current = control.dataset_table("transactions").current_snapshot()
+    current = table_actions.dataset_table("transactions").current_snapshot()
     return current.snapshot_id if current else None
 
 
 def main_rows() -> int:
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     return table.scan().to_arrow().num_rows if table.current_snapshot() else 0
 
 
@@ -37,7 +39,7 @@ def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discar
     bad = run(pipeline, tmp_path / "bad", tmp_path / "out", "run-2")
     assert bad["published"] is False and "above the limit 10.0%" in bad["breaker"]
     assert f"({summary.corrupt} of 1000 rows)" in bad["breaker"]
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert main_id() == good["snapshot_id"] and main_rows() == 500
     assert table.metadata.refs[breaker.AUDIT].snapshot_id == bad["snapshot_id"]
     assert table.scan().use_ref(breaker.AUDIT).to_arrow().num_rows == 500 + bad["rows_stored"]
@@ -63,7 +65,7 @@ def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discar
 def test_an_operator_publishes_an_audit_to_main(pipeline: Pipeline, tmp_path: Path) -> None:
     generate(800, "csv", 0.2, tmp_path / "in", seed=3)
     staged = run(pipeline, tmp_path / "in", tmp_path / "out")  # the first run of a new table
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert staged["published"] is False and table.current_snapshot() is None
     breaker.resolve(table, "publish", who="ops", why="the rows are right: a new merchant's currency")
     table = table.refresh()
@@ -81,9 +83,9 @@ def test_publishing_refuses_an_audit_main_moved_past(pipeline: Pipeline, tmp_pat
     generate(600, "csv", 0.25, tmp_path / "c", seed=4)
     bad = run(pipeline, tmp_path / "c", tmp_path / "out", "run-3")
     assert bad["published"] is False
-    control.rollback("transactions", first["snapshot_id"], dry_run=False, who="ops", why="bad day")
+    table_actions.rollback("transactions", first["snapshot_id"], dry_run=False, who="ops", why="bad day")
     with pytest.raises(breaker.BreakerError, match=r"main moved .* discard the audit and run again"):
-        breaker.resolve(control.dataset_table("transactions"), "publish", who="ops", why="try")
+        breaker.resolve(table_actions.dataset_table("transactions"), "publish", who="ops", why="try")
     assert main_rows() == 300
 
 
@@ -95,7 +97,7 @@ def test_a_retried_commit_is_audited_once_and_publishes_once(pipeline: Pipeline,
     interval: dict[str, str | None] = {"start": None, "end": None}
     out = str(tmp_path / "out")
     staged = engine.commit(pipeline, "run-1", results, out, interval, key=key, publish=False)
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert table.current_snapshot() is None and table.metadata.refs[breaker.AUDIT].snapshot_id
     for _ in range(2):
         verdict = breaker.audit_and_publish(pipeline, table, staged["snapshot_id"], "run-1")
@@ -119,7 +121,7 @@ def test_the_row_band_trips_on_a_run_far_outside_the_history(pipeline: Pipeline,
 def test_consecutive_failures_open_the_breaker_at_the_limit(pipeline: Pipeline, tmp_path: Path) -> None:
     generate_run(100, tmp_path / "in", 1)
     run(pipeline, tmp_path / "in", tmp_path / "out")
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert breaker.count_run(table, "a", ["process_shard"], 3) == (breaker.state(table), False)
     assert breaker.count_run(table, "a", ["process_shard"], 3)[0].consecutive_failures == 1  # counted once
     assert breaker.count_run(table, "b", [], 3)[0].consecutive_failures == 0  # a success ends the run
@@ -139,11 +141,11 @@ def test_consecutive_failures_open_the_breaker_at_the_limit(pipeline: Pipeline, 
 def test_the_contract_check_fails_on_nulls_in_required_columns_and_on_rows_the_snapshot_lacks(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    from base_platform.pipelines.breaker import _contract
+    from base_platform.pipelines.pipeline_management.breaker import _contract
 
     generate_run(200, tmp_path / "in", 1)
     record = run(pipeline, tmp_path / "in", tmp_path / "out")
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     snapshot = table.snapshot_by_id(record["snapshot_id"])
     assert snapshot is not None
     assert _contract(pipeline, table, snapshot, record).passed

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import control, engine, tables
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -31,29 +33,29 @@ def three_runs(pipeline: Pipeline, tmp_path: Path) -> list[dict[str, Any]]:
 
 def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[dict[str, Any]]) -> None:
     first, second, _ = three_runs
-    assert control.read_dataset("transactions").num_rows == 400 + 800 + 1200
-    assert control.read_dataset("transactions", as_of=first["snapshot_id"]).num_rows == 400
-    table = control.dataset_table("transactions")  # the time it became main's, after its audit
+    assert table_actions.read_dataset("transactions").num_rows == 400 + 800 + 1200
+    assert table_actions.read_dataset("transactions", as_of=first["snapshot_id"]).num_rows == 400
+    table = table_actions.dataset_table("transactions")  # the time it became main's, after its audit
     (published,) = [e for e in table.metadata.snapshot_log if e.snapshot_id == second["snapshot_id"]]
     at_second = datetime.fromtimestamp(published.timestamp_ms / 1000, UTC)
-    assert control.read_dataset("transactions", as_of=at_second).num_rows == 1200
-    with pytest.raises(control.ControlError, match="had no snapshot at"):
-        control.read_dataset(
+    assert table_actions.read_dataset("transactions", as_of=at_second).num_rows == 1200
+    with pytest.raises(table_actions.ControlError, match="had no snapshot at"):
+        table_actions.read_dataset(
             "transactions", as_of=datetime.fromisoformat(first["committed_at"]) - timedelta(1)
         )
-    with pytest.raises(control.ControlError, match="has no snapshot 42"):
-        control.read_dataset("transactions", as_of=42)
+    with pytest.raises(table_actions.ControlError, match="has no snapshot 42"):
+        table_actions.read_dataset("transactions", as_of=42)
 
 
 def test_a_filter_on_the_partition_column_prunes_files(three_runs: list[dict[str, Any]]) -> None:
-    table = control.dataset_table("transactions")
-    every = control.read_dataset("transactions", columns=("transaction_id", "event_time"))
+    table = table_actions.dataset_table("transactions")
+    every = table_actions.read_dataset("transactions", columns=("transaction_id", "event_time"))
     assert every.column_names == ["transaction_id", "event_time"]
     newest_day = max(every.column("event_time").to_pylist()).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
     where = f"event_time >= '{newest_day.isoformat()}'"
-    rows = control.read_dataset("transactions", filter=where)
+    rows = table_actions.read_dataset("transactions", filter=where)
     assert 0 < rows.num_rows < every.num_rows
     assert rows.num_rows == sum(t >= newest_day for t in every.column("event_time").to_pylist())
     planned = list(table.scan(row_filter=where).plan_files())
@@ -70,14 +72,16 @@ def test_rollback_dry_run_reports_and_the_real_one_sets_the_table_back(
     pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     first, second, third = three_runs
-    dry = control.rollback("transactions", first["snapshot_id"], dry_run=True, who="ops", why="bad upstream")
+    dry = table_actions.rollback(
+        "transactions", first["snapshot_id"], dry_run=True, who="ops", why="bad upstream"
+    )
     assert (dry["rows_leaving"], dry["rows_after"], dry["files_returning"]) == (2000, 400, 0)
     assert dry["files_leaving"] == second["files"] + third["files"]
     assert [r["run"] for r in dry["runs_leaving"]] == ["run-3", "run-2"]
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert current_id(table) == third["snapshot_id"]  # a dry run changes nothing
 
-    done = control.rollback(
+    done = table_actions.rollback(
         "transactions", first["snapshot_id"], dry_run=False, who="ops", why="bad upstream"
     )
     assert {k: v for k, v in done.items() if k not in ("dry_run", "at")} == {
@@ -85,28 +89,30 @@ def test_rollback_dry_run_reports_and_the_real_one_sets_the_table_back(
     }
     table = table.refresh()
     assert current_id(table) == first["snapshot_id"]
-    assert control.read_dataset("transactions").num_rows == 400
-    (entry,) = json.loads(table.properties[control.ROLLBACKS_PROPERTY])
+    assert table_actions.read_dataset("transactions").num_rows == 400
+    (entry,) = json.loads(table.properties[table_actions.ROLLBACKS_PROPERTY])
     assert (entry["who"], entry["why"], entry["to_snapshot"]) == ("ops", "bad upstream", first["snapshot_id"])
     # The runs that left are no longer committed: their inputs are taken again.
     assert engine.discover(pipeline, str(tmp_path / "in2"), str(tmp_path / "out"), False)
     assert set(tables.committed_inputs(table).values()) == {"run-1"}
     # Forward again is not a rollback: run-3's snapshot is no longer an ancestor.
-    with pytest.raises(control.ControlError, match="not an ancestor"):
-        control.rollback("transactions", third["snapshot_id"], dry_run=False, who="ops", why="undo")
+    with pytest.raises(table_actions.ControlError, match="not an ancestor"):
+        table_actions.rollback("transactions", third["snapshot_id"], dry_run=False, who="ops", why="undo")
 
 
 def test_a_point_is_a_snapshot_id_or_a_zoned_timestamp() -> None:
-    assert control.parse_point("123") == 123
-    assert control.parse_point("2026-11-28T10:00:00Z") == datetime.fromisoformat("2026-11-28T10:00:00+00:00")
-    with pytest.raises(control.ControlError, match="no time zone"):
-        control.parse_point("2026-11-28T10:00:00")
-    with pytest.raises(control.ControlError, match="neither a snapshot id"):
-        control.parse_point("yesterday")
+    assert table_actions.parse_point("123") == 123
+    assert table_actions.parse_point("2026-11-28T10:00:00Z") == datetime.fromisoformat(
+        "2026-11-28T10:00:00+00:00"
+    )
+    with pytest.raises(table_actions.ControlError, match="no time zone"):
+        table_actions.parse_point("2026-11-28T10:00:00")
+    with pytest.raises(table_actions.ControlError, match="neither a snapshot id"):
+        table_actions.parse_point("yesterday")
 
 
 def test_a_rollback_needs_a_reason_and_a_table(three_runs: list[dict[str, Any]]) -> None:
-    with pytest.raises(control.ControlError, match="needs a reason"):
-        control.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=True, who="ops", why=" ")
-    with pytest.raises(control.ControlError, match="no table"):
-        control.rollback("payments", 1, dry_run=True, who="ops", why="x")
+    with pytest.raises(table_actions.ControlError, match="needs a reason"):
+        table_actions.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=True, who="ops", why=" ")
+    with pytest.raises(table_actions.ControlError, match="no table"):
+        table_actions.rollback("payments", 1, dry_run=True, who="ops", why="x")

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import derived, engine, tables
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.data_storage.derive_io import DeriveError
+from base_platform.pipelines.pipeline_management import derived, engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import KEY, generate_run, run
 
@@ -95,18 +97,18 @@ def test_merchant_daily_is_computed_from_exactly_the_named_snapshot_and_matches_
 def test_a_transform_that_cannot_run_or_does_not_fit_the_contract_is_refused(
     daily: Pipeline, tmp_path: Path
 ) -> None:
-    with pytest.raises(derived.DeriveError, match="input transactions has no table yet"):
+    with pytest.raises(DeriveError, match="input transactions has no table yet"):
         derived.derive(daily, str(tmp_path / "derived"), {})
     generate_run(200, tmp_path / "in", 1)
     first = run(pipeline_named("transactions"), tmp_path / "in", tmp_path / "tx")
-    with pytest.raises(derived.DeriveError, match="input transactions has no snapshot 42"):
+    with pytest.raises(DeriveError, match="input transactions has no snapshot 42"):
         derived.derive(daily, str(tmp_path / "derived"), {"transactions": 42})
 
     def with_sql(sql: str) -> Pipeline:
         return daily.model_copy(update={"spec": daily.spec.model_copy(update={"transform": sql})})
 
-    with pytest.raises(derived.DeriveError, match=r"the transform failed: .*no_such_column"):
+    with pytest.raises(DeriveError, match=r"the transform failed: .*no_such_column"):
         derived.derive(with_sql("SELECT no_such_column FROM transactions"), str(tmp_path / "d"), {})
     wrong = "SELECT merchant, currency, COUNT(*) AS n FROM transactions GROUP BY 1, 2"
-    with pytest.raises(derived.DeriveError, match=r"missing \['accounts', 'amount', 'day', 'transactions'\]"):
+    with pytest.raises(DeriveError, match=r"missing \['accounts', 'amount', 'day', 'transactions'\]"):
         derived.derive(with_sql(wrong), str(tmp_path / "d"), {"transactions": first["snapshot_id"]})

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 
-from base_platform.pipelines import distribution, tables
-from base_platform.pipelines.modules.events import triggered_snapshots
+from base_platform.pipelines.data_distribution import publishing
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.event_coordination.dataset_assets import triggered_snapshots
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -38,15 +39,15 @@ def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_curr
     }
     triggered = triggered_snapshots({"triggering_asset_events": triggering})
     assert triggered == {"transactions": ids[1], "other": 9}  # per dataset, the newest event's
-    assert distribution.snapshot_to_publish(table, triggered["transactions"], None) == ids[1]
-    assert distribution.snapshot_to_publish(table, ids[1], str(ids[0])) == ids[0]
-    assert distribution.snapshot_to_publish(table, None, None) == ids[2]
-    with pytest.raises(distribution.PublishError, match="no snapshot 42"):
-        distribution.snapshot_to_publish(table, None, "42")
+    assert publishing.snapshot_to_publish(table, triggered["transactions"], None) == ids[1]
+    assert publishing.snapshot_to_publish(table, ids[1], str(ids[0])) == ids[0]
+    assert publishing.snapshot_to_publish(table, None, None) == ids[2]
+    with pytest.raises(publishing.PublishError, match="no snapshot 42"):
+        publishing.snapshot_to_publish(table, None, "42")
 
 
 def test_digests_become_postgres_bytea_hex_nulls_and_slices_included() -> None:
     values = [bytes([n]) * 32 for n in range(5)]
     array = pa.array([values[0], None, *values[1:]], pa.binary(32)).slice(1)
-    text = distribution._bytea_hex(array)
+    text = publishing._bytea_hex(array)
     assert text.to_pylist() == [None, *("\\x" + v.hex() for v in values[1:])]

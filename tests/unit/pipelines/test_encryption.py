@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine, tables
-from base_platform.pipelines.modules.security import decryption_properties
+from base_platform.pipelines.data_security.protection import decryption_properties
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, Protection, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import repeat_first_rows_in_the_second_file

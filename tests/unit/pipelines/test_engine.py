@@ -21,10 +21,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine, run_unique, tables
-from base_platform.pipelines.modules import ingestion, storage
-from base_platform.pipelines.modules.security import unseal
-from base_platform.pipelines.records import ShardResult
+from base_platform.pipelines.data_ingestion import decoding
+from base_platform.pipelines.data_quality import key_uniqueness
+from base_platform.pipelines.data_security.protection import unseal
+from base_platform.pipelines.data_storage import staging_writer, tables
+from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT, iceberg_connection
@@ -176,7 +178,7 @@ def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_
                         quarantine.column("transaction_id").to_pylist(),
                         quarantine.column("_raw").to_pylist(),
                         [
-                            r.replace(run_unique.REPEATED, "duplicate in this run")
+                            r.replace(key_uniqueness.REPEATED, "duplicate in this run")
                             for r in quarantine["_reason"].to_pylist()
                         ],
                         strict=True,
@@ -218,11 +220,11 @@ def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
     return [record[0] for record in records]
 
 
-@pytest.mark.parametrize("keys_at_once", [run_unique.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
+@pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
 def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
-    monkeypatch.setattr(run_unique, "KEYS_AT_ONCE", keys_at_once)
+    monkeypatch.setattr(key_uniqueness, "KEYS_AT_ONCE", keys_at_once)
     generate(600, "csv", 0.0, tmp_path / "in", files=2)
     repeated = repeat_first_rows_in_the_second_file(tmp_path / "in", 3)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
@@ -233,7 +235,7 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
         raise OSError("killed after staging the removed rows, before replacing the file")
 
     with monkeypatch.context() as patch:
-        patch.setattr(storage, "replace_file", crash)
+        patch.setattr(staging_writer, "replace_file", crash)
         with pytest.raises(OSError, match="killed"):
             engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
     manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
@@ -254,18 +256,18 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     ]
     assert [unseal(s, KEY)["customer_email"] for s in quarantine.column("_sealed").to_pylist()] == emails
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
-    assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {run_unique.REPEATED}"}
+    assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {key_uniqueness.REPEATED}"}
     assert set(quarantine.column("_source").to_pylist()) == {results[1].shard.source}
     again = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
-@pytest.mark.parametrize("keys_at_once", [run_unique.KEYS_AT_ONCE, 150])  # 150: the file in parts
+@pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 150])  # 150: the file in parts
 def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
-    monkeypatch.setattr(run_unique, "KEYS_AT_ONCE", keys_at_once)
-    monkeypatch.setattr(ingestion, "BLOCK_BYTES", 16 << 10)  # about 90 rows a batch
+    monkeypatch.setattr(key_uniqueness, "KEYS_AT_ONCE", keys_at_once)
+    monkeypatch.setattr(decoding, "BLOCK_BYTES", 16 << 10)  # about 90 rows a batch
     generate(600, "csv", 0.0, tmp_path / "in")
     source = next((tmp_path / "in").glob("*.csv"))
     records = list(csv.reader(io.StringIO(source.read_text())))[1:4]
@@ -303,8 +305,8 @@ def test_two_unique_rules_across_files_each_quarantine_their_own_rows(
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
     assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (605, 600, 5)
     assert Counter(quarantined(tmp_path / "out").column("_reason").to_pylist()) == {
-        f"transaction_id: {run_unique.REPEATED}": 3,
-        f"account_id+event_time: {run_unique.REPEATED}": 2,
+        f"transaction_id: {key_uniqueness.REPEATED}": 3,
+        f"account_id+event_time: {key_uniqueness.REPEATED}": 2,
     }
     assert stored(tmp_path / "out").num_rows == 600
 
@@ -318,7 +320,7 @@ def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     with sorted((tmp_path / "in").glob("*.csv"))[1].open("a") as changed:
         changed.write("\n")
-    with pytest.raises(run_unique.CommitFailed, match="changed since discover"):
+    with pytest.raises(key_uniqueness.CommitFailed, match="changed since discover"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert no_snapshot()
 
@@ -333,7 +335,7 @@ def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeli
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     (tmp_path / "out" / results[1].files[0]).unlink()  # a staged file lost outside our control
-    with pytest.raises(run_unique.CommitFailed, match="the run's files hold"):
+    with pytest.raises(key_uniqueness.CommitFailed, match="the run's files hold"):
         engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
     assert no_snapshot()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -370,8 +372,8 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     out = str(tmp_path / "out")
     code = (
         "import sys; sys.path[:0] = ['plugins', '.']\n"
-        "from base_platform.pipelines import engine\n"
-        "from base_platform.pipelines.records import Shard\n"
+        "from base_platform.pipelines.pipeline_management import engine\n"
+        "from base_platform.pipelines.run_records import Shard\n"
         "from base_platform.pipelines.spec import pipeline_named\n"
         f"shard = Shard(**{shard.__dict__!r})\n"
         f"engine.process_shard(pipeline_named('transactions'), shard, 'r', {out!r}, b'k')\n"

@@ -12,7 +12,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import control, tables
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run
@@ -58,12 +59,12 @@ def pipeline() -> Pipeline:
 @pytest.fixture
 def erased(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
     two_runs_holding_the_subject(pipeline, tmp_path)
-    assert len(control.read_dataset("transactions").filter(_is_subject_filter())) == 3
+    assert len(table_actions.read_dataset("transactions").filter(_is_subject_filter())) == 3
     # a third run's snapshot waits on the audit branch (its breaker tripped): the subject is there too
     generate(300, "csv", 0.25, tmp_path / "in3", seed=3)
     subject_file(tmp_path / "in3", 3, 1)
     assert run(pipeline, tmp_path / "in3", tmp_path / "out", "run-3")["published"] is False
-    return control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
+    return table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
 
 
 def _digest() -> bytes:
@@ -81,15 +82,15 @@ def test_erase_removes_the_subject_from_the_table_and_the_quarantine(
 ) -> None:
     assert erased["rows_removed"] == 3
     assert erased["quarantine_rows_removed"] == 6  # a bad amount and an unsplit line, in each run
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert erased["audit_dropped"] not in {None, *(s.snapshot_id for s in table.snapshots())}
-    current = control.read_dataset("transactions")
+    current = table_actions.read_dataset("transactions")
     assert len(current.filter(_is_subject_filter())) == 0
     assert current.num_rows > 500  # the other customers stay
     assert set(current.column("customer_email").to_pylist()) >= {
         hmac.new(KEY, b"someone.else@example.com", hashlib.sha256).digest()
     }
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert all(s.snapshot_id not in erased["snapshots_expired"] for s in table.snapshots())
     assert erased["files_deleted"] > 0
 
@@ -101,7 +102,7 @@ def test_no_file_the_platform_wrote_still_holds_the_subject(erased: dict[str, An
 
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.parent.name.startswith("in")]
     assert any(p.suffix == ".avro" for p in written) and any(p.suffix == ".parquet" for p in written)
-    io = control.dataset_table("transactions").io
+    io = table_actions.dataset_table("transactions").io
     for path in written:
         data = path.read_bytes()
         assert _digest() not in data and SUBJECT.encode() not in data, path
@@ -121,8 +122,8 @@ def test_no_file_the_platform_wrote_still_holds_the_subject(erased: dict[str, An
 
 
 def test_the_audit_names_the_request_never_the_subject(erased: dict[str, Any]) -> None:
-    table = control.dataset_table("transactions")
-    (entry,) = json.loads(table.properties[control.ERASURES_PROPERTY])
+    table = table_actions.dataset_table("transactions")
+    (entry,) = json.loads(table.properties[table_actions.ERASURES_PROPERTY])
     assert (entry["request"], entry["who"], entry["rows_removed"]) == ("gdpr-2026-0042", "dpo", 3)
     for record in (json.dumps(erased), json.dumps(dict(table.properties))):
         assert SUBJECT not in record and _digest().hex() not in record
@@ -131,15 +132,17 @@ def test_the_audit_names_the_request_never_the_subject(erased: dict[str, Any]) -
 def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
     pipeline: Pipeline, erased: dict[str, Any], tmp_path: Path
 ) -> None:
-    from base_platform.pipelines import engine
+    from base_platform.pipelines.pipeline_management import engine
 
-    again = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0043")
+    again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0043")
     assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (0, 0, [])
-    audit = json.loads(control.dataset_table("transactions").properties[control.ERASURES_PROPERTY])
+    audit = json.loads(
+        table_actions.dataset_table("transactions").properties[table_actions.ERASURES_PROPERTY]
+    )
     requests = [(e["request"], e["rows_removed"]) for e in audit]
     assert requests == [("gdpr-2026-0042", 3), ("gdpr-2026-0043", 0)]
     # The expired snapshots' inputs were carried over: a rerun of the same inputs adds nothing.
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2"}
     assert [h["run"] for h in tables.history(table)] == ["run-1", "run-2"]
     for number in (1, 2):
@@ -152,7 +155,7 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
     """The task's first attempt dies after its delete committed (here in the quarantine step): the
     retry finds none of the subject's rows left, yet its report and the one audit entry say what the
     request removed, and the consumers hear of the erasure (control_dag announces rows_removed)."""
-    from base_platform.pipelines import quarantine
+    from base_platform.pipelines.data_storage import quarantine
 
     two_runs_holding_the_subject(pipeline, tmp_path)
     real_erase = quarantine.erase
@@ -162,20 +165,24 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
 
     monkeypatch.setattr(quarantine, "erase", worker_lost)
     with pytest.raises(ConnectionError):
-        control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
-    assert len(control.read_dataset("transactions").filter(_is_subject_filter())) == 0  # the delete landed
+        table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    assert (
+        len(table_actions.read_dataset("transactions").filter(_is_subject_filter())) == 0
+    )  # the delete landed
     monkeypatch.setattr(quarantine, "erase", real_erase)
-    retried = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    retried = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (retried["rows_removed"], retried["quarantine_rows_removed"]) == (3, 4)
-    again = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (3, 0, [])
-    audit = json.loads(control.dataset_table("transactions").properties[control.ERASURES_PROPERTY])
+    audit = json.loads(
+        table_actions.dataset_table("transactions").properties[table_actions.ERASURES_PROPERTY]
+    )
     assert [(e["request"], e["rows_removed"]) for e in audit] == [("gdpr-7", 3)]
 
 
 def test_erase_needs_the_key_of_a_dataset_with_hmac_columns(pipeline: Pipeline) -> None:
-    with pytest.raises(control.ControlError, match="needs its key"):
-        control.erase(pipeline, SUBJECT, None, who="dpo", request="r")
+    with pytest.raises(table_actions.ControlError, match="needs its key"):
+        table_actions.erase(pipeline, SUBJECT, None, who="dpo", request="r")
 
 
 def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -186,8 +193,8 @@ def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: 
         if number == 2:
             subject_file(tmp_path / "in2", 2, 1)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-    erased = control.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
+    erased = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
     assert erased["snapshots_expired"] == [records[1]["snapshot_id"]]
     # run-2's snapshot is gone, so the lineage ends at the erasure: run-1 is no longer an ancestor
-    with pytest.raises(control.ControlError, match="is not an ancestor"):
-        control.rollback("transactions", records[0]["snapshot_id"], dry_run=True, who="ops", why="test")
+    with pytest.raises(table_actions.ControlError, match="is not an ancestor"):
+        table_actions.rollback("transactions", records[0]["snapshot_id"], dry_run=True, who="ops", why="test")

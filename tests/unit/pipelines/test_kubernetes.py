@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines.factory import build_pipeline_dag
-from base_platform.pipelines.pod import pod_settings, shard_arguments
+from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
+from base_platform.pipelines.pipeline_management.pod import pod_settings, shard_arguments
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 
 SHARD = {"index": 0, "source": "s3://raw/transactions/a.csv", "checksum": "ab" * 32, "size": 10}
@@ -39,7 +39,7 @@ def test_the_pod_runs_the_engine_with_the_shards_arguments(pipeline: Pipeline) -
     assert container.image == "base-platform-airflow:latest"
     assert container.command == ["python"]
     args = container.args
-    assert args[:2] == ["-m", "base_platform.pipelines.shard"]
+    assert args[:2] == ["-m", "base_platform.pipelines.pipeline_management.shard_command"]
     assert dict(zip(args[2::2], args[3::2], strict=True)) == {
         "--pipeline": "transactions",
         "--shard": json.dumps(SHARD, sort_keys=True),

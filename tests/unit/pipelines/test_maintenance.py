@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import control, engine, maintenance, tables
+from base_platform.pipelines.data_control import maintenance, table_actions
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, Retention, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -49,7 +51,7 @@ def rows(table: Any) -> list[tuple[Any, ...]]:
 def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_skip_list(
     pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    table = control.dataset_table("transactions")
+    table = table_actions.dataset_table("transactions")
     before = rows(table)
     compacted = maintenance.compact(table, pipeline)
     assert compacted["files_before"] > compacted["files_after"] > 0
@@ -76,8 +78,8 @@ def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_s
 def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
     pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = control.dataset_table("transactions")
-    control.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=False, who="ops", why="test")
+    table = table_actions.dataset_table("transactions")
+    table_actions.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=False, who="ops", why="test")
     finish = maintenance.finish_deletes
 
     def killed(table: Any) -> dict[str, int]:
@@ -94,7 +96,7 @@ def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
     report = maintenance.maintain(pipeline, LATER, grace=timedelta(0))
     assert report["files_deleted"] == len(pending) and report["expiry"]["snapshots_expired"] == []
     assert not any(Path(p).exists() for p in pending)
-    assert control.read_dataset("transactions").num_rows == 500
+    assert table_actions.read_dataset("transactions").num_rows == 500
 
 
 def test_retention_deletes_whole_days_before_the_cutoff(
@@ -102,14 +104,18 @@ def test_retention_deletes_whole_days_before_the_cutoff(
 ) -> None:
     kept_days = with_retention(pipeline, data_days=5)
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
-    times = control.read_dataset("transactions", columns=("event_time",)).column("event_time").to_pylist()
+    times = (
+        table_actions.read_dataset("transactions", columns=("event_time",)).column("event_time").to_pylist()
+    )
     cutoff = datetime(2026, 11, 23, tzinfo=UTC)
-    report = maintenance.delete_old_rows(control.dataset_table("transactions"), kept_days, now)
+    report = maintenance.delete_old_rows(table_actions.dataset_table("transactions"), kept_days, now)
     assert report == {"rows_deleted": sum(t < cutoff for t in times), "before": cutoff.isoformat()}
     assert 0 < report["rows_deleted"] < len(times)
-    left = control.read_dataset("transactions", columns=("event_time",)).column("event_time").to_pylist()
+    left = (
+        table_actions.read_dataset("transactions", columns=("event_time",)).column("event_time").to_pylist()
+    )
     assert len(left) == len(times) - report["rows_deleted"] and min(left) >= cutoff
-    again = maintenance.delete_old_rows(control.dataset_table("transactions"), kept_days, now)
+    again = maintenance.delete_old_rows(table_actions.dataset_table("transactions"), kept_days, now)
     assert again["rows_deleted"] == 0
 
 
@@ -126,10 +132,10 @@ def test_orphans_older_than_the_grace_go_and_the_engines_folders_stay(
     week_ago = (now - timedelta(days=7)).timestamp()
     os.utime(old, (week_ago, week_ago))
     os.utime(ours, (week_ago, week_ago))
-    report = maintenance.remove_orphans(control.dataset_table("transactions"), now)
+    report = maintenance.remove_orphans(table_actions.dataset_table("transactions"), now)
     assert report == {"orphans_deleted": 1, "orphan_bytes_deleted": len(b"left by a crashed writer")}
     assert not old.exists() and fresh.exists() and ours.exists()
-    assert control.read_dataset("transactions").num_rows == 1500
+    assert table_actions.read_dataset("transactions").num_rows == 1500
 
 
 def test_a_data_retention_needs_a_day_partition(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines import engine, quarantine, tables
+from base_platform.pipelines.data_storage import quarantine, tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.mediagen import generate
 from tests.unit.pipelines.test_engine import KEY
@@ -141,8 +142,8 @@ def test_no_gps_tag_or_unprotected_email_or_phone_reaches_a_stored_byte(tmp_path
 
 
 def test_float64_and_binary_columns_conform_as_typed() -> None:
-    from base_platform.pipelines.findings import Findings
-    from base_platform.pipelines.modules import contracts
+    from base_platform.pipelines.row_findings import Findings
+    from base_platform.pipelines.schema_contracts import conformance
     from base_platform.pipelines.spec import Contract
 
     contract = Contract.model_validate(
@@ -166,7 +167,7 @@ def test_float64_and_binary_columns_conform_as_typed() -> None:
         names=["id", "x", "wkb"],
     )
     findings = Findings(4)
-    typed = contracts.conform(raw, contract, findings)
+    typed = conformance.conform(raw, contract, findings)
     assert typed.column("x").to_pylist()[:2] == [1.5, -2000.0]
     assert typed.column("wkb").to_pylist() == [b"\x01\xff\x00", b"\xc3(", None, b"ok"]
     assert findings.bad().to_pylist() == [False, False, True, False]  # "abc" is no float; null wkb is missing
@@ -215,8 +216,8 @@ def test_a_bad_media_spec_names_file_and_key(
 def test_a_parquet_series_is_read_like_a_csv_one(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from base_platform.pipelines import multimodal
-    from base_platform.pipelines.sources.media import media_source
+    from base_platform.pipelines.data_ingestion.sources.media import media_source
+    from base_platform.pipelines.multimodal_processing import media_kinds
 
     source = media_source(pipeline_named("sensor_series"))
     times = [
@@ -230,7 +231,7 @@ def test_a_parquet_series_is_read_like_a_csv_one(tmp_path: Path) -> None:
         written[name] = data
         return name
 
-    row = multimodal.extract("timeseries", sink.getvalue(), "s/pump-7.parquet", source, side)
+    row = media_kinds.extract("timeseries", sink.getvalue(), "s/pump-7.parquet", source, side)
     assert (row["series"], row["points_in"], row["out_of_order"], row["duplicates"]) == (
         "pump-7",
         "4",

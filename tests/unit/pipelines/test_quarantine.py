@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.pipelines import engine, quarantine
+from base_platform.pipelines.data_storage import quarantine
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run
@@ -73,7 +74,7 @@ def test_an_authorised_user_shows_fixes_and_replays_quarantined_rows_once(
 
     fixed = tmp_path / "fixed.csv"
     fixed.write_text(quarantine.show_csv(pipeline, [bad | {"customer_email": "alice@example.com"}]))
-    monkeypatch.setattr("base_platform.pipelines.modules.security.load_key", lambda security: KEY)
+    monkeypatch.setattr("base_platform.pipelines.data_security.protection.load_key", lambda security: KEY)
     arguments = ["--pipeline", pipeline.spec.name, "--run", "run-1", "--target-uri", str(tmp_path / "out")]
     arguments += ["--source-uri", str(tmp_path / "in"), "--fixed", str(fixed)]
     assert quarantine.main(["replay", *arguments]) == 0
@@ -85,11 +86,11 @@ def test_an_authorised_user_shows_fixes_and_replays_quarantined_rows_once(
 
 def test_a_protected_quarantine_needs_the_key() -> None:
     from base_platform.files import Location
-    from base_platform.pipelines.modules import storage
+    from base_platform.pipelines.data_storage import staging_writer
 
     pipeline = pipeline_named("transactions")
     with pytest.raises(ValueError, match="needs the pipeline's key"):
-        storage.QuarantineWriter(
+        staging_writer.QuarantineWriter(
             Location.of("/tmp"),
             "/tmp/q.parquet",
             ["customer_email"],

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.pipelines import engine, tables
-from base_platform.pipelines.modules import ingestion
-from base_platform.pipelines.sources.files import file_source
+from base_platform.pipelines.data_ingestion import decoding
+from base_platform.pipelines.data_ingestion.sources.files import file_source
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, with_source
@@ -63,8 +64,8 @@ class _Requests(logging.Handler):
 
 def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each read of an S3 file is a GET: the CSV reader's small reads come out of BLOCK_BYTES buffers."""
-    monkeypatch.setattr(ingestion, "BLOCK_BYTES", 1 << 20)
-    monkeypatch.setattr(ingestion, "READ_BYTES", 64 << 10)
+    monkeypatch.setattr(decoding, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(decoding, "READ_BYTES", 64 << 10)
     summary = generate(20_000, "csv", 0.0, tmp_path / "in")  # about 3.4 MB: 53 reads of 64 KB
     s3.upload_file(str(tmp_path / "in" / summary.files[0]), "raw", "incoming/big.csv")  # type: ignore[attr-defined]
     pipeline = pipeline_named("transactions")
@@ -75,7 +76,7 @@ def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch
     try:
         for end in (None, summary.bytes):  # the whole object, and the same bytes as a piece
             requests.lines.clear()
-            batches = ingestion.read_uri(
+            batches = decoding.read_uri(
                 "s3://raw/incoming/big.csv", list(pipeline.contract.names), file_source(pipeline), 0, end
             )
             assert sum(raw.batch.num_rows for raw in batches) == 20_000

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from base_platform.pipelines import control, sampling, tables
-from base_platform.pipelines.control_params import SPLITS
+from base_platform.pipelines.data_control import sampling, table_actions
+from base_platform.pipelines.data_control.form_params import SPLITS
+from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -71,15 +72,15 @@ def test_a_sample_is_deterministic_by_key_in_rows_or_percent(pipeline: Pipeline,
     grow(pipeline, tmp_path, 2, 3000)
     sampling.sample(pipeline, "10%")
     assert ten_percent <= ids("transactions__sample")  # a percent sample only gains rows
-    assert sampling.sample(pipeline, "100000")["rows"] == control.read_dataset("transactions").num_rows
+    assert sampling.sample(pipeline, "100000")["rows"] == table_actions.read_dataset("transactions").num_rows
 
 
 @pytest.mark.parametrize("size", ["0", "-3", "101%", "ten", "5 %x"])
 def test_a_size_is_rows_or_a_percent(size: str) -> None:
-    with pytest.raises(control.ControlError, match="row count"):
+    with pytest.raises(table_actions.ControlError, match="row count"):
         sampling.parse_size(size)
 
 
 def test_a_split_is_one_of_the_offered_ones(pipeline: Pipeline) -> None:
-    with pytest.raises(control.ControlError, match="choose one of"):
+    with pytest.raises(table_actions.ControlError, match="choose one of"):
         sampling.split(pipeline, "50/50/10")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.pipelines import control, serving
+from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_distribution import serving
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
@@ -27,7 +28,7 @@ def pipeline(tmp_path: Path) -> Pipeline:
 def test_a_filter_on_the_partition_column_prunes_files_and_a_key_lookup_finds_its_row(
     pipeline: Pipeline,
 ) -> None:
-    everything = control.read_dataset("transactions")
+    everything = table_actions.read_dataset("transactions")
     day = "2026-11-21T00:00:00+00:00"
     one_day = serving.page(
         pipeline,
@@ -65,7 +66,9 @@ def test_cursor_pages_add_up_to_the_snapshot_they_pin_even_when_a_run_commits_me
         seen += current.rows.column("transaction_id").to_pylist()
     assert len(seen) == len(set(seen)) == 1200
     assert serving.page(pipeline, serving.Query("transactions", limit=10_000)).rows.num_rows == 1250
-    (oldest,) = [s for s in control.dataset_table("transactions").snapshots() if s.parent_snapshot_id is None]
+    (oldest,) = [
+        s for s in table_actions.dataset_table("transactions").snapshots() if s.parent_snapshot_id is None
+    ]
     then = serving.page(pipeline, serving.Query("transactions", as_of=str(oldest.snapshot_id), limit=10_000))
     assert then.rows.num_rows == 900
 

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import tenacity
 
-from base_platform.pipelines import sources
-from base_platform.pipelines.records import Shard, ShardResult
-from base_platform.pipelines.sources import http
+from base_platform.pipelines.data_ingestion import sources
+from base_platform.pipelines.data_ingestion.sources import http
+from base_platform.pipelines.run_records import Shard, ShardResult, highest
 from base_platform.pipelines.spec import FileSource, pipeline_named
 
 
 def test_positions_order_by_time_not_by_text() -> None:
     later_in_text = "2026-01-01T10:00:00+01:00"  # 09:00 UTC
-    assert sources.highest([later_in_text, "2026-01-01T09:30:00+00:00", None]) == "2026-01-01T09:30:00+00:00"
-    assert sources.highest(["2026-01-01T09:30:00+00:00", "2026-01-01T09:30:00.5+00:00"]).endswith(".5+00:00")
-    assert sources.highest([9, 10, None]) == 10 and sources.highest([None]) is None
+    assert highest([later_in_text, "2026-01-01T09:30:00+00:00", None]) == "2026-01-01T09:30:00+00:00"
+    assert highest(["2026-01-01T09:30:00+00:00", "2026-01-01T09:30:00.5+00:00"]).endswith(".5+00:00")
+    assert highest([9, 10, None]) == 10 and highest([None]) is None
 
 
 def result(shard: Shard, rows: int, position: Any) -> ShardResult:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from base_platform.catalog.loader import CONFIG_DIR
-from base_platform.pipelines import synth
+from base_platform.pipelines.data_control import synthesizer
 from base_platform.pipelines.spec import Pipeline, load_pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import run
 
@@ -52,8 +52,8 @@ def sensors(tmp_path: Path) -> Pipeline:
 
 def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(tmp_path: Path) -> None:
     pipeline = pipeline_named("transactions")
-    summary = synth.generate(pipeline.contract, 4000, tmp_path / "in", fault_rate=0.05)
-    assert set(summary.faults) == set(synth.FAULTS) and summary.corrupt == 200
+    summary = synthesizer.generate(pipeline.contract, 4000, tmp_path / "in", fault_rate=0.05)
+    assert set(summary.faults) == set(synthesizer.FAULTS) and summary.corrupt == 200
     record = run(pipeline, tmp_path / "in", tmp_path / "out")
     assert (record["rows_in"], record["rows_quarantined"]) == (4000, summary.corrupt)
     assert record["rows_stored"] == 4000 - summary.corrupt
@@ -63,7 +63,7 @@ def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(t
 def test_a_new_contract_gets_valid_rows_and_counted_faults(
     sensors: Pipeline, tmp_path: Path, fmt: str
 ) -> None:
-    clean = synth.generate(
+    clean = synthesizer.generate(
         sensors.contract, 3000, tmp_path / "clean", rules=list(sensors.spec.quality), fmt=fmt, files=2
     )
     spec = sensors.spec.model_copy(
@@ -73,7 +73,7 @@ def test_a_new_contract_gets_valid_rows_and_counted_faults(
     record = run(sensors, tmp_path / "clean", tmp_path / "out")
     assert (record["rows_stored"], record["rows_quarantined"], clean.corrupt) == (3000, 0, 0)
 
-    faulty = synth.generate(
+    faulty = synthesizer.generate(
         sensors.contract, 3000, tmp_path / "faulty", rules=list(sensors.spec.quality), fmt=fmt,
         fault_rate=0.1, seed=8,
     )  # fmt: skip
@@ -88,7 +88,7 @@ def test_the_values_follow_the_contract_and_the_rules(sensors: Pipeline, tmp_pat
     import pyarrow.csv as pacsv
 
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
-    synth.generate(sensors.contract, 2000, tmp_path, rules=list(sensors.spec.quality), now=now)
+    synthesizer.generate(sensors.contract, 2000, tmp_path, rules=list(sensors.spec.quality), now=now)
     text = pacsv.read_csv(
         tmp_path / "sensors-0000.csv", convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
     ).to_pydict()  # fmt: skip
@@ -103,15 +103,15 @@ def test_the_values_follow_the_contract_and_the_rules(sensors: Pipeline, tmp_pat
 
 def test_a_unique_key_with_a_pattern_is_refused_with_the_reason(sensors: Pipeline) -> None:
     contract = sensors.contract.model_copy(update={"primary_key": ("site",)})
-    with pytest.raises(synth.SynthError, match="site must be unique and match"):
-        synth.Synthesizer(contract, [], seed=1, now=datetime.now(UTC))
+    with pytest.raises(synthesizer.SynthError, match="site must be unique and match"):
+        synthesizer.Synthesizer(contract, [], seed=1, now=datetime.now(UTC))
 
 
 def test_the_command_line_writes_the_files_and_says_what_it_injected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        synth.main(
+        synthesizer.main(
             ["--contract", "transactions", "--rows", "500", "--fault-rate", "0.1", "--out", str(tmp_path)]
         )
         == 0
@@ -119,7 +119,7 @@ def test_the_command_line_writes_the_files_and_says_what_it_injected(
     assert capsys.readouterr().out.startswith("500 rows, ")
     assert (tmp_path / "transactions-0000.csv").exists()
     with pytest.raises(SystemExit):
-        synth.main(["--contract", "nope", "--rows", "5", "--out", str(tmp_path)])
+        synthesizer.main(["--contract", "nope", "--rows", "5", "--out", str(tmp_path)])
     known = ", ".join(sorted(path.stem for path in (CONFIG_DIR / "contracts").glob("*.yaml")))
     assert f"unknown contract 'nope'; known: {known}" in capsys.readouterr().err
 
@@ -127,5 +127,5 @@ def test_the_command_line_writes_the_files_and_says_what_it_injected(
 def test_a_seed_reproduces_the_same_bytes(sensors: Pipeline, tmp_path: Path) -> None:
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
     for folder in ("a", "b"):
-        synth.generate(sensors.contract, 500, tmp_path / folder, fault_rate=0.1, seed=3, now=now)
+        synthesizer.generate(sensors.contract, 500, tmp_path / folder, fault_rate=0.1, seed=3, now=now)
     assert (tmp_path / "a/sensors-0000.csv").read_bytes() == (tmp_path / "b/sensors-0000.csv").read_bytes()

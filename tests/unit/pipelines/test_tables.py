@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from base_platform.files import Location
-from base_platform.pipelines import engine, tables
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.pipeline_management import engine
 from base_platform.pipelines.spec import Column, Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run, via_xcom

@@ -1,0 +1,1 @@
+"""data_control: time travel, rollback, maintenance, erasure, samples, splits, synthetic rows."""

@@ -1,0 +1,218 @@
+"""data_control: what a data owner does with a dataset's table: read it as it was, roll it back,
+and erase a data subject from it.
+
+Both work on the Iceberg snapshots that each pipeline run commits (see ``tables``). A rollback
+sets the table's current snapshot back to one of its ancestors, so the runs after it leave the
+table (their files stay, for time travel, until snapshots expire) and ``discover`` takes their
+inputs again. Iceberg's snapshot log records when; the table property ``base.rollbacks``
+records who and why, in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from base_platform.pipelines.data_control.form_params import POINT
+from base_platform.pipelines.data_storage import tables
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot
+
+    from base_platform.pipelines.spec import Pipeline
+
+ROLLBACKS_PROPERTY = f"{tables.PREFIX}rollbacks"
+ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
+ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
+KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
+
+
+class ControlError(ValueError):
+    """A request the table cannot satisfy: no such dataset, snapshot or point in time."""
+
+
+def parse_point(text: str) -> int | datetime:
+    """A snapshot id, or an ISO 8601 timestamp that names its zone (a bare one is ambiguous)."""
+    if not POINT.match(text):
+        raise ControlError(f"{text!r} is neither a snapshot id nor an ISO timestamp")
+    if text.isdigit():
+        return int(text)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ControlError(f"{text!r} has no time zone: add Z or +hh:mm")
+    return when
+
+
+def dataset_table(name: str) -> Table:
+    table = tables.load(name)
+    if table is None:
+        raise ControlError(f"dataset {name!r} has no table: no run has committed yet")
+    return table
+
+
+def snapshot_at(table: Table, point: int | datetime) -> Snapshot:
+    """The snapshot with that id, or the one that was current at that time."""
+    if isinstance(point, int):
+        snapshot = table.snapshot_by_id(point)
+        if snapshot is None:
+            raise ControlError(f"{'.'.join(table.name())} has no snapshot {point}")
+        return snapshot
+    snapshot = table.snapshot_as_of_timestamp(int(point.timestamp() * 1000))
+    if snapshot is None:
+        raise ControlError(f"{'.'.join(table.name())} had no snapshot at {point.isoformat()}")
+    return snapshot
+
+
+def read_dataset(
+    name: str,
+    as_of: int | datetime | None = None,
+    columns: tuple[str, ...] | None = None,
+    filter: str | BooleanExpression | None = None,
+) -> pa.Table:
+    """The dataset's rows, now or as of a snapshot id or time; only the ``columns`` and the rows
+    ``filter`` keeps (Iceberg's expression syntax, e.g. ``"event_time >= '2026-01-01T00:00:00+00:00'"``).
+
+    A filter on a partition source column prunes whole files before any is opened.
+    """
+    from pyiceberg.expressions import AlwaysTrue
+
+    table = dataset_table(name)
+    snapshot = None if as_of is None else snapshot_at(table, as_of)
+    scan = table.scan(
+        row_filter=AlwaysTrue() if filter is None else filter,
+        selected_fields=columns or ("*",),
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+    )
+    return scan.to_arrow()
+
+
+def _files(table: Table, snapshot: Snapshot) -> dict[str, int]:
+    """Data file path -> rows, of a snapshot."""
+    return {
+        task.file.file_path: task.file.record_count
+        for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()
+    }
+
+
+def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str) -> dict[str, Any]:
+    """Set the dataset's current snapshot back to ``to`` (an ancestor); report what leaves.
+
+    ``dry_run`` reports without changing anything. Rolling back to the current snapshot
+    changes nothing.
+    """
+    if not why.strip():
+        raise ControlError("a rollback needs a reason")
+    table = dataset_table(name)
+    current = table.current_snapshot()
+    if current is None:
+        raise ControlError(f"dataset {name!r} has no snapshot to roll back")
+    target = snapshot_at(table, to)
+    lineage = list(tables.lineage(table))
+    if target.snapshot_id not in {s.snapshot_id for s in lineage}:
+        raise ControlError(
+            f"snapshot {target.snapshot_id} is not an ancestor of the current one ({current.snapshot_id})"
+        )
+    now, then = _files(table, current), _files(table, target)
+    undone = [
+        tables.run_record(s) for s in lineage[: [s.snapshot_id for s in lineage].index(target.snapshot_id)]
+    ]
+    report = {
+        "dataset": name,
+        "from_snapshot": current.snapshot_id,
+        "to_snapshot": target.snapshot_id,
+        "dry_run": dry_run,
+        "who": who,
+        "why": why,
+        "at": datetime.now(UTC).isoformat(),
+        "runs_leaving": [{"snapshot_id": r["snapshot_id"], "run": r.get("run")} for r in undone],
+        "files_leaving": len(now.keys() - then.keys()),
+        "rows_leaving": sum(rows for path, rows in now.items() if path not in then),
+        "files_returning": len(then.keys() - now.keys()),
+        "rows_returning": sum(rows for path, rows in then.items() if path not in now),
+        "rows_after": sum(then.values()),
+    }
+    if dry_run or target.snapshot_id == current.snapshot_id:
+        return report
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    entry = {k: report[k] for k in ("from_snapshot", "to_snapshot", "who", "why", "at")}
+    kept = json.loads(table.properties.get(ROLLBACKS_PROPERTY, "[]"))
+    with table.transaction() as tx:
+        with ManageSnapshots(tx) as snapshots:
+            snapshots.rollback_to_snapshot(target.snapshot_id)
+        tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
+    return report
+
+
+def _rows_erased_by(table: Table, request: str) -> int:
+    """The rows the delete snapshots of ``request`` removed (a copy-on-write delete also adds back
+    the other rows of the files it rewrote)."""
+    removed = 0
+    for snapshot in table.snapshots():
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if summary.get(ERASURE) == request:
+            removed += int(summary.get("deleted-records", 0)) - int(summary.get("added-records", 0))
+    return removed
+
+
+def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
+    """Delete a data subject's rows (GDPR art. 17): the rows whose HMAC columns hold the subject's
+    HMAC under ``key`` (the pipeline's secret), the quarantined records that hold it, and every
+    snapshot still reaching a removed file, whose files are then deleted. The audit record names
+    the request, never the subject.
+
+    Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
+    pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
+    which the delete snapshots it tagged record; its quarantine count is that attempt's own.
+    """
+    import pyarrow as pa
+    from pyiceberg.expressions import EqualTo, Or
+
+    from base_platform.pipelines.data_control import maintenance
+    from base_platform.pipelines.data_security import hashing
+    from base_platform.pipelines.data_storage import quarantine
+    from base_platform.pipelines.pipeline_management import breaker
+
+    name = pipeline.spec.name
+    hmac_columns = sorted(c for c, p in pipeline.spec.security.columns.items() if p.protect == "hmac")
+    report: dict[str, Any] = {
+        "dataset": name,
+        "request": request,
+        "who": who,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    if not hmac_columns:
+        return report | {"searchable": False, "rows_removed": 0}
+    if key is None:
+        raise ControlError(f"dataset {name!r} has HMAC columns: erasing needs its key")
+    digest = hashing.hmac_sha256({"subject": pa.array([subject])}, key)["subject"][0].as_py()
+    match: BooleanExpression = EqualTo(term=hmac_columns[0], value=digest)
+    for column in hmac_columns[1:]:
+        match = Or(match, EqualTo(term=column, value=digest))
+    report |= {"searchable": True, "hmac_columns": hmac_columns, "rows_removed": 0}
+    table = tables.load(name)
+    if table is not None and table.current_snapshot() is not None:
+        if table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows:
+            table.delete(match, snapshot_properties={ERASURE: request})
+        report["rows_removed"] = _rows_erased_by(table.refresh(), request)
+    report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
+    if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
+        report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
+    if table is not None and table.refresh().current_snapshot() is not None:
+        current = table.current_snapshot()
+        assert current is not None
+        reach = maintenance.Reach(table)
+        now = reach.data_files(current)
+        holders = [s.snapshot_id for s in table.snapshots() if not reach.data_files(s) <= now]
+        report["snapshot_id"] = current.snapshot_id
+        report |= maintenance.expire(table, holders)
+        entry = {k: report[k] for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
+        earlier = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
+        kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
+        with table.transaction() as tx:
+            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
+    return report

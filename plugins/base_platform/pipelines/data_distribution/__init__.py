@@ -1,0 +1,1 @@
+"""data_distribution: publishing to consumers, and the datasets' read path."""

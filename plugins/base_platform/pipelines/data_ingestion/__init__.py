@@ -1,0 +1,1 @@
+"""data_ingestion: sources and their positions, and decoding bytes into Arrow batches."""

@@ -1,0 +1,1 @@
+"""data_quality: the spec's rules, and key uniqueness across the run and the table."""

@@ -1,0 +1,1 @@
+"""data_security: protected columns (HMAC, mask, drop, encrypt) and keyed fingerprints."""

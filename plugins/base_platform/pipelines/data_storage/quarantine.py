@@ -1,0 +1,182 @@
+"""Read, fix and replay quarantined rows: ``python -m base_platform.pipelines.data_storage.quarantine``.
+
+The quarantine stores protected columns as curated rows do and seals their raw values (see
+:func:`base_platform.pipelines.data_security.protection.seal`); unsealing needs the pipeline's secret
+from Vault, so only a user whose Vault token may read it can see them.
+
+- ``show --pipeline NAME [--run RUN]``: the quarantined records of a run as CSV, unsealed, with
+  ``_reason`` and ``_source``, to stdout or ``--out FILE``.
+- ``replay --pipeline NAME --run RUN [--fixed FILE]``: the run's records (or the CSV you fixed
+  from ``show``) as a new input file under the pipeline's source, named by its content, so the
+  next run processes them once: replaying the same rows again adds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from base_platform.files import Location, resolve
+from base_platform.pipelines.data_security import protection
+from base_platform.pipelines.spec import FileSource, Pipeline, load_pipelines
+
+META = ("_raw", "_reason", "_source")
+
+
+def records(
+    pipeline: Pipeline, target_uri: str, key: bytes | None, run: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each quarantined record of ``run`` (default: every run), its raw values unsealed."""
+    import pyarrow.dataset as ds
+
+    target = Location.of(target_uri)
+    folder = "_quarantine" + (f"/{run}" if run else "")
+    if not target.exists(folder):
+        return
+    names = list(pipeline.contract.names)
+    table = ds.dataset(target.path(folder), format="parquet", filesystem=target.fs).to_table()
+    for row in table.sort_by([("_source", "ascending"), ("_record", "ascending")]).to_pylist():
+        sealed = protection.unseal(row["_sealed"], key) if row.get("_sealed") and key else {}
+        values = {name: sealed[name] if name in sealed else _text(row[name]) for name in [*names, "_raw"]}
+        yield values | {"_reason": row["_reason"], "_source": row["_source"]}
+
+
+def erase(
+    target_uri: str, hmac_columns: list[str], digest: bytes, subject: str, key: bytes
+) -> dict[str, int]:
+    """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column
+    holds ``digest``, and those whose sealed raw values hold ``subject`` (a line that could not be
+    split has no HMAC to match). Each file is rewritten atomically, or deleted when nothing is left.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from pyarrow.fs import FileSelector, FileType
+
+    target = Location.of(target_uri)
+    found = target.fs.get_file_info(
+        FileSelector(target.path("_quarantine"), recursive=True, allow_not_found=True)
+    )
+    rows = files = 0
+    for info in found:
+        if info.type != FileType.File or not info.path.endswith(".parquet"):
+            continue
+        table = pq.read_table(info.path, filesystem=target.fs)
+        hit = pa.array([False] * table.num_rows)
+        for name in hmac_columns:
+            hit = pc.or_(
+                hit, pc.fill_null(pc.equal(table.column(name), pa.scalar(digest, pa.binary())), False)
+            )
+        sealed = table.column("_sealed").to_pylist()
+        held = [bool(s) and _holds(protection.unseal(s, key), subject) for s in sealed]
+        hit = pc.or_(hit, pa.array(held))
+        matched = pc.sum(hit).as_py() or 0
+        if not matched:
+            continue
+        kept = table.filter(pc.invert(hit))
+        relative = info.path[len(target.path()) + 1 :]
+        if kept.num_rows:
+            buffer = pa.BufferOutputStream()
+            pq.write_table(kept, buffer, compression="zstd")
+            target.write_atomically(buffer.getvalue().to_pybytes(), relative)
+        else:
+            target.fs.delete_file(info.path)
+        rows, files = rows + matched, files + 1
+    return {"quarantine_rows_removed": rows, "quarantine_files_rewritten": files}
+
+
+def _holds(record: dict[str, str | None], subject: str) -> bool:
+    """A column equal to the subject, or an unsplit raw line that contains it."""
+    raw = record.get("_raw") or ""
+    return subject in raw or any(value == subject for name, value in record.items() if name != "_raw")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def show_csv(pipeline: Pipeline, rows: list[dict[str, Any]]) -> str:
+    """The records with why each was quarantined: fix them here, then ``replay --fixed``."""
+    return _csv([*pipeline.contract.names, *META], rows)
+
+
+def input_csv(pipeline: Pipeline, rows: list[dict[str, Any]]) -> str:
+    """The records as the source's CSV; a raw line that could not be split stays as it came."""
+    names = list(pipeline.contract.names)
+    split = [r for r in rows if any(r.get(n) not in (None, "") for n in names) or not r.get("_raw")]
+    lines = [str(r["_raw"]).rstrip("\n") + "\n" for r in rows if r not in split]
+    return _csv(names, split) + "".join(lines)
+
+
+def _csv(names: list[str], rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows([["" if row.get(n) is None else row[n] for n in names] for row in rows])
+    return out.getvalue()
+
+
+def replay(pipeline: Pipeline, source_uri: str | None, run: str, text: str) -> str:
+    """Write ``text`` as a new input of the pipeline (default: in its source folder), named by its
+    content (idempotent). Only a pipeline of CSV files takes one: an API or a table is not ours
+    to write to."""
+    spec = pipeline.spec.source
+    if not isinstance(spec, FileSource) or spec.format != "csv":
+        reads = spec.format if isinstance(spec, FileSource) else f"kind {spec.kind}"
+        raise SystemExit(f"replay writes CSV files; {pipeline.spec.name} reads {reads}")
+    source = Location.of(source_uri or resolve(spec.uri))
+    data = text.encode("utf-8", "surrogateescape")  # bad bytes go back as they came
+    name = f"replay-{run}-{hashlib.sha256(data).hexdigest()[:16]}.csv"
+    if not source.exists(name):
+        temporary = source.path(f".{name}.partial")
+        with source.fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        source.fs.move(temporary, source.path(name))
+    return source.path(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m base_platform.pipelines.data_storage.quarantine", description=__doc__
+    )
+    parser.add_argument("command", choices=["show", "replay"])
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--run", help="a run's key (default for show: every run)")
+    parser.add_argument("--target-uri", help="default: the spec's storage.uri")
+    parser.add_argument("--source-uri", help="replay: default the spec's source.uri")
+    parser.add_argument("--out", help="show: write here instead of stdout")
+    parser.add_argument("--fixed", help="replay: the CSV you fixed, instead of the run's records")
+    args = parser.parse_args(argv)
+    pipelines = {p.spec.name: p for p in load_pipelines()}
+    if args.pipeline not in pipelines:
+        parser.error(f"unknown pipeline {args.pipeline!r}; known: {', '.join(sorted(pipelines))}")
+    pipeline = pipelines[args.pipeline]
+    target = args.target_uri or resolve(pipeline.spec.storage.uri)
+    key = protection.load_key(pipeline.spec.security)
+    if args.command == "replay":
+        if not args.run:
+            parser.error("replay needs --run")
+        if args.fixed:
+            with Path(args.fixed).open(encoding="utf-8", errors="surrogateescape", newline="") as fixed:
+                rows: list[dict[str, Any]] = list(csv.DictReader(fixed))
+        else:
+            rows = list(records(pipeline, target, key, args.run))
+        text = input_csv(pipeline, rows)
+        print(replay(pipeline, args.source_uri, args.run, text))
+        return 0
+    text = show_csv(pipeline, list(records(pipeline, target, key, args.run)))
+    if args.out:
+        Path(args.out).write_bytes(text.encode("utf-8", "surrogateescape"))  # raw bytes as they came
+    else:
+        sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

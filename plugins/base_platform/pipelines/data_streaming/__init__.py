@@ -1,0 +1,1 @@
+"""data_streaming: the stream consumer's trigger and tasks; route, join and window."""

@@ -1,0 +1,1 @@
+"""event_coordination: the Assets pipelines read and update, and their events."""

@@ -1,0 +1,1 @@
+"""metadata_discovery: the registry entry of each dataset."""

@@ -1,0 +1,45 @@
+"""multimodal_processing: each file of a ``kind: media`` source becomes one row of a typed table.
+
+One module per media kind, each with ``extract(data, name, digest, source, side) -> dict``: a
+file's values (the columns ``spec.MEDIA_COLUMNS`` names for its kind) as the contract's text,
+or :class:`Unreadable` with the reason, which quarantines the file and never stops the batch.
+``side`` stores what belongs beside the table rather than in it (thumbnails, resampled series),
+under ``<storage.uri>/_media/``, named by content so a retry rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from base_platform.pipelines.spec import MediaSource
+
+MODULES = {
+    "document": "base_platform.pipelines.multimodal_processing.documents",
+    "image": "base_platform.pipelines.multimodal_processing.images",
+    "geojson": "base_platform.pipelines.multimodal_processing.geo",
+    "timeseries": "base_platform.pipelines.multimodal_processing.timeseries",
+}
+EXTENSIONS = {  # the file names each kind reads (any others under the source are not its files)
+    "document": (".pdf",),
+    "image": (".jpg", ".jpeg", ".png", ".webp"),
+    "geojson": (".geojson",),
+    "timeseries": (".csv", ".parquet"),
+}
+
+SideWriter = Callable[[str, bytes], str]  # (name, bytes) -> where it was stored
+
+
+class Unreadable(ValueError):
+    """A file this kind cannot turn into a row: quarantined with this reason."""
+
+
+def extract(media: str, data: bytes, name: str, source: MediaSource, side: SideWriter) -> dict[str, Any]:
+    """One file's row: the common columns and its kind's; raises :class:`Unreadable`."""
+    module: Any = importlib.import_module(MODULES[media])
+    common = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": str(len(data))}
+    found: dict[str, Any] = module.extract(data, name, common["sha256"], source, side)
+    return common | found

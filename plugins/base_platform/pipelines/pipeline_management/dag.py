@@ -1,0 +1,268 @@
+"""Spec to DAG: ``pipeline_<name>`` = discover → process_shard (mapped) → commit → audit →
+catalog, monitor → settle.
+
+The tasks are thin: each calls the engine exactly as the benchmark does. ``commit`` stages the
+run's snapshot on the table's ``audit`` branch; ``audit`` checks it (write-audit-publish, see
+``breaker``) and publishes it to ``main``, and carries the dataset's Asset as its outlet, so a
+downstream DAG scheduled on ``base.<name>`` starts after each published commit, and the event's
+extra names the snapshot (``snapshot_id``, ``run``). A run that finds no new input skips the
+commit and emits no event. When the audit fails, or ``settle`` counts too many failed runs in a
+row, the circuit breaker opens: no event, the DAG pauses itself and the notifier says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
+from base_platform.pipelines.data_streaming.stream_tasks import acknowledge_after, is_stream, measure_lag
+from base_platform.pipelines.event_coordination.dataset_assets import (
+    dataset_asset,
+    inputs_changed,
+    snapshot_extra,
+    source_asset,
+)
+from base_platform.pipelines.pipeline_management.breaker_dag import (
+    audit_run,
+    pause_when_open,
+    settle_task,
+    skip_while_open,
+)
+from base_platform.pipelines.spec import FileSource, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def run_key(run_id: str) -> str:
+    """A file-name-safe, stable key per DAG run: a cleared and re-run run replaces its own output."""
+    return safe_name(run_id)
+
+
+def _interval(context: dict[str, Any]) -> dict[str, str | None]:
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    return {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
+
+
+def pipeline_params(pipeline: Pipeline) -> dict[str, Param]:
+    """A run's form. An API's or a table's address stays in the spec: the connection's host and
+    credentials belong to each other."""
+    spec = pipeline.spec
+    source = (
+        {"source_uri": Param(spec.source.uri, type="string", minLength=1, description="Input: path or s3://")}
+        if isinstance(spec.source, FileSource)
+        else {}
+    )
+    return {
+        **source,
+        "target_uri": Param(
+            spec.storage.uri, type="string", minLength=1, description="Output: path or s3://"
+        ),
+        "full_refresh": Param(
+            False, type="boolean", description="Reprocess every input and replace all published data"
+        ),
+    }
+
+
+def _derive_first(pipeline: Pipeline, discover: Any) -> None:
+    """A derived pipeline's first task, before ``discover``: its transform over the inputs'
+    snapshots, written as the run's one input file (see ``derived``)."""
+    if not pipeline.spec.inputs:
+        return
+
+    @task
+    def derive(**context: Any) -> dict[str, Any]:
+        from base_platform.pipelines.data_storage.derive_io import DeriveError
+        from base_platform.pipelines.event_coordination.dataset_assets import triggered_snapshots
+        from base_platform.pipelines.pipeline_management import derived
+
+        skip_while_open(pipeline)
+        try:
+            made = derived.derive(pipeline, context["params"]["source_uri"], triggered_snapshots(context))
+        except DeriveError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        log.info("%d rows from %s, in %s", made["rows"], made["lineage"], made["folder"])
+        return made
+
+    derive() >> discover
+
+
+def _schedule(pipeline: Pipeline) -> Any:
+    """The spec's cron; for a derived pipeline any change of its inputs; for a stream its backlog."""
+    if is_stream(pipeline.spec):
+        return [source_asset(pipeline.spec)]
+    return inputs_changed(pipeline.spec) if pipeline.spec.inputs else pipeline.spec.schedule
+
+
+def _derived(pipeline: Pipeline, context: Any) -> dict[str, Any] | None:
+    """What ``derive`` made in this run (its folder and lineage); None for a pipeline of files."""
+    return context["ti"].xcom_pull(task_ids="derive") if pipeline.spec.inputs else None
+
+
+def _source_of(pipeline: Pipeline, context: Any) -> str | None:
+    """What ``discover`` reads: the folder ``derive`` wrote, the form's ``source_uri`` for files,
+    nothing for other kinds (the spec says); None when ``derive`` found nothing new."""
+    made = _derived(pipeline, context)
+    if made is None:
+        return str(context["params"].get("source_uri", ""))
+    folder: str | None = made["folder"]
+    if folder is None:
+        log.info("Nothing new in %s", pipeline.spec.inputs)
+    return folder
+
+
+def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any]:
+    """``commit``: the run's shards as one snapshot staged for the audit (see ``engine.commit``)."""
+    from base_platform.pipelines.data_ingestion import sources
+    from base_platform.pipelines.data_security.protection import load_key
+    from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import ShardResult
+
+    staged = [ShardResult.from_json(result) for result in results or []]
+    if sources.nothing_new(staged):
+        raise AirflowSkipException("no new input: nothing to commit, no Asset event")
+    params, made, ti = context["params"], _derived(pipeline, context) or {}, context["ti"]
+    record = engine.commit(
+        pipeline,
+        run_key(context["run_id"]),
+        staged,
+        params["target_uri"],
+        _interval(context),
+        params["full_refresh"] or made.get("replace", False),  # a derived result may be whole
+        ti.xcom_pull(task_ids="discover", key="started_at"),
+        load_key(pipeline.spec.security),
+        dag_run=f"pipeline_{pipeline.spec.name}/{context['run_id']}",
+        publish=False,
+        lineage=made.get("lineage"),
+        lag=ti.xcom_pull(task_ids="discover", key="lag"),
+        position=made.get("position"),
+    )
+    log.info(
+        "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
+        record["snapshot_id"],
+        record["rows_stored"],
+        record["files"],
+        record["rows_quarantined"],
+        record["gb_per_hour"],
+    )
+    return record
+
+
+def build_pipeline_dag(pipeline: Pipeline) -> DAG:
+    spec = pipeline.spec
+    target = dataset_asset(spec)
+    with DAG(
+        dag_id=f"pipeline_{spec.name}",
+        schedule=_schedule(pipeline),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        params=pipeline_params(pipeline),
+        doc_md=f"{spec.description}\n\n{__doc__}",
+        tags=["pipeline", spec.name],
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+        on_failure_callback=pause_when_open(pipeline),
+    ) as dag:
+
+        @task
+        def discover(**context: Any) -> list[dict[str, Any]]:
+            from base_platform.pipelines.pipeline_management import engine
+
+            skip_while_open(pipeline)
+            params = context["params"]
+            # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
+            context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
+            context["ti"].xcom_push(key="lag", value=measure_lag(pipeline, context))
+            source = _source_of(pipeline, context)
+            if source is None:
+                return []
+            shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
+            log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
+            return [shard.to_json() for shard in shards]
+
+        @task(inlets=[source_asset(spec)])
+        def process_shard(shard: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from base_platform.pipelines.data_security.protection import load_key
+            from base_platform.pipelines.pipeline_management import engine
+            from base_platform.pipelines.run_records import Shard
+
+            result = engine.process_shard(
+                pipeline,
+                Shard.from_json(shard),
+                run_key(context["run_id"]),
+                context["params"]["target_uri"],
+                load_key(spec.security),
+            )
+            log.info(
+                "%s: %d in, %d stored, %d quarantined in %.1f s %s",
+                result.shard.label,
+                result.rows_in,
+                result.rows_stored,
+                result.rows_quarantined,
+                result.seconds,
+                dict(result.stage_seconds),
+            )
+            return result.to_json()
+
+        @task(trigger_rule="none_failed")
+        def commit(results: Any, **context: Any) -> dict[str, Any]:
+            return _commit_run(pipeline, results, context)
+
+        @task(outlets=[target])
+        def audit(record: Any, **context: Any) -> dict[str, Any]:
+            checks = audit_run(pipeline, record, context)
+            # the snapshot, for publish_<name> and any DAG scheduled on the dataset
+            context["outlet_events"][target].extra = snapshot_extra(record["snapshot_id"], run=record["run"])
+            return {**record, "checks": checks}
+
+        @task
+        def catalog(record: Any) -> str:
+            from base_platform.pipelines.data_storage import tables
+            from base_platform.pipelines.metadata_discovery.registry import registry_entry
+
+            table = tables.load(spec.name)
+            assert table is not None, "commit made the table"
+            entry = registry_entry(pipeline, table, tables.history(table))
+            path = artifacts_root() / "catalog" / f"{spec.name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, json.dumps(entry, indent=2))
+            return str(path)
+
+        @task
+        def monitor(record: Any, **context: Any) -> dict[str, Any]:
+            from base_platform.pipelines.data_storage import tables
+            from base_platform.pipelines.quality_monitoring.anomalies import assess
+
+            history = [r for r in tables.history(tables.load(spec.name)) if r["run"] != record["run"]]
+            report = assess(record, history)
+            markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
+            write_report(dag.dag_id, context["run_id"], "monitor", report, markdown)
+            log.info("Monitor: %s, anomalies %s", report["status"], report["anomalies"] or "none")
+            return report
+
+        @task
+        def pod_arguments(shards: Any, **context: Any) -> list[list[str]]:
+            from base_platform.pipelines.pipeline_management.pod import shard_arguments
+
+            target_uri, key = context["params"]["target_uri"], run_key(context["run_id"])
+            return [shard_arguments(pipeline, shard, key, target_uri) for shard in shards]
+
+        shards = discover()
+        _derive_first(pipeline, shards)
+        if spec.execution == "kubernetes":
+            from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+            from base_platform.pipelines.pipeline_management.pod import pod_settings
+
+            pods = KubernetesPodOperator.partial(task_id="process_shard", **pod_settings(pipeline))  # noqa: AIR001
+            results: Any = pods.expand(arguments=pod_arguments(shards)).output
+        else:
+            results = process_shard.expand(shard=shards)
+        published = acknowledge_after(pipeline, audit(commit(results)))
+        [catalog(published), monitor(published)] >> settle_task(pipeline, run_key)
+    return dag

@@ -1,0 +1,1 @@
+"""quality_monitoring: a run's metrics against the dataset's history."""
