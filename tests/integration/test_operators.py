@@ -35,10 +35,10 @@ def operator_run(name: str, tmp_path: Path, run_key: str) -> dict[str, Any] | No
     """A run of a derived pipeline as its DAG makes it: derive, discover, shards, commit (audited)."""
     pipeline = pipeline_named(name)
     made = derived.derive(pipeline, str(tmp_path / name / "derived"), {})
-    if made["folder"] is None:
+    if made.folder is None:
         return None
     target = str(tmp_path / name / "out")
-    shards = engine.discover(pipeline, made["folder"], target, False)
+    shards = engine.discover(pipeline, made.folder, target, False)
     results = [engine.process_shard(pipeline, shard, run_key, target, KEY) for shard in shards]
     return engine.commit(
         pipeline,
@@ -46,10 +46,10 @@ def operator_run(name: str, tmp_path: Path, run_key: str) -> dict[str, Any] | No
         via_xcom(results),
         target,
         {},
-        made["replace"],
+        made.replace,
         key=KEY,
-        lineage=made["lineage"],
-        position=made["position"],
+        lineage=dict(made.lineage),
+        position=made.position,
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_storage.derive_io import DeriveError
 from base_platform.pipelines.pipeline_management import derived, engine
+from base_platform.pipelines.run_records import DeriveResult
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import KEY, generate_run, run
 
@@ -41,11 +42,13 @@ def duckdb_merchant_daily(snapshot_id: int) -> list[dict[str, Any]]:
     return list(rows.to_pylist())
 
 
-def commit_derived(daily: Pipeline, made: dict[str, Any], out: Path, run_key: str) -> dict[str, Any]:
+def commit_derived(daily: Pipeline, made: DeriveResult, out: Path, run_key: str) -> dict[str, Any]:
     """The rest of a derived run, as the DAG does it: discover, the stages, a replacing commit."""
-    shards = engine.discover(daily, made["folder"], str(out), False)
+    assert made.folder is not None, "derive found something new"
+    shards = engine.discover(daily, made.folder, str(out), False)
     results = [engine.process_shard(daily, shard, run_key, str(out), KEY) for shard in shards]
-    return engine.commit(daily, run_key, results, str(out), INTERVAL, True, key=KEY, lineage=made["lineage"])
+    lineage = dict(made.lineage)
+    return engine.commit(daily, run_key, results, str(out), INTERVAL, True, key=KEY, lineage=lineage)
 
 
 def stored(name: str) -> list[dict[str, Any]]:
@@ -69,22 +72,22 @@ def test_merchant_daily_is_computed_from_exactly_the_named_snapshot_and_matches_
     second = run(transactions, tmp_path / "in2", tmp_path / "tx", "run-2")
 
     made = derived.derive(daily, str(tmp_path / "derived"), {"transactions": first["snapshot_id"]})
-    assert made["lineage"] == {"transactions": str(first["snapshot_id"])}
+    assert made.lineage == {"transactions": str(first["snapshot_id"])}
     record = commit_derived(daily, made, tmp_path / "daily", "d-1")
-    assert record["published"] is True and record["lineage"] == made["lineage"]
-    assert record["rows_in"] == record["rows_stored"] == made["rows"] > 0 and record["rows_quarantined"] == 0
+    assert record["published"] is True and record["lineage"] == made.lineage
+    assert record["rows_in"] == record["rows_stored"] == made.rows > 0 and record["rows_quarantined"] == 0
     expected = duckdb_merchant_daily(first["snapshot_id"])
     assert stored("merchant_daily") == expected
     assert sum(row["transactions"] for row in expected) == first["rows_stored"]
 
     # the same snapshot again makes the same bytes: nothing new to commit
     again = derived.derive(daily, str(tmp_path / "derived"), {"transactions": first["snapshot_id"]})
-    assert again["folder"] == made["folder"]
-    assert engine.discover(daily, again["folder"], str(tmp_path / "daily"), False) == []
+    assert again.folder is not None and again.folder == made.folder
+    assert engine.discover(daily, again.folder, str(tmp_path / "daily"), False) == []
 
     # no event: the current snapshot; the result replaces the dataset whole
     latest = derived.derive(daily, str(tmp_path / "derived"), {})
-    assert latest["lineage"] == {"transactions": str(second["snapshot_id"])}
+    assert latest.lineage == {"transactions": str(second["snapshot_id"])}
     commit_derived(daily, latest, tmp_path / "daily", "d-2")
     assert stored("merchant_daily") == duckdb_merchant_daily(second["snapshot_id"])
     history = tables.history(tables.load("merchant_daily"))

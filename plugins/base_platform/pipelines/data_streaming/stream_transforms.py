@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from base_platform.pipelines.data_ingestion.decoding import RAW, REJECT
 from base_platform.pipelines.data_storage import derive_io, tables
+from base_platform.pipelines.run_records import DeriveResult
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Pipeline, Window
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 EPOCH = "TIMESTAMP '1970-01-01T00:00:00Z'"
 
 
-def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> dict[str, Any]:
+def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> DeriveResult:
     """``derive`` for operators: the rows the input appended since the last run, routed, joined
     or windowed, written as the run's one input file; what discover and commit need."""
     from base_platform.pipelines.data_storage.snapshot_diff import change
@@ -48,7 +49,7 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> di
     last = _last_run(spec.name)
     since = (last.get("lineage") or {}).get(name)
     if since is not None and int(since) == snapshots[name]:
-        return {"folder": None, "lineage": {}, "rows": 0, "replace": False, "position": None}
+        return DeriveResult(folder=None, lineage={}, rows=0, replace=False)
     delta = change(table, snapshots[name], int(since) if since is not None else None)
     context = datafusion_context()
     files = [task.file.file_path for task in delta.tasks]
@@ -69,13 +70,13 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> di
     else:
         result = _run(context, _select(pipeline), spec.name)
     result = _as_contract_text(pipeline, result)
-    return {
-        "folder": derive_io.write_result(result, source_uri, snapshots) if result.num_rows else None,
-        "lineage": {dataset: str(snapshot_id) for dataset, snapshot_id in snapshots.items()},
-        "rows": result.num_rows,
-        "replace": delta.whole,
-        "position": position,
-    }
+    return DeriveResult(
+        folder=derive_io.write_result(result, source_uri, snapshots) if result.num_rows else None,
+        lineage={dataset: str(snapshot_id) for dataset, snapshot_id in snapshots.items()},
+        rows=result.num_rows,
+        replace=delta.whole,
+        position=position,
+    )
 
 
 def datafusion_context() -> datafusion.SessionContext:

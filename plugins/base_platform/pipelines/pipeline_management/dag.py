@@ -34,6 +34,7 @@ from base_platform.pipelines.pipeline_management.breaker_dag import (
     settle_task,
     skip_while_open,
 )
+from base_platform.pipelines.run_records import DeriveResult
 from base_platform.pipelines.spec import FileSource, Pipeline
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def _derive_first(pipeline: Pipeline, discover: Any) -> None:
             made = derived.derive(pipeline, context["params"]["source_uri"], triggered_snapshots(context))
         except DeriveError as exc:
             raise AirflowFailException(str(exc)) from exc
-        log.info("%d rows from %s, in %s", made["rows"], made["lineage"], made["folder"])
-        return made
+        log.info("%d rows from %s, in %s", made.rows, dict(made.lineage), made.folder)
+        return made.to_json()
 
     derive() >> discover
 
@@ -99,9 +100,10 @@ def _schedule(pipeline: Pipeline) -> Any:
     return inputs_changed(pipeline.spec) if pipeline.spec.inputs else pipeline.spec.schedule
 
 
-def _derived(pipeline: Pipeline, context: Any) -> dict[str, Any] | None:
+def _derived(pipeline: Pipeline, context: Any) -> DeriveResult | None:
     """What ``derive`` made in this run (its folder and lineage); None for a pipeline of files."""
-    return context["ti"].xcom_pull(task_ids="derive") if pipeline.spec.inputs else None
+    made = context["ti"].xcom_pull(task_ids="derive") if pipeline.spec.inputs else None
+    return DeriveResult.from_json(made) if made is not None else None
 
 
 def _source_of(pipeline: Pipeline, context: Any) -> str | None:
@@ -110,10 +112,9 @@ def _source_of(pipeline: Pipeline, context: Any) -> str | None:
     made = _derived(pipeline, context)
     if made is None:
         return str(context["params"].get("source_uri", ""))
-    folder: str | None = made["folder"]
-    if folder is None:
+    if made.folder is None:
         log.info("Nothing new in %s", pipeline.spec.inputs)
-    return folder
+    return made.folder
 
 
 def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any]:
@@ -126,21 +127,22 @@ def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any
     staged = [ShardResult.from_json(result) for result in results or []]
     if sources.nothing_new(staged):
         raise AirflowSkipException("no new input: nothing to commit, no Asset event")
-    params, made, ti = context["params"], _derived(pipeline, context) or {}, context["ti"]
+    params, made, ti = context["params"], _derived(pipeline, context), context["ti"]
+    whole = made is not None and made.replace  # a derived result may be the whole dataset
     record = engine.commit(
         pipeline,
         run_key(context["run_id"]),
         staged,
         params["target_uri"],
         _interval(context),
-        params["full_refresh"] or made.get("replace", False),  # a derived result may be whole
+        params["full_refresh"] or whole,
         ti.xcom_pull(task_ids="discover", key="started_at"),
         load_key(pipeline.spec.security),
         dag_run=f"pipeline_{pipeline.spec.name}/{context['run_id']}",
         publish=False,
-        lineage=made.get("lineage"),
+        lineage=dict(made.lineage) if made is not None else None,
         lag=ti.xcom_pull(task_ids="discover", key="lag"),
-        position=made.get("position"),
+        position=made.position if made is not None else None,
     )
     log.info(
         "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",

@@ -15,9 +15,10 @@ adds nothing; other snapshots make another file, even with the same result, so t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from base_platform.pipelines.data_storage import derive_io, tables
+from base_platform.pipelines.run_records import DeriveResult
 from base_platform.pipelines.spec import Pipeline
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def compute(pipeline: Pipeline, snapshots: dict[str, int]) -> pa.Table:
     return result.select(wanted).sort_by(keys)
 
 
-def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> dict[str, Any]:
+def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> DeriveResult:
     """``derive``: which snapshots, the result computed and written; what discover and commit need
     (the result replaces the dataset; stream operators append, see ``stream_transforms``)."""
     if pipeline.spec.operators:
@@ -57,10 +58,9 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> di
         return stream_transforms.derive(pipeline, source_uri, triggered)
     snapshots = derive_io.snapshots_to_read(pipeline, triggered)
     result = compute(pipeline, snapshots)
-    return {
-        "folder": derive_io.write_result(result, source_uri, snapshots),
-        "lineage": {name: str(snapshot_id) for name, snapshot_id in snapshots.items()},
-        "rows": result.num_rows,
-        "replace": True,
-        "position": None,
-    }
+    return DeriveResult(
+        folder=derive_io.write_result(result, source_uri, snapshots),
+        lineage={name: str(snapshot_id) for name, snapshot_id in snapshots.items()},
+        rows=result.num_rows,
+        replace=True,
+    )
