@@ -92,10 +92,10 @@ def ours(source: str, target: str) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_shard, [(s.to_json(), target, "bench") for s in shards]))
     started = time.perf_counter()
-    manifest = engine.commit(
+    record = engine.commit(
         pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True, key=KEY
     )
-    return {"stage_seconds": manifest["stage_seconds"], "commit_seconds": time.perf_counter() - started}
+    return {"stage_seconds": dict(record.stage_seconds), "commit_seconds": time.perf_counter() - started}
 
 
 def _copy_file(paths: tuple[str, str]) -> int:
@@ -376,8 +376,8 @@ def through_airflow(source: Path, tmp: Path) -> dict[str, Any]:
         os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = json.dumps(catalog)
         table = tables.load("transactions")
         assert table is not None
-        (record,) = [r for r in tables.history(table) if r["dag_run"].endswith(run.json()["dag_run_id"])]
-        counts = (table.scan().count(), record["rows_quarantined"])
+        (record,) = [r for r in tables.history(table) if r.dag_run.endswith(run.json()["dag_run_id"])]
+        counts = (table.scan().count(), record.rows_quarantined)
         ids = table.scan(selected_fields=("transaction_id",)).to_arrow().column("transaction_id")
         keys = random.Random(7).sample(ids.to_pylist(), 5000)
         served = api_load.load(f"{stack.api}/base-platform/api/datasets", token, keys)

@@ -59,8 +59,8 @@ def ours(name: str, source: Path, target: Path) -> dict[str, Any]:
     )
     return {
         "seconds": time.perf_counter() - start,
-        "stored": record["rows_stored"],
-        "quarantined": record["rows_quarantined"],
+        "stored": record.rows_stored,
+        "quarantined": record.rows_quarantined,
         "shards": len(shards),
     }
 

@@ -27,10 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+
+if TYPE_CHECKING:
+    from base_platform.pipelines.run_records import RunRecord
 
 RATE = int(os.environ.get("BENCH_RATE", "50000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "60"))
@@ -45,7 +48,7 @@ class Observed:
     commits: list[tuple[int, tuple[int, int]]] = field(default_factory=list)
     peak_events: int = 0
     peak_age: float = 0.0
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
 
 
 def produce(url: str, stream: str, ticks: Path) -> subprocess.Popen[str]:
@@ -79,8 +82,8 @@ def observe(dataset: str, url: str, stream: str, done: Callable[[], bool], seen:
                     break
                 known.add(snapshot.snapshot_id)
                 record = tables.run_record(snapshot)
-                if record.get("position"):
-                    seen.commits.append((now_ms, (record["position"][0], record["position"][1])))
+                if record is not None and record.position:
+                    seen.commits.append((now_ms, (record.position[0], record.position[1])))
                     seen.records.append(record)
         if time.monotonic() - last_backlog >= 1:
             last_backlog = time.monotonic()
@@ -123,14 +126,14 @@ def summary(
 
     first_ms = parse_id(ticks[0][0])[0] if ticks else 0
     last_commit = max((at for at, _ in commits), default=first_ms)
-    rows_in = sum(r["rows_in"] for r in seen.records)
+    rows_in = sum(r.rows_in for r in seen.records)
     return {
         "name": name,
         "produced": produced["events"],
         "bad": produced["bad"],
         "rows_in": rows_in,
-        "stored": sum(r["rows_stored"] for r in seen.records),
-        "quarantined": sum(r["rows_quarantined"] for r in seen.records),
+        "stored": sum(r.rows_stored for r in seen.records),
+        "quarantined": sum(r.rows_quarantined for r in seen.records),
         "batches": len(seen.records),
         "events_per_second": produced["events"] / max((last_commit - first_ms) / 1000, 1e-3),
         "p50": quantile(0.5),
@@ -163,7 +166,7 @@ def run_load(
             return True
         if producer.poll() is None or not produced:
             return False
-        return bool(sum(r["rows_in"] for r in seen.records) >= produced["events"])
+        return bool(sum(r.rows_in for r in seen.records) >= produced["events"])
 
     threads = [threading.Thread(target=observe, args=(dataset, url, stream, caught_up, seen))]
     if consume is not None:
@@ -199,7 +202,7 @@ def engine_loop(pipeline: Any, target: str) -> Consumer:
                 time.sleep(0.2)
                 continue
             record = engine.commit(pipeline, key, results, target, {}, key=b"bench-key")
-            redis_stream.acknowledge(pipeline, record["position"])
+            redis_stream.acknowledge(pipeline, record.position)
 
     return consume
 

@@ -324,8 +324,8 @@ def _assert_merchant_daily_matches_duckdb(derived: str, home: Path, monkeypatch:
     _use_the_stacks_catalog(home, monkeypatch)
     table = tables.load("merchant_daily")
     assert table is not None
-    (made,) = [r for r in tables.history(table) if r["lineage"]["transactions"] == found[2]]
-    rows = table.scan(snapshot_id=made["snapshot_id"]).to_arrow()
+    (made,) = [r for r in tables.history(table) if (r.lineage or {}).get("transactions") == found[2]]
+    rows = table.scan(snapshot_id=made.snapshot_id).to_arrow()
     keys = [("day", "ascending"), ("merchant", "ascending"), ("currency", "ascending")]
     assert rows.num_rows == int(found[1]) > 0
     assert rows.sort_by(keys).to_pylist() == duckdb_merchant_daily(int(found[2]))

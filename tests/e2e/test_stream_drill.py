@@ -153,7 +153,7 @@ def test_every_event_is_committed_once_through_a_killed_shard_a_killed_triggerer
         table = tables.load("card_events")
         assert table is not None
         ids = table.scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist()
-        quarantined = sum(record["rows_quarantined"] for record in tables.history(table, limit=10_000))
+        quarantined = sum(record.rows_quarantined for record in tables.history(table, limit=10_000))
         assert len(ids) == len(set(ids)) == good and quarantined == sum(p["bad"] for p in produced)
     finally:
         assert stack.ctrl_c() == 0

@@ -12,6 +12,7 @@ import pytest
 
 from base_platform.pipelines.data_control import table_actions
 from base_platform.pipelines.data_control.form_params import SPLITS
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT
@@ -51,14 +52,15 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
 ) -> None:
     monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path / "artifacts"))
     pipeline = pipeline_named("transactions")
-    first: dict[str, Any] = {}
+    first: RunRecord | None = None
     for number in (1, 2):
         generate(300, "csv", 0.0, tmp_path / f"in{number}", seed=number)
         record = run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
         first = first or record
+    assert first is not None
     conf = {
         "dataset": "transactions",
-        "to": str(first["snapshot_id"]),
+        "to": str(first.snapshot_id),
         "reason": "bad upstream",
         "dry_run": False,
     }
@@ -70,10 +72,10 @@ def test_a_rollback_run_sets_the_table_back_and_reports_it(
     assert (report["rows_leaving"], report["why"], report["to_snapshot"]) == (
         300,
         "bad upstream",
-        first["snapshot_id"],
+        first.snapshot_id,
     )
     # through the alias, an event on the dataset's Asset: publish_transactions follows the table back
-    assert events_of(dag_run.run_id) == [{"snapshot_id": str(first["snapshot_id"]), "reason": "rollback"}]
+    assert events_of(dag_run.run_id) == [{"snapshot_id": str(first.snapshot_id), "reason": "rollback"}]
 
 
 def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(

@@ -38,8 +38,8 @@ def test_merchant_daily_derives_from_the_transactions_snapshot_and_matches_duckd
     snapshot = int(event["snapshot_id"])
     assert stored("merchant_daily") == duckdb_merchant_daily(snapshot)
     (record,) = tables.history(tables.load("merchant_daily"))
-    assert record["lineage"] == {"transactions": str(snapshot)} and record["full_refresh"] is True
-    assert record["dag_run"] == f"pipeline_merchant_daily/{derived.run_id}"
+    assert record.lineage == {"transactions": str(snapshot)} and record.full_refresh is True
+    assert record.dag_run == f"pipeline_merchant_daily/{derived.run_id}"
 
     again, states = pipeline_run("pipeline_merchant_daily")  # the same snapshot: nothing new
     assert again.state == "success" and states["commit"] == "skipped", states

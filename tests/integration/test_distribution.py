@@ -81,16 +81,18 @@ def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_valu
     pipeline = pipeline_named("transactions")
     generate_run(300, tmp_path / "in1", 1)
     first = run(pipeline, tmp_path / "in1", tmp_path / "out", "run-1")
+    assert first.snapshot_id is not None
 
-    published = publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    published = publishing.publish_postgres(pipeline, table(), first.snapshot_id, TARGET)
     assert (published["published"], published["rows_upserted"], published["whole"]) == (True, 300, True)
-    again = publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    again = publishing.publish_postgres(pipeline, table(), first.snapshot_id, TARGET)
     assert again["published"] is False and count(consumer) == 300
 
     generate_run(200, tmp_path / "in2", 2)
     second = run(pipeline, tmp_path / "in2", tmp_path / "out", "run-2")
-    grown = publishing.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
-    assert (grown["since"], grown["whole"], grown["rows_upserted"]) == (first["snapshot_id"], False, 200)
+    assert second.snapshot_id is not None
+    grown = publishing.publish_postgres(pipeline, table(), second.snapshot_id, TARGET)
+    assert (grown["since"], grown["whole"], grown["rows_upserted"]) == (first.snapshot_id, False, 200)
     assert count(consumer) == 500
 
     # the stored digest went out as it is stored; no raw e-mail or phone is anywhere in the rows
@@ -111,11 +113,12 @@ def test_postgres_gets_each_snapshot_once_new_columns_and_never_a_protected_valu
 
     evolved = with_new_column(pipeline, tmp_path / "in3")
     third = run(evolved, tmp_path / "in3", tmp_path / "out", "run-3")
-    publishing.publish_postgres(evolved, table(), third["snapshot_id"], TARGET)
+    assert third.snapshot_id is not None
+    publishing.publish_postgres(evolved, table(), third.snapshot_id, TARGET)
     consumer.execute("SELECT loyalty_tier, count(*) FROM curated.transactions GROUP BY 1 ORDER BY 1")
     assert consumer.fetchall() == [("gold", 200), (None, 500)]
     consumer.execute("SELECT snapshot_id FROM base_publications")
-    assert consumer.fetchall() == [(third["snapshot_id"],)]
+    assert consumer.fetchall() == [(third.snapshot_id,)]
 
 
 def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
@@ -128,12 +131,11 @@ def test_a_rollback_publishes_the_whole_snapshot_and_the_rows_that_left_go(
     for number in (1, 2):
         generate_run(150, tmp_path / f"in{number}", number)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-    publishing.publish_postgres(pipeline, table(), records[1]["snapshot_id"], TARGET)
+    assert records[0].snapshot_id is not None and records[1].snapshot_id is not None
+    publishing.publish_postgres(pipeline, table(), records[1].snapshot_id, TARGET)
     assert count(consumer) == 300
-    table_actions.rollback(
-        "transactions", records[0]["snapshot_id"], dry_run=False, who="test", why="bad run 2"
-    )
-    back = publishing.publish_postgres(pipeline, table(), records[0]["snapshot_id"], TARGET)
+    table_actions.rollback("transactions", records[0].snapshot_id, dry_run=False, who="test", why="bad run 2")
+    back = publishing.publish_postgres(pipeline, table(), records[0].snapshot_id, TARGET)
     assert (back["whole"], back["rows_deleted"]) == (True, 150)
     assert count(consumer) == 150
 
@@ -149,15 +151,17 @@ def test_an_s3_export_follows_a_rollback_to_a_snapshot_it_exported_before(
     for number in (1, 2):
         generate_run(150, tmp_path / f"in{number}", number)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-        publishing.export_s3(pipeline, table(), records[-1]["snapshot_id"], target)
-    first = records[0]["snapshot_id"]
+        assert records[-1].snapshot_id is not None
+        publishing.export_s3(pipeline, table(), records[-1].snapshot_id, target)
+    first = records[0].snapshot_id
+    assert first is not None
     table_actions.rollback("transactions", first, dry_run=False, who="test", why="bad run 2")
     back = publishing.export_s3(pipeline, table(), first, target)
     assert back["published"] is True and back["rows"] == 150
     newest = publishing.published_export(Location.of(target.uri))
     assert newest is not None and (newest["snapshot_id"], newest["export"]) == (first, 3)
     assert newest["folder"] == f"snapshot={first}.3" and newest["whole"] is True
-    assert newest["since_snapshot_id"] == records[1]["snapshot_id"]
+    assert newest["since_snapshot_id"] == records[1].snapshot_id
     assert publishing.export_s3(pipeline, table(), first, target)["published"] is False
 
 
@@ -165,15 +169,17 @@ def test_a_failed_publish_leaves_the_consumer_as_it_was(consumer: Any, iceberg: 
     pipeline = pipeline_named("transactions")
     generate_run(100, tmp_path / "in", 1)
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
-    publishing.publish_postgres(pipeline, table(), first["snapshot_id"], TARGET)
+    assert first.snapshot_id is not None
+    publishing.publish_postgres(pipeline, table(), first.snapshot_id, TARGET)
     consumer.execute("ALTER TABLE curated.transactions ADD COLUMN not_in_contract text")
     generate_run(100, tmp_path / "in2", 2)
     second = run(pipeline, tmp_path / "in2", tmp_path / "out", "run-2")
+    assert second.snapshot_id is not None
     with pytest.raises(publishing.PublishError, match="not_in_contract"):
-        publishing.publish_postgres(pipeline, table(), second["snapshot_id"], TARGET)
+        publishing.publish_postgres(pipeline, table(), second.snapshot_id, TARGET)
     assert count(consumer) == 100
     consumer.execute("SELECT snapshot_id FROM base_publications")
-    assert consumer.fetchall() == [(first["snapshot_id"],)]
+    assert consumer.fetchall() == [(first.snapshot_id,)]
 
 
 EXPORT = S3Target(target="s3", name="partners", uri="s3://consumers/transactions")
@@ -217,7 +223,8 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
     for number in range(4):  # 4 runs x 3 files x 5 days: 60 data files to export
         generate_run(600, tmp_path / f"in{number}", number, files=3)
         record = run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")
-    snapshot_id = record["snapshot_id"]
+    snapshot_id = record.snapshot_id
+    assert snapshot_id is not None
 
     env = os.environ | {"PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
     exporter = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(snapshot_id)], env=env)
@@ -245,7 +252,8 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
 
     generate_run(300, tmp_path / "more", 9)
     later = run(pipeline, tmp_path / "more", tmp_path / "out", "run-9")
-    step = publishing.export_s3(pipeline, table(), later["snapshot_id"], EXPORT)
+    assert later.snapshot_id is not None
+    step = publishing.export_s3(pipeline, table(), later.snapshot_id, EXPORT)
     newest = publishing.published_export(Location.of(EXPORT.uri))
     assert newest is not None and newest["since_snapshot_id"] == snapshot_id
     assert step["rows"] == 2400 + 300  # the changed partitions, whole: every day had a new file

@@ -27,7 +27,7 @@ def test_a_media_pipeline_stores_a_row_per_file_and_quarantines_the_broken(
     assert run.state == "success", states
     assert states["commit"] == states["audit"] == "success", states
     (record,) = tables.history(tables.load(dataset))
-    assert (record["rows_in"], record["rows_stored"], record["rows_quarantined"]) == (
+    assert (record.rows_in, record.rows_stored, record.rows_quarantined) == (
         60,
         made["stored"],
         made["quarantined"],

@@ -14,6 +14,7 @@ import pytest
 
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import derived, engine
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import MERCHANT_CATEGORIES
 from benchmarks.streamgen import MERCHANTS, merchant_name, write_merchants
@@ -31,7 +32,7 @@ def _catalog(iceberg: Path) -> Path:
     return iceberg
 
 
-def operator_run(name: str, tmp_path: Path, run_key: str) -> dict[str, Any] | None:
+def operator_run(name: str, tmp_path: Path, run_key: str) -> RunRecord | None:
     """A run of a derived pipeline as its DAG makes it: derive, discover, shards, commit (audited)."""
     pipeline = pipeline_named(name)
     made = derived.derive(pipeline, str(tmp_path / name / "derived"), {})
@@ -60,7 +61,7 @@ def reference(tmp_path: Path) -> None:
     merchants, target = pipeline_named("merchants"), str(tmp_path / "merchants" / "out")
     shards = engine.discover(merchants, str(incoming), target, False)
     results = [engine.process_shard(merchants, shard, "m-1", target, KEY) for shard in shards]
-    stored = engine.commit(merchants, "m-1", results, target, {}, key=KEY)["rows_stored"]
+    stored = engine.commit(merchants, "m-1", results, target, {}, key=KEY).rows_stored
     assert stored == KNOWN + len(MERCHANT_CATEGORIES)  # and the generated transactions' merchants
 
 
@@ -81,13 +82,13 @@ def test_route_and_join_append_only_what_each_commit_added_and_quarantine_the_un
     first = operator_run("card_authorisations", tmp_path, "a-1")
     reversals = operator_run("card_reversals", tmp_path, "r-1")
     assert first is not None and reversals is not None
-    assert first["lineage"]["card_events"] and first["lineage"]["merchants"]  # as of the batch
+    assert first.lineage and first.lineage["card_events"] and first.lineage["merchants"]  # as of the batch
     everything = rows("card_events", "event_id", "event_type", "merchant")
     unknown = [
         e for e in everything if e["event_type"] == "authorisation" and e["merchant"] >= merchant_name(KNOWN)
     ]
-    assert first["rows_in"] + reversals["rows_in"] == produced.events  # every event routed once
-    assert first["rows_quarantined"] == len(unknown) > 0  # no category for an unknown merchant
+    assert first.rows_in + reversals.rows_in == produced.events  # every event routed once
+    assert first.rows_quarantined == len(unknown) > 0  # no category for an unknown merchant
     authorised = rows("card_authorisations", "event_id", "merchant", "category")
     assert all(row["category"] for row in authorised)
     assert operator_run("card_authorisations", tmp_path, "a-2") is None  # nothing appended since
@@ -97,7 +98,7 @@ def test_route_and_join_append_only_what_each_commit_added_and_quarantine_the_un
     second = operator_run("card_authorisations", tmp_path, "a-3")
     again = operator_run("card_reversals", tmp_path, "r-2")
     assert second is not None and again is not None
-    assert second["rows_in"] + again["rows_in"] == more.events  # only the appended events
+    assert second.rows_in + again.rows_in == more.events  # only the appended events
     ids = [row["event_id"] for row in rows("card_authorisations", "event_id")]
     reversed_ids = [row["event_id"] for row in rows("card_reversals", "event_id")]
     assert len(ids) == len(set(ids)) and not set(ids) & set(reversed_ids)
@@ -160,7 +161,7 @@ def test_windows_are_written_once_the_watermark_passes_and_late_events_are_quara
     send(server, early, 0)
     assert stream_run(stream, tmp_path / "events", "run-1") is not None
     first = operator_run("account_spend_5m", tmp_path, "w-1")
-    assert first is not None and first["position"] == (T0 + timedelta(minutes=20)).isoformat()  # 30 - 10
+    assert first is not None and first.position == (T0 + timedelta(minutes=20)).isoformat()  # 30 - 10
     assert spend() == expected(early, T0 + timedelta(minutes=20)) and len(spend()) == 8  # 4 per account
 
     late = [("acct-a", T0 + timedelta(minutes=2), "100.00", kind(0))] * 3  # its window was written
@@ -169,8 +170,8 @@ def test_windows_are_written_once_the_watermark_passes_and_late_events_are_quara
     send(server, late + in_time + later, 1_000)
     assert stream_run(stream, tmp_path / "events", "run-2") is not None
     second = operator_run("account_spend_5m", tmp_path, "w-2")
-    assert second is not None and second["position"] == (T0 + timedelta(minutes=30)).isoformat()  # 40 - 10
-    assert second["rows_quarantined"] == 3  # the late ones, not dropped
+    assert second is not None and second.position == (T0 + timedelta(minutes=30)).isoformat()  # 40 - 10
+    assert second.rows_quarantined == 3  # the late ones, not dropped
     assert len([r for r in rows_of_quarantine(tmp_path) if r.startswith("late")]) == 3
     assert spend() == expected(early + in_time + later, T0 + timedelta(minutes=30))  # each once, no late
 

@@ -54,13 +54,14 @@ def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_
     assert current is not None and current.location() == str(target)
     (snapshot,) = current.snapshots()
     manifest = tables.run_record(snapshot)
+    assert manifest is not None
     # the tracker: the snapshot names its DAG run, and the catalog entry lists both
-    assert manifest["dag_run"] == f"{DAG_ID}/{dag_run.run_id}"
-    assert manifest["rows_in"] == 4000 == manifest["rows_stored"] + manifest["rows_quarantined"]
-    assert manifest["rows_quarantined"] == summary.corrupt and manifest["gb_per_hour"] > 0
-    assert set(manifest["stage_seconds"]) == {"ingestion", "contracts", "quality", "security", "storage"}
+    assert manifest.dag_run == f"{DAG_ID}/{dag_run.run_id}"
+    assert manifest.rows_in == 4000 == manifest.rows_stored + manifest.rows_quarantined
+    assert manifest.rows_quarantined == summary.corrupt and (manifest.gb_per_hour or 0) > 0
+    assert set(manifest.stage_seconds) == {"ingestion", "contracts", "quality", "security", "storage"}
     table = current.scan().to_arrow()
-    assert table.num_rows == manifest["rows_stored"] and "event_date" not in table.schema.names
+    assert table.num_rows == manifest.rows_stored and "event_date" not in table.schema.names
     key = load_vault_scenario("default.yaml").kv["secret/platform/pipelines"]["hmac_key"].encode()
     emails = set(table.column("customer_email").to_pylist())
     with (root / "data/transactions/incoming/transactions-0000.csv").open(
@@ -75,12 +76,12 @@ def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_
     assert catalog["history"] == [
         {
             "snapshot_id": snapshot.snapshot_id,
-            "committed_at": manifest["committed_at"],
+            "committed_at": manifest.committed_at,
             "operation": "append",
-            "run": manifest["run"],
-            "dag_run": manifest["dag_run"],
-            "rows_stored": manifest["rows_stored"],
-            "files": manifest["files"],
+            "run": manifest.run,
+            "dag_run": manifest.dag_run,
+            "rows_stored": manifest.rows_stored,
+            "files": manifest.files,
         }
     ]
     before = published(target)

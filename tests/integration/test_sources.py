@@ -17,6 +17,7 @@ import pytest
 from base_platform.pipelines.data_ingestion import sources
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import HttpSource, Pagination, Pipeline, PostgresSource, pipeline_named
 from sandbox.records_api import RecordsApi
 from tests.conftest import free_port
@@ -72,7 +73,7 @@ def bad_rows(first: int, last: int) -> int:
     return sum(1 for i in range(first, last + 1) if i % BAD_EVERY == 0)
 
 
-def run(pipeline: Pipeline, target: Path, run_key: str) -> dict[str, Any] | None:
+def run(pipeline: Pipeline, target: Path, run_key: str) -> RunRecord | None:
     """discover → process_shard → commit, as the DAG runs them (results through XCom's JSON)."""
     shards = engine.discover(pipeline, "", str(target), False)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
@@ -113,16 +114,16 @@ def test_postgres_reads_new_rows_only_in_keyset_chunks_typed_by_the_contract(
     assert len(spans) == 3 and spans[0]["after"] is None  # 2,500 rows in chunks of 1,000
     assert all(later["after"] == earlier["upto"] for earlier, later in itertools.pairwise(spans))
     first = run(pipeline, target, "run-1")
-    assert first is not None and first["published"]
-    assert first["rows_in"] == 2500 and first["rows_quarantined"] == bad_rows(1, 2500)
-    assert first["position"] == (START + timedelta(seconds=2500)).isoformat()
+    assert first is not None and first.published
+    assert first.rows_in == 2500 and first.rows_quarantined == bad_rows(1, 2500)
+    assert first.position == (START + timedelta(seconds=2500)).isoformat()
     assert stored_ids("pg-") == expected_ids("pg-", 1, 2500)
 
     insert(source_db, 2501, 3200)
     (shard,) = engine.discover(pipeline, "", str(target), False)
-    assert shard.span == {"after": first["position"], "upto": (START + timedelta(seconds=3200)).isoformat()}
+    assert shard.span == {"after": first.position, "upto": (START + timedelta(seconds=3200)).isoformat()}
     second = run(pipeline, target, "run-2")
-    assert second is not None and second["rows_in"] == 700  # only the new rows
+    assert second is not None and second.rows_in == 700  # only the new rows
     assert stored_ids("pg-") == expected_ids("pg-", 1, 3200)  # each once
     assert run(pipeline, target, "run-3") is None  # nothing new: no shard, no snapshot
 
@@ -142,10 +143,10 @@ def test_a_postgres_run_killed_mid_way_is_resumed_by_the_next_without_loss_or_du
     engine.process_shard(pipeline, killed[0], "run-killed", str(target), KEY)  # then the worker died
     insert(source_db, 2501, 2600)  # rows that arrive before the next run
     record = run(pipeline, target, "run-2")
-    assert record is not None and record["rows_in"] == 2600
+    assert record is not None and record.rows_in == 2600
     assert stored_ids("pg-") == expected_ids("pg-", 1, 2600)
     retried = run(pipeline, target, "run-2")  # a retry of the committed run adds nothing
-    assert retried is None or retried["snapshot_id"] == record["snapshot_id"]
+    assert retried is None or retried.snapshot_id == record.snapshot_id
     assert stored_ids("pg-") == expected_ids("pg-", 1, 2600)
 
 
@@ -192,15 +193,15 @@ def test_http_pages_survives_429s_and_5xx_and_then_reads_only_new_records(
     records_api.rows, records_api.bad_every = 1050, 101
     records_api.throttle_every, records_api.fail_every = 4, 7
     first = run(pipeline, target, "run-1")
-    assert first is not None and first["rows_in"] == 1050
-    assert first["rows_quarantined"] == 1050 // 101  # "lots" is not a decimal
+    assert first is not None and first.rows_in == 1050
+    assert first.rows_quarantined == 1050 // 101  # "lots" is not a decimal
     assert {429, 503} <= set(records_api.answered)  # and each was retried
     assert stored_ids("api-") == sorted(f"api-{i:08d}" for i in range(1, 1051) if i % 101)
-    assert first["position"] == (START + timedelta(seconds=1050)).isoformat()
+    assert first.position == (START + timedelta(seconds=1050)).isoformat()
 
     records_api.rows += 230
     second = run(pipeline, target, "run-2")
-    assert second is not None and second["rows_in"] == 230  # only the records after the cursor
+    assert second is not None and second.rows_in == 230  # only the records after the cursor
     assert stored_ids("api-") == sorted(f"api-{i:08d}" for i in range(1, 1281) if i % 101)
     assert run(pipeline, target, "run-3") is None  # nothing new: no snapshot
 
@@ -216,7 +217,7 @@ def test_an_http_run_killed_mid_way_is_read_again_and_a_refusal_is_not_retried(
     del pages
     records_api.rows += 40
     record = run(pipeline, target, "run-2")
-    assert record is not None and record["rows_in"] == 540
+    assert record is not None and record.rows_in == 540
     assert stored_ids("api-") == [f"api-{i:08d}" for i in range(1, 541)]
 
     records_api.rows += 10
@@ -230,4 +231,4 @@ def test_an_http_run_killed_mid_way_is_read_again_and_a_refusal_is_not_retried(
         engine.process_shard(pipeline, shard, "run-3", str(target), KEY)
     assert records_api.answered == [401] and TOKEN not in str(refused.value)  # no retry, no secret
     records_api.token = TOKEN
-    assert (record := run(pipeline, target, "run-3")) is not None and record["rows_in"] == 10
+    assert (record := run(pipeline, target, "run-3")) is not None and record.rows_in == 10

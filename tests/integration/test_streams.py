@@ -22,6 +22,7 @@ from base_platform.pipelines.data_ingestion.sources import redis_stream
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_streaming.backlog_trigger import StreamBacklogTrigger
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, StreamBatch, pipeline_named
 from benchmarks.streamgen import Produced, produce
 from tests.conftest import ROOT, free_port
@@ -81,16 +82,16 @@ def events(server: Redis, count: int, bad: float = 0.0, first: int = 0) -> Produ
     return produced
 
 
-def run(pipeline: Pipeline, target: Path, run_key: str, ack: bool = True) -> dict[str, Any] | None:
+def run(pipeline: Pipeline, target: Path, run_key: str, ack: bool = True) -> RunRecord | None:
     """A batch as ``pipeline_card_events`` runs it: discover, shards, commit and audit, ack."""
     shards = engine.discover(pipeline, "", str(target), False)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
     if sources.nothing_new(results):
         return None
     record = engine.commit(pipeline, run_key, via_xcom(results), str(target), {}, key=KEY)
-    assert record["published"], record
+    assert record.published, record
     if ack:
-        redis_stream.acknowledge(pipeline, record["position"])
+        redis_stream.acknowledge(pipeline, record.position)
     return record
 
 
@@ -115,14 +116,14 @@ def test_a_stream_is_committed_in_batches_exactly_once_and_acked_after_each_comm
     pipeline, target = card_events(), tmp_path / "out"
     produced = events(server, 30_000, bad=0.01)
     first = run(pipeline, target, "run-1")
-    assert first is not None and first["rows_in"] == 20_000  # backpressure: max_events
+    assert first is not None and first.rows_in == 20_000  # backpressure: max_events
     twenty_thousandth = server.client().xrange(STREAM, count=20_000)[-1][0]
-    assert first["position"] == list(parse_id(twenty_thousandth))  # the last entry id, in the snapshot
+    assert first.position == list(parse_id(twenty_thousandth))  # the last entry id, in the snapshot
     assert pending(server) == 0
     second = run(pipeline, target, "run-2")
-    assert second is not None and second["rows_in"] == produced.events - 20_000
+    assert second is not None and second.rows_in == produced.events - 20_000
     assert run(pipeline, target, "run-3") is None  # drained
-    quarantined = first["rows_quarantined"] + second["rows_quarantined"]
+    quarantined = first.rows_quarantined + second.rows_quarantined
     assert quarantined == produced.bad
     exactly_once(committed(), produced.events, produced.bad)
 
@@ -144,7 +145,7 @@ def test_a_run_killed_mid_batch_is_claimed_by_the_next_and_committed_once(
     assert child.returncode == -signal.SIGKILL
     assert pending(server) == produced.events  # delivered to the dead consumer, never committed
     record = run(pipeline, target, "run-2")
-    assert record is not None and record["rows_in"] == produced.events  # claimed, then read
+    assert record is not None and record.rows_in == produced.events  # claimed, then read
     assert pending(server) == 0 and run(pipeline, target, "run-3") is None
     exactly_once(committed(), produced.events, 0)
 
@@ -158,7 +159,7 @@ def test_a_commit_not_yet_acked_is_acked_by_the_next_run_not_written_twice(
     assert pending(server) == produced.events
     more = events(server, 3_000, first=produced.events)
     record = run(pipeline, target, "run-2")
-    assert record is not None and record["rows_in"] == more.events  # the committed ones not again
+    assert record is not None and record.rows_in == more.events  # the committed ones not again
     assert pending(server) == 0
     exactly_once(committed(), produced.events + more.events, 0)
 
@@ -175,9 +176,9 @@ def test_a_redis_restart_with_aof_loses_and_doubles_nothing(server: Redis, tmp_p
     retried = [engine.process_shard(pipeline, shard, "run-2", str(target), KEY) for shard in shards]
     assert [r.rows_in for r in retried] == [r.rows_in for r in staged]  # claimed back, the same
     record = engine.commit(pipeline, "run-2", via_xcom(retried), str(target), {}, key=KEY)
-    redis_stream.acknowledge(pipeline, record["position"])
+    redis_stream.acknowledge(pipeline, record.position)
     last = events(server, 3_000, first=produced.events + more.events)
-    assert (third := run(pipeline, target, "run-3")) is not None and third["rows_in"] == last.events
+    assert (third := run(pipeline, target, "run-3")) is not None and third.rows_in == last.events
     exactly_once(committed(), produced.events + more.events + last.events, 0)
 
 
@@ -236,5 +237,5 @@ def test_batches_of_any_size_are_published_a_stream_has_no_row_band(server: Redi
         produced = events(server, size, first=first)
         first += produced.events
         record = run(pipeline, target, f"run-{first}")  # asserts it was published
-        assert record is not None and record["rows_in"] == produced.events
+        assert record is not None and record.rows_in == produced.events
     exactly_once(committed(), first, 0)

@@ -78,7 +78,7 @@ def datasets(user: User) -> list[dict[str, Any]]:
                 "contract_version": pipeline.contract.version,
                 "snapshot_id": snapshot.snapshot_id if snapshot else None,
                 "rows": int(summary.get("total-records", 0)),
-                "freshness": last[-1].get("freshness") if last else None,
+                "freshness": list(fresh) if last and (fresh := last[-1].freshness) is not None else None,
             }
         )
     return listed

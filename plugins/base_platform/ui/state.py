@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import default_catalog
 from base_platform.catalog.models import Wave
 from base_platform.types import JSON
+
+if TYPE_CHECKING:
+    from base_platform.pipelines.run_records import RunRecord
 
 CACHE_SECONDS = 10.0
 T = TypeVar("T")
@@ -103,20 +106,20 @@ def _read_pipelines() -> list[JSON]:
             {
                 "dataset": spec.name,
                 "dag_id": f"pipeline_{spec.name}",
-                "last_run": last["run"] if last else None,
-                "snapshot_id": last["snapshot_id"] if last else None,
-                "committed_at": last["committed_at"] if last else None,
-                "freshness_age_seconds": _age(last["committed_at"]) if last else None,
+                "last_run": last.run if last else None,
+                "snapshot_id": last.snapshot_id if last else None,
+                "committed_at": last.committed_at if last else None,
+                "freshness_age_seconds": _age(last.committed_at) if last and last.committed_at else None,
                 "freshness_slo_seconds": min(slo) if slo else None,
-                "rows_in": last["rows_in"] if last else 0,
-                "rows_stored": last["rows_stored"] if last else 0,
-                "rows_quarantined": last["rows_quarantined"] if last else 0,
+                "rows_in": last.rows_in if last else 0,
+                "rows_stored": last.rows_stored if last else 0,
+                "rows_quarantined": last.rows_quarantined if last else 0,
                 "quarantine_rate": _rate(last),
-                "gb_per_hour": last["gb_per_hour"] if last else 0.0,
-                "wall_seconds": last.get("wall_seconds", 0.0) if last else 0.0,
-                "history": [{"gb_per_hour": r["gb_per_hour"], "quarantine_rate": _rate(r)} for r in runs],
+                "gb_per_hour": last.gb_per_hour if last else 0.0,
+                "wall_seconds": last.wall_seconds if last and last.wall_seconds is not None else 0.0,
+                "history": [{"gb_per_hour": r.gb_per_hour, "quarantine_rate": _rate(r)} for r in runs],
                 "breaker": held.model_dump(exclude={"transitions", "last_counted_run"}),
-                "lag": (last.get("lag") or None) if last else None,  # a stream's backlog as its batch began
+                "lag": last.lag or None if last else None,  # a stream's backlog as its batch began
             }
         )
     return rows
@@ -157,10 +160,10 @@ def dag_runs(dag_ids: list[str]) -> dict[str, JSON]:
     return found
 
 
-def _rate(manifest: JSON | None) -> float:
-    if not manifest or not manifest["rows_in"]:
+def _rate(record: RunRecord | None) -> float:
+    if not record or not record.rows_in:
         return 0.0
-    return round(float(manifest["rows_quarantined"]) / float(manifest["rows_in"]), 6)
+    return round(float(record.rows_quarantined) / float(record.rows_in), 6)
 
 
 def _age(when: str) -> float:

@@ -38,11 +38,11 @@ def old_dataset(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         generate(400, "csv", 0.02, tmp_path / f"in{number}", seed=number)
         record = run(pipeline, tmp_path / f"in{number}", scratch / "out", f"run-{number}")
         table = tables.load("transactions")
-        assert table is not None
+        assert table is not None and record.snapshot_id is not None
         files = []
-        added = table.snapshot_by_id(record["snapshot_id"])
+        added = table.snapshot_by_id(record.snapshot_id)
         for index, task in enumerate(table.scan(snapshot_id=added.snapshot_id).plan_files()):  # type: ignore[union-attr]
-            if record["run"] not in task.file.file_path:
+            if record.run not in task.file.file_path:
                 continue
             rows = pq.read_table(task.file.file_path)
             day = rows.column("event_time")[0].as_py().date().isoformat()
@@ -58,7 +58,7 @@ def old_dataset(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     "rows": rows.num_rows,
                 }
             )
-        manifest = {key: record[key] for key in legacy_import.KEPT} | {
+        manifest = {key: record.to_json()[key] for key in legacy_import.KEPT} | {
             "committed_at": committed_at,
             "contract": pipeline.contract.model_dump(mode="json"),
             "files": files,
@@ -87,12 +87,12 @@ def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     assert [(r["run"], r["adopted"]) for r in report["runs"]] == [("run-1", True), ("run-2", True)]
     table = table_actions.dataset_table("transactions")
     history = tables.history(table)
-    assert [h["run"] for h in history] == ["run-1", "run-2"]
-    assert history[0]["adopted_committed_at"] == "2026-10-01T10:00:00+00:00"
+    assert [h.run for h in history] == ["run-1", "run-2"]
+    assert history[0].adopted_committed_at == "2026-10-01T10:00:00+00:00"
     assert (
         table_actions.read_dataset("transactions").num_rows
         == stored_rows(old_dataset)
-        == sum(h["rows_stored"] for h in history)
+        == sum(h.rows_stored for h in history)
     )
     for number in (1, 2):  # the runs' inputs are committed: nothing is taken twice
         assert engine.discover(pipeline, str(tmp_path / f"in{number}"), str(old_dataset), False) == []
@@ -100,8 +100,7 @@ def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     generate(300, "csv", 0.0, tmp_path / "in3", seed=3)
     record = run(pipeline, tmp_path / "in3", old_dataset, "run-3")
     assert (
-        table_actions.read_dataset("transactions").num_rows
-        == stored_rows(old_dataset) + record["rows_stored"]
+        table_actions.read_dataset("transactions").num_rows == stored_rows(old_dataset) + record.rows_stored
     )
 
 

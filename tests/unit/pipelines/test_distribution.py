@@ -24,7 +24,7 @@ def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_curr
     ids = []
     for number in (1, 2, 3):
         generate(50, "csv", 0.0, tmp_path / f"in{number}", seed=number)
-        ids.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}")["snapshot_id"])
+        ids.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}").snapshot_id)
     table = tables.load("transactions")
     assert table is not None
 

@@ -36,7 +36,7 @@ def test_encrypted_columns_need_vault_to_read_and_the_rest_stay_readable(
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), b"k") for shard in shards]
     manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=b"k")
-    assert (manifest["rows_stored"], manifest["rows_quarantined"]) == (300, 2)
+    assert (manifest.rows_stored, manifest.rows_quarantined) == (300, 2)
 
     table = tables.load("transactions")
     assert table is not None

@@ -26,7 +26,7 @@ from base_platform.pipelines.data_quality import key_uniqueness
 from base_platform.pipelines.data_security.protection import unseal
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import engine
-from base_platform.pipelines.run_records import ShardResult
+from base_platform.pipelines.run_records import RunRecord, ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT, iceberg_connection
@@ -46,7 +46,7 @@ def pipeline() -> Pipeline:
 
 def run(
     pipeline: Pipeline, source: Path, target: Path, run_key: str = "run-1", full: bool = False
-) -> dict[str, Any]:
+) -> RunRecord:
     shards = engine.discover(pipeline, str(source), str(target), full)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
     return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full, key=KEY)
@@ -83,10 +83,11 @@ def test_every_row_is_stored_or_quarantined_with_its_reason(
     pipeline = with_source(pipeline, format=fmt, glob=f"*.{fmt}")
     summary = generate(3000, fmt, 0.06, tmp_path / "in", files=2)
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
-    assert manifest["rows_in"] == 3000 == manifest["rows_stored"] + manifest["rows_quarantined"]
-    assert manifest["rows_quarantined"] == summary.corrupt
-    assert manifest["freshness"][0]["column"] == "event_time" and manifest["freshness"][0]["latest"]
-    assert stored(tmp_path / "out").num_rows == manifest["rows_stored"]
+    assert manifest.rows_in == 3000 == manifest.rows_stored + manifest.rows_quarantined
+    assert manifest.rows_quarantined == summary.corrupt
+    assert manifest.freshness and manifest.freshness[0]["column"] == "event_time"
+    assert manifest.freshness[0]["latest"]
+    assert stored(tmp_path / "out").num_rows == manifest.rows_stored
     reasons = " ".join(quarantined(tmp_path / "out").column("_reason").to_pylist())
     for expected in (
         "event_time: not a timestamp",
@@ -109,7 +110,7 @@ def test_stored_data_holds_no_plain_pii_and_is_zstd(pipeline: Pipeline, tmp_path
     assert table.column("customer_email").null_count == 0
     assert all(v.startswith("**") for v in table.column("card_last4").to_pylist())
     table = tables.load("transactions")
-    assert table is not None and manifest["files"] == len(list(table.scan().plan_files()))
+    assert table is not None and manifest.files == len(list(table.scan().plan_files()))
     first_file = next(iter(table.scan().plan_files())).file.file_path
     first = pq.ParquetFile(first_file).metadata.row_group(0)
     assert first.column(0).compression == "ZSTD"
@@ -125,14 +126,14 @@ def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everythin
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
     assert engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False) == []
     again = run(pipeline, tmp_path / "in", tmp_path / "out", "run-2", full=True)
-    assert again["rows_stored"] == first["rows_stored"] == stored(tmp_path / "out").num_rows
+    assert again.rows_stored == first.rows_stored == stored(tmp_path / "out").num_rows
     table = tables.load("transactions")
     assert table is not None
     assert [s.summary.operation.value for s in table.snapshots() if s.summary] == ["append", "overwrite"]
     # The rows are replaced; the first snapshot still holds them (time travel), and the monitor
     # still compares with the run the refresh replaced.
-    assert table.scan(snapshot_id=first["snapshot_id"]).to_arrow().num_rows == first["rows_stored"]
-    assert [r["run"] for r in tables.history(table)] == ["run-1", "run-2"]
+    assert table.scan(snapshot_id=first.snapshot_id).to_arrow().num_rows == first.rows_stored
+    assert [r.run for r in tables.history(table)] == ["run-1", "run-2"]
     # A full refresh starts the skip list over: only its own inputs are committed.
     assert set(tables.committed_inputs(table).values()) == {"run-2"}
 
@@ -146,9 +147,9 @@ def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tm
     results = [engine.process_shard(pipeline, s, "run-1", str(tmp_path / "out"), KEY) for s in shards]
     began = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     manifest = engine.commit(pipeline, "run-1", results, str(tmp_path / "out"), {}, started_at=began, key=KEY)
-    assert 3600 <= manifest["wall_seconds"] < 3660 and manifest["started_at"] == began
-    assert manifest["gb_per_hour"] == round(manifest["bytes_in"] / 1e9 / (manifest["wall_seconds"] / 3600), 3)
-    assert manifest["processing_seconds"] == round(sum(r.seconds for r in results), 3)
+    assert manifest.wall_seconds and 3600 <= manifest.wall_seconds < 3660 and manifest.started_at == began
+    assert manifest.gb_per_hour == round(manifest.bytes_in / 1e9 / (manifest.wall_seconds / 3600), 3)
+    assert manifest.processing_seconds == round(sum(r.seconds for r in results), 3)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
@@ -168,10 +169,10 @@ def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_
         quarantine = quarantined(tmp_path / f"out{shard_mb}")
         outcomes.append(
             (
-                manifest["rows_in"],
-                manifest["rows_quarantined"],
-                manifest["bytes_in"],
-                [i["source"] for i in manifest["inputs"]],
+                manifest.rows_in,
+                manifest.rows_quarantined,
+                manifest.bytes_in,
+                [i["source"] for i in manifest.inputs],
                 sorted(stored(tmp_path / f"out{shard_mb}").column("transaction_id").to_pylist()),
                 sorted(  # a repeat across pieces is worded as one across files
                     zip(
@@ -205,7 +206,7 @@ def test_a_cut_never_falls_inside_a_quoted_value(pipeline: Pipeline, tmp_path: P
     split = with_source(pipeline, shard_mb=1)
     assert len(engine.discover(split, str(tmp_path / "in"), str(tmp_path / "out"), False)) >= 3
     manifest = run(split, tmp_path / "in", tmp_path / "out")
-    assert (manifest["rows_in"], manifest["rows_stored"]) == (10_000, 10_000)
+    assert (manifest.rows_in, manifest.rows_stored) == (10_000, 10_000)
     assert all(
         value.startswith("line\n" * 20) for value in stored(tmp_path / "out").column("memo").to_pylist()
     )
@@ -240,7 +241,7 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
             engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
     manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
 
-    assert manifest["rows_in"] == 603 and manifest["rows_stored"] == 600 and manifest["rows_quarantined"] == 3
+    assert manifest.rows_in == 603 and manifest.rows_stored == 600 and manifest.rows_quarantined == 3
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600 and set(repeated) <= set(ids)
     quarantine = quarantined(tmp_path / "out").sort_by("_record")
@@ -280,7 +281,7 @@ def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     assert parts[-1].stop == 603 and sum(p.files for p in parts) == len(results[0].files)
 
     manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
-    assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (603, 600, 3)
+    assert (manifest.rows_in, manifest.rows_stored, manifest.rows_quarantined) == (603, 600, 3)
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600
     quarantine = quarantined(tmp_path / "out").sort_by("_record")
@@ -303,7 +304,7 @@ def test_two_unique_rules_across_files_each_quarantine_their_own_rows(
     with second.open("a", newline="") as out:
         csv.writer(out).writerows(records[:3] + renamed)  # 3 whole repeats, 2 with only the 2nd key
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
-    assert (manifest["rows_in"], manifest["rows_stored"], manifest["rows_quarantined"]) == (605, 600, 5)
+    assert (manifest.rows_in, manifest.rows_stored, manifest.rows_quarantined) == (605, 600, 5)
     assert Counter(quarantined(tmp_path / "out").column("_reason").to_pylist()) == {
         f"transaction_id: {key_uniqueness.REPEATED}": 3,
         f"account_id+event_time: {key_uniqueness.REPEATED}": 2,
@@ -348,8 +349,8 @@ def test_re_running_the_same_run_replaces_its_output(pipeline: Pipeline, tmp_pat
     generate(800, "csv", 0.02, tmp_path / "in")
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
     again = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1", full=True)
-    assert stored(tmp_path / "out").num_rows == first["rows_stored"] == again["rows_stored"]
-    assert quarantined(tmp_path / "out").num_rows == first["rows_quarantined"]
+    assert stored(tmp_path / "out").num_rows == first.rows_stored == again.rows_stored
+    assert quarantined(tmp_path / "out").num_rows == first.rows_quarantined
 
 
 def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -361,7 +362,7 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     published.parent.mkdir(parents=True)
     staged.rename(published)  # what a crash after the first move leaves behind
     manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
-    assert stored(tmp_path / "out").num_rows == manifest["rows_stored"] == sum(r.rows_stored for r in results)
+    assert stored(tmp_path / "out").num_rows == manifest.rows_stored == sum(r.rows_stored for r in results)
 
 
 def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
@@ -396,7 +397,7 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     assert visible == [] and no_snapshot()
     result = engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), KEY)
     manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {}, key=KEY)
-    assert manifest["rows_in"] == 400_000 == stored(tmp_path / "out").num_rows + manifest["rows_quarantined"]
+    assert manifest.rows_in == 400_000 == stored(tmp_path / "out").num_rows + manifest.rows_quarantined
 
 
 def test_a_breaking_contract_change_without_a_new_major_version_is_refused(

@@ -63,7 +63,7 @@ def erased(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
     # a third run's snapshot waits on the audit branch (its breaker tripped): the subject is there too
     generate(300, "csv", 0.25, tmp_path / "in3", seed=3)
     subject_file(tmp_path / "in3", 3, 1)
-    assert run(pipeline, tmp_path / "in3", tmp_path / "out", "run-3")["published"] is False
+    assert run(pipeline, tmp_path / "in3", tmp_path / "out", "run-3").published is False
     return table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
 
 
@@ -144,7 +144,7 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
     # The expired snapshots' inputs were carried over: a rerun of the same inputs adds nothing.
     table = table_actions.dataset_table("transactions")
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2"}
-    assert [h["run"] for h in tables.history(table)] == ["run-1", "run-2"]
+    assert [h.run for h in tables.history(table)] == ["run-1", "run-2"]
     for number in (1, 2):
         assert engine.discover(pipeline, str(tmp_path / f"in{number}"), str(tmp_path / "out"), False) == []
 
@@ -194,7 +194,8 @@ def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: 
             subject_file(tmp_path / "in2", 2, 1)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
     erased = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
-    assert erased["snapshots_expired"] == [records[1]["snapshot_id"]]
+    assert erased["snapshots_expired"] == [records[1].snapshot_id]
     # run-2's snapshot is gone, so the lineage ends at the erasure: run-1 is no longer an ancestor
+    assert records[0].snapshot_id is not None
     with pytest.raises(table_actions.ControlError, match="is not an ancestor"):
-        table_actions.rollback("transactions", records[0]["snapshot_id"], dry_run=True, who="ops", why="test")
+        table_actions.rollback("transactions", records[0].snapshot_id, dry_run=True, who="ops", why="test")

@@ -13,6 +13,7 @@ import pytest
 from base_platform.pipelines.data_control import maintenance, table_actions
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, Retention, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -31,7 +32,7 @@ def with_retention(pipeline: Pipeline, **fields: Any) -> Pipeline:
 
 
 @pytest.fixture
-def three_runs(pipeline: Pipeline, tmp_path: Path) -> list[dict[str, Any]]:
+def three_runs(pipeline: Pipeline, tmp_path: Path) -> list[RunRecord]:
     records = []
     for number in (1, 2, 3):
         generate(500, "csv", 0.0, tmp_path / f"in{number}", seed=number)
@@ -49,7 +50,7 @@ def rows(table: Any) -> list[tuple[Any, ...]]:
 
 
 def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_skip_list(
-    pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path
+    pipeline: Pipeline, three_runs: list[RunRecord], tmp_path: Path
 ) -> None:
     table = table_actions.dataset_table("transactions")
     before = rows(table)
@@ -68,18 +69,17 @@ def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_s
     assert rows(table) == before
     assert set(tables.committed_inputs(table).values()) == {"run-1", "run-2", "run-3"}
     history = tables.history(table)  # the monitor and the page keep the expired runs' records
-    assert [(h["run"], h["rows_stored"]) for h in history] == [
-        (r["run"], r["rows_stored"]) for r in three_runs
-    ]
+    assert [(h.run, h.rows_stored) for h in history] == [(r.run, r.rows_stored) for r in three_runs]
     assert engine.discover(pipeline, str(tmp_path / "in2"), str(tmp_path / "out"), False) == []
     assert maintenance.PENDING_DELETES not in table.properties
 
 
 def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
-    pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, three_runs: list[RunRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = table_actions.dataset_table("transactions")
-    table_actions.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=False, who="ops", why="test")
+    assert three_runs[0].snapshot_id is not None
+    table_actions.rollback("transactions", three_runs[0].snapshot_id, dry_run=False, who="ops", why="test")
     finish = maintenance.finish_deletes
 
     def killed(table: Any) -> dict[str, int]:
@@ -100,7 +100,7 @@ def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
 
 
 def test_retention_deletes_whole_days_before_the_cutoff(
-    pipeline: Pipeline, three_runs: list[dict[str, Any]]
+    pipeline: Pipeline, three_runs: list[RunRecord]
 ) -> None:
     kept_days = with_retention(pipeline, data_days=5)
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -120,7 +120,7 @@ def test_retention_deletes_whole_days_before_the_cutoff(
 
 
 def test_orphans_older_than_the_grace_go_and_the_engines_folders_stay(
-    pipeline: Pipeline, three_runs: list[dict[str, Any]], tmp_path: Path
+    pipeline: Pipeline, three_runs: list[RunRecord], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     old, fresh = out / "data" / "stray-old.parquet", out / "metadata" / "stray-new.avro"

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from base_platform.pipelines.data_security import hashing, protection
 from base_platform.pipelines.data_storage import staging_writer
 from base_platform.pipelines.quality_monitoring import anomalies
 from base_platform.pipelines.row_findings import Findings
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import (
     Column,
@@ -419,10 +421,25 @@ def test_robust_z_flags_an_outlier_only_with_enough_history() -> None:
 
 
 def test_a_stale_run_is_flagged_without_history() -> None:
-    manifest = {"rows_in": 10, "rows_quarantined": 0, "rows_stored": 10, "gb_per_hour": None}
+    record = RunRecord(
+        dataset="transactions",
+        run="r",
+        dag_run="",
+        interval={},
+        contract_version="1.0.0",
+        full_refresh=False,
+        rows_in=10,
+        rows_stored=10,
+        rows_quarantined=0,
+        bytes_in=0,
+        null_counts={},
+        processing_seconds=0.1,
+        stage_seconds={},
+        gb_per_hour=None,
+    )
     fresh = {"column": "event_time", "fresh": True, "age_hours": 1.0, "max_age_hours": 72}
-    assert anomalies.assess(manifest | {"freshness": [fresh]}, [])["status"] == "insufficient history"
-    stale = anomalies.assess(manifest | {"freshness": [fresh | {"fresh": False, "age_hours": 99.0}]}, [])
+    assert anomalies.assess(replace(record, freshness=(fresh,)), [])["status"] == "insufficient history"
+    stale = anomalies.assess(replace(record, freshness=(fresh | {"fresh": False, "age_hours": 99.0},)), [])
     assert stale["status"] == "anomalies" and stale["anomalies"] == ["freshness.event_time"]
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from base_platform.pipelines.data_storage import quarantine, tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.mediagen import generate
 from tests.unit.pipelines.test_engine import KEY
@@ -33,7 +34,7 @@ def _root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASE_PIPELINES_ROOT", str(tmp_path / "root"))
 
 
-def run(pipeline: Pipeline, source: Path, target: Path, run_key: str) -> tuple[dict[str, Any], int]:
+def run(pipeline: Pipeline, source: Path, target: Path, run_key: str) -> tuple[RunRecord, int]:
     shards = engine.discover(pipeline, str(source), str(target), False)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
     record = engine.commit(
@@ -55,10 +56,8 @@ def test_every_file_is_stored_or_quarantined_with_its_reason(kind: str, tmp_path
     pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"source": source})})
     made = generate(kind, 300, 0.04, tmp_path / "in")
     record, shards = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
-    assert record["rows_in"] == made["files"] == 300 and shards > 1
-    assert (record["rows_stored"], record["rows_quarantined"]) == (made["stored"], made["quarantined"]), (
-        record
-    )
+    assert record.rows_in == made["files"] == 300 and shards > 1
+    assert (record.rows_stored, record.rows_quarantined) == (made["stored"], made["quarantined"]), record
     rows = {Path(row["file"]).name: row for row in stored(PIPELINES[kind]).to_pylist()}
     expected = {name: e for name, e in made["expected"].items() if not e.get("quarantined")}
     assert set(rows) == set(expected)

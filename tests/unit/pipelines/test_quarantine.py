@@ -53,7 +53,7 @@ def test_no_protected_value_is_written_in_clear_anywhere(pipeline: Pipeline, tmp
     """Data, quarantine (rows and whole lines), manifests and index: scanned as raw bytes."""
     protected = faulty_input(tmp_path / "in", pipeline)
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
-    assert manifest["rows_quarantined"] >= 2 and (tmp_path / "out" / "_quarantine").is_dir()
+    assert manifest.rows_quarantined >= 2 and (tmp_path / "out" / "_quarantine").is_dir()
     written = every_byte(tmp_path / "out")
     assert len(protected) > 1000
     leaked = sorted(value for value in protected if value.encode() in written)
@@ -66,7 +66,7 @@ def test_an_authorised_user_shows_fixes_and_replays_quarantined_rows_once(
     faulty_input(tmp_path / "in", pipeline)
     first = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
     shown = list(quarantine.records(pipeline, str(tmp_path / "out"), KEY, "run-1"))
-    assert len(shown) == first["rows_quarantined"]
+    assert len(shown) == first.rows_quarantined
     [bad] = [r for r in shown if r["transaction_id"] == "t-quarantine-1"]
     assert (bad["customer_email"], bad["customer_phone"]) == (BAD_EMAIL, BAD_PHONE)  # unsealed
     assert bad["_reason"].startswith("customer_email: does not match")
@@ -80,7 +80,7 @@ def test_an_authorised_user_shows_fixes_and_replays_quarantined_rows_once(
     assert quarantine.main(["replay", *arguments]) == 0
     assert quarantine.main(["replay", *arguments]) == 0  # the same rows again: the same file
     replayed = run(pipeline, tmp_path / "in", tmp_path / "out", "run-2")
-    assert (replayed["rows_in"], replayed["rows_stored"], replayed["rows_quarantined"]) == (1, 1, 0)
+    assert (replayed.rows_in, replayed.rows_stored, replayed.rows_quarantined) == (1, 1, 0)
     assert engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False) == []
 
 

@@ -27,13 +27,13 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
     results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
     manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
 
-    assert manifest["rows_in"] == 2000 == manifest["rows_stored"] + manifest["rows_quarantined"]
+    assert manifest.rows_in == 2000 == manifest.rows_stored + manifest.rows_quarantined
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curated")["Contents"]]  # type: ignore[attr-defined]
     table = tables.load("transactions")
     assert table is not None and table.metadata_location.startswith("s3://curated/transactions/metadata/")
     data = [task.file.file_path for task in table.scan().plan_files()]
-    assert len(data) == manifest["files"] and {p.removeprefix("s3://curated/") for p in data} <= set(keys)
-    assert table.scan().to_arrow().num_rows == manifest["rows_stored"]
+    assert len(data) == manifest.files and {p.removeprefix("s3://curated/") for p in data} <= set(keys)
+    assert table.scan().to_arrow().num_rows == manifest.rows_stored
     assert not any("_staging" in key for key in keys), keys
     assert engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False) == []
 
@@ -47,8 +47,8 @@ def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path)
     assert len(shards) == 2 and shards[0].end == shards[1].start and shards[1].end == summary.bytes
     results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
     manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
-    assert manifest["rows_in"] == 9000 and manifest["rows_quarantined"] == summary.corrupt
-    assert manifest["inputs"] == [{"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum}]
+    assert manifest.rows_in == 9000 and manifest.rows_quarantined == summary.corrupt
+    assert manifest.inputs == ({"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum},)
 
 
 class _Requests(logging.Handler):

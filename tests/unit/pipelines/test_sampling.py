@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from base_platform.pipelines.data_control import sampling, table_actions
 from base_platform.pipelines.data_control.form_params import SPLITS
 from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
@@ -20,7 +20,7 @@ def pipeline() -> Pipeline:
     return pipeline_named("transactions")
 
 
-def grow(pipeline: Pipeline, tmp_path: Path, number: int, rows: int) -> dict[str, Any]:
+def grow(pipeline: Pipeline, tmp_path: Path, number: int, rows: int) -> RunRecord:
     generate(rows, "csv", 0.0, tmp_path / f"in{number}", seed=number)
     # datagen numbers ids from 0 on each call: give each run ids of its own
     for path in (tmp_path / f"in{number}").glob("*.csv"):
@@ -39,9 +39,9 @@ def test_a_split_keeps_every_key_in_its_split_as_the_data_grows(pipeline: Pipeli
     made = sampling.split(pipeline, "80/10/10", dag_run="dataset_split/manual-1")
     parts = {name: ids(f"transactions__{name}") for name in SPLITS}
     assert set.union(*parts.values()) == ids("transactions")  # every row, once
-    assert sum(len(p) for p in parts.values()) == first["rows_stored"]
+    assert sum(len(p) for p in parts.values()) == first.rows_stored
     assert 1400 < len(parts["train"]) < 1800 and 100 < len(parts["test"]) < 300
-    assert made["train"]["source"] == f"base.transactions@{first['snapshot_id']}"
+    assert made["train"]["source"] == f"base.transactions@{first.snapshot_id}"
     snapshot = tables.load("transactions__train").current_snapshot()  # type: ignore[union-attr]
     assert snapshot is not None and snapshot.summary is not None
     assert snapshot.summary.additional_properties[sampling.SOURCE] == made["train"]["source"]

@@ -55,8 +55,8 @@ def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(t
     summary = synthesizer.generate(pipeline.contract, 4000, tmp_path / "in", fault_rate=0.05)
     assert set(summary.faults) == set(synthesizer.FAULTS) and summary.corrupt == 200
     record = run(pipeline, tmp_path / "in", tmp_path / "out")
-    assert (record["rows_in"], record["rows_quarantined"]) == (4000, summary.corrupt)
-    assert record["rows_stored"] == 4000 - summary.corrupt
+    assert (record.rows_in, record.rows_quarantined) == (4000, summary.corrupt)
+    assert record.rows_stored == 4000 - summary.corrupt
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
@@ -71,7 +71,7 @@ def test_a_new_contract_gets_valid_rows_and_counted_faults(
     )
     sensors = sensors.model_copy(update={"spec": spec})
     record = run(sensors, tmp_path / "clean", tmp_path / "out")
-    assert (record["rows_stored"], record["rows_quarantined"], clean.corrupt) == (3000, 0, 0)
+    assert (record.rows_stored, record.rows_quarantined, clean.corrupt) == (3000, 0, 0)
 
     faulty = synthesizer.generate(
         sensors.contract, 3000, tmp_path / "faulty", rules=list(sensors.spec.quality), fmt=fmt,
@@ -80,7 +80,7 @@ def test_a_new_contract_gets_valid_rows_and_counted_faults(
     # the second run's keys repeat the first's: a full refresh replaces them
     record = run(sensors, tmp_path / "faulty", tmp_path / "out", "run-2", full=True)
     assert "duplicate_key" not in faulty.faults  # no unique rule checks the key here
-    assert record["rows_quarantined"] == faulty.corrupt == 300
+    assert record.rows_quarantined == faulty.corrupt == 300
     assert json.loads((tmp_path / "faulty" / "_synth.json").read_text())["corrupt"] == 300
 
 

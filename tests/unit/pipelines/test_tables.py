@@ -39,16 +39,16 @@ def test_a_run_is_one_snapshot_that_pyiceberg_and_polars_read_back(
     record = run(pipeline, tmp_path / "in", tmp_path / "out", "run-1")
     current = table()
     (snapshot,) = current.snapshots()
-    assert snapshot.snapshot_id == record["snapshot_id"] == current.current_snapshot().snapshot_id
-    assert current.scan().to_arrow().num_rows == record["rows_stored"]
+    assert snapshot.snapshot_id == record.snapshot_id == current.current_snapshot().snapshot_id
+    assert current.scan().to_arrow().num_rows == record.rows_stored
     polars = pl.scan_iceberg(current).select(pl.len()).collect().item()
-    assert polars == record["rows_stored"]
+    assert polars == record.rows_stored
     summary = snapshot.summary.additional_properties
-    assert summary["base.run"] == "run-1" and summary["added-records"] == str(record["rows_stored"])
-    assert record["rows_in"] == 3000 == record["rows_stored"] + record["rows_quarantined"]
-    assert len(record["inputs"]) == 3 and all(len(i["sha256"]) == 64 for i in record["inputs"])
-    assert set(record["stage_seconds"]) >= {"ingestion", "contracts", "quality", "security", "storage"}
-    assert record["null_counts"]["memo"] > 0  # the generator leaves some memos empty
+    assert summary["base.run"] == "run-1" and summary["added-records"] == str(record.rows_stored)
+    assert record.rows_in == 3000 == record.rows_stored + record.rows_quarantined
+    assert len(record.inputs) == 3 and all(len(i["sha256"]) == 64 for i in record.inputs)
+    assert set(record.stage_seconds) >= {"ingestion", "contracts", "quality", "security", "storage"}
+    assert record.null_counts["memo"] > 0  # the generator leaves some memos empty
     # The partition spec is the spec's partition_by; every data file holds one day.
     assert [f.name for f in current.spec().fields] == ["event_time_day"]
     days = {task.file.partition[0] for task in current.scan().plan_files()}
@@ -87,9 +87,9 @@ def test_a_commit_killed_and_retried_adds_its_files_exactly_once(
     current = table()
     assert len(current.snapshots()) == 1 and again == record
     paths = [task.file.file_path for task in current.scan().plan_files()]
-    assert len(paths) == len(set(paths)) == record["files"]
+    assert len(paths) == len(set(paths)) == record.files
     ids = current.scan(selected_fields=("transaction_id",)).to_arrow().column(0).to_pylist()
-    assert len(ids) == len(set(ids)) == record["rows_stored"] == sum(r.rows_stored for r in results)
+    assert len(ids) == len(set(ids)) == record.rows_stored == sum(r.rows_stored for r in results)
     assert not (tmp_path / "out" / "_staging").exists()
 
 
@@ -121,9 +121,9 @@ def test_a_new_optional_column_evolves_the_table_and_old_rows_read_null(
     assert "loyalty_tier" in current.schema().column_names
     assert '"version":"1.1.0"' in current.properties[tables.CONTRACT_PROPERTY]
     rows = current.scan().to_arrow()
-    assert rows.num_rows == first["rows_stored"] + second["rows_stored"]
+    assert rows.num_rows == first.rows_stored + second.rows_stored
     tiers = rows.column("loyalty_tier").to_pylist()
-    assert tiers.count(None) == first["rows_stored"] and tiers.count("gold") == second["rows_stored"]
+    assert tiers.count(None) == first.rows_stored and tiers.count("gold") == second.rows_stored
 
 
 def test_the_target_must_be_where_the_table_lives(pipeline: Pipeline, tmp_path: Path) -> None:

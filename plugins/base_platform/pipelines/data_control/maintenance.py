@@ -78,9 +78,10 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
     kept = [s for s in table.snapshots() if s.snapshot_id not in doomed]
     kept_files = set().union(*(reach.files(s) for s in kept))
     gone = set().union(*(reach.files(s) for s in table.snapshots() if s.snapshot_id in doomed)) - kept_files
-    kept_runs = {tables.run_record(s).get("run") for s in kept}
+    kept_runs = {record.run for s in kept if (record := tables.run_record(s)) is not None}
     carried = {sha: run for sha, run in tables.committed_inputs(table).items() if run not in kept_runs}
-    runs = [r for r in tables.history(table) if r["run"] not in kept_runs]  # the monitor's history stays
+    # the monitor's history stays
+    runs = [r.to_json() for r in tables.history(table) if r.run not in kept_runs]
     runs = [{k: v for k, v in r.items() if k not in ("inputs", "quarantine")} for r in runs]
     pending = json.loads(table.properties.get(PENDING_DELETES, "[]"))
     with table.transaction() as tx:

@@ -117,9 +117,7 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
             f"snapshot {target.snapshot_id} is not an ancestor of the current one ({current.snapshot_id})"
         )
     now, then = _files(table, current), _files(table, target)
-    undone = [
-        tables.run_record(s) for s in lineage[: [s.snapshot_id for s in lineage].index(target.snapshot_id)]
-    ]
+    undone = lineage[: [s.snapshot_id for s in lineage].index(target.snapshot_id)]
     report = {
         "dataset": name,
         "from_snapshot": current.snapshot_id,
@@ -128,7 +126,10 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
         "who": who,
         "why": why,
         "at": datetime.now(UTC).isoformat(),
-        "runs_leaving": [{"snapshot_id": r["snapshot_id"], "run": r.get("run")} for r in undone],
+        "runs_leaving": [
+            {"snapshot_id": s.snapshot_id, "run": record.run if (record := tables.run_record(s)) else None}
+            for s in undone
+        ],
         "files_leaving": len(now.keys() - then.keys()),
         "rows_leaving": sum(rows for path, rows in now.items() if path not in then),
         "files_returning": len(then.keys() - now.keys()),

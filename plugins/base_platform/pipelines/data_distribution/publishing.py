@@ -365,6 +365,12 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
 def summary_text(pipeline: Pipeline, table: Table, snapshot_id: int) -> str:
     """What a webhook subscriber is told: the dataset, the snapshot and its run's counts."""
     snapshot = table.snapshot_by_id(snapshot_id)
-    record = tables.run_record(snapshot) if snapshot is not None else {}
-    counts = {k: record.get(k) for k in ("rows_in", "rows_stored", "rows_quarantined", "run", "dag_run")}
+    record = tables.run_record(snapshot) if snapshot is not None else None
+    counts = {
+        "rows_in": record.rows_in if record else None,
+        "rows_stored": record.rows_stored if record else None,
+        "rows_quarantined": record.rows_quarantined if record else None,
+        "run": record.run if record else None,
+        "dag_run": record.dag_run if record else None,
+    }
     return json.dumps({"dataset": pipeline.spec.name, "snapshot_id": snapshot_id, **counts})

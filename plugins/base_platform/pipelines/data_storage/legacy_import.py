@@ -22,6 +22,7 @@ from typing import Any
 
 from base_platform.files import Location, file_digests, resolve, row_count
 from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.run_records import RunRecord, summary_key
 from base_platform.pipelines.spec import Contract, Pipeline, classify_change, load_pipelines
 
 MANIFESTS = "_manifests"
@@ -30,6 +31,7 @@ KEPT = (  # what a run record holds that the old manifests held too
     "null_counts", "freshness", "quarantine", "inputs", "wall_seconds", "processing_seconds",
     "stage_seconds", "gb_per_hour",
 )  # fmt: skip
+ADDED = ("dag_run", "contract_version", "full_refresh", "adopted_committed_at")  # what the manifests lacked
 
 
 class AdoptionFailed(RuntimeError):
@@ -69,10 +71,10 @@ def adopt(pipeline: Pipeline, target_uri: str, dry_run: bool = False) -> dict[st
         if not done:
             _check_files(target, manifest)
         if not done and table is not None:
-            record = _record(pipeline, manifest)
+            properties = _properties(_record(pipeline, manifest))
             paths = [target.uri(file["path"]) for file in manifest["files"]]
             entry["snapshot_id"] = tables.commit_files(
-                table, paths, tables.run_properties(record), False, decryption
+                table, paths, properties, False, decryption
             ).snapshot_id
         report["runs"].append(entry | {"adopted": not done})
     return report
@@ -98,13 +100,23 @@ def _check_files(target: Location, manifest: dict[str, Any]) -> None:
             raise AdoptionFailed(f"{file['path']}: row count differs from run {manifest['run']}'s manifest")
 
 
-def _record(pipeline: Pipeline, manifest: dict[str, Any]) -> dict[str, Any]:
-    return {key: manifest[key] for key in KEPT if key in manifest} | {
-        "dag_run": "",
-        "contract_version": manifest["contract"]["version"],
-        "full_refresh": "false",
-        "adopted_committed_at": manifest["committed_at"],
-    }
+def _record(pipeline: Pipeline, manifest: dict[str, Any]) -> RunRecord:
+    kept = {key: manifest[key] for key in KEPT if key in manifest}
+    return RunRecord.from_json(
+        kept
+        | {
+            "dag_run": "",
+            "contract_version": manifest["contract"]["version"],
+            "full_refresh": False,
+            "adopted_committed_at": manifest["committed_at"],
+        }
+    )
+
+
+def _properties(record: RunRecord) -> dict[str, str]:
+    """The record's summary properties in the order adoption has always written them."""
+    order = [summary_key(name) for name in (*KEPT, *ADDED)]
+    return dict(sorted(record.to_properties().items(), key=lambda item: order.index(item[0])))
 
 
 def main(argv: list[str] | None = None) -> int:

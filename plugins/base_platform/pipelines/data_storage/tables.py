@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from base_platform.files import resolve, s3_settings
-from base_platform.pipelines.run_records import highest
+from base_platform.pipelines.run_records import SUMMARY_PREFIX, RunRecord, highest
 from base_platform.pipelines.spec import Contract, Pipeline, classify_change
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 CONN_ID = "iceberg_default"
 NAMESPACE = "base"
-PREFIX = "base."  # our keys in snapshot summaries and table properties
+PREFIX = SUMMARY_PREFIX  # our keys in snapshot summaries and table properties
 CONTRACT_PROPERTY = f"{PREFIX}contract"
 EXPIRED_INPUTS = f"{PREFIX}expired-inputs"  # input checksum -> run, of runs whose snapshots expired
 EXPIRED_RUNS = f"{PREFIX}expired-runs"  # the newest run records whose snapshots expired, for history
@@ -249,8 +250,8 @@ def committed_position(table: Table) -> Any:
     discarded = table.properties.get(DISCARDED_POSITION)
     for snapshot in lineage(table):
         record = run_record(snapshot)
-        if "run" in record:
-            return highest([record.get("position"), discarded and json.loads(discarded)])
+        if record is not None:
+            return highest([record.position, discarded and json.loads(discarded)])
     return discarded and json.loads(discarded)
 
 
@@ -376,44 +377,31 @@ def _data_file(table: Table, path: str, decryption: Any) -> DataFile:
     )
 
 
-def run_properties(record: dict[str, Any]) -> dict[str, str]:
-    """A run's record as snapshot summary properties (strings; nested values as JSON)."""
-    return {
-        f"{PREFIX}{key.replace('_', '-')}": value
-        if isinstance(value, str)
-        else json.dumps(value, sort_keys=True)
-        for key, value in record.items()
-    }
-
-
-def run_record(snapshot: Snapshot) -> dict[str, Any]:
-    """A snapshot's run record (what :func:`run_properties` stored), with its snapshot id and time."""
+def run_record(snapshot: Snapshot) -> RunRecord | None:
+    """A snapshot's run record (what commit stored), with its snapshot id and time; None for a
+    snapshot no run made."""
     summary = snapshot.summary
     properties = summary.additional_properties if summary else {}
-    record: dict[str, Any] = {}
-    for key, value in properties.items():
-        if not key.startswith(PREFIX):
-            continue
-        name = key.removeprefix(PREFIX).replace("-", "_")
-        try:
-            record[name] = json.loads(value)
-        except json.JSONDecodeError:
-            record[name] = value
-    record["snapshot_id"] = snapshot.snapshot_id
-    record["operation"] = summary.operation.value if summary else None
-    record["committed_at"] = datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC).isoformat()
-    record["files"] = int(properties.get("added-data-files", 0))
-    record["bytes_stored"] = int(properties.get("added-files-size", 0))
-    return record
+    record = RunRecord.from_properties(properties)
+    if record is None:
+        return None
+    return replace(
+        record,
+        snapshot_id=snapshot.snapshot_id,
+        operation=summary.operation.value if summary else None,
+        committed_at=datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC).isoformat(),
+        files=int(properties.get("added-data-files", 0)),
+        bytes_stored=int(properties.get("added-files-size", 0)),
+    )
 
 
-def history(table: Table | None, limit: int = HISTORY_KEPT) -> list[dict[str, Any]]:
+def history(table: Table | None, limit: int = HISTORY_KEPT) -> list[RunRecord]:
     """Run records, oldest first: those whose snapshots expired (kept by ``maintenance.expire``),
     then the current lineage's. The monitor's and the page's history."""
     if table is None or table.current_snapshot() is None:
         return []
-    records = [r for r in (run_record(s) for s in lineage(table)) if "run" in r][::-1]
-    expired: list[dict[str, Any]] = json.loads(table.properties.get(EXPIRED_RUNS, "[]"))
+    records = [record for s in lineage(table) if (record := run_record(s)) is not None][::-1]
+    expired = [RunRecord.from_json(r) for r in json.loads(table.properties.get(EXPIRED_RUNS, "[]"))]
     return (expired + records)[-limit:]
 
 

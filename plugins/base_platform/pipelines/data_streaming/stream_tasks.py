@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetWatcher, task
 
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, PipelineSpec, RedisStreamSource
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,12 @@ def acknowledge_after(pipeline: Pipeline, published: Any) -> Any:
         return published
 
     @task
-    def acknowledge(record: Any) -> int:
+    def acknowledge(audited: Any) -> int:
         from base_platform.pipelines.data_ingestion.sources import redis_stream
 
-        acked = redis_stream.acknowledge(pipeline, record.get("position"))
-        log.info("Acked %d entries up to %s", acked, record.get("position"))
+        position = RunRecord.from_json(audited).position
+        acked = redis_stream.acknowledge(pipeline, position)
+        log.info("Acked %d entries up to %s", acked, position)
         return acked
 
     acknowledge(published)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from base_platform.pipelines.data_ingestion.decoding import RAW, REJECT
 from base_platform.pipelines.data_storage import derive_io, tables
-from base_platform.pipelines.run_records import DeriveResult
+from base_platform.pipelines.run_records import DeriveResult, RunRecord
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Pipeline, Window
 
@@ -47,7 +47,7 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> De
     table = tables.load(name)
     assert table is not None, "snapshots_to_read found it"
     last = _last_run(spec.name)
-    since = (last.get("lineage") or {}).get(name)
+    since = (last.lineage or {}).get(name) if last else None
     if since is not None and int(since) == snapshots[name]:
         return DeriveResult(folder=None, lineage={}, rows=0, replace=False)
     delta = change(table, snapshots[name], int(since) if since is not None else None)
@@ -62,7 +62,7 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> De
         context.register_dataset(
             "reference", derive_io.snapshot_dataset(reference, snapshots[spec.join.dataset])
         )
-    position = None if delta.whole else last.get("position")
+    position = None if delta.whole or last is None else last.position
     if spec.window:
         every = derive_io.snapshot_dataset(table, snapshots[name])
         context.register_dataset("events", every)
@@ -85,14 +85,14 @@ def datafusion_context() -> datafusion.SessionContext:
     return datafusion.SessionContext()
 
 
-def _last_run(name: str) -> dict[str, Any]:
-    """The record of the dataset's newest run on ``main``, or nothing before its first."""
+def _last_run(name: str) -> RunRecord | None:
+    """The record of the dataset's newest run on ``main``; None before its first."""
     table = tables.load(name)
     for snapshot in tables.lineage(table) if table is not None else ():
         record = tables.run_record(snapshot)
-        if "run" in record:
+        if record is not None:
             return record
-    return {}
+    return None
 
 
 def _select(pipeline: Pipeline) -> str:

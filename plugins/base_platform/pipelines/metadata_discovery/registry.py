@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
 
-def registry_entry(pipeline: Pipeline, table: Table, history: list[dict[str, Any]]) -> dict[str, Any]:
+def registry_entry(pipeline: Pipeline, table: Table, history: list[RunRecord]) -> dict[str, Any]:
     spec = pipeline.spec
     protections = spec.security.columns
-    last = history[-1] if history else {}
     return {
         "dataset": spec.name,
         "description": spec.description,
@@ -41,24 +41,21 @@ def registry_entry(pipeline: Pipeline, table: Table, history: list[dict[str, Any
             }
             for field in table.schema().fields
         ],
-        "current_snapshot": last.get("snapshot_id"),
+        "current_snapshot": history[-1].snapshot_id if history else None,
         "history": [
             {
-                key: record.get(key)
-                for key in (
-                    "snapshot_id",
-                    "committed_at",
-                    "operation",
-                    "run",
-                    "dag_run",
-                    "rows_stored",
-                    "files",
-                )
+                "snapshot_id": record.snapshot_id,
+                "committed_at": record.committed_at,
+                "operation": record.operation,
+                "run": record.run,
+                "dag_run": record.dag_run,
+                "rows_stored": record.rows_stored,
+                "files": record.files,
             }
             for record in history
         ],
         "lineage": {
-            "inputs": sorted({i["source"] for record in history for i in record.get("inputs", [])}),
+            "inputs": sorted({i["source"] for record in history for i in record.inputs}),
             "output": ".".join(table.name()),
         },
     }

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.quality_monitoring.anomalies import MIN_HISTORY, THRESHOLD, robust_z
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline
 
 if TYPE_CHECKING:
@@ -112,7 +113,9 @@ def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
     if snapshot is None:
         raise BreakerError(f"no snapshot {snapshot_id} to audit")
     record = tables.run_record(snapshot)
-    earlier = [r for r in tables.history(table) if r.get("run") != record["run"]]
+    if record is None:
+        raise BreakerError(f"snapshot {snapshot_id} is no run's: nothing to audit")
+    earlier = [r for r in tables.history(table) if r.run != record.run]
     checks = (
         _quarantine(pipeline, record),
         _row_band(pipeline, record, earlier),
@@ -121,16 +124,16 @@ def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
     return Verdict(snapshot_id, checks)
 
 
-def _quarantine(pipeline: Pipeline, record: dict[str, Any]) -> Check:
+def _quarantine(pipeline: Pipeline, record: RunRecord) -> Check:
     limit = pipeline.spec.circuit_breaker.max_quarantine_rate
-    rate = record["rows_quarantined"] / max(record["rows_in"], 1)
-    said = f"quarantine rate {rate:.1%} ({record['rows_quarantined']} of {record['rows_in']} rows)"
+    rate = record.rows_quarantined / max(record.rows_in, 1)
+    said = f"quarantine rate {rate:.1%} ({record.rows_quarantined} of {record.rows_in} rows)"
     if rate > limit:
         return Check("quarantine_rate", False, f"{said} is above the limit {limit:.1%}")
     return Check("quarantine_rate", True, f"{said}, limit {limit:.1%}")
 
 
-def _row_band(pipeline: Pipeline, record: dict[str, Any], earlier: list[dict[str, Any]]) -> Check:
+def _row_band(pipeline: Pipeline, record: RunRecord, earlier: list[RunRecord]) -> Check:
     """The monitor's rule on rows in: within ``THRESHOLD`` robust z-scores of the earlier runs.
 
     Only for drops of files and whole recomputations: an incremental run (an API's, a table's, a
@@ -139,8 +142,8 @@ def _row_band(pipeline: Pipeline, record: dict[str, Any], earlier: list[dict[str
     """
     if pipeline.spec.source.kind != "files" or pipeline.spec.operators:
         return Check("row_band", True, "an incremental run takes what arrived: no band")
-    past = [float(r["rows_in"]) for r in earlier if "rows_in" in r]
-    rows = float(record["rows_in"])
+    past = [float(r.rows_in) for r in earlier]
+    rows = float(record.rows_in)
     if len(past) < MIN_HISTORY:
         return Check("row_band", True, f"{len(past)} earlier runs: no band before {MIN_HISTORY}")
     z = robust_z(rows, past)
@@ -150,17 +153,17 @@ def _row_band(pipeline: Pipeline, record: dict[str, Any], earlier: list[dict[str
     return Check("row_band", True, said or f"{int(rows)} rows in, as every earlier run")
 
 
-def _contract(pipeline: Pipeline, table: Table, snapshot: Snapshot, record: dict[str, Any]) -> Check:
+def _contract(pipeline: Pipeline, table: Table, snapshot: Snapshot, record: RunRecord) -> Check:
 
     schema = table.schemas()[snapshot.schema_id] if snapshot.schema_id is not None else table.schema()
     missing = sorted(set(tables.stored_schema(pipeline).names) - {field.name for field in schema.fields})
     required = {c.name for c in pipeline.contract.columns if not c.nullable}
-    nulls = sorted(c for c, n in record.get("null_counts", {}).items() if c in required and n)
+    nulls = sorted(c for c, n in record.null_counts.items() if c in required and n)
     added = int(snapshot.summary.additional_properties.get("added-records", 0)) if snapshot.summary else 0
     problems = [f"columns {missing} missing"] if missing else []
     problems += [f"required columns {nulls} hold nulls"] if nulls else []
-    if added != record["rows_stored"]:
-        problems.append(f"the snapshot added {added} rows, the run stored {record['rows_stored']}")
+    if added != record.rows_stored:
+        problems.append(f"the snapshot added {added} rows, the run stored {record.rows_stored}")
     if problems:
         return Check("contract", False, f"contract {pipeline.contract.version}: {'; '.join(problems)}")
     return Check("contract", True, f"contract {pipeline.contract.version} holds for {added} rows")
@@ -260,17 +263,17 @@ def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: 
         publish(table, snapshot_id)
     elif snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
-        record = tables.run_record(snapshot) if snapshot is not None else {}
+        record = tables.run_record(snapshot) if snapshot is not None else None
         discarded = json.loads(table.properties.get(tables.DISCARDED_INPUTS, "{}"))
-        discarded |= {source["sha256"]: record.get("run", "") for source in record.get("inputs", [])}
+        discarded |= {source["sha256"]: record.run for source in record.inputs} if record else {}
         from pyiceberg.table.update.snapshot import ManageSnapshots
 
         with table.transaction() as tx:
             with ManageSnapshots(tx) as manage:
                 manage.remove_branch(AUDIT)
             tx.set_properties({tables.DISCARDED_INPUTS: json.dumps(discarded, sort_keys=True)})
-            if record.get("position") is not None:
-                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(record["position"])})
+            if record is not None and record.position is not None:
+                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(record.position)})
     closed = Breaker(last_counted_run=breaker.last_counted_run, transitions=breaker.transitions)
     facts = {"action": action, "who": who, "why": why, "snapshot_id": snapshot_id}
     _save(table.refresh(), closed, "closed", **facts)

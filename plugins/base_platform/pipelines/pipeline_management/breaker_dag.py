@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import write_report
 from base_platform.pipelines.event_coordination.dataset_assets import DATASET_CHANGES, announce_change
+from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, load_pipelines, pipeline_named
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,15 @@ def skip_while_open(pipeline: Pipeline) -> None:
         )
 
 
-def audit_run(pipeline: Pipeline, record: dict[str, Any], context: Any) -> list[str]:
+def audit_run(pipeline: Pipeline, record: RunRecord, context: Any) -> list[str]:
     """The ``audit`` task: publish the staged snapshot, or open the breaker and fail (no event)."""
     from base_platform.pipelines.data_storage import tables
     from base_platform.pipelines.pipeline_management import breaker
 
     table = tables.load(pipeline.spec.name)
     assert table is not None, "commit made the table"
-    verdict = breaker.audit_and_publish(pipeline, table, record["snapshot_id"], record["run"])
+    assert record.snapshot_id is not None, "commit read its record back from its snapshot"
+    verdict = breaker.audit_and_publish(pipeline, table, record.snapshot_id, record.run)
     if not verdict.passed:
         breaker_opened(pipeline, verdict.reason, context)
         raise AirflowFailException(f"circuit breaker open: {verdict.reason}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from base_platform.pipelines.pipeline_management.breaker_dag import (
     settle_task,
     skip_while_open,
 )
-from base_platform.pipelines.run_records import DeriveResult
+from base_platform.pipelines.run_records import DeriveResult, RunRecord, ShardResult
 from base_platform.pipelines.spec import FileSource, Pipeline
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,11 @@ def _source_of(pipeline: Pipeline, context: Any) -> str | None:
     return made.folder
 
 
-def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any]:
+def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> RunRecord:
     """``commit``: the run's shards as one snapshot staged for the audit (see ``engine.commit``)."""
     from base_platform.pipelines.data_ingestion import sources
     from base_platform.pipelines.data_security.protection import load_key
     from base_platform.pipelines.pipeline_management import engine
-    from base_platform.pipelines.run_records import ShardResult
 
     staged = [ShardResult.from_json(result) for result in results or []]
     if sources.nothing_new(staged):
@@ -146,11 +146,11 @@ def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any
     )
     log.info(
         "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
-        record["snapshot_id"],
-        record["rows_stored"],
-        record["files"],
-        record["rows_quarantined"],
-        record["gb_per_hour"],
+        record.snapshot_id,
+        record.rows_stored,
+        record.files,
+        record.rows_quarantined,
+        record.gb_per_hour,
     )
     return record
 
@@ -213,14 +213,16 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
 
         @task(trigger_rule="none_failed")
         def commit(results: Any, **context: Any) -> dict[str, Any]:
-            return _commit_run(pipeline, results, context)
+            return _commit_run(pipeline, results, context).to_json()
 
         @task(outlets=[target])
-        def audit(record: Any, **context: Any) -> dict[str, Any]:
+        def audit(staged: Any, **context: Any) -> dict[str, Any]:
+            record = RunRecord.from_json(staged)
+            assert record.snapshot_id is not None, "commit read its record back from its snapshot"
             checks = audit_run(pipeline, record, context)
             # the snapshot, for publish_<name> and any DAG scheduled on the dataset
-            context["outlet_events"][target].extra = snapshot_extra(record["snapshot_id"], run=record["run"])
-            return {**record, "checks": checks}
+            context["outlet_events"][target].extra = snapshot_extra(record.snapshot_id, run=record.run)
+            return replace(record, checks=tuple(checks)).to_json()
 
         @task
         def catalog(record: Any) -> str:
@@ -236,11 +238,12 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
             return str(path)
 
         @task
-        def monitor(record: Any, **context: Any) -> dict[str, Any]:
+        def monitor(audited: Any, **context: Any) -> dict[str, Any]:
             from base_platform.pipelines.data_storage import tables
             from base_platform.pipelines.quality_monitoring.anomalies import assess
 
-            history = [r for r in tables.history(tables.load(spec.name)) if r["run"] != record["run"]]
+            record = RunRecord.from_json(audited)
+            history = [r for r in tables.history(tables.load(spec.name)) if r.run != record.run]
             report = assess(record, history)
             markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
             write_report(dag.dag_id, context["run_id"], "monitor", report, markdown)

@@ -30,7 +30,7 @@ from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.row_findings import Findings
-from base_platform.pipelines.run_records import PartSpan, Shard, ShardResult, highest
+from base_platform.pipelines.run_records import PartSpan, RunRecord, Shard, ShardResult, highest
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
@@ -300,7 +300,7 @@ def commit(
     lineage: dict[str, str] | None = None,
     lag: dict[str, Any] | None = None,
     position: Any = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
     The snapshot is staged on the table's ``audit`` branch; with ``publish`` the circuit breaker
@@ -342,9 +342,10 @@ def commit(
     target.delete_dir(f"_staging/{run_key}")
     _delete_if_empty(target, "_staging")
     record = tables.run_record(done)
+    assert record is not None, "the run's snapshot holds its record"
     if publish:
         verdict = breaker.audit_and_publish(pipeline, table, done.snapshot_id, run_key)
-        record |= {"published": verdict.passed, "breaker": verdict.reason or None}
+        record = replace(record, published=verdict.passed, breaker=verdict.reason or None)
     return record
 
 
@@ -377,9 +378,7 @@ def _add_snapshot(
     record = _run_record(pipeline, run_key, published, full_refresh, **facts)
     decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
     paths = [target.uri(final) for _, final in data]
-    return tables.commit_files(
-        table, paths, tables.run_properties(record), full_refresh, decryption, branch=None
-    )
+    return tables.commit_files(table, paths, record.to_properties(), full_refresh, decryption, branch=None)
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:
@@ -403,7 +402,7 @@ def _run_record(
     lineage: dict[str, str] | None,
     lag: dict[str, Any] | None,
     position: Any,
-) -> dict[str, Any]:
+) -> RunRecord:
     """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
     nulls = Counter[str]()
@@ -424,31 +423,29 @@ def _run_record(
         for rule in pipeline.spec.quality
         if isinstance(rule, Freshness)
     ]
-    return {
-        "dataset": pipeline.spec.name,
-        "run": run_key,
-        "dag_run": dag_run or "",
-        "interval": interval,
-        "started_at": began.isoformat(),
-        "contract_version": pipeline.contract.version,
-        "full_refresh": "true" if full_refresh else "false",
-        "rows_in": totals["rows_in"],
-        "rows_stored": totals["rows_stored"],
-        "rows_quarantined": totals["rows_quarantined"],
-        "bytes_in": totals["bytes_in"],
-        "null_counts": dict(nulls),
-        "freshness": fresh,
-        "quarantine": [path for r in results for path in [r.quarantine, *r.repeated] if path],
-        "inputs": [{"source": source, "sha256": checksum} for source, checksum in sources.inputs_of(results)],
-        "wall_seconds": round(wall, 3),
-        "processing_seconds": round(seconds, 3),  # summed over shards: CPU-bound work, not the run's time
-        "stage_seconds": {stage: round(value, 3) for stage, value in stages.items()},
-        "gb_per_hour": round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
-        **({"lineage": lineage} if lineage else {}),
-        **({"lag": lag} if lag else {}),
-        **(
-            {"position": reached}
-            if (reached := position or sources.run_position(results)) is not None
-            else {}
+    return RunRecord(
+        dataset=pipeline.spec.name,
+        run=run_key,
+        dag_run=dag_run or "",
+        interval=interval,
+        started_at=began.isoformat(),
+        contract_version=pipeline.contract.version,
+        full_refresh=full_refresh,
+        rows_in=totals["rows_in"],
+        rows_stored=totals["rows_stored"],
+        rows_quarantined=totals["rows_quarantined"],
+        bytes_in=totals["bytes_in"],
+        null_counts=dict(nulls),
+        freshness=tuple(fresh),
+        quarantine=tuple(path for r in results for path in [r.quarantine, *r.repeated] if path),
+        inputs=tuple(
+            {"source": source, "sha256": checksum} for source, checksum in sources.inputs_of(results)
         ),
-    }
+        wall_seconds=round(wall, 3),
+        processing_seconds=round(seconds, 3),
+        stage_seconds={stage: round(value, 3) for stage, value in stages.items()},
+        gb_per_hour=round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
+        lineage=lineage or None,
+        lag=lag or None,
+        position=position or sources.run_position(results),
+    )

@@ -12,22 +12,23 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from base_platform.pipelines.run_records import RunRecord
+
 THRESHOLD = 3.5
 MIN_HISTORY = 5
 
 
-def metrics(manifest: dict[str, Any]) -> dict[str, float]:
+def metrics(record: RunRecord) -> dict[str, float]:
     """Row count, quarantine rate, throughput and each column's null rate."""
-    rows_in = manifest["rows_in"] or 1
-    stored = manifest["rows_stored"] or 1
+    rows_in = record.rows_in or 1
+    stored = record.rows_stored or 1
     values: dict[str, float] = {
-        "rows_in": float(manifest["rows_in"]),
-        "quarantine_rate": manifest["rows_quarantined"] / rows_in,
+        "rows_in": float(record.rows_in),
+        "quarantine_rate": record.rows_quarantined / rows_in,
     }
-    if manifest.get("gb_per_hour") is not None:
-        values["gb_per_hour"] = float(manifest["gb_per_hour"])
-    nulls: dict[str, int] = manifest.get("null_counts", {})
-    values |= {f"null_rate.{column}": count / stored for column, count in nulls.items()}
+    if record.gb_per_hour is not None:
+        values["gb_per_hour"] = float(record.gb_per_hour)
+    values |= {f"null_rate.{column}": count / stored for column, count in record.null_counts.items()}
     return values
 
 
@@ -70,10 +71,10 @@ def compare(current: dict[str, float], history: Sequence[dict[str, float]]) -> d
     }
 
 
-def assess(manifest: dict[str, Any], history: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The run against earlier runs' manifests, plus each freshness rule the run breaks."""
-    report = compare(metrics(manifest), [metrics(earlier) for earlier in history])
-    checks: list[dict[str, Any]] = manifest.get("freshness", [])
+def assess(record: RunRecord, history: Sequence[RunRecord]) -> dict[str, Any]:
+    """The run against earlier runs' records, plus each freshness rule the run breaks."""
+    report = compare(metrics(record), [metrics(earlier) for earlier in history])
+    checks = [dict(check) for check in record.freshness or ()]
     stale = [f"freshness.{check['column']}" for check in checks if not check["fresh"]]
     report["freshness"] = checks
     if stale:

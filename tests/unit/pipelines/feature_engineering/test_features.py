@@ -63,7 +63,7 @@ class World:
         folder.mkdir()
         (folder / "tx.csv").write_text("\n".join([HEADER, *(tx.csv() for tx in batch)]) + "\n")
         record = run(pipeline_named("transactions"), folder, self.root / "tx", f"run-{self.runs}")
-        assert record["rows_stored"] == len(batch), record
+        assert record.rows_stored == len(batch), record
         self.landed += batch
 
 
