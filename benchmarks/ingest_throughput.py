@@ -85,6 +85,7 @@ def _shard(args: tuple[dict[str, Any], str, str]) -> ShardResult:
 def ours(source: str, target: str) -> dict[str, Any]:
     """Also ``ours-before``: its process finds the earlier engine first on ``sys.path``."""
     from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import CommitRequest
 
     pipeline = transactions()
     shards = engine.discover(pipeline, source, target, full_refresh=True)
@@ -92,9 +93,8 @@ def ours(source: str, target: str) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_shard, [(s.to_json(), target, "bench") for s in shards]))
     started = time.perf_counter()
-    record = engine.commit(
-        pipeline, "bench", results, target, {"start": None, "end": None}, full_refresh=True, key=KEY
-    )
+    request = CommitRequest("bench", tuple(results), target, {"start": None, "end": None}, True, key=KEY)
+    record = engine.commit(pipeline, request)
     return {"stage_seconds": dict(record.stage_seconds), "commit_seconds": time.perf_counter() - started}
 
 

@@ -46,6 +46,7 @@ def _shard(args: tuple[str, dict[str, Any], str]) -> Any:
 def ours(name: str, source: Path, target: Path) -> dict[str, Any]:
     from base_platform.files import resolve
     from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import CommitRequest
     from base_platform.pipelines.spec import pipeline_named
 
     pipeline = pipeline_named(name)
@@ -54,9 +55,8 @@ def ours(name: str, source: Path, target: Path) -> dict[str, Any]:
     shards = engine.discover(pipeline, str(source), str(target), full_refresh=True)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_shard, [(name, s.to_json(), str(target)) for s in shards]))
-    record = engine.commit(
-        pipeline, "bench", results, str(target), {"start": None, "end": None}, full_refresh=True, key=KEY
-    )
+    request = CommitRequest("bench", tuple(results), str(target), {"start": None, "end": None}, True, key=KEY)
+    record = engine.commit(pipeline, request)
     return {
         "seconds": time.perf_counter() - start,
         "stored": record.rows_stored,

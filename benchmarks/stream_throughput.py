@@ -190,6 +190,7 @@ def engine_loop(pipeline: Any, target: str) -> Consumer:
     from base_platform.pipelines.data_ingestion import sources
     from base_platform.pipelines.data_ingestion.sources import redis_stream
     from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import CommitRequest
 
     def consume(done: Callable[[], bool]) -> None:
         number = 0
@@ -201,7 +202,7 @@ def engine_loop(pipeline: Any, target: str) -> Consumer:
             if sources.nothing_new(results):
                 time.sleep(0.2)
                 continue
-            record = engine.commit(pipeline, key, results, target, {}, key=b"bench-key")
+            record = engine.commit(pipeline, CommitRequest(key, tuple(results), target, {}, key=b"bench-key"))
             redis_stream.acknowledge(pipeline, record.position)
 
     return consume

@@ -14,7 +14,7 @@ import pytest
 
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import derived, engine
-from base_platform.pipelines.run_records import RunRecord
+from base_platform.pipelines.run_records import CommitRequest, RunRecord
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import MERCHANT_CATEGORIES
 from benchmarks.streamgen import MERCHANTS, merchant_name, write_merchants
@@ -43,14 +43,16 @@ def operator_run(name: str, tmp_path: Path, run_key: str) -> RunRecord | None:
     results = [engine.process_shard(pipeline, shard, run_key, target, KEY) for shard in shards]
     return engine.commit(
         pipeline,
-        run_key,
-        via_xcom(results),
-        target,
-        {},
-        made.replace,
-        key=KEY,
-        lineage=dict(made.lineage),
-        position=made.position,
+        CommitRequest(
+            run_key,
+            tuple(via_xcom(results)),
+            target,
+            {},
+            made.replace,
+            key=KEY,
+            lineage=made.lineage,
+            position=made.position,
+        ),
     )
 
 
@@ -61,7 +63,7 @@ def reference(tmp_path: Path) -> None:
     merchants, target = pipeline_named("merchants"), str(tmp_path / "merchants" / "out")
     shards = engine.discover(merchants, str(incoming), target, False)
     results = [engine.process_shard(merchants, shard, "m-1", target, KEY) for shard in shards]
-    stored = engine.commit(merchants, "m-1", results, target, {}, key=KEY).rows_stored
+    stored = engine.commit(merchants, CommitRequest("m-1", tuple(results), target, {}, key=KEY)).rows_stored
     assert stored == KNOWN + len(MERCHANT_CATEGORIES)  # and the generated transactions' merchants
 
 

@@ -17,7 +17,7 @@ import pytest
 from base_platform.pipelines.data_ingestion import sources
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
-from base_platform.pipelines.run_records import RunRecord
+from base_platform.pipelines.run_records import CommitRequest, RunRecord
 from base_platform.pipelines.spec import HttpSource, Pagination, Pipeline, PostgresSource, pipeline_named
 from sandbox.records_api import RecordsApi
 from tests.conftest import free_port
@@ -80,7 +80,8 @@ def run(pipeline: Pipeline, target: Path, run_key: str) -> RunRecord | None:
     if sources.nothing_new(results):
         return None
     return engine.commit(
-        pipeline, run_key, via_xcom(results), str(target), {"start": None, "end": None}, key=KEY
+        pipeline,
+        CommitRequest(run_key, tuple(via_xcom(results)), str(target), {"start": None, "end": None}, key=KEY),
     )
 
 

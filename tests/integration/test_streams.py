@@ -22,7 +22,7 @@ from base_platform.pipelines.data_ingestion.sources import redis_stream
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_streaming.backlog_trigger import StreamBacklogTrigger
 from base_platform.pipelines.pipeline_management import engine
-from base_platform.pipelines.run_records import RunRecord
+from base_platform.pipelines.run_records import CommitRequest, RunRecord
 from base_platform.pipelines.spec import Pipeline, StreamBatch, pipeline_named
 from benchmarks.streamgen import Produced, produce
 from tests.conftest import ROOT, free_port
@@ -88,7 +88,9 @@ def run(pipeline: Pipeline, target: Path, run_key: str, ack: bool = True) -> Run
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
     if sources.nothing_new(results):
         return None
-    record = engine.commit(pipeline, run_key, via_xcom(results), str(target), {}, key=KEY)
+    record = engine.commit(
+        pipeline, CommitRequest(run_key, tuple(via_xcom(results)), str(target), {}, key=KEY)
+    )
     assert record.published, record
     if ack:
         redis_stream.acknowledge(pipeline, record.position)
@@ -175,7 +177,9 @@ def test_a_redis_restart_with_aof_loses_and_doubles_nothing(server: Redis, tmp_p
     assert pending(server) == more.events  # the group and its pending entries came back
     retried = [engine.process_shard(pipeline, shard, "run-2", str(target), KEY) for shard in shards]
     assert [r.rows_in for r in retried] == [r.rows_in for r in staged]  # claimed back, the same
-    record = engine.commit(pipeline, "run-2", via_xcom(retried), str(target), {}, key=KEY)
+    record = engine.commit(
+        pipeline, CommitRequest("run-2", tuple(via_xcom(retried)), str(target), {}, key=KEY)
+    )
     redis_stream.acknowledge(pipeline, record.position)
     last = events(server, 3_000, first=produced.events + more.events)
     assert (third := run(pipeline, target, "run-3")) is not None and third.rows_in == last.events

@@ -300,8 +300,8 @@ class CommitRequest:
     key: bytes | None = field(default=None, repr=False)
     dag_run: str | None = None  # "dag_id/run_id", linking the snapshot to its run
     publish: bool = True  # audit at once, and publish or open the breaker
-    lineage: Mapping[str, str] | None = None
-    lag: Mapping[str, Any] | None = None
+    lineage: Mapping[str, str] | None = None  # a derived run's input snapshots, by dataset
+    lag: Mapping[str, Any] | None = None  # a stream's backlog as the run began
     position: Any = None  # where the run leaves its source, when its shards do not say
 
     def to_json(self) -> dict[str, Any]:

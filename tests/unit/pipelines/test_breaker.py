@@ -10,6 +10,7 @@ import pytest
 from base_platform.pipelines.data_control import table_actions
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import breaker, engine
+from base_platform.pipelines.run_records import CommitRequest
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
@@ -97,7 +98,9 @@ def test_a_retried_commit_is_audited_once_and_publishes_once(pipeline: Pipeline,
     results = [engine.process_shard(pipeline, s, "run-1", str(tmp_path / "out"), key) for s in shards]
     interval: dict[str, str | None] = {"start": None, "end": None}
     out = str(tmp_path / "out")
-    staged = engine.commit(pipeline, "run-1", results, out, interval, key=key, publish=False)
+    staged = engine.commit(
+        pipeline, CommitRequest("run-1", tuple(results), out, interval, key=key, publish=False)
+    )
     table = table_actions.dataset_table("transactions")
     assert table.current_snapshot() is None and table.metadata.refs[breaker.AUDIT].snapshot_id
     assert staged.snapshot_id is not None
@@ -105,7 +108,9 @@ def test_a_retried_commit_is_audited_once_and_publishes_once(pipeline: Pipeline,
         verdict = breaker.audit_and_publish(pipeline, table, staged.snapshot_id, "run-1")
         assert verdict.passed
     assert [s.snapshot_id for s in tables.lineage(table.refresh())] == [staged.snapshot_id]
-    again = engine.commit(pipeline, "run-1", results, str(tmp_path / "out"), interval, key=key)
+    again = engine.commit(
+        pipeline, CommitRequest("run-1", tuple(results), str(tmp_path / "out"), interval, key=key)
+    )
     assert again.snapshot_id == staged.snapshot_id and again.published is True
     assert breaker.AUDIT not in table.refresh().metadata.refs and main_rows() == 400
 

@@ -11,7 +11,7 @@ import pytest
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_storage.derive_io import DeriveError
 from base_platform.pipelines.pipeline_management import derived, engine
-from base_platform.pipelines.run_records import DeriveResult, RunRecord
+from base_platform.pipelines.run_records import CommitRequest, DeriveResult, RunRecord
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from tests.unit.pipelines.test_engine import KEY, generate_run, run
 
@@ -47,8 +47,10 @@ def commit_derived(daily: Pipeline, made: DeriveResult, out: Path, run_key: str)
     assert made.folder is not None, "derive found something new"
     shards = engine.discover(daily, made.folder, str(out), False)
     results = [engine.process_shard(daily, shard, run_key, str(out), KEY) for shard in shards]
-    lineage = dict(made.lineage)
-    return engine.commit(daily, run_key, results, str(out), INTERVAL, True, key=KEY, lineage=lineage)
+    return engine.commit(
+        daily,
+        CommitRequest(run_key, tuple(results), str(out), INTERVAL, True, key=KEY, lineage=made.lineage),
+    )
 
 
 def stored(name: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 from base_platform.pipelines.data_security.protection import decryption_properties
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import CommitRequest
 from base_platform.pipelines.spec import Pipeline, Protection, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import repeat_first_rows_in_the_second_file
@@ -35,7 +36,9 @@ def test_encrypted_columns_need_vault_to_read_and_the_rest_stay_readable(
     repeat_first_rows_in_the_second_file(tmp_path / "in", 2)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), b"k") for shard in shards]
-    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=b"k")
+    manifest = engine.commit(
+        pipeline, CommitRequest("r", tuple(results), str(tmp_path / "out"), {}, key=b"k")
+    )
     assert (manifest.rows_stored, manifest.rows_quarantined) == (300, 2)
 
     table = tables.load("transactions")

@@ -26,7 +26,7 @@ from base_platform.pipelines.data_quality import key_uniqueness
 from base_platform.pipelines.data_security.protection import unseal
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import engine
-from base_platform.pipelines.run_records import RunRecord, ShardResult
+from base_platform.pipelines.run_records import CommitRequest, RunRecord, ShardResult
 from base_platform.pipelines.spec import Pipeline, Unique, pipeline_named
 from benchmarks.datagen import generate
 from tests.conftest import ROOT, iceberg_connection
@@ -49,7 +49,10 @@ def run(
 ) -> RunRecord:
     shards = engine.discover(pipeline, str(source), str(target), full)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
-    return engine.commit(pipeline, run_key, results, str(target), {"start": None, "end": None}, full, key=KEY)
+    return engine.commit(
+        pipeline,
+        CommitRequest(run_key, tuple(results), str(target), {"start": None, "end": None}, full, key=KEY),
+    )
 
 
 def generate_run(rows: int, out: Path, number: int, files: int = 1) -> None:
@@ -146,7 +149,9 @@ def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tm
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
     results = [engine.process_shard(pipeline, s, "run-1", str(tmp_path / "out"), KEY) for s in shards]
     began = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    manifest = engine.commit(pipeline, "run-1", results, str(tmp_path / "out"), {}, started_at=began, key=KEY)
+    manifest = engine.commit(
+        pipeline, CommitRequest("run-1", tuple(results), str(tmp_path / "out"), {}, started_at=began, key=KEY)
+    )
     assert manifest.wall_seconds and 3600 <= manifest.wall_seconds < 3660 and manifest.started_at == began
     assert manifest.gb_per_hour == round(manifest.bytes_in / 1e9 / (manifest.wall_seconds / 3600), 3)
     assert manifest.processing_seconds == round(sum(r.seconds for r in results), 3)
@@ -238,8 +243,12 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     with monkeypatch.context() as patch:
         patch.setattr(staging_writer, "replace_file", crash)
         with pytest.raises(OSError, match="killed"):
-            engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
-    manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
+            engine.commit(
+                pipeline, CommitRequest("r", tuple(via_xcom(results)), str(tmp_path / "out"), {}, key=KEY)
+            )
+    manifest = engine.commit(
+        pipeline, CommitRequest("r", tuple(via_xcom(results)), str(tmp_path / "out"), {}, key=KEY)
+    )
 
     assert manifest.rows_in == 603 and manifest.rows_stored == 600 and manifest.rows_quarantined == 3
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
@@ -259,7 +268,9 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert [r.decode() for r in quarantine.column("transaction_id").to_pylist()] == repeated
     assert set(quarantine.column("_reason").to_pylist()) == {f"transaction_id: {key_uniqueness.REPEATED}"}
     assert set(quarantine.column("_source").to_pylist()) == {results[1].shard.source}
-    again = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
+    again = engine.commit(
+        pipeline, CommitRequest("r", tuple(via_xcom(results)), str(tmp_path / "out"), {}, key=KEY)
+    )
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
@@ -280,7 +291,7 @@ def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     assert (len(parts) > 1) == (keys_at_once == 150)
     assert parts[-1].stop == 603 and sum(p.files for p in parts) == len(results[0].files)
 
-    manifest = engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
+    manifest = engine.commit(pipeline, CommitRequest("r", tuple(results), str(tmp_path / "out"), {}, key=KEY))
     assert (manifest.rows_in, manifest.rows_stored, manifest.rows_quarantined) == (603, 600, 3)
     ids = stored(tmp_path / "out").column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600
@@ -322,7 +333,7 @@ def test_a_source_changed_before_commit_cannot_lose_its_repeated_rows(
     with sorted((tmp_path / "in").glob("*.csv"))[1].open("a") as changed:
         changed.write("\n")
     with pytest.raises(key_uniqueness.CommitFailed, match="changed since discover"):
-        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
+        engine.commit(pipeline, CommitRequest("r", tuple(results), str(tmp_path / "out"), {}, key=KEY))
     assert no_snapshot()
 
 
@@ -337,7 +348,7 @@ def test_a_commit_whose_files_miss_rows_fails_before_publishing(pipeline: Pipeli
     results = [engine.process_shard(pipeline, s, "r", str(tmp_path / "out"), KEY) for s in shards]
     (tmp_path / "out" / results[1].files[0]).unlink()  # a staged file lost outside our control
     with pytest.raises(key_uniqueness.CommitFailed, match="the run's files hold"):
-        engine.commit(pipeline, "r", results, str(tmp_path / "out"), {}, key=KEY)
+        engine.commit(pipeline, CommitRequest("r", tuple(results), str(tmp_path / "out"), {}, key=KEY))
     assert no_snapshot()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "_staging",
@@ -361,7 +372,9 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     published = tmp_path / "out" / "data" / results[0].files[0].split("/data/", 1)[1]
     published.parent.mkdir(parents=True)
     staged.rename(published)  # what a crash after the first move leaves behind
-    manifest = engine.commit(pipeline, "r", via_xcom(results), str(tmp_path / "out"), {}, key=KEY)
+    manifest = engine.commit(
+        pipeline, CommitRequest("r", tuple(via_xcom(results)), str(tmp_path / "out"), {}, key=KEY)
+    )
     assert stored(tmp_path / "out").num_rows == manifest.rows_stored == sum(r.rows_stored for r in results)
 
 
@@ -396,7 +409,7 @@ def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     ]
     assert visible == [] and no_snapshot()
     result = engine.process_shard(pipeline, shard, "r", str(tmp_path / "out"), KEY)
-    manifest = engine.commit(pipeline, "r", [result], str(tmp_path / "out"), {}, key=KEY)
+    manifest = engine.commit(pipeline, CommitRequest("r", (result,), str(tmp_path / "out"), {}, key=KEY))
     assert manifest.rows_in == 400_000 == stored(tmp_path / "out").num_rows + manifest.rows_quarantined
 
 

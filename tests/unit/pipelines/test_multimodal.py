@@ -15,7 +15,7 @@ import pytest
 
 from base_platform.pipelines.data_storage import quarantine, tables
 from base_platform.pipelines.pipeline_management import engine
-from base_platform.pipelines.run_records import RunRecord
+from base_platform.pipelines.run_records import CommitRequest, RunRecord
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.mediagen import generate
 from tests.unit.pipelines.test_engine import KEY
@@ -38,7 +38,8 @@ def run(pipeline: Pipeline, source: Path, target: Path, run_key: str) -> tuple[R
     shards = engine.discover(pipeline, str(source), str(target), False)
     results = [engine.process_shard(pipeline, shard, run_key, str(target), KEY) for shard in shards]
     record = engine.commit(
-        pipeline, run_key, results, str(target), {"start": None, "end": None}, False, key=KEY
+        pipeline,
+        CommitRequest(run_key, tuple(results), str(target), {"start": None, "end": None}, False, key=KEY),
     )
     return record, len(shards)
 

@@ -11,6 +11,7 @@ from base_platform.pipelines.data_ingestion import decoding
 from base_platform.pipelines.data_ingestion.sources.files import file_source
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import CommitRequest
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, with_source
@@ -25,7 +26,9 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
     shards = engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False)
     assert [s.source for s in shards] == [f"s3://raw/incoming/{n}" for n in summary.files]
     results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
-    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
+    manifest = engine.commit(
+        pipeline, CommitRequest("r1", tuple(results), "s3://curated/transactions", {}, key=KEY)
+    )
 
     assert manifest.rows_in == 2000 == manifest.rows_stored + manifest.rows_quarantined
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="curated")["Contents"]]  # type: ignore[attr-defined]
@@ -46,7 +49,9 @@ def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path)
     shards = engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False)
     assert len(shards) == 2 and shards[0].end == shards[1].start and shards[1].end == summary.bytes
     results = [engine.process_shard(pipeline, s, "r1", "s3://curated/transactions", KEY) for s in shards]
-    manifest = engine.commit(pipeline, "r1", results, "s3://curated/transactions", {}, key=KEY)
+    manifest = engine.commit(
+        pipeline, CommitRequest("r1", tuple(results), "s3://curated/transactions", {}, key=KEY)
+    )
     assert manifest.rows_in == 9000 and manifest.rows_quarantined == summary.corrupt
     assert manifest.inputs == ({"source": "s3://raw/incoming/big.csv", "sha256": shards[0].checksum},)
 

@@ -12,6 +12,7 @@ import pytest
 from base_platform.files import Location
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.pipeline_management import engine
+from base_platform.pipelines.run_records import CommitRequest
 from base_platform.pipelines.spec import Column, Pipeline, pipeline_named
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, run, via_xcom
@@ -80,9 +81,9 @@ def test_a_commit_killed_and_retried_adds_its_files_exactly_once(
         else:  # the snapshot is made; staging is still there
             patch.setattr(Location, "delete_dir", crash)
         with pytest.raises(OSError, match="killed"):
-            engine.commit(pipeline, "r", results, out, {}, key=KEY)
-    record = engine.commit(pipeline, "r", results, out, {}, key=KEY)
-    again = engine.commit(pipeline, "r", results, out, {}, key=KEY)
+            engine.commit(pipeline, CommitRequest("r", tuple(results), out, {}, key=KEY))
+    record = engine.commit(pipeline, CommitRequest("r", tuple(results), out, {}, key=KEY))
+    again = engine.commit(pipeline, CommitRequest("r", tuple(results), out, {}, key=KEY))
 
     current = table()
     assert len(current.snapshots()) == 1 and again == record

@@ -35,7 +35,7 @@ from base_platform.pipelines.pipeline_management.breaker_dag import (
     settle_task,
     skip_while_open,
 )
-from base_platform.pipelines.run_records import DeriveResult, RunRecord, ShardResult
+from base_platform.pipelines.run_records import CommitRequest, DeriveResult, RunRecord, ShardResult
 from base_platform.pipelines.spec import FileSource, Pipeline
 
 log = logging.getLogger(__name__)
@@ -124,26 +124,26 @@ def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> RunRecord:
     from base_platform.pipelines.data_security.protection import load_key
     from base_platform.pipelines.pipeline_management import engine
 
-    staged = [ShardResult.from_json(result) for result in results or []]
+    staged = tuple(ShardResult.from_json(result) for result in results or [])
     if sources.nothing_new(staged):
         raise AirflowSkipException("no new input: nothing to commit, no Asset event")
     params, made, ti = context["params"], _derived(pipeline, context), context["ti"]
     whole = made is not None and made.replace  # a derived result may be the whole dataset
-    record = engine.commit(
-        pipeline,
-        run_key(context["run_id"]),
-        staged,
-        params["target_uri"],
-        _interval(context),
-        params["full_refresh"] or whole,
-        ti.xcom_pull(task_ids="discover", key="started_at"),
-        load_key(pipeline.spec.security),
+    request = CommitRequest(
+        run_key=run_key(context["run_id"]),
+        results=staged,
+        target_uri=params["target_uri"],
+        interval=_interval(context),
+        full_refresh=params["full_refresh"] or whole,
+        started_at=ti.xcom_pull(task_ids="discover", key="started_at"),
+        key=load_key(pipeline.spec.security),
         dag_run=f"pipeline_{pipeline.spec.name}/{context['run_id']}",
         publish=False,
-        lineage=dict(made.lineage) if made is not None else None,
+        lineage=made.lineage if made is not None else None,
         lag=ti.xcom_pull(task_ids="discover", key="lag"),
         position=made.position if made is not None else None,
     )
+    record = engine.commit(pipeline, request)
     log.info(
         "Staged snapshot %s on the audit branch: %d rows in %d files (%d quarantined) at %s GB/h",
         record.snapshot_id,

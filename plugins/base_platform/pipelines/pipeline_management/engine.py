@@ -30,7 +30,14 @@ from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.row_findings import Findings
-from base_platform.pipelines.run_records import PartSpan, RunRecord, Shard, ShardResult, highest
+from base_platform.pipelines.run_records import (
+    CommitRequest,
+    PartSpan,
+    RunRecord,
+    Shard,
+    ShardResult,
+    highest,
+)
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
@@ -286,83 +293,48 @@ def _publish(target: Location, moves: list[tuple[str, str]]) -> None:
             target.fs.move(target.path(staged), target.path(final))
 
 
-def commit(
-    pipeline: Pipeline,
-    run_key: str,
-    results: list[ShardResult],
-    target_uri: str,
-    interval: dict[str, str | None],
-    full_refresh: bool = False,
-    started_at: str | None = None,
-    key: bytes | None = None,
-    dag_run: str | None = None,
-    publish: bool = True,
-    lineage: dict[str, str] | None = None,
-    lag: dict[str, Any] | None = None,
-    position: Any = None,
-) -> RunRecord:
+def commit(pipeline: Pipeline, request: CommitRequest) -> RunRecord:
     """Publish staged shards and add them to the dataset's table as one snapshot; returns its record.
 
-    The snapshot is staged on the table's ``audit`` branch; with ``publish`` the circuit breaker
-    audits it at once and publishes it to ``main`` or opens (``published`` in the record says
-    which). The pipeline DAG audits in a task of its own instead.
+    The snapshot is staged on the table's ``audit`` branch; with ``request.publish`` the circuit
+    breaker audits it at once and publishes it to ``main`` or opens (``published`` in the record
+    says which). The pipeline DAG audits in a task of its own instead.
 
     A run commits at most once: a retry, or a re-run of a run that already has its snapshot,
     adds nothing and returns that snapshot's record. ``full_refresh`` replaces every earlier
-    row in the same snapshot. ``started_at`` is when the run's discovery began (default: its
-    first shard's start), so the GB/hour is the run's own wall clock, not a worker's. ``key``
-    protects the rows that a repeat across the run's files sends to quarantine, as
-    process_shard's ``key`` does. ``dag_run`` (``dag_id/run_id``) links the snapshot to its run;
-    ``lineage`` (a derived run's input snapshots, by dataset) and ``lag`` (a stream's backlog
-    as the run began) are kept in it too; ``position`` is where the run leaves its source, when
-    its shards do not say (a window's last end).
+    row in the same snapshot. The request's ``started_at`` makes the GB/hour the run's own wall
+    clock, not a worker's (see ``CommitRequest`` for the rest).
     """
-    if not results:
+    if not request.results:
         raise ValueError("nothing to commit: no shard results")
     use_jemalloc()
-    target = Location.of(target_uri)
+    target = Location.of(request.target_uri)
     table = tables.load(pipeline.spec.name)
     if table is None:
         raise key_uniqueness.CommitFailed(
             f"table {tables.identifier(pipeline.spec.name)} does not exist: discover first"
         )
-    done = tables.snapshot_of_run(table, run_key)
+    done = tables.snapshot_of_run(table, request.run_key)
     if done is None:
-        facts = {
-            "interval": interval,
-            "started_at": started_at,
-            "dag_run": dag_run,
-            "lineage": lineage,
-            "lag": lag,
-            "position": position,
-        }
-        done = _add_snapshot(pipeline, target, table, run_key, results, full_refresh, key, facts)
+        done = _add_snapshot(pipeline, target, table, request)
     if not breaker.on_main(table, done.snapshot_id):
         breaker.stage(table, done)
-    target.delete_dir(f"_staging/{run_key}")
+    target.delete_dir(f"_staging/{request.run_key}")
     _delete_if_empty(target, "_staging")
     record = tables.run_record(done)
     assert record is not None, "the run's snapshot holds its record"
-    if publish:
-        verdict = breaker.audit_and_publish(pipeline, table, done.snapshot_id, run_key)
+    if request.publish:
+        verdict = breaker.audit_and_publish(pipeline, table, done.snapshot_id, request.run_key)
         record = replace(record, published=verdict.passed, breaker=verdict.reason or None)
     return record
 
 
-def _add_snapshot(
-    pipeline: Pipeline,
-    target: Location,
-    table: Any,
-    run_key: str,
-    results: list[ShardResult],
-    full_refresh: bool,
-    key: bytes | None,
-    facts: dict[str, Any],
-) -> Any:
+def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: CommitRequest) -> Any:
     """The run-wide uniqueness check, the row count check, the renames, then the snapshot: the
     commit point. A crash anywhere before the snapshot leaves nothing a reader sees."""
-    staged = sorted(results, key=lambda r: r.shard.index)
-    deduplicated = key_uniqueness.quarantine_repeated_keys(pipeline, target, run_key, staged, key)
+    run_key = request.run_key
+    staged = sorted(request.results, key=lambda r: r.shard.index)
+    deduplicated = key_uniqueness.quarantine_repeated_keys(pipeline, target, run_key, staged, request.key)
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
     published = []
@@ -375,10 +347,12 @@ def _add_snapshot(
     if stored != held:
         raise key_uniqueness.CommitFailed(f"the run's files hold {held} rows, the shards {stored}")
     _publish(target, data + quarantine)
-    record = _run_record(pipeline, run_key, published, full_refresh, **facts)
+    record = _run_record(pipeline, published, request)
     decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
     paths = [target.uri(final) for _, final in data]
-    return tables.commit_files(table, paths, record.to_properties(), full_refresh, decryption, branch=None)
+    return tables.commit_files(
+        table, paths, record.to_properties(), request.full_refresh, decryption, branch=None
+    )
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:
@@ -391,18 +365,7 @@ def _reached(position: Any, results: list[ShardResult]) -> Any:
     return position if position is not None else sources.run_position(results)
 
 
-def _run_record(
-    pipeline: Pipeline,
-    run_key: str,
-    results: list[ShardResult],
-    full_refresh: bool,
-    interval: dict[str, str | None],
-    started_at: str | None,
-    dag_run: str | None,
-    lineage: dict[str, str] | None,
-    lag: dict[str, Any] | None,
-    position: Any,
-) -> RunRecord:
+def _run_record(pipeline: Pipeline, results: list[ShardResult], request: CommitRequest) -> RunRecord:
     """What a snapshot's summary says of its run, beyond what Iceberg records (files, bytes, time)."""
     totals = Counter[str]()
     nulls = Counter[str]()
@@ -415,7 +378,7 @@ def _run_record(
             stages[stage] = stages.get(stage, 0.0) + value
     seconds = sum(result.seconds for result in results)
     now = datetime.now(UTC)
-    began = datetime.fromisoformat(started_at or min(r.started_at for r in results))
+    began = datetime.fromisoformat(request.started_at or min(r.started_at for r in results))
     wall = max((now - began).total_seconds(), 1e-3)
     latest = max((datetime.fromisoformat(r.latest_event) for r in results if r.latest_event), default=None)
     fresh = [
@@ -425,12 +388,12 @@ def _run_record(
     ]
     return RunRecord(
         dataset=pipeline.spec.name,
-        run=run_key,
-        dag_run=dag_run or "",
-        interval=interval,
+        run=request.run_key,
+        dag_run=request.dag_run or "",
+        interval=request.interval,
         started_at=began.isoformat(),
         contract_version=pipeline.contract.version,
-        full_refresh=full_refresh,
+        full_refresh=request.full_refresh,
         rows_in=totals["rows_in"],
         rows_stored=totals["rows_stored"],
         rows_quarantined=totals["rows_quarantined"],
@@ -445,7 +408,7 @@ def _run_record(
         processing_seconds=round(seconds, 3),
         stage_seconds={stage: round(value, 3) for stage, value in stages.items()},
         gb_per_hour=round(totals["bytes_in"] / 1e9 / (wall / 3600), 3),
-        lineage=lineage or None,
-        lag=lag or None,
-        position=position or sources.run_position(results),
+        lineage=request.lineage or None,
+        lag=request.lag or None,
+        position=request.position or sources.run_position(results),
     )
