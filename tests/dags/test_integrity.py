@@ -55,6 +55,14 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
 
 
+def test_every_dag_takes_the_shared_start_date(dagbag) -> None:
+    """The fixed settings live in ``dag_defaults`` alone: a DAG that sets its own drifts apart."""
+    from base_platform.dag_defaults import START_DATE
+
+    own = {dag_id: dag.start_date for dag_id, dag in dagbag.dags.items() if dag.start_date != START_DATE}
+    assert own == {}
+
+
 @pytest.fixture(scope="module")
 def parse_probe() -> dict[str, str]:
     """Import every DAG file, one after another, in one fresh interpreter with sockets disabled;

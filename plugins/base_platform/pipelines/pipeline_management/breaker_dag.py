@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import write_report
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.event_coordination.dataset_assets import DATASET_CHANGES, announce_change
 from base_platform.pipelines.spec import Pipeline, load_pipelines, pipeline_named
 
@@ -129,16 +129,8 @@ def build_pipeline_control_dag() -> DAG:
         ),
         "reason": Param(type="string", minLength=3, description="Why: kept in the breaker's history"),
     }
-    with DAG(
-        dag_id="pipeline_control",
-        schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        params=params,
-        doc_md=__doc__,
-        tags=["pipeline_management", "dataset"],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    with dataset_dag(
+        "pipeline_control", params=params, doc_md=__doc__, tags=["pipeline_management", "dataset"]
     ) as dag:
 
         @task(outlets=[DATASET_CHANGES])

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.data_streaming.stream_tasks import acknowledge_after, is_stream, measure_lag
 from base_platform.pipelines.event_coordination.dataset_assets import (
     dataset_asset,
@@ -156,16 +157,12 @@ def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> dict[str, Any
 def build_pipeline_dag(pipeline: Pipeline) -> DAG:
     spec = pipeline.spec
     target = dataset_asset(spec)
-    with DAG(
-        dag_id=f"pipeline_{spec.name}",
+    with dataset_dag(
+        f"pipeline_{spec.name}",
         schedule=_schedule(pipeline),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
         params=pipeline_params(pipeline),
         doc_md=f"{spec.description}\n\n{__doc__}",
         tags=["pipeline", spec.name],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
         on_failure_callback=pause_when_open(pipeline),
     ) as dag:
 
