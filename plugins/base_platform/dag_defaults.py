@@ -4,6 +4,7 @@ trigger time, not a failed run later."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,7 +85,7 @@ def dataset_dag(
     """A DAG over the datasets (``pipeline_*``, ``publish_*``, ``features_*``, ``dataset_*``,
     ``pipeline_control``): one run at a time, as each writes its table; every task retried twice,
     20 s apart, as each step finds its table where a first attempt left it."""
-    return DAG(
+    dag = DAG(
         dag_id=dag_id,
         schedule=schedule,
         **fixed_settings(),
@@ -95,3 +96,8 @@ def dataset_dag(
         default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
         **kwargs,
     )
+    # DAG() records the file that called it, this one: keep the builder's, as before this helper.
+    # A DagBag sets the DAG file's anyway; this is for DAGs built elsewhere (tests, dag.test()).
+    caller = inspect.currentframe()
+    dag.fileloc = caller.f_back.f_code.co_filename if caller and caller.f_back else dag.fileloc
+    return dag
