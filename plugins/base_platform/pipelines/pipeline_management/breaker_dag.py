@@ -90,13 +90,14 @@ def audit_run(pipeline: Pipeline, record: dict[str, Any], context: Any) -> list[
 
 
 def settle_task(pipeline: Pipeline, run_key: Callable[[str], str]) -> Any:
-    """The ``settle`` task of ``pipeline_<name>``, its last (``run_key``: the run's key in the table)."""
+    """The ``settle`` task of ``pipeline_<name>``, its last (``run_key``: the run's key in the table);
+    the pipeline's plan gives it the trigger rule ``all_done``."""
 
-    @task(trigger_rule="all_done")
+    @task
     def settle(**context: Any) -> None:
         settle_run(pipeline, run_key(context["run_id"]), context)
 
-    return settle()
+    return settle
 
 
 def settle_run(pipeline: Pipeline, run: str, context: Any) -> None:
