@@ -68,7 +68,9 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AuditVerdict:
+    """The audit of one staged snapshot: publish it when every check passed."""
+
     snapshot_id: int
     checks: tuple[Check, ...]
 
@@ -106,7 +108,7 @@ def stage(table: Table, snapshot: Snapshot) -> None:
         manage.create_branch(snapshot.snapshot_id, AUDIT)
 
 
-def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
+def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> AuditVerdict:
     """The staged snapshot's run against the spec's limits, the monitor's band and the contract."""
     snapshot = table.snapshot_by_id(snapshot_id)
     if snapshot is None:
@@ -118,7 +120,7 @@ def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
         _row_band(pipeline, record, earlier),
         _contract(pipeline, table, snapshot, record),
     )
-    return Verdict(snapshot_id, checks)
+    return AuditVerdict(snapshot_id, checks)
 
 
 def _quarantine(pipeline: Pipeline, record: dict[str, Any]) -> Check:
@@ -171,10 +173,10 @@ def on_main(table: Table, snapshot_id: int) -> bool:
     return any(snapshot.snapshot_id == snapshot_id for snapshot in tables.lineage(table))
 
 
-def audit_and_publish(pipeline: Pipeline, table: Table, snapshot_id: int, run: str) -> Verdict:
+def audit_and_publish(pipeline: Pipeline, table: Table, snapshot_id: int, run: str) -> AuditVerdict:
     """Audit a staged snapshot, then publish it or open the breaker (safe to repeat)."""
     if on_main(table, snapshot_id):
-        return Verdict(snapshot_id, (Check("published", True, "already on main"),))
+        return AuditVerdict(snapshot_id, (Check("published", True, "already on main"),))
     verdict = audit(pipeline, table, snapshot_id)
     for check in verdict.checks:
         log.info("audit of snapshot %s: %s %s: %s", snapshot_id, check.name, check.passed, check.detail)
