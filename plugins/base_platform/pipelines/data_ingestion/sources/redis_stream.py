@@ -95,7 +95,7 @@ def backlog(pipeline: Pipeline) -> redis_streams.Backlog:
 
     async def measure() -> redis_streams.Backlog:
         async with redis.asyncio.Redis(**_settings(source)) as client:
-            return await redis_streams.backlog(client, source.stream, source.group)
+            return await redis_streams.group_backlog(client, source.stream, source.group)
 
     return asyncio.run(measure())
 
