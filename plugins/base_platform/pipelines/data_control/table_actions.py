@@ -199,7 +199,9 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
         if table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows:
             table.delete(match, snapshot_properties={ERASURE: request})
         report["rows_removed"] = _rows_erased_by(table.refresh(), request)
-    report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
+    report |= quarantine.erase_quarantined(
+        tables.location_of(pipeline, table), hmac_columns, digest, subject, key
+    )
     if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
         report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
     if table is not None and table.refresh().current_snapshot() is not None:

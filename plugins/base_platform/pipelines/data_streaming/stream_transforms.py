@@ -206,7 +206,7 @@ def _as_contract_text(pipeline: Pipeline, result: pa.Table) -> pa.Table:
             result.column(column.name) if column.name in result.column_names else pa.nulls(result.num_rows)
         )
         if column.type in ("timestamp", "date") and pa.types.is_temporal(values.type):
-            values = conformance.render(values.combine_chunks(), column)
+            values = conformance.render_text(values.combine_chunks(), column)
         columns[column.name] = values
     for extra in (REJECT, RAW):
         if extra in result.column_names:

@@ -181,14 +181,14 @@ def audit_and_publish(pipeline: Pipeline, table: Table, snapshot_id: int, run: s
     for check in verdict.checks:
         log.info("audit of snapshot %s: %s %s: %s", snapshot_id, check.name, check.passed, check.detail)
     if verdict.passed:
-        publish(table, snapshot_id)
+        publish_audit(table, snapshot_id)
         log.info("snapshot %s published to main", snapshot_id)
     else:
         trip(table, verdict.reason, run, snapshot_id)
     return verdict
 
 
-def publish(table: Table, snapshot_id: int) -> None:
+def publish_audit(table: Table, snapshot_id: int) -> None:
     """Fast-forward ``main`` to the audited snapshot and drop the ``audit`` branch (idempotent)."""
     table = table.refresh()
     main = table.current_snapshot()
@@ -248,7 +248,7 @@ def count_run(table: Table, run: str, failed: list[str], limit: int) -> tuple[Br
     return counted, False
 
 
-def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
+def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
     """An operator's answer to an open breaker: publish the audit to ``main`` or discard it (its
     inputs are not read again: a corrected file has a new checksum). Either closes the breaker."""
     breaker = state(table)
@@ -259,7 +259,7 @@ def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: 
     if action == "publish":
         if snapshot_id is None:
             raise BreakerError(f"{table.name()[-1]}: no audit to publish (discard to close the breaker)")
-        publish(table, snapshot_id)
+        publish_audit(table, snapshot_id)
     elif snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
         record = tables.run_record(snapshot) if snapshot is not None else {}
