@@ -58,7 +58,7 @@ def old_dataset(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     "rows": rows.num_rows,
                 }
             )
-        manifest = {key: record[key] for key in legacy_import.KEPT} | {
+        manifest = {key: record[key] for key in legacy_import.MANIFEST_KEYS} | {
             "committed_at": committed_at,
             "contract": pipeline.contract.model_dump(mode="json"),
             "files": files,

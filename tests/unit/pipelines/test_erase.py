@@ -158,18 +158,18 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
     from base_platform.pipelines.data_storage import quarantine
 
     two_runs_holding_the_subject(pipeline, tmp_path)
-    real_erase = quarantine.erase
+    real_erase = quarantine.erase_quarantined
 
     def worker_lost(*args: Any, **kwargs: Any) -> dict[str, int]:
         raise ConnectionError("the worker's connection dropped")
 
-    monkeypatch.setattr(quarantine, "erase", worker_lost)
+    monkeypatch.setattr(quarantine, "erase_quarantined", worker_lost)
     with pytest.raises(ConnectionError):
         table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (
         len(table_actions.read_dataset("transactions").filter(_is_subject_filter())) == 0
     )  # the delete landed
-    monkeypatch.setattr(quarantine, "erase", real_erase)
+    monkeypatch.setattr(quarantine, "erase_quarantined", real_erase)
     retried = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (retried["rows_removed"], retried["quarantine_rows_removed"]) == (3, 4)
     again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")

@@ -109,7 +109,7 @@ def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     run(pipeline, tmp_path / "in4", tmp_path / "out", "run-4")
     moved = pages.get(pipeline, query)
     assert moved is not first and moved.snapshot_id != first.snapshot_id
-    small = serving.PageCache(serving.MemoryStore(max_bytes=moved.rows.nbytes * 3 // 2))
+    small = serving.PageCache(serving.MemoryPageStore(max_bytes=moved.rows.nbytes * 3 // 2))
     kept = small.get(pipeline, query)
     assert small.get(pipeline, query) is kept
     small.get(pipeline, serving.Query("transactions", limit=99))  # does not fit beside it

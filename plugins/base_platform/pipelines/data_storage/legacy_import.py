@@ -25,7 +25,7 @@ from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import Contract, Pipeline, classify_change, load_pipelines
 
 MANIFESTS = "_manifests"
-KEPT = (  # what a run record holds that the old manifests held too
+MANIFEST_KEYS = (  # what a run record holds that the old manifests held too
     "dataset", "run", "interval", "started_at", "rows_in", "rows_stored", "rows_quarantined", "bytes_in",
     "null_counts", "freshness", "quarantine", "inputs", "wall_seconds", "processing_seconds",
     "stage_seconds", "gb_per_hour",
@@ -99,7 +99,7 @@ def _check_files(target: Location, manifest: dict[str, Any]) -> None:
 
 
 def _record(pipeline: Pipeline, manifest: dict[str, Any]) -> dict[str, Any]:
-    return {key: manifest[key] for key in KEPT if key in manifest} | {
+    return {key: manifest[key] for key in MANIFEST_KEYS if key in manifest} | {
         "dag_run": "",
         "contract_version": manifest["contract"]["version"],
         "full_refresh": "false",

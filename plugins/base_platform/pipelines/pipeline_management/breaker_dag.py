@@ -147,7 +147,7 @@ def build_pipeline_control_dag() -> DAG:
             if table is None:
                 raise AirflowFailException(f"dataset {pipeline.spec.name!r} has no table: nothing to resolve")
             try:
-                report = breaker.resolve(table, params["action"], who, params["reason"])
+                report = breaker.resolve_audit(table, params["action"], who, params["reason"])
             except breaker.BreakerError as exc:
                 raise AirflowFailException(str(exc)) from exc
             if params["action"] == "publish":

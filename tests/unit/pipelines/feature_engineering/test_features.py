@@ -271,7 +271,7 @@ def test_the_online_store_holds_exactly_the_latest_values_after_each_run(
     world: World, view: FeatureView, tmp_path: Path
 ) -> None:
     rng = random.Random(11)
-    into = online.SqliteStore(str(tmp_path / "online.db"))
+    into = online.SqliteOnlineStore(str(tmp_path / "online.db"))
     accounts = [f"acct-{n:02d}" for n in range(12)]
     for batch in (
         random_batch(rng, 0, 300, T0, 10),
