@@ -26,6 +26,7 @@ def dagbag():
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+@pytest.mark.slow
 def test_file_imports_without_errors(dagbag, path: Path) -> None:
     assert str(path) not in dagbag.import_errors, dagbag.import_errors.get(str(path))
 
@@ -34,6 +35,7 @@ def test_there_are_dags(dagbag) -> None:
     assert dagbag.dags, "no DAGs were found"
 
 
+@pytest.mark.slow
 def test_every_dag_serializes(dagbag) -> None:
     """The scheduler stores DAGs serialized; a DAG that cannot be serialized never runs."""
     from airflow.serialization.serialized_objects import DagSerialization
@@ -87,6 +89,7 @@ print("HEAVY:" + json.dumps(found))
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+@pytest.mark.slow
 def test_no_heavy_imports_or_network_at_parse_time(parse_probe: dict[str, str], path: Path) -> None:
     assert parse_probe[str(path)] == "", f"{path.name} loads {parse_probe[str(path)]} at parse time"
 

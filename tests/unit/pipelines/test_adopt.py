@@ -80,6 +80,7 @@ def stored_rows(old: Path) -> int:
     )
 
 
+@pytest.mark.slow
 def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     pipeline: Pipeline, old_dataset: Path, tmp_path: Path
 ) -> None:
@@ -105,6 +106,7 @@ def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     )
 
 
+@pytest.mark.slow
 def test_adoption_is_safe_to_repeat_and_finishes_a_killed_one(
     pipeline: Pipeline, old_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,6 +123,7 @@ def test_adoption_is_safe_to_repeat_and_finishes_a_killed_one(
     assert len(table_actions.dataset_table("transactions").snapshots()) == 2
 
 
+@pytest.mark.slow
 def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
     pipeline: Pipeline, old_dataset: Path
 ) -> None:
@@ -132,6 +135,7 @@ def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
     assert table is None  # a dry run makes nothing
 
 
+@pytest.mark.slow
 def test_the_command_line_says_what_it_would_adopt(
     old_dataset: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ def main_rows() -> int:
     return table.scan().to_arrow().num_rows if table.current_snapshot() else 0
 
 
+@pytest.mark.slow
 def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discarded(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -75,6 +76,7 @@ def test_an_operator_publishes_an_audit_to_main(pipeline: Pipeline, tmp_path: Pa
     assert [r["run"] for r in tables.history(table)] == ["run-1"]
 
 
+@pytest.mark.slow
 def test_publishing_refuses_an_audit_main_moved_past(pipeline: Pipeline, tmp_path: Path) -> None:
     generate_run(300, tmp_path / "a", 1)
     first = run(pipeline, tmp_path / "a", tmp_path / "out", "run-1")
@@ -108,6 +110,7 @@ def test_a_retried_commit_is_audited_once_and_publishes_once(pipeline: Pipeline,
     assert breaker.AUDIT not in table.refresh().metadata.refs and main_rows() == 400
 
 
+@pytest.mark.slow
 def test_the_row_band_trips_on_a_run_far_outside_the_history(pipeline: Pipeline, tmp_path: Path) -> None:
     for number in range(1, 7):
         generate_run(200 + number, tmp_path / f"in{number}", number)

@@ -31,6 +31,7 @@ def three_runs(pipeline: Pipeline, tmp_path: Path) -> list[dict[str, Any]]:
     return records
 
 
+@pytest.mark.slow
 def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[dict[str, Any]]) -> None:
     first, second, _ = three_runs
     assert table_actions.read_dataset("transactions").num_rows == 400 + 800 + 1200
@@ -47,6 +48,7 @@ def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[
         table_actions.read_dataset("transactions", as_of=42)
 
 
+@pytest.mark.slow
 def test_a_filter_on_the_partition_column_prunes_files(three_runs: list[dict[str, Any]]) -> None:
     table = table_actions.dataset_table("transactions")
     every = table_actions.read_dataset("transactions", columns=("transaction_id", "event_time"))
@@ -111,6 +113,7 @@ def test_a_point_is_a_snapshot_id_or_a_zoned_timestamp() -> None:
         table_actions.parse_point("yesterday")
 
 
+@pytest.mark.slow
 def test_a_rollback_needs_a_reason_and_a_table(three_runs: list[dict[str, Any]]) -> None:
     with pytest.raises(table_actions.ControlError, match="needs a reason"):
         table_actions.rollback("transactions", three_runs[0]["snapshot_id"], dry_run=True, who="ops", why=" ")
