@@ -34,9 +34,10 @@ redis-package:
 ## test: ruff, mypy, the whole pytest suite, and the reliability drills.
 test: lint typecheck pytest drills
 
-## test-fast: the inner loop: ruff, mypy, and the tests that start no Airflow stack and run no DAG.
+## test-fast: the inner loop: ruff, import contracts, mypy, and the tests that start no Airflow stack,
+## run no DAG and take under a second each (those marked slow run in make test).
 test-fast: lint typecheck
-	$(BIN)/pytest -q -n 2 -m "not integration and not e2e" tests/unit tests/sandbox tests/dags tests/docs tests/stack tests/scripts
+	$(BIN)/pytest -q -n 2 -m "not integration and not e2e and not slow" tests/unit tests/sandbox tests/dags tests/docs tests/stack tests/scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

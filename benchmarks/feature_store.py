@@ -237,8 +237,8 @@ def run(work: Path) -> int:
             except redis.ConnectionError:
                 time.sleep(0.05)
         stores: dict[str, online.OnlineStore] = {
-            "Redis": online.RedisStore(client),
-            "SQLite": online.SqliteStore(str(work / "online.db")),
+            "Redis": online.RedisOnlineStore(client),
+            "SQLite": online.SqliteOnlineStore(str(work / "online.db")),
         }
         bare_calls = {
             "Redis": lambda keys: client.hmget("base:features:account_spend", keys),

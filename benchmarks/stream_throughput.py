@@ -90,7 +90,7 @@ def observe(dataset: str, url: str, stream: str, done: Callable[[], bool], seen:
 
             async def measure() -> redis_streams.Backlog:
                 async with redis.asyncio.Redis.from_url(url) as aclient:
-                    return await redis_streams.backlog(aclient, stream, "base")
+                    return await redis_streams.group_backlog(aclient, stream, "base")
 
             backlog = asyncio.run(measure())
             seen.peak_events = max(seen.peak_events, backlog.undelivered + backlog.pending)

@@ -7,11 +7,12 @@ simulator's `degraded.yaml` scenario it fails with Argo CD's own resource messag
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag
 
 from base_platform.argocd.operators import ArgoCDSyncApplicationOperator
+from base_platform.dag_defaults import fixed_settings
 
 APP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$"
 
@@ -19,8 +20,7 @@ APP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$"
 @dag(
     dag_id="argocd_smoke",
     schedule=None,
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
+    **fixed_settings(),
     doc_md=__doc__,
     tags=["argocd", "smoke"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},

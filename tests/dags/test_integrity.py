@@ -26,6 +26,7 @@ def dagbag():
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+@pytest.mark.slow
 def test_file_imports_without_errors(dagbag, path: Path) -> None:
     assert str(path) not in dagbag.import_errors, dagbag.import_errors.get(str(path))
 
@@ -34,6 +35,7 @@ def test_there_are_dags(dagbag) -> None:
     assert dagbag.dags, "no DAGs were found"
 
 
+@pytest.mark.slow
 def test_every_dag_serializes(dagbag) -> None:
     """The scheduler stores DAGs serialized; a DAG that cannot be serialized never runs."""
     from airflow.serialization.serialized_objects import DagSerialization
@@ -53,6 +55,14 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
             if isinstance(task, HITLOperator):
                 continue  # a retry would ask the human again
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+
+
+def test_every_dag_takes_the_shared_start_date(dagbag) -> None:
+    """The fixed settings live in ``dag_defaults`` alone: a DAG that sets its own drifts apart."""
+    from base_platform.dag_defaults import START_DATE
+
+    own = {dag_id: dag.start_date for dag_id, dag in dagbag.dags.items() if dag.start_date != START_DATE}
+    assert own == {}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +89,7 @@ print("HEAVY:" + json.dumps(found))
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+@pytest.mark.slow
 def test_no_heavy_imports_or_network_at_parse_time(parse_probe: dict[str, str], path: Path) -> None:
     assert parse_probe[str(path)] == "", f"{path.name} loads {parse_probe[str(path)]} at parse time"
 

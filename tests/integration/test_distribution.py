@@ -234,13 +234,13 @@ def test_an_export_killed_midway_is_invisible_and_a_rerun_completes_it(
     exporter.send_signal(signal.SIGKILL)
     exporter.wait()
     written = objects(s3)
-    assert written and not [key for key in written if key.endswith(publishing.MANIFEST)]
+    assert written and not [key for key in written if key.endswith(publishing.EXPORT_MANIFEST)]
     assert publishing.published_export(Location.of(EXPORT.uri)) is None
 
     done = publishing.export_s3(pipeline, table(), snapshot_id, EXPORT)
     assert done["published"] is True and done["rows"] == 2400
     written = objects(s3)
-    manifest = json.loads(written[f"transactions/snapshot={snapshot_id}/{publishing.MANIFEST}"])
+    manifest = json.loads(written[f"transactions/snapshot={snapshot_id}/{publishing.EXPORT_MANIFEST}"])
     assert len(written) == len(manifest["files"]) + 1  # the rerun started afresh: nothing left over
     for entry in manifest["files"]:
         data = written[f"transactions/snapshot={snapshot_id}/{entry['path']}"]

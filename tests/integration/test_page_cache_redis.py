@@ -35,8 +35,8 @@ def test_pages_are_shared_through_redis_until_the_snapshot_moves(
 ) -> None:
     query = serving.Query("transactions", limit=100)
     with redis(tmp_path / "redis") as url:
-        first = serving.PageCache(serving.RedisStore(url)).get(pipeline, query)
-        other_process = serving.PageCache(serving.RedisStore(url))  # another api-server's cache
+        first = serving.PageCache(serving.RedisPageStore(url)).get(pipeline, query)
+        other_process = serving.PageCache(serving.RedisPageStore(url))  # another api-server's cache
         again = other_process.get(pipeline, query)
         assert stats(url)["keyspace_hits"] == 1
         assert again.rows.equals(first.rows) and again.rows.num_rows == 100
@@ -56,7 +56,7 @@ def test_redis_stays_within_its_maxmemory_and_a_redis_that_is_gone_costs_only_th
     tmp_path: Path,
 ) -> None:
     with redis(tmp_path / "redis", "--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru") as url:
-        pages = serving.PageCache(serving.RedisStore(url))
+        pages = serving.PageCache(serving.RedisPageStore(url))
         for limit in range(200, 1200, 20):  # 50 pages of ~100 kB to 600 kB: far more than 3 MB
             pages.get(pipeline, serving.Query("transactions", limit=limit))
         found = stats(url)

@@ -29,6 +29,7 @@ def _named(name: str) -> dict:
     return {"metadata": {"name": name}, "spec": APP["spec"]}
 
 
+@pytest.mark.slow
 def test_application_in_every_state_matches_the_contract(contracts_dir: Path, start_simulator) -> None:
     sim = start_simulator(STATES)
     with sim.client() as client:
@@ -119,6 +120,7 @@ def test_injected_5xx_rate_is_applied(start_simulator) -> None:
     assert 5 < codes.count(503) < 35 and codes.count(200) == 40 - codes.count(503)
 
 
+@pytest.mark.slow
 def test_stale_reads_answer_the_previous_state(start_simulator) -> None:
     sim = start_simulator(
         {"defaults": {"sync_seconds": 0.2, "stale_read_seconds": 1.0}, "existing": {"web": {}}}

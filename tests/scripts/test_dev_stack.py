@@ -50,6 +50,7 @@ def test_stop_ends_a_child_that_outlives_its_service(tmp_path: Path, monkeypatch
     assert ended(child)
 
 
+@pytest.mark.slow
 def test_a_service_found_dead_takes_its_children_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -136,6 +136,7 @@ DEPLOY_OK = {
         ["nonsense"],
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_exit_3_before_any_call(airflow, argv: list[str]) -> None:
     server = airflow([])
     with pytest.raises(SystemExit) as exit_:

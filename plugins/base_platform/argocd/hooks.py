@@ -29,7 +29,7 @@ log = structlog.get_logger(logger_name=__name__)
 
 RETRYABLE_STATUS_CODES = frozenset({502, 503, 504})
 OPERATION_IN_PROGRESS = "another operation is already in progress"
-DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 30.0
 DEFAULT_BACKOFF_SECONDS = 1.0
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -172,7 +172,7 @@ class ConnectionSettings:
             username=conn.login or None,
             password=conn.password if conn.login else None,
             verify_ssl=verify_ssl,
-            timeout=float(timeout or extra.get("timeout") or DEFAULT_TIMEOUT_SECONDS),
+            timeout=float(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT_SECONDS),
             backoff_seconds=float(backoff_seconds or extra.get("backoff_seconds") or DEFAULT_BACKOFF_SECONDS),
         )
 

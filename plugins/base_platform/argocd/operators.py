@@ -32,7 +32,7 @@ from base_platform.argocd.triggers import (
 from base_platform.templating import as_bool
 from base_platform.types import JSON
 
-DEFAULT_TIMEOUT_SECONDS = 900.0
+DEFAULT_WAIT_TIMEOUT_SECONDS = 900.0
 
 
 def default_deferrable() -> bool:
@@ -72,7 +72,7 @@ class ArgoCDOperationOperator(BaseOperator):
         *,
         wait_for_completion: bool = True,
         deferrable: bool | None = None,
-        wait_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT_SECONDS,
         poll_interval: float = 10.0,
         degraded_grace_seconds: float = 60.0,
         argocd_conn_id: str = ArgoCDHook.default_conn_name,

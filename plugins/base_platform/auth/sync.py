@@ -35,7 +35,7 @@ def role_permissions(sm: Any, role: Role, ids: Iterable[str]) -> set[Permission]
     return scoped_role_permissions(role, viewer, ids)
 
 
-def describe(role: Role, ids: Iterable[str]) -> str:
+def describe_role(role: Role, ids: Iterable[str]) -> str:
     if role.copy_of:
         return f"copy of {role.copy_of}"
     grants = [f"{dag_id}={grant}" for dag_id in ids if (grant := role.grant_for(dag_id))]
@@ -81,7 +81,7 @@ def sync(config: RolesConfig, ids: list[str], env: dict[str, str]) -> None:
         sm.sync_roles()  # FAB's built-in roles, which `copy_of` and the Viewer pages come from
         for name, role in config.roles.items():
             added, removed = converge_role(sm, name, role_permissions(sm, role, ids))
-            print(f"role {name}: {describe(role, ids)} (+{added} -{removed} grants)")
+            print(f"role {name}: {describe_role(role, ids)} (+{added} -{removed} grants)")
         converge_users(sm, config, env)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from base_platform.files import Location
 
-MANIFEST = "manifest.json"
+BACKUP_MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z$")
 
 
@@ -153,9 +153,9 @@ def backup(
             "fernet_key_id": fernet_key_id(key),
             "seconds": round(time.monotonic() - started, 2),
         }
-        path = Path(tmp) / MANIFEST
+        path = Path(tmp) / BACKUP_MANIFEST
         path.write_text(json.dumps(manifest, indent=2))
-        store.put(path, f"{backup_id}/{MANIFEST}")
+        store.put(path, f"{backup_id}/{BACKUP_MANIFEST}")
     return manifest
 
 
@@ -164,7 +164,7 @@ def complete_backups(store: Store) -> list[str]:
     return sorted(
         key.split("/")[0]
         for key in store.files()
-        if key.endswith(f"/{MANIFEST}") and BACKUP_ID.match(key.split("/")[0])
+        if key.endswith(f"/{BACKUP_MANIFEST}") and BACKUP_ID.match(key.split("/")[0])
     )
 
 
@@ -179,8 +179,8 @@ def manifest_of(store: Store, backup_id: str) -> dict[str, Any]:
             f"no complete backup {backup_id!r} here; complete ones: {', '.join(chosen) or 'none'}"
         )
     with tempfile.TemporaryDirectory() as tmp:
-        store.get(f"{backup_id}/{MANIFEST}", Path(tmp) / MANIFEST)
-        manifest: dict[str, Any] = json.loads((Path(tmp) / MANIFEST).read_text())
+        store.get(f"{backup_id}/{BACKUP_MANIFEST}", Path(tmp) / BACKUP_MANIFEST)
+        manifest: dict[str, Any] = json.loads((Path(tmp) / BACKUP_MANIFEST).read_text())
     return manifest
 
 

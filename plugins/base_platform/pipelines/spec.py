@@ -289,7 +289,9 @@ class Freshness(StrictModel):
     )
 
 
-Rule = Annotated[NotNull | Range | Regex | AcceptedValues | Unique | Freshness, Field(discriminator="rule")]
+QualityRule = Annotated[
+    NotNull | Range | Regex | AcceptedValues | Unique | Freshness, Field(discriminator="rule")
+]
 
 
 class Protection(StrictModel):
@@ -456,7 +458,7 @@ class PipelineSpec(StrictModel):
     description: str = ""
     contract: str = Field(pattern=NAME, description="config/contracts/<contract>.yaml")
     source: Source
-    quality: tuple[Rule, ...] = ()
+    quality: tuple[QualityRule, ...] = ()
     security: Security = Security()
     storage: Storage
     retention: Retention = Retention()

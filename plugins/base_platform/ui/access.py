@@ -16,7 +16,7 @@ async def current_user(request: Request) -> Any:
     return await get_user(request, None, await bearer_scheme(request))
 
 
-User = Annotated[Any, Depends(current_user)]
+CurrentUser = Annotated[Any, Depends(current_user)]
 
 
 def may_read(user: Any, dag_id: str) -> bool:

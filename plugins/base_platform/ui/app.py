@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
-from base_platform.ui.access import User, may_read
+from base_platform.ui.access import CurrentUser, may_read
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
@@ -41,15 +41,15 @@ def create_app() -> FastAPI:
     app.include_router(features_api.router)
 
     @app.get("/", response_class=HTMLResponse)
-    async def page(user: User) -> HTMLResponse:
+    async def page(user: CurrentUser) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
     @app.get("/api/tabs")
-    async def tabs(user: User) -> dict[str, Any]:
+    async def tabs(user: CurrentUser) -> dict[str, Any]:
         return {"user": str(user.get_name())} | tabs_for(user)
 
     @app.get("/api/platform")
-    async def platform(user: User, environment: str = "dev") -> dict[str, Any]:
+    async def platform(user: CurrentUser, environment: str = "dev") -> dict[str, Any]:
         from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
 
@@ -63,21 +63,21 @@ def create_app() -> FastAPI:
         }
 
     @app.get("/api/drift")
-    async def drift(user: User) -> dict[str, Any]:
+    async def drift(user: CurrentUser) -> dict[str, Any]:
         from base_platform.ui import state
 
         require_platform(user)
         return state.latest_report("platform_drift", "drift") or {"findings": [], "counts": {}}
 
     @app.get("/api/pipelines")
-    async def pipelines(user: User) -> list[dict[str, Any]]:
+    async def pipelines(user: CurrentUser) -> list[dict[str, Any]]:
         from base_platform.ui import state
 
         allowed = set(tabs_for(user)["datasets"])
         return [row for row in state.pipeline_rows() if row["dataset"] in allowed]
 
     @app.get("/api/pipelines/overview")
-    def overview(user: User) -> list[dict[str, Any]]:
+    def overview(user: CurrentUser) -> list[dict[str, Any]]:
         """Every pipeline the user may read: schedule, paused, newest DAG run, snapshot, freshness,
         quarantine rate and GB/hour of the last published run, and its circuit breaker (plain
         ``def``: it reads a database)."""
@@ -100,7 +100,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics")
-    async def metrics(user: User, environment: str = "dev") -> Response:
+    async def metrics(user: CurrentUser, environment: str = "dev") -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from base_platform.ui.access import User
+from base_platform.ui.access import CurrentUser
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 router = APIRouter(prefix="/api/datasets")
@@ -62,7 +62,7 @@ def granted(user: Any, name: str) -> Any:
 
 
 @router.get("")
-def datasets(user: User) -> list[dict[str, Any]]:
+def datasets(user: CurrentUser) -> list[dict[str, Any]]:
     from base_platform.pipelines.data_storage import tables
 
     listed = []
@@ -85,7 +85,7 @@ def datasets(user: User) -> list[dict[str, Any]]:
 
 
 @router.get("/{name}/schema")
-def schema(name: str, user: User) -> dict[str, Any]:
+def schema(name: str, user: CurrentUser) -> dict[str, Any]:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_storage import tables
     from base_platform.pipelines.metadata_discovery.registry import registry_entry
@@ -103,7 +103,7 @@ def schema(name: str, user: User) -> dict[str, Any]:
 @router.get("/{name}/rows")
 def rows(
     name: str,
-    user: User,
+    user: CurrentUser,
     request: Request,
     columns: str | None = None,
     filter: Annotated[list[str] | None, Query()] = None,

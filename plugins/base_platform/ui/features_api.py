@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from base_platform.ui.access import User
+from base_platform.ui.access import CurrentUser
 from base_platform.ui.datasets_api import readable
 
 MAX_ENTITIES = 1000  # a page of a batch scorer; more is an offline job
@@ -30,7 +30,7 @@ def _views(user: Any) -> dict[str, Any]:
 
 
 @router.get("")
-def views(user: User) -> list[dict[str, Any]]:
+def views(user: CurrentUser) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
@@ -46,7 +46,7 @@ def views(user: User) -> list[dict[str, Any]]:
 
 @router.get("/{name}/online")
 def online_features(
-    name: str, user: User, entity: Annotated[list[str] | None, Query()] = None
+    name: str, user: CurrentUser, entity: Annotated[list[str] | None, Query()] = None
 ) -> dict[str, Any]:
     """``?entity=a&entity=b``: each entity's latest features (null for one the store does not hold)."""
     from base_platform.pipelines.feature_engineering import online

@@ -96,6 +96,7 @@ def test_login_and_password_get_a_session_token(start_simulator, monkeypatch) ->
         hook().list_applications()
 
 
+@pytest.mark.slow
 def test_application_lifecycle(start_simulator) -> None:
     start_simulator(FAST)
     h = hook()
@@ -163,6 +164,7 @@ def test_500_is_not_retried(start_simulator) -> None:
     assert hook().list_applications()["items"] == []
 
 
+@pytest.mark.slow
 def test_sync_retries_while_another_operation_is_in_progress(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 1.0}})
     h = ArgoCDHook(backoff_seconds=0.3, max_attempts=6)

@@ -27,6 +27,7 @@ def sync_op(**kwargs) -> ArgoCDSyncApplicationOperator:
     return ArgoCDSyncApplicationOperator(**(defaults | kwargs))
 
 
+@pytest.mark.slow
 def test_upserts_syncs_and_defers_with_the_mark_of_the_operation_before(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 5}, "existing": {"web": {"revision": "main"}}})
     before = ArgoCDHook().get_application("web")
@@ -51,6 +52,7 @@ def history_ids() -> list[int]:
     return [h["id"] for h in ArgoCDHook().get_application("web")["status"]["history"]]
 
 
+@pytest.mark.slow
 def test_a_retry_watches_the_sync_an_earlier_try_started(start_simulator) -> None:
     """The first try's trigger died mid-wait: the next try finds its sync running, and waits for
     exactly that one; a try after it finished finds it done. Argo CD synced once."""
@@ -69,6 +71,7 @@ def test_a_retry_watches_the_sync_an_earlier_try_started(start_simulator) -> Non
     assert history_ids() == [0, 1]  # the existing deployment, and one sync
 
 
+@pytest.mark.slow
 def test_a_sync_is_started_again_by_another_run_or_after_it_failed(start_simulator) -> None:
     start_simulator(FAST)
     sync_op(deferrable=False).execute(a_try())
@@ -84,6 +87,7 @@ def test_a_sync_is_started_again_by_another_run_or_after_it_failed(start_simulat
     assert started_at[0] != started_at[1]
 
 
+@pytest.mark.slow
 def test_waits_in_process_when_not_deferrable(start_simulator) -> None:
     start_simulator(FAST)
     out = sync_op(deferrable=False).execute({})
@@ -98,6 +102,7 @@ def test_a_dry_run_of_a_new_app_writes_nothing(start_simulator) -> None:
     assert not ArgoCDHook().application_exists("web")
 
 
+@pytest.mark.slow
 def test_a_sync_past_its_deadline_is_terminated_then_fails(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 60}})
     with pytest.raises(AirflowFailException, match=r"timed out at .*terminated the running operation"):
@@ -132,6 +137,7 @@ def _deploy_twice() -> None:
         time.sleep(1.2)
 
 
+@pytest.mark.slow
 def test_rollback_to_previous_waits_for_it_and_pins_the_app(start_simulator) -> None:
     start_simulator(FAST)
     _deploy_twice()
@@ -146,6 +152,7 @@ def test_rollback_to_previous_waits_for_it_and_pins_the_app(start_simulator) -> 
     assert app["status"]["sync"]["revision"] == out["revision"]
 
 
+@pytest.mark.slow
 def test_rollback_is_retried_while_another_operation_is_in_progress(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 0.1}})
     _deploy_twice()
@@ -155,6 +162,7 @@ def test_rollback_is_retried_while_another_operation_is_in_progress(start_simula
     assert started.mark.history_id == 2  # marked after the v3 sync ended, not while it ran
 
 
+@pytest.mark.slow
 def test_rollback_refuses_with_automated_sync_unless_allowed(start_simulator) -> None:
     start_simulator(FAST)
     _deploy_twice()

@@ -43,6 +43,7 @@ def test_does_not_defer_when_already_done(start_simulator) -> None:
     assert sensor.execute({}) is None
 
 
+@pytest.mark.slow
 def test_poke_mode_waits_then_passes(start_simulator) -> None:
     start_simulator({"defaults": {"sync_seconds": 0.3, "healthy_after_seconds": 0.6}})
     sensor = ArgoCDApplicationSensor(

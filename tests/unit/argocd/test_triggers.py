@@ -48,6 +48,7 @@ async def _first_event(trigger: BaseTrigger, timeout: float = 20) -> dict:
     return dict(event.payload)
 
 
+@pytest.mark.slow
 async def test_fires_success_once_synced_and_healthy(start_simulator) -> None:
     start_simulator(
         {"defaults": {"sync_seconds": 0.5, "healthy_after_seconds": 1.0, "stale_read_seconds": 0.8}}
@@ -59,6 +60,7 @@ async def test_fires_success_once_synced_and_healthy(start_simulator) -> None:
     assert app["status"]["health"]["status"] == "Healthy"
 
 
+@pytest.mark.slow
 async def test_fires_failed_with_resource_messages_on_degraded(start_simulator) -> None:
     start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "Degraded"}}})
     mark = await asyncio.to_thread(_sync)
@@ -68,6 +70,7 @@ async def test_fires_failed_with_resource_messages_on_degraded(start_simulator) 
     assert 'Deployment "web" exceeded its progress deadline' in event["message"]
 
 
+@pytest.mark.slow
 async def test_fires_failed_on_sync_failed(start_simulator) -> None:
     start_simulator({"defaults": FAST["defaults"], "apps": {"web": {"outcome": "SyncFailed"}}})
     mark = await asyncio.to_thread(_sync)
@@ -82,6 +85,7 @@ async def test_fires_failed_for_an_unknown_app(start_simulator) -> None:
     assert event["status"] == "failed" and "permission denied" in event["message"]
 
 
+@pytest.mark.slow
 async def test_a_restarted_trigger_reaches_the_same_verdict(start_simulator) -> None:
     """A trigger keeps no state: a fresh instance from serialize() mid-wait still succeeds."""
     start_simulator({"defaults": {"sync_seconds": 1.0, "healthy_after_seconds": 2.0}})
@@ -108,6 +112,7 @@ async def test_fires_timeout_at_the_deadline_with_the_last_reason(start_simulato
     assert "timed out at" in event["message"] and "operation in progress" in event["message"]
 
 
+@pytest.mark.slow
 async def test_a_controller_clock_far_behind_or_ahead_changes_no_verdict(start_simulator) -> None:
     """The wait compares the server's timestamps only with each other, never with ours."""
     for offset in (-3600, 3600):
@@ -132,6 +137,7 @@ async def test_a_transient_failure_is_a_retryable_error(start_simulator) -> None
     assert event["status"] == "error" and "503" in event["message"]
 
 
+@pytest.mark.slow
 async def test_a_connection_lookup_failing_for_a_while_is_asked_again(start_simulator, monkeypatch) -> None:
     """While Postgres restarts, the Task SDK says a connection "isn't defined"; the trigger asks
     again instead of failing its task (whose retry would sync a second time)."""
@@ -152,6 +158,7 @@ async def test_a_connection_that_stays_missing_still_fails() -> None:
         await aget_connection_patiently("nowhere", patience=0.5, pause=0.1)
 
 
+@pytest.mark.slow
 async def test_deleted_trigger_fires_success_once_gone(start_simulator) -> None:
     start_simulator({"defaults": {"delete_seconds": 1.0}, "existing": {"web": {}}})
     await asyncio.to_thread(ArgoCDHook().delete_application, "web")
@@ -159,6 +166,7 @@ async def test_deleted_trigger_fires_success_once_gone(start_simulator) -> None:
     assert await _first_event(trigger) == {"status": "success", "message": "deleted"}
 
 
+@pytest.mark.slow
 async def test_deleted_trigger_reports_stuck_finalizers_and_a_new_triggerer_agrees(start_simulator) -> None:
     """Stuck is timed on the trigger's own clock: a restarted triggerer times it again, and agrees."""
     start_simulator({"defaults": {"delete_seconds": 3600}, "existing": {"web": {}}})

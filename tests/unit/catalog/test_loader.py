@@ -139,6 +139,7 @@ def _by_name(components: list[dict], name: str) -> dict:
         "unknown-check",
     ],
 )
+@pytest.mark.slow
 def test_malformed_catalog_names_file_and_key(tmp_path: Path, edit, key: str, message: str) -> None:
     path = _catalog_with(tmp_path, edit)
     with pytest.raises(CatalogError) as err:

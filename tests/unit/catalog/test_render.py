@@ -32,6 +32,7 @@ def test_every_application_matches_the_contract(contracts_dir: Path, env: str) -
 
 
 @pytest.mark.parametrize("env", ENVS)
+@pytest.mark.slow
 def test_rendering_is_deterministic(env: str) -> None:
     catalog, overlay = load_catalog(), load_environment(env)
     first = [json.dumps(render_application(c, overlay), sort_keys=False) for c in catalog.components]
@@ -79,6 +80,7 @@ def test_projects_are_least_privilege(env: str) -> None:
         assert "*" not in json.dumps(spec)
 
 
+@pytest.mark.slow
 def test_no_rendered_manifest_carries_a_secret() -> None:
     catalog = load_catalog()
     for env in ENVS:

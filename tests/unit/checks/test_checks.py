@@ -50,6 +50,7 @@ def test_verdict_degraded_needs_80_percent_and_no_core_or_security_error() -> No
 
 
 # ---- a healthy platform ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_deployed_locked_down_platform_is_healthy(platform) -> None:
     platform()
     results = _run()
@@ -82,6 +83,7 @@ def results_vault_url(results: list[CheckResult]) -> str:
 
 
 # ---- per component --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_missing_app_wrong_revision_and_unhealthy_resources_are_named(platform) -> None:
     platform(omit=("logging",), monitoring={"outcome": "Degraded"})
     hook = ArgoCDHook()
@@ -98,6 +100,7 @@ def test_missing_app_wrong_revision_and_unhealthy_resources_are_named(platform) 
     assert "not Healthy" in failed[("app_synced_healthy", "monitoring")].message
 
 
+@pytest.mark.slow
 def test_a_sealed_vault_fails_core_with_that_message(platform) -> None:
     _, vault = platform()
     httpx.post(f"{vault.url}/sandbox/seal", json={"sealed": True}).raise_for_status()
@@ -118,6 +121,7 @@ def test_argocd_api_down_fails_every_argocd_check_without_stopping_the_others(pl
 
 
 # ---- security -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_app_in_the_default_project_fails_security(platform) -> None:
     platform()
     ArgoCDHook().upsert_application(
@@ -128,6 +132,7 @@ def test_an_app_in_the_default_project_fails_security(platform) -> None:
 
 
 @pytest.mark.parametrize(("environment", "mark"), [("dev", "WARN"), ("staging", "FAIL")])
+@pytest.mark.slow
 def test_wildcard_projects_and_plain_http_vault_are_errors_outside_dev(platform, environment, mark) -> None:
     platform(environment)
     ArgoCDHook().upsert_project(
@@ -142,6 +147,7 @@ def test_wildcard_projects_and_plain_http_vault_are_errors_outside_dev(platform,
     assert failed[("vault_tls", "vault")].mark == mark
 
 
+@pytest.mark.slow
 def test_vault_over_tls_passes(platform, monkeypatch) -> None:
     platform("staging")
     monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", vault_conn_uri(8200, tls=True))
@@ -175,6 +181,7 @@ def test_plaintext_secrets_are_found_without_echoing_them() -> None:
 
 
 @pytest.mark.parametrize(("resources", "passed"), [([*WORKLOAD, INITIAL_SECRET], False), (WORKLOAD, True)])
+@pytest.mark.slow
 def test_an_enabled_admin_passes_only_once_its_initial_secret_is_gone(platform, resources, passed) -> None:
     platform(top={"disabled_accounts": []}, argocd={"resources": resources})
     result = next(r for r in _run("security") if r.name == "argocd_admin_disabled")
@@ -182,6 +189,7 @@ def test_an_enabled_admin_passes_only_once_its_initial_secret_is_gone(platform, 
     assert result.message.startswith("the admin account is enabled")
 
 
+@pytest.mark.slow
 def test_base_module_without_network_policies_fails(platform) -> None:
     platform(data_quality={"resources": WORKLOAD})
     failed = _failed(_run("security"))

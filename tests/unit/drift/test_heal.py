@@ -58,6 +58,7 @@ def drift(hook: ArgoCDHook, name: str, revision: str) -> None:
     hook.upsert_application(changed)
 
 
+@pytest.mark.slow
 def test_heal_puts_the_declared_spec_back_and_waits_for_its_sync(start_simulator: Callable[..., Any]) -> None:
     start_simulator(deployed_platform())
     install_projects()
@@ -72,6 +73,7 @@ def test_heal_puts_the_declared_spec_back_and_waits_for_its_sync(start_simulator
     assert live["status"]["sync"]["status"] == "Synced" and live["status"]["health"]["status"] == "Healthy"
 
 
+@pytest.mark.slow
 def test_a_heal_whose_sync_fails_says_so_and_does_not_raise(start_simulator: Callable[..., Any]) -> None:
     revision = desired("monitoring")["spec"]["source"]["targetRevision"]
     start_simulator(deployed_platform(monitoring={"outcome_by_revision": {revision: "SyncFailed"}}))

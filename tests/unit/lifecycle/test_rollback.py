@@ -61,6 +61,7 @@ def test_done_means_at_the_target_healthy_and_pinned_to_that_history_entry() -> 
     assert outcome(app("a" * 40, "Degraded", pinned), TARGET)["outcome"] != "done"
 
 
+@pytest.mark.slow
 def test_targets_are_resolved_once_from_history(start_simulator: Callable[..., Any]) -> None:
     start_simulator(deployed_platform(omit=("mlflow",)))
     params = {"components": ["vault"], "wave": "", "to": "previous"}

@@ -58,7 +58,7 @@ def old_dataset(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     "rows": rows.num_rows,
                 }
             )
-        manifest = {key: record.to_json()[key] for key in legacy_import.KEPT} | {
+        manifest = {key: record.to_json()[key] for key in legacy_import.MANIFEST_KEYS} | {
             "committed_at": committed_at,
             "contract": pipeline.contract.model_dump(mode="json"),
             "files": files,
@@ -80,6 +80,7 @@ def stored_rows(old: Path) -> int:
     )
 
 
+@pytest.mark.slow
 def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     pipeline: Pipeline, old_dataset: Path, tmp_path: Path
 ) -> None:
@@ -104,6 +105,7 @@ def test_each_old_run_becomes_a_snapshot_and_its_inputs_stay_committed(
     )
 
 
+@pytest.mark.slow
 def test_adoption_is_safe_to_repeat_and_finishes_a_killed_one(
     pipeline: Pipeline, old_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +122,7 @@ def test_adoption_is_safe_to_repeat_and_finishes_a_killed_one(
     assert len(table_actions.dataset_table("transactions").snapshots()) == 2
 
 
+@pytest.mark.slow
 def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
     pipeline: Pipeline, old_dataset: Path
 ) -> None:
@@ -131,6 +134,7 @@ def test_a_file_that_differs_from_its_manifest_stops_adoption_before_any_commit(
     assert table is None  # a dry run makes nothing
 
 
+@pytest.mark.slow
 def test_the_command_line_says_what_it_would_adopt(
     old_dataset: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ def main_rows() -> int:
     return table.scan().to_arrow().num_rows if table.current_snapshot() else 0
 
 
+@pytest.mark.slow
 def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discarded(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -52,7 +53,7 @@ def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discar
     assert [r.run for r in tables.history(table)] == ["run-1"]
     assert len(engine.discover(pipeline, str(tmp_path / "bad"), str(tmp_path / "out"), False)) == 1
 
-    report = breaker.resolve(table, "discard", who="ops", why="bad export from the switch")
+    report = breaker.resolve_audit(table, "discard", who="ops", why="bad export from the switch")
     table = table.refresh()
     assert report["snapshot_id"] == bad.snapshot_id and breaker.AUDIT not in table.metadata.refs
     closed = breaker.state(table)
@@ -61,7 +62,7 @@ def test_a_batch_with_20_percent_bad_rows_stays_on_the_audit_branch_until_discar
     # a discarded batch is not read again; a corrected file (a new checksum) is
     assert engine.discover(pipeline, str(tmp_path / "bad"), str(tmp_path / "out"), False) == []
     with pytest.raises(breaker.BreakerError, match="closed and no audit is waiting"):
-        breaker.resolve(table, "publish", who="ops", why="again")
+        breaker.resolve_audit(table, "publish", who="ops", why="again")
 
 
 def test_an_operator_publishes_an_audit_to_main(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_an_operator_publishes_an_audit_to_main(pipeline: Pipeline, tmp_path: Pa
     staged = run(pipeline, tmp_path / "in", tmp_path / "out")  # the first run of a new table
     table = table_actions.dataset_table("transactions")
     assert staged.published is False and table.current_snapshot() is None
-    breaker.resolve(table, "publish", who="ops", why="the rows are right: a new merchant's currency")
+    breaker.resolve_audit(table, "publish", who="ops", why="the rows are right: a new merchant's currency")
     table = table.refresh()
     assert main_id() == staged.snapshot_id
     assert main_rows() == staged.rows_stored and breaker.state(table).state == "closed"
@@ -77,6 +78,7 @@ def test_an_operator_publishes_an_audit_to_main(pipeline: Pipeline, tmp_path: Pa
     assert [r.run for r in tables.history(table)] == ["run-1"]
 
 
+@pytest.mark.slow
 def test_publishing_refuses_an_audit_main_moved_past(pipeline: Pipeline, tmp_path: Path) -> None:
     generate_run(300, tmp_path / "a", 1)
     first = run(pipeline, tmp_path / "a", tmp_path / "out", "run-1")
@@ -87,7 +89,7 @@ def test_publishing_refuses_an_audit_main_moved_past(pipeline: Pipeline, tmp_pat
     assert bad.published is False and first.snapshot_id is not None
     table_actions.rollback("transactions", first.snapshot_id, dry_run=False, who="ops", why="bad day")
     with pytest.raises(breaker.BreakerError, match=r"main moved .* discard the audit and run again"):
-        breaker.resolve(table_actions.dataset_table("transactions"), "publish", who="ops", why="try")
+        breaker.resolve_audit(table_actions.dataset_table("transactions"), "publish", who="ops", why="try")
     assert main_rows() == 300
 
 
@@ -115,6 +117,7 @@ def test_a_retried_commit_is_audited_once_and_publishes_once(pipeline: Pipeline,
     assert breaker.AUDIT not in table.refresh().metadata.refs and main_rows() == 400
 
 
+@pytest.mark.slow
 def test_the_row_band_trips_on_a_run_far_outside_the_history(pipeline: Pipeline, tmp_path: Path) -> None:
     for number in range(1, 7):
         generate_run(200 + number, tmp_path / f"in{number}", number)
@@ -140,8 +143,8 @@ def test_consecutive_failures_open_the_breaker_at_the_limit(pipeline: Pipeline, 
     assert held.audit_snapshot_id is None  # no audit to publish: discarding closes it
     assert breaker.count_run(table, "f", ["commit"], 3) == (held, False)  # open: nothing counts
     with pytest.raises(breaker.BreakerError, match="no audit to publish"):
-        breaker.resolve(table, "publish", who="ops", why="fixed the source")
-    breaker.resolve(table, "discard", who="ops", why="fixed the source")
+        breaker.resolve_audit(table, "publish", who="ops", why="fixed the source")
+    breaker.resolve_audit(table, "discard", who="ops", why="fixed the source")
     assert breaker.state(table.refresh()).consecutive_failures == 0
 
 

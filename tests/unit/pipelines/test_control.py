@@ -32,6 +32,7 @@ def three_runs(pipeline: Pipeline, tmp_path: Path) -> list[RunRecord]:
     return records
 
 
+@pytest.mark.slow
 def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[RunRecord]) -> None:
     first, second, _ = three_runs
     assert first.committed_at is not None
@@ -49,6 +50,7 @@ def test_read_dataset_travels_in_time_by_snapshot_or_timestamp(three_runs: list[
         table_actions.read_dataset("transactions", as_of=42)
 
 
+@pytest.mark.slow
 def test_a_filter_on_the_partition_column_prunes_files(three_runs: list[RunRecord]) -> None:
     table = table_actions.dataset_table("transactions")
     every = table_actions.read_dataset("transactions", columns=("transaction_id", "event_time"))
@@ -114,6 +116,7 @@ def test_a_point_is_a_snapshot_id_or_a_zoned_timestamp() -> None:
         table_actions.parse_point("yesterday")
 
 
+@pytest.mark.slow
 def test_a_rollback_needs_a_reason_and_a_table(three_runs: list[RunRecord]) -> None:
     assert three_runs[0].snapshot_id is not None
     with pytest.raises(table_actions.ControlError, match="needs a reason"):

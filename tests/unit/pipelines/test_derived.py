@@ -64,6 +64,7 @@ def stored(name: str) -> list[dict[str, Any]]:
     return list(rows.to_pylist())
 
 
+@pytest.mark.slow
 def test_merchant_daily_is_computed_from_exactly_the_named_snapshot_and_matches_duckdb(
     daily: Pipeline, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import run
 
 
+@pytest.mark.slow
 def test_a_run_publishes_the_asked_snapshot_else_the_newest_events_else_the_current_one(
     tmp_path: Path,
 ) -> None:

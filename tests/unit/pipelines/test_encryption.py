@@ -27,6 +27,7 @@ def pipeline() -> Pipeline:
     return base.model_copy(update={"spec": base.spec.model_copy(update={"security": security})})
 
 
+@pytest.mark.slow
 def test_encrypted_columns_need_vault_to_read_and_the_rest_stay_readable(
     pipeline: Pipeline, tmp_path: Path, start_vault: Any
 ) -> None:

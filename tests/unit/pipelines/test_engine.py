@@ -80,6 +80,7 @@ def quarantined(target: Path) -> Any:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+@pytest.mark.slow
 def test_every_row_is_stored_or_quarantined_with_its_reason(
     pipeline: Pipeline, tmp_path: Path, fmt: str
 ) -> None:
@@ -105,6 +106,7 @@ def test_every_row_is_stored_or_quarantined_with_its_reason(
     assert all(p.name.startswith("event_time_day=") for p in (tmp_path / "out" / "data").iterdir())
 
 
+@pytest.mark.slow
 def test_stored_data_holds_no_plain_pii_and_is_zstd(pipeline: Pipeline, tmp_path: Path) -> None:
     generate(500, "csv", 0.0, tmp_path / "in")
     manifest = run(pipeline, tmp_path / "in", tmp_path / "out")
@@ -122,6 +124,7 @@ def test_stored_data_holds_no_plain_pii_and_is_zstd(pipeline: Pipeline, tmp_path
     assert "RLE_DICTIONARY" not in encodings["customer_email"]  # HMACs are all distinct: none is built
 
 
+@pytest.mark.slow
 def test_a_second_run_skips_committed_inputs_and_full_refresh_replaces_everything(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -158,6 +161,7 @@ def test_the_manifests_gb_per_hour_is_the_runs_wall_clock(pipeline: Pipeline, tm
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+@pytest.mark.slow
 def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_does(
     pipeline: Pipeline, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,6 +201,7 @@ def test_a_file_split_into_shards_stores_and_quarantines_exactly_what_one_shard_
     assert outcomes[0][:2] == (12_000, summary.corrupt)
 
 
+@pytest.mark.slow
 def test_a_cut_never_falls_inside_a_quoted_value(pipeline: Pipeline, tmp_path: Path) -> None:
     """Twenty of every record's 21 newlines are inside its quoted memo: a cut that ignored the
     quotes would land in a memo and break records (the generator's own quoted newlines are rare)."""
@@ -227,6 +232,7 @@ def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
+@pytest.mark.slow
 def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
@@ -275,6 +281,7 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
 
 
 @pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 150])  # 150: the file in parts
+@pytest.mark.slow
 def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
@@ -303,6 +310,7 @@ def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     )
 
 
+@pytest.mark.slow
 def test_two_unique_rules_across_files_each_quarantine_their_own_rows(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -378,6 +386,7 @@ def test_a_commit_interrupted_mid_publish_completes_on_retry(pipeline: Pipeline,
     assert stored(tmp_path / "out").num_rows == manifest.rows_stored == sum(r.rows_stored for r in results)
 
 
+@pytest.mark.slow
 def test_a_shard_killed_mid_write_leaves_nothing_visible_and_a_retry_is_whole(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:

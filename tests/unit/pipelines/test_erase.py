@@ -77,6 +77,7 @@ def _is_subject_filter() -> Any:
     return pc.equal(pc.field("customer_email"), _digest())
 
 
+@pytest.mark.slow
 def test_erase_removes_the_subject_from_the_table_and_the_quarantine(
     erased: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -95,6 +96,7 @@ def test_erase_removes_the_subject_from_the_table_and_the_quarantine(
     assert erased["files_deleted"] > 0
 
 
+@pytest.mark.slow
 def test_no_file_the_platform_wrote_still_holds_the_subject(erased: dict[str, Any], tmp_path: Path) -> None:
     """Every byte under the warehouse and the catalog: raw, then decoded (Parquet values, Avro manifests),
     because compressed pages would hide a value from a byte scan."""
@@ -121,6 +123,7 @@ def test_no_file_the_platform_wrote_still_holds_the_subject(erased: dict[str, An
                 assert not any(_digest()[:16] in bytes(v) for v in bounds.values()), path
 
 
+@pytest.mark.slow
 def test_the_audit_names_the_request_never_the_subject(erased: dict[str, Any]) -> None:
     table = table_actions.dataset_table("transactions")
     (entry,) = json.loads(table.properties[table_actions.ERASURES_PROPERTY])
@@ -129,6 +132,7 @@ def test_the_audit_names_the_request_never_the_subject(erased: dict[str, Any]) -
         assert SUBJECT not in record and _digest().hex() not in record
 
 
+@pytest.mark.slow
 def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
     pipeline: Pipeline, erased: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -149,6 +153,7 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
         assert engine.discover(pipeline, str(tmp_path / f"in{number}"), str(tmp_path / "out"), False) == []
 
 
+@pytest.mark.slow
 def test_a_retried_erase_reports_what_the_first_attempt_removed(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,18 +163,18 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
     from base_platform.pipelines.data_storage import quarantine
 
     two_runs_holding_the_subject(pipeline, tmp_path)
-    real_erase = quarantine.erase
+    real_erase = quarantine.erase_quarantined
 
     def worker_lost(*args: Any, **kwargs: Any) -> dict[str, int]:
         raise ConnectionError("the worker's connection dropped")
 
-    monkeypatch.setattr(quarantine, "erase", worker_lost)
+    monkeypatch.setattr(quarantine, "erase_quarantined", worker_lost)
     with pytest.raises(ConnectionError):
         table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (
         len(table_actions.read_dataset("transactions").filter(_is_subject_filter())) == 0
     )  # the delete landed
-    monkeypatch.setattr(quarantine, "erase", real_erase)
+    monkeypatch.setattr(quarantine, "erase_quarantined", real_erase)
     retried = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (retried["rows_removed"], retried["quarantine_rows_removed"]) == (3, 4)
     again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
@@ -185,6 +190,7 @@ def test_erase_needs_the_key_of_a_dataset_with_hmac_columns(pipeline: Pipeline) 
         table_actions.erase(pipeline, SUBJECT, None, who="dpo", request="r")
 
 
+@pytest.mark.slow
 def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: Path) -> None:
     """The subject only in run-2: run-1's snapshot survives the erasure, run-2's does not."""
     records = []

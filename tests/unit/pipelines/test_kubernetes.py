@@ -32,6 +32,7 @@ def rendered_pod(pipeline: Pipeline) -> Any:
     return process_shard.build_pod_request_obj(dry_run=True)  # no cluster here; the spec is what we check
 
 
+@pytest.mark.slow
 def test_the_pod_runs_the_engine_with_the_shards_arguments(pipeline: Pipeline) -> None:
     pod = rendered_pod(pipeline)
     container = pod.spec.containers[0]

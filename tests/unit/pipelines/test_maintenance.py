@@ -49,6 +49,7 @@ def rows(table: Any) -> list[tuple[Any, ...]]:
     return sorted(zip(*(current.column(n).to_pylist() for n in current.column_names), strict=True))
 
 
+@pytest.mark.slow
 def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_skip_list(
     pipeline: Pipeline, three_runs: list[RunRecord], tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_expiry_keeps_the_rows_deletes_what_only_old_snapshots_reached_and_the_s
     assert maintenance.PENDING_DELETES not in table.properties
 
 
+@pytest.mark.slow
 def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
     pipeline: Pipeline, three_runs: list[RunRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,6 +101,7 @@ def test_an_expiry_killed_before_its_deletes_finishes_them_on_the_retry(
     assert table_actions.read_dataset("transactions").num_rows == 500
 
 
+@pytest.mark.slow
 def test_retention_deletes_whole_days_before_the_cutoff(
     pipeline: Pipeline, three_runs: list[RunRecord]
 ) -> None:

@@ -414,9 +414,9 @@ def test_ndjson_ingestion_rejects_only_the_broken_lines() -> None:
 
 def test_robust_z_flags_an_outlier_only_with_enough_history() -> None:
     history = [{"rows_in": v} for v in (100.0, 102.0, 98.0, 101.0, 99.0)]
-    assert anomalies.compare({"rows_in": 100.0}, history[:4])["status"] == "insufficient history"
-    assert anomalies.compare({"rows_in": 101.0}, history)["status"] == "normal"
-    outlier = anomalies.compare({"rows_in": 400.0}, history)
+    assert anomalies.compare_to_history({"rows_in": 100.0}, history[:4])["status"] == "insufficient history"
+    assert anomalies.compare_to_history({"rows_in": 101.0}, history)["status"] == "normal"
+    outlier = anomalies.compare_to_history({"rows_in": 400.0}, history)
     assert outlier["status"] == "anomalies" and outlier["anomalies"] == ["rows_in"]
 
 

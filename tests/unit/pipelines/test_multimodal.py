@@ -51,6 +51,7 @@ def stored(name: str) -> pa.Table:
 
 
 @pytest.mark.parametrize("kind", list(PIPELINES))
+@pytest.mark.slow
 def test_every_file_is_stored_or_quarantined_with_its_reason(kind: str, tmp_path: Path) -> None:
     pipeline = pipeline_named(PIPELINES[kind])
     source = pipeline.spec.source.model_copy(update={"files_per_shard": 64})  # several shards
@@ -124,6 +125,7 @@ def _beside(pipeline: Pipeline, relative: str) -> io.BytesIO:
     return io.BytesIO((Path(resolve(pipeline.spec.storage.uri)) / relative).read_bytes())
 
 
+@pytest.mark.slow
 def test_no_gps_tag_or_unprotected_email_or_phone_reaches_a_stored_byte(tmp_path: Path) -> None:
     planted: list[str] = []
     for kind in ("document", "image"):

@@ -49,6 +49,7 @@ def every_byte(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
 
+@pytest.mark.slow
 def test_no_protected_value_is_written_in_clear_anywhere(pipeline: Pipeline, tmp_path: Path) -> None:
     """Data, quarantine (rows and whole lines), manifests and index: scanned as raw bytes."""
     protected = faulty_input(tmp_path / "in", pipeline)

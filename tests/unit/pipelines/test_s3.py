@@ -17,6 +17,7 @@ from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import KEY, with_source
 
 
+@pytest.mark.slow
 def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> None:
     pipeline = pipeline_named("transactions")
     summary = generate(2000, "csv", 0.05, tmp_path / "in", files=2)
@@ -41,6 +42,7 @@ def test_a_pipeline_reads_and_publishes_on_s3(s3: object, tmp_path: Path) -> Non
     assert engine.discover(pipeline, "s3://raw/incoming", "s3://curated/transactions", False) == []
 
 
+@pytest.mark.slow
 def test_a_big_s3_object_is_split_into_ranged_shards(s3: object, tmp_path: Path) -> None:
     pipeline = with_source(pipeline_named("transactions"), shard_mb=1)
     summary = generate(9000, "csv", 0.05, tmp_path / "in")  # about 1.5 MB: two shards
@@ -67,6 +69,7 @@ class _Requests(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+@pytest.mark.slow
 def test_s3_reads_come_in_a_few_big_gets(s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each read of an S3 file is a GET: the CSV reader's small reads come out of BLOCK_BYTES buffers."""
     monkeypatch.setattr(decoding, "BLOCK_BYTES", 1 << 20)

@@ -34,6 +34,7 @@ def ids(name: str) -> set[str]:
     return set(table.scan(selected_fields=("transaction_id",)).to_arrow().column(0).to_pylist())
 
 
+@pytest.mark.slow
 def test_a_split_keeps_every_key_in_its_split_as_the_data_grows(pipeline: Pipeline, tmp_path: Path) -> None:
     first = grow(pipeline, tmp_path, 1, 2000)
     made = sampling.split(pipeline, "80/10/10", dag_run="dataset_split/manual-1")
@@ -58,6 +59,7 @@ def test_a_split_keeps_every_key_in_its_split_as_the_data_grows(pipeline: Pipeli
     assert set.union(*grown.values()) == ids("transactions")
 
 
+@pytest.mark.slow
 def test_a_sample_is_deterministic_by_key_in_rows_or_percent(pipeline: Pipeline, tmp_path: Path) -> None:
     grow(pipeline, tmp_path, 1, 3000)
     by_rows = sampling.sample(pipeline, "250")

@@ -25,6 +25,7 @@ def pipeline(tmp_path: Path) -> Pipeline:
     return pipeline
 
 
+@pytest.mark.slow
 def test_a_filter_on_the_partition_column_prunes_files_and_a_key_lookup_finds_its_row(
     pipeline: Pipeline,
 ) -> None:
@@ -52,6 +53,7 @@ def test_a_filter_on_the_partition_column_prunes_files_and_a_key_lookup_finds_it
     assert set(picked.rows.column("currency").to_pylist()) <= {"EUR", "USD"}
 
 
+@pytest.mark.slow
 def test_cursor_pages_add_up_to_the_snapshot_they_pin_even_when_a_run_commits_meanwhile(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -85,6 +87,7 @@ def test_cursor_pages_add_up_to_the_snapshot_they_pin_even_when_a_run_commits_me
         (serving.Query("transactions", cursor="garbage"), "not one this API gave"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_query_is_refused_naming_what_is_wrong(
     pipeline: Pipeline, query: serving.Query, message: str
 ) -> None:
@@ -92,12 +95,14 @@ def test_a_bad_query_is_refused_naming_what_is_wrong(
         serving.page(pipeline, query)
 
 
+@pytest.mark.slow
 def test_a_cursor_belongs_to_its_query(pipeline: Pipeline) -> None:
     first = serving.page(pipeline, serving.Query("transactions", limit=100))
     with pytest.raises(serving.QueryError, match="another query"):
         serving.page(pipeline, serving.Query("transactions", limit=200, cursor=first.next_cursor))
 
 
+@pytest.mark.slow
 def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -109,7 +114,7 @@ def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     run(pipeline, tmp_path / "in4", tmp_path / "out", "run-4")
     moved = pages.get(pipeline, query)
     assert moved is not first and moved.snapshot_id != first.snapshot_id
-    small = serving.PageCache(serving.MemoryStore(max_bytes=moved.rows.nbytes * 3 // 2))
+    small = serving.PageCache(serving.MemoryPageStore(max_bytes=moved.rows.nbytes * 3 // 2))
     kept = small.get(pipeline, query)
     assert small.get(pipeline, query) is kept
     small.get(pipeline, serving.Query("transactions", limit=99))  # does not fit beside it

@@ -50,6 +50,7 @@ def sensors(tmp_path: Path) -> Pipeline:
     return load_pipeline(tmp_path / "config/pipelines/sensors.yaml")
 
 
+@pytest.mark.slow
 def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(tmp_path: Path) -> None:
     pipeline = pipeline_named("transactions")
     summary = synthesizer.generate(pipeline.contract, 4000, tmp_path / "in", fault_rate=0.05)
@@ -60,6 +61,7 @@ def test_transactions_clean_rows_are_all_stored_and_the_faults_all_quarantined(t
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+@pytest.mark.slow
 def test_a_new_contract_gets_valid_rows_and_counted_faults(
     sensors: Pipeline, tmp_path: Path, fmt: str
 ) -> None:
@@ -107,6 +109,7 @@ def test_a_unique_key_with_a_pattern_is_refused_with_the_reason(sensors: Pipelin
         synthesizer.Synthesizer(contract, [], seed=1, now=datetime.now(UTC))
 
 
+@pytest.mark.slow
 def test_the_command_line_writes_the_files_and_says_what_it_injected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

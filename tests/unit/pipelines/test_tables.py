@@ -29,6 +29,7 @@ def table(name: str = "transactions") -> Any:
     return found
 
 
+@pytest.mark.slow
 def test_a_run_is_one_snapshot_that_pyiceberg_and_polars_read_back(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,6 +65,7 @@ def test_the_same_inputs_again_add_no_snapshot(pipeline: Pipeline, tmp_path: Pat
 
 
 @pytest.mark.parametrize("killed", ["before the snapshot", "after the snapshot"])
+@pytest.mark.slow
 def test_a_commit_killed_and_retried_adds_its_files_exactly_once(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed: str
 ) -> None:

@@ -39,6 +39,7 @@ def test_state_names_every_component_with_its_live_status(start_simulator: Calla
     assert apps["airflow"]["depends_on"] and apps["airflow"]["wave"] == "orchestration"
 
 
+@pytest.mark.slow
 def test_a_hundred_scrapes_cost_one_argo_cd_read(
     start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

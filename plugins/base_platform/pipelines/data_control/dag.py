@@ -18,13 +18,13 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from base_platform.artifacts import write_report
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.data_control.form_params import POINT, SIZE, SPLIT_CHOICES
 from base_platform.pipelines.event_coordination.dataset_assets import DATASET_CHANGES, announce_change
 from base_platform.pipelines.spec import load_pipelines, pipeline_named
 
 log = logging.getLogger(__name__)
 VAULT_REFERENCE = "vault:"
-START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _names() -> list[str]:
@@ -32,18 +32,7 @@ def _names() -> list[str]:
 
 
 def _dag(dag_id: str, doc: str, params: dict[str, Param], schedule: str | None = None) -> DAG:
-    return DAG(
-        dag_id=dag_id,
-        schedule=schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        params=params,
-        doc_md=doc,
-        tags=["data_control", "dataset"],
-        # each step is safe to retry: it finds the table where a first attempt left it
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
-    )
+    return dataset_dag(dag_id, schedule=schedule, params=params, doc_md=doc, tags=["data_control", "dataset"])
 
 
 def _dataset_param(description: str) -> Param:

@@ -38,9 +38,9 @@ from base_platform.pipelines.spec import (
     Contract,
     Freshness,
     NotNull,
+    QualityRule,
     Range,
     Regex,
-    Rule,
     Unique,
     load_pipelines,
 )
@@ -91,7 +91,7 @@ def encode(columns: dict[str, pa.Array], fmt: str, header: bool) -> bytes:
 class Synthesizer:
     """Columns of text, as a source file holds them, for one contract and the rules that read it."""
 
-    def __init__(self, contract: Contract, rules: list[Rule], seed: int, now: datetime) -> None:
+    def __init__(self, contract: Contract, rules: list[QualityRule], seed: int, now: datetime) -> None:
         self.contract = contract
         self.rules = rules
         self.rng = np.random.default_rng(seed)
@@ -351,7 +351,7 @@ def _set(columns: dict[str, pa.Array], name: str, rows: np.ndarray, value: str) 
     columns[name] = pc.if_else(pa.array(mask), value, columns[name])
 
 
-def rules_for(contract: Contract) -> list[Rule]:
+def rules_for(contract: Contract) -> list[QualityRule]:
     """The quality rules of every pipeline that reads the contract: clean rows must pass them all."""
     return [rule for p in load_pipelines() if p.spec.contract == contract.name for rule in p.spec.quality]
 
@@ -361,7 +361,7 @@ def generate(
     rows: int,
     out: Path,
     *,
-    rules: list[Rule] | None = None,
+    rules: list[QualityRule] | None = None,
     fmt: str = "csv",
     fault_rate: float = 0.0,
     files: int = 1,

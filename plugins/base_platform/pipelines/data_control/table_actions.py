@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 ROLLBACKS_PROPERTY = f"{tables.PREFIX}rollbacks"
 ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
 ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
-KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
+ENTRIES_KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
 
 
 class ControlError(ValueError):
@@ -145,7 +145,7 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
     with table.transaction() as tx:
         with ManageSnapshots(tx) as snapshots:
             snapshots.rollback_to_snapshot(target.snapshot_id)
-        tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
+        tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
     return report
 
 
@@ -200,7 +200,9 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
         if table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows:
             table.delete(match, snapshot_properties={ERASURE: request})
         report["rows_removed"] = _rows_erased_by(table.refresh(), request)
-    report |= quarantine.erase(tables.location_of(pipeline, table), hmac_columns, digest, subject, key)
+    report |= quarantine.erase_quarantined(
+        tables.location_of(pipeline, table), hmac_columns, digest, subject, key
+    )
     if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
         report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
     if table is not None and table.refresh().current_snapshot() is not None:
@@ -215,5 +217,5 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
         earlier = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
         kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
         with table.transaction() as tx:
-            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-KEPT:])})
+            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
     return report

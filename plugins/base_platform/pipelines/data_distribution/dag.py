@@ -9,12 +9,12 @@ task per target publishes it, so a failed target fails only its own task.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from airflow.sdk import DAG, Context, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.event_coordination.dataset_assets import dataset_asset, triggered_snapshots
 from base_platform.pipelines.spec import Pipeline, PostgresTarget, S3Target, WebhookTarget
 
@@ -31,16 +31,12 @@ def build_publish_dag(pipeline: Pipeline) -> DAG:
             description="A snapshot id; empty: the one the triggering event names, else the current one",
         )
     }
-    with DAG(
-        dag_id=f"publish_{spec.name}",
+    with dataset_dag(
+        f"publish_{spec.name}",
         schedule=[dataset_asset(spec)],
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
         params=params,
         doc_md=f"Publish `{spec.name}` to {', '.join(t.name for t in spec.distribution)}.\n\n{__doc__}",
         tags=["data_distribution", spec.name],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
     ) as dag:
 
         @task

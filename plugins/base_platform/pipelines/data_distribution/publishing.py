@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table
 
 CONTROL_TABLE = "base_publications"
-MANIFEST = "_manifest.json"
+EXPORT_MANIFEST = "_manifest.json"
 SNAPSHOT_DIR = "snapshot="
 POSTGRES_TYPES = {
     "string": "text",
@@ -293,9 +293,9 @@ def published_export(location: Location) -> dict[str, Any] | None:
     for info in location.fs.get_file_info(selector):
         if info.type != pafs.FileType.Directory or not info.base_name.startswith(SNAPSHOT_DIR):
             continue
-        if not location.exists(info.base_name, MANIFEST):
+        if not location.exists(info.base_name, EXPORT_MANIFEST):
             continue  # an export that did not finish: no consumer reads it
-        manifest = location.read_json(info.base_name, MANIFEST)
+        manifest = location.read_json(info.base_name, EXPORT_MANIFEST)
         if newest is None or manifest["export"] > newest["export"]:
             newest = manifest
     return newest
@@ -311,7 +311,7 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
         return {"target": target.name, "snapshot_id": snapshot_id, "published": False}
     export = last["export"] + 1 if last else 1
     folder = f"{SNAPSHOT_DIR}{snapshot_id}"
-    if location.exists(folder, MANIFEST):  # exported before, and a rollback came back to it
+    if location.exists(folder, EXPORT_MANIFEST):  # exported before, and a rollback came back to it
         folder = f"{folder}.{export}"
     location.delete_dir(folder)  # what an attempt that died left: the export starts afresh
     delta = change(table, snapshot_id, last["snapshot_id"] if last else None)
@@ -351,7 +351,7 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
         "rows": sum(f["rows"] for f in files),
         "files": files,
     }
-    location.write_json_atomically(manifest, folder, MANIFEST)
+    location.write_json_atomically(manifest, folder, EXPORT_MANIFEST)
     return {
         "target": target.name,
         "snapshot_id": snapshot_id,

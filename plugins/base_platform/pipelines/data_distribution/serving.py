@@ -228,7 +228,7 @@ def _page(pipeline: Pipeline, query: Query, table: Table, snapshot: Snapshot) ->
     )
 
 
-class MemoryStore:
+class MemoryPageStore:
     """Pages in this process, least recently used out first, bounded in bytes (``make run``)."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
@@ -248,7 +248,7 @@ class MemoryStore:
             self._pages[key] = page
 
 
-class RedisStore:
+class RedisPageStore:
     """Pages in Redis, shared by every api-server process (production). The Redis is the cache's
     own, bounded by its ``maxmemory`` with ``allkeys-lru`` (never the Celery broker's, whose
     queues must not be evicted); a page bigger than ``max_page_bytes`` is not kept, and each
@@ -293,8 +293,8 @@ class PageCache:
     """Pages by (snapshot, query, cursor) in a store: a new snapshot is a new key, so a page is
     never stale, only unused. A store that fails (Redis down) costs the cache, not the answer."""
 
-    def __init__(self, store: MemoryStore | RedisStore | None = None) -> None:
-        self.store = store or MemoryStore()
+    def __init__(self, store: MemoryPageStore | RedisPageStore | None = None) -> None:
+        self.store = store or MemoryPageStore()
 
     def get(self, pipeline: Pipeline, query: Query) -> Page:
         """The page, from the cache while the snapshot it reads is the same."""
@@ -312,7 +312,7 @@ class PageCache:
 def page_cache_from_env() -> PageCache:
     """Redis when ``BASE_DATASETS_CACHE_URL`` names one (production), else this process's LRU."""
     url = os.environ.get("BASE_DATASETS_CACHE_URL")
-    return PageCache(RedisStore(url) if url else MemoryStore())
+    return PageCache(RedisPageStore(url) if url else MemoryPageStore())
 
 
 def to_ipc(rows: pa.Table) -> bytes:

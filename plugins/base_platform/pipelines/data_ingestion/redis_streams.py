@@ -62,7 +62,7 @@ class Backlog:
         }
 
 
-async def backlog(client: Any, stream: str, group: str) -> Backlog:
+async def group_backlog(client: Any, stream: str, group: str) -> Backlog:
     """The group's backlog, read with ``redis.asyncio`` (a task runs it with ``asyncio.run``)."""
     length = int(await client.xlen(stream))
     groups = await client.xinfo_groups(stream) if length else []

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from base_platform.pipelines.data_security import hashing
 from base_platform.pipelines.row_findings import Findings
 from base_platform.pipelines.schema_contracts import conformance
-from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, Range, Regex, Rule, Unique
+from base_platform.pipelines.spec import AcceptedValues, Freshness, NotNull, QualityRule, Range, Regex, Unique
 
 
 class UniqueKeys:
@@ -79,7 +79,7 @@ def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 
 def apply(
-    batch: pa.RecordBatch, rules: tuple[Rule, ...], findings: Findings, keys: dict[str, UniqueKeys]
+    batch: pa.RecordBatch, rules: tuple[QualityRule, ...], findings: Findings, keys: dict[str, UniqueKeys]
 ) -> None:
     """Record a finding for each rule a row breaks; ``keys`` carries uniqueness across batches."""
     for rule in rules:

@@ -74,7 +74,7 @@ def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def stored_schema(schema: pa.Schema, security: Security) -> pa.Schema:
+def protected_schema(schema: pa.Schema, security: Security) -> pa.Schema:
     """What protection does to the contract's schema: hmac stores 32 bytes, mask a string, drop nothing."""
     fields = []
     for field in schema:

@@ -26,7 +26,7 @@ from base_platform.pipelines.run_records import RunRecord, summary_key
 from base_platform.pipelines.spec import Contract, Pipeline, classify_change, load_pipelines
 
 MANIFESTS = "_manifests"
-KEPT = (  # what a run record holds that the old manifests held too
+MANIFEST_KEYS = (  # what a run record holds that the old manifests held too
     "dataset", "run", "interval", "started_at", "rows_in", "rows_stored", "rows_quarantined", "bytes_in",
     "null_counts", "freshness", "quarantine", "inputs", "wall_seconds", "processing_seconds",
     "stage_seconds", "gb_per_hour",
@@ -101,7 +101,7 @@ def _check_files(target: Location, manifest: dict[str, Any]) -> None:
 
 
 def _record(pipeline: Pipeline, manifest: dict[str, Any]) -> RunRecord:
-    kept = {key: manifest[key] for key in KEPT if key in manifest}
+    kept = {key: manifest[key] for key in MANIFEST_KEYS if key in manifest}
     return RunRecord.from_json(
         kept
         | {
@@ -115,7 +115,7 @@ def _record(pipeline: Pipeline, manifest: dict[str, Any]) -> RunRecord:
 
 def _properties(record: RunRecord) -> dict[str, str]:
     """The record's summary properties in the order adoption has always written them."""
-    order = [summary_key(name) for name in (*KEPT, *ADDED)]
+    order = [summary_key(name) for name in (*MANIFEST_KEYS, *ADDED)]
     return dict(sorted(record.to_properties().items(), key=lambda item: order.index(item[0])))
 
 

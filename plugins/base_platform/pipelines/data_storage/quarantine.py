@@ -47,7 +47,7 @@ def records(
         yield values | {"_reason": row["_reason"], "_source": row["_source"]}
 
 
-def erase(
+def erase_quarantined(
     target_uri: str, hmac_columns: list[str], digest: bytes, subject: str, key: bytes
 ) -> dict[str, int]:
     """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column

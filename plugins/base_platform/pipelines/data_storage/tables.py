@@ -60,7 +60,7 @@ def stored_schema(pipeline: Pipeline) -> pa.Schema:
     from base_platform.pipelines.data_security import protection
     from base_platform.pipelines.schema_contracts import conformance
 
-    return protection.stored_schema(conformance.arrow_schema(pipeline.contract), pipeline.spec.security)
+    return protection.protected_schema(conformance.arrow_schema(pipeline.contract), pipeline.spec.security)
 
 
 def catalog() -> SqlCatalog:

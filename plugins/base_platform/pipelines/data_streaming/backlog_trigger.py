@@ -72,7 +72,7 @@ class StreamBacklogTrigger(BaseEventTrigger):
         async with redis.asyncio.Redis(**settings) as client:
             while True:
                 try:
-                    backlog = await redis_streams.backlog(client, self.stream, self.group)
+                    backlog = await redis_streams.group_backlog(client, self.stream, self.group)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     log.warning("Redis %s unreachable (%s); polling again", self.stream, exc)
                     await asyncio.sleep(self.poll_seconds)

@@ -66,10 +66,9 @@ def measure_lag(pipeline: Pipeline, context: Any) -> dict[str, Any] | None:
     return lag
 
 
-def acknowledge_after(pipeline: Pipeline, published: Any) -> Any:
-    """For a stream: an ``acknowledge`` task after ``audit`` acks up to the published position."""
-    if not is_stream(pipeline.spec):
-        return published
+def acknowledge_task(pipeline: Pipeline) -> Any:
+    """A stream's ``acknowledge``, which takes the audit's record: it acks up to the position the
+    audit published (the pipeline's plan puts it after ``audit``)."""
 
     @task
     def acknowledge(audited: Any) -> int:
@@ -80,5 +79,4 @@ def acknowledge_after(pipeline: Pipeline, published: Any) -> Any:
         log.info("Acked %d entries up to %s", acked, position)
         return acked
 
-    acknowledge(published)
-    return published
+    return acknowledge

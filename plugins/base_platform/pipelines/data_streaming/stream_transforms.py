@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 EPOCH = "TIMESTAMP '1970-01-01T00:00:00Z'"
 
 
-def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> DeriveResult:
-    """``derive`` for operators: the rows the input appended since the last run, routed, joined
+def derive_appended(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> DeriveResult:
+    """``derived.derive`` for operators: the rows the input appended since the last run, routed, joined
     or windowed, written as the run's one input file; what discover and commit need."""
     from base_platform.pipelines.data_storage.snapshot_diff import change
 
@@ -207,7 +207,7 @@ def _as_contract_text(pipeline: Pipeline, result: pa.Table) -> pa.Table:
             result.column(column.name) if column.name in result.column_names else pa.nulls(result.num_rows)
         )
         if column.type in ("timestamp", "date") and pa.types.is_temporal(values.type):
-            values = conformance.render(values.combine_chunks(), column)
+            values = conformance.render_text(values.combine_chunks(), column)
         columns[column.name] = values
     for extra in (REJECT, RAW):
         if extra in result.column_names:

@@ -13,7 +13,7 @@ from airflow.sdk import Asset, AssetAlias, AssetAny
 
 from base_platform.pipelines.spec import PipelineSpec
 
-PREFIX = "base."  # a dataset's Asset is base.<name>
+ASSET_PREFIX = "base."  # a dataset's Asset is base.<name>
 
 
 def dataset_asset(spec: PipelineSpec) -> Asset:
@@ -22,7 +22,7 @@ def dataset_asset(spec: PipelineSpec) -> Asset:
 
 
 def asset_of(name: str) -> Asset:
-    return Asset(name=f"{PREFIX}{name}", uri=f"x-base-dataset://{name}", group="base-datasets")
+    return Asset(name=f"{ASSET_PREFIX}{name}", uri=f"x-base-dataset://{name}", group="base-datasets")
 
 
 def inputs_changed(spec: PipelineSpec) -> AssetAny:
@@ -36,10 +36,10 @@ def triggered_snapshots(context: Any) -> dict[str, int]:
         event
         for found in (context.get("triggering_asset_events") or {}).values()
         for event in found
-        if event.asset.name.startswith(PREFIX) and (event.extra or {}).get("snapshot_id")
+        if event.asset.name.startswith(ASSET_PREFIX) and (event.extra or {}).get("snapshot_id")
     ]
     return {
-        event.asset.name.removeprefix(PREFIX): int(event.extra["snapshot_id"])
+        event.asset.name.removeprefix(ASSET_PREFIX): int(event.extra["snapshot_id"])
         for event in sorted(events, key=lambda e: e.timestamp)
     }
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-POINT = "_point"  # the asked point's row number, null for the source's rows
+POINT_COLUMN = "_point"  # the asked point's row number, null for the source's rows
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -152,10 +152,10 @@ def at_points(
         quoted(c) if c in (view.entity, view.source.timestamp) else f"NULL AS {quoted(c)}" for c in columns
     )
     query = (
-        f"WITH timeline AS (SELECT {source}, NULL::BIGINT AS {POINT} FROM ({enriched(view)}) "
-        f"UNION ALL BY NAME SELECT {nulls}, {POINT} FROM points), "
-        f"computed AS (SELECT {POINT}, {', '.join(_window_columns(view, watermark))} FROM timeline) "
-        f"SELECT * FROM computed WHERE {POINT} IS NOT NULL ORDER BY {POINT}"
+        f"WITH timeline AS (SELECT {source}, NULL::BIGINT AS {POINT_COLUMN} FROM ({enriched(view)}) "
+        f"UNION ALL BY NAME SELECT {nulls}, {POINT_COLUMN} FROM points), "
+        f"computed AS (SELECT {POINT_COLUMN}, {', '.join(_window_columns(view, watermark))} FROM timeline) "
+        f"SELECT * FROM computed WHERE {POINT_COLUMN} IS NOT NULL ORDER BY {POINT_COLUMN}"
     )
     return connection.sql(query).to_arrow_table()
 

@@ -11,12 +11,12 @@ The run's Asset ``base.features.<name>`` tells training jobs that new features a
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetAny, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.event_coordination.dataset_assets import asset_of
 from base_platform.pipelines.feature_engineering.views import FeatureView
 
@@ -37,16 +37,12 @@ def build_features_dag(view: FeatureView) -> DAG:
             description="Recompute every row of the offline table, not only what changed",
         )
     }
-    with DAG(
-        dag_id=f"features_{view.name}",
+    with dataset_dag(
+        f"features_{view.name}",
         schedule=AssetAny(*(asset_of(name) for name in (view.source.dataset, *view.references))),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
         params=params,
         doc_md=f"{view.description}\n\n{__doc__}",
         tags=["feature_engineering", view.source.dataset],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
     ) as dag:
 
         @task(outlets=[features_asset(view)])

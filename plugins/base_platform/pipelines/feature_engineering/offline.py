@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyiceberg.table import Table
 
-NAMESPACE = "features"
+FEATURES_NAMESPACE = "features"
 STATE = "base.feature-state"
 TIMESTAMP_COLUMN = "event_timestamp"  # of the entity rows asked for, as Feast names it
 
@@ -70,7 +70,7 @@ def offline_table(view: FeatureView) -> Table | None:
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        return tables.catalog().load_table(f"{NAMESPACE}.{view.name}")
+        return tables.catalog().load_table(f"{FEATURES_NAMESPACE}.{view.name}")
     except NoSuchTableError:
         return None
 
@@ -179,9 +179,11 @@ def _write(
 
     if table is None:
         catalog = tables.catalog()
-        catalog.create_namespace_if_not_exists(NAMESPACE)
+        catalog.create_namespace_if_not_exists(FEATURES_NAMESPACE)
         location = resolve(f"data/features/{view.name}")
-        table = catalog.create_table(f"{NAMESPACE}.{view.name}", schema=result.schema, location=location)
+        table = catalog.create_table(
+            f"{FEATURES_NAMESPACE}.{view.name}", schema=result.schema, location=location
+        )
         with table.update_spec() as update:
             update.add_field(view.source.timestamp, DayTransform(), "day")
     which = (
@@ -228,15 +230,15 @@ def get_historical_features(
         {
             view.entity: entities.column(view.entity),
             view.source.timestamp: entities.column(timestamp_column).cast(pa.timestamp("us", tz="UTC")),
-            compute.POINT: pa.array(range(entities.num_rows), pa.int64()),
+            compute.POINT_COLUMN: pa.array(range(entities.num_rows), pa.int64()),
         }
     )
     compute.register(connection, "points", points)
     columns = compute.source_columns(view)
     found = compute.at_points(view, connection, columns, state.watermark_time)
     return pa.Table.from_arrays(
-        [*entities.columns, *found.drop_columns([compute.POINT]).columns],
-        names=[*entities.column_names, *found.drop_columns([compute.POINT]).column_names],
+        [*entities.columns, *found.drop_columns([compute.POINT_COLUMN]).columns],
+        names=[*entities.column_names, *found.drop_columns([compute.POINT_COLUMN]).column_names],
     )
 
 

@@ -47,7 +47,7 @@ def encoded(rows: pa.Table, entity: str) -> Iterator[tuple[str, str]]:
         yield str(row[entity]), json.dumps({name: _plain(row[name]) for name in names}, separators=(",", ":"))
 
 
-class RedisStore:
+class RedisOnlineStore:
     def __init__(self, client: Any) -> None:
         self.client = client  # a redis.Redis
 
@@ -82,7 +82,7 @@ class RedisStore:
         return {k.decode(): v.decode() for k, v in found.items()}
 
 
-class SqliteStore:
+class SqliteOnlineStore:
     def __init__(self, path: str) -> None:
         self.path = Path(resolve(path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def store() -> OnlineStore:
     try:
         conn = BaseHook.get_connection(CONN_ID)
     except AirflowNotFoundException:
-        return SqliteStore(DEFAULT_SQLITE)
+        return SqliteOnlineStore(DEFAULT_SQLITE)
     if conn.conn_type == "redis":
         import redis
 
@@ -141,9 +141,9 @@ def store() -> OnlineStore:
             password=conn.password,
             db=int(conn.schema or 0),
         )
-        return RedisStore(client)
+        return RedisOnlineStore(client)
     if conn.conn_type == "sqlite":
-        return SqliteStore(conn.host or DEFAULT_SQLITE)
+        return SqliteOnlineStore(conn.host or DEFAULT_SQLITE)
     raise ValueError(f"connection {CONN_ID}: conn_type {conn.conn_type!r}, expected redis or sqlite")
 
 

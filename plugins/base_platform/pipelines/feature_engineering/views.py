@@ -23,7 +23,7 @@ Function = Literal["sum", "count", "mean", "distinct_count"]
 NUMERIC = ("int64", "float64")  # and every decimal(p,s)
 
 
-class Source(StrictModel):
+class ViewSource(StrictModel):
     dataset: str = Field(pattern=NAME, description="a dataset of config/pipelines")
     timestamp: str = Field(pattern=NAME, description="its event-time column")
 
@@ -78,7 +78,7 @@ class FeatureView(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
     entity: str = Field(pattern=NAME, description="the source's column features are kept per")
-    source: Source
+    source: ViewSource
     categories: tuple[Category, ...] = ()
     aggregations: tuple[Aggregation, ...] = Field(min_length=1)
     labels: tuple[Label, ...] = ()

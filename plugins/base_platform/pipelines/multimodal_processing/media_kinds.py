@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from base_platform.pipelines.spec import MediaSource
 
-MODULES = {
+MEDIA_MODULES = {
     "document": "base_platform.pipelines.multimodal_processing.documents",
     "image": "base_platform.pipelines.multimodal_processing.images",
     "geojson": "base_platform.pipelines.multimodal_processing.geo",
@@ -39,7 +39,7 @@ class Unreadable(ValueError):
 
 def extract(media: str, data: bytes, name: str, source: MediaSource, side: SideWriter) -> dict[str, Any]:
     """One file's row: the common columns and its kind's; raises :class:`Unreadable`."""
-    module: Any = importlib.import_module(MODULES[media])
+    module: Any = importlib.import_module(MEDIA_MODULES[media])
     common = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": str(len(data))}
     found: dict[str, Any] = module.extract(data, name, common["sha256"], source, side)
     return common | found

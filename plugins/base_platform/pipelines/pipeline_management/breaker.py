@@ -69,7 +69,9 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AuditVerdict:
+    """The audit of one staged snapshot: publish it when every check passed."""
+
     snapshot_id: int
     checks: tuple[Check, ...]
 
@@ -107,7 +109,7 @@ def stage(table: Table, snapshot: Snapshot) -> None:
         manage.create_branch(snapshot.snapshot_id, AUDIT)
 
 
-def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
+def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> AuditVerdict:
     """The staged snapshot's run against the spec's limits, the monitor's band and the contract."""
     snapshot = table.snapshot_by_id(snapshot_id)
     if snapshot is None:
@@ -121,7 +123,7 @@ def audit(pipeline: Pipeline, table: Table, snapshot_id: int) -> Verdict:
         _row_band(pipeline, record, earlier),
         _contract(pipeline, table, snapshot, record),
     )
-    return Verdict(snapshot_id, checks)
+    return AuditVerdict(snapshot_id, checks)
 
 
 def _quarantine(pipeline: Pipeline, record: RunRecord) -> Check:
@@ -174,22 +176,22 @@ def on_main(table: Table, snapshot_id: int) -> bool:
     return any(snapshot.snapshot_id == snapshot_id for snapshot in tables.lineage(table))
 
 
-def audit_and_publish(pipeline: Pipeline, table: Table, snapshot_id: int, run: str) -> Verdict:
+def audit_and_publish(pipeline: Pipeline, table: Table, snapshot_id: int, run: str) -> AuditVerdict:
     """Audit a staged snapshot, then publish it or open the breaker (safe to repeat)."""
     if on_main(table, snapshot_id):
-        return Verdict(snapshot_id, (Check("published", True, "already on main"),))
+        return AuditVerdict(snapshot_id, (Check("published", True, "already on main"),))
     verdict = audit(pipeline, table, snapshot_id)
     for check in verdict.checks:
         log.info("audit of snapshot %s: %s %s: %s", snapshot_id, check.name, check.passed, check.detail)
     if verdict.passed:
-        publish(table, snapshot_id)
+        publish_audit(table, snapshot_id)
         log.info("snapshot %s published to main", snapshot_id)
     else:
         trip(table, verdict.reason, run, snapshot_id)
     return verdict
 
 
-def publish(table: Table, snapshot_id: int) -> None:
+def publish_audit(table: Table, snapshot_id: int) -> None:
     """Fast-forward ``main`` to the audited snapshot and drop the ``audit`` branch (idempotent)."""
     table = table.refresh()
     main = table.current_snapshot()
@@ -249,7 +251,7 @@ def count_run(table: Table, run: str, failed: list[str], limit: int) -> tuple[Br
     return counted, False
 
 
-def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
+def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
     """An operator's answer to an open breaker: publish the audit to ``main`` or discard it (its
     inputs are not read again: a corrected file has a new checksum). Either closes the breaker."""
     breaker = state(table)
@@ -260,7 +262,7 @@ def resolve(table: Table, action: Literal["publish", "discard"], who: str, why: 
     if action == "publish":
         if snapshot_id is None:
             raise BreakerError(f"{table.name()[-1]}: no audit to publish (discard to close the breaker)")
-        publish(table, snapshot_id)
+        publish_audit(table, snapshot_id)
     elif snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
         record = tables.run_record(snapshot) if snapshot is not None else None

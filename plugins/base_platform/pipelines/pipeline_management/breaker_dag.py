@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import write_report
+from base_platform.dag_defaults import dataset_dag
 from base_platform.pipelines.event_coordination.dataset_assets import DATASET_CHANGES, announce_change
 from base_platform.pipelines.run_records import RunRecord
 from base_platform.pipelines.spec import Pipeline, load_pipelines, pipeline_named
@@ -92,13 +92,14 @@ def audit_run(pipeline: Pipeline, record: RunRecord, context: Any) -> list[str]:
 
 
 def settle_task(pipeline: Pipeline, run_key: Callable[[str], str]) -> Any:
-    """The ``settle`` task of ``pipeline_<name>``, its last (``run_key``: the run's key in the table)."""
+    """The ``settle`` task of ``pipeline_<name>``, its last (``run_key``: the run's key in the table);
+    the pipeline's plan gives it the trigger rule ``all_done``."""
 
-    @task(trigger_rule="all_done")
+    @task
     def settle(**context: Any) -> None:
         settle_run(pipeline, run_key(context["run_id"]), context)
 
-    return settle()
+    return settle
 
 
 def settle_run(pipeline: Pipeline, run: str, context: Any) -> None:
@@ -131,16 +132,8 @@ def build_pipeline_control_dag() -> DAG:
         ),
         "reason": Param(type="string", minLength=3, description="Why: kept in the breaker's history"),
     }
-    with DAG(
-        dag_id="pipeline_control",
-        schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        params=params,
-        doc_md=__doc__,
-        tags=["pipeline_management", "dataset"],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    with dataset_dag(
+        "pipeline_control", params=params, doc_md=__doc__, tags=["pipeline_management", "dataset"]
     ) as dag:
 
         @task(outlets=[DATASET_CHANGES])
@@ -156,7 +149,7 @@ def build_pipeline_control_dag() -> DAG:
             if table is None:
                 raise AirflowFailException(f"dataset {pipeline.spec.name!r} has no table: nothing to resolve")
             try:
-                report = breaker.resolve(table, params["action"], who, params["reason"])
+                report = breaker.resolve_audit(table, params["action"], who, params["reason"])
             except breaker.BreakerError as exc:
                 raise AirflowFailException(str(exc)) from exc
             if params["action"] == "publish":

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from base_platform.artifacts import artifacts_root, safe_name, write_atomically, write_report
-from base_platform.pipelines.data_streaming.stream_tasks import acknowledge_after, is_stream, measure_lag
+from base_platform.dag_defaults import dataset_dag
+from base_platform.pipelines.data_streaming.stream_tasks import acknowledge_task, is_stream, measure_lag
 from base_platform.pipelines.event_coordination.dataset_assets import (
     dataset_asset,
     inputs_changed,
@@ -35,6 +37,7 @@ from base_platform.pipelines.pipeline_management.breaker_dag import (
     settle_task,
     skip_while_open,
 )
+from base_platform.pipelines.pipeline_management.pipeline_plan import PipelinePlan, Step, pipeline_plan
 from base_platform.pipelines.run_records import CommitRequest, DeriveResult, RunRecord, ShardResult
 from base_platform.pipelines.spec import FileSource, Pipeline
 
@@ -69,29 +72,6 @@ def pipeline_params(pipeline: Pipeline) -> dict[str, Param]:
             False, type="boolean", description="Reprocess every input and replace all published data"
         ),
     }
-
-
-def _derive_first(pipeline: Pipeline, discover: Any) -> None:
-    """A derived pipeline's first task, before ``discover``: its transform over the inputs'
-    snapshots, written as the run's one input file (see ``derived``)."""
-    if not pipeline.spec.inputs:
-        return
-
-    @task
-    def derive(**context: Any) -> dict[str, Any]:
-        from base_platform.pipelines.data_storage.derive_io import DeriveError
-        from base_platform.pipelines.event_coordination.dataset_assets import triggered_snapshots
-        from base_platform.pipelines.pipeline_management import derived
-
-        skip_while_open(pipeline)
-        try:
-            made = derived.derive(pipeline, context["params"]["source_uri"], triggered_snapshots(context))
-        except DeriveError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        log.info("%d rows from %s, in %s", made.rows, dict(made.lineage), made.folder)
-        return made.to_json()
-
-    derive() >> discover
 
 
 def _schedule(pipeline: Pipeline) -> Any:
@@ -155,119 +135,181 @@ def _commit_run(pipeline: Pipeline, results: Any, context: Any) -> RunRecord:
     return record
 
 
+Maker = Callable[..., Any]
+"""Makes one step's task from its task id and trigger rule, and the output it reads, if any."""
+
+
+def build_tasks(plan: PipelinePlan, makers: Mapping[Step, Maker]) -> dict[str, Any]:
+    """Each node's task, given the output it reads, then wired to all its upstream ids; by task id."""
+    tasks: dict[str, Any] = {}
+    for node in plan.nodes:
+        common = {"task_id": node.task_id, "trigger_rule": TriggerRule(node.rule.value)}
+        reads = [tasks[node.reads]] if node.reads else []
+        tasks[node.task_id] = makers[node.step](common, *reads)
+    for node in plan.nodes:
+        for upstream in node.upstream:
+            tasks[upstream] >> tasks[node.task_id]
+    return tasks
+
+
 def build_pipeline_dag(pipeline: Pipeline) -> DAG:
     spec = pipeline.spec
-    target = dataset_asset(spec)
-    with DAG(
-        dag_id=f"pipeline_{spec.name}",
+    with dataset_dag(
+        f"pipeline_{spec.name}",
         schedule=_schedule(pipeline),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
         params=pipeline_params(pipeline),
         doc_md=f"{spec.description}\n\n{__doc__}",
         tags=["pipeline", spec.name],
-        default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
         on_failure_callback=pause_when_open(pipeline),
     ) as dag:
-
-        @task
-        def discover(**context: Any) -> list[dict[str, Any]]:
-            from base_platform.pipelines.pipeline_management import engine
-
-            skip_while_open(pipeline)
-            params = context["params"]
-            # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
-            context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
-            context["ti"].xcom_push(key="lag", value=measure_lag(pipeline, context))
-            source = _source_of(pipeline, context)
-            if source is None:
-                return []
-            shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
-            log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
-            return [shard.to_json() for shard in shards]
-
-        @task(inlets=[source_asset(spec)])
-        def process_shard(shard: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from base_platform.pipelines.data_security.protection import load_key
-            from base_platform.pipelines.pipeline_management import engine
-            from base_platform.pipelines.run_records import Shard
-
-            result = engine.process_shard(
-                pipeline,
-                Shard.from_json(shard),
-                run_key(context["run_id"]),
-                context["params"]["target_uri"],
-                load_key(spec.security),
-            )
-            log.info(
-                "%s: %d in, %d stored, %d quarantined in %.1f s %s",
-                result.shard.label,
-                result.rows_in,
-                result.rows_stored,
-                result.rows_quarantined,
-                result.seconds,
-                dict(result.stage_seconds),
-            )
-            return result.to_json()
-
-        @task(trigger_rule="none_failed")
-        def commit(results: Any, **context: Any) -> dict[str, Any]:
-            return _commit_run(pipeline, results, context).to_json()
-
-        @task(outlets=[target])
-        def audit(staged: Any, **context: Any) -> dict[str, Any]:
-            record = RunRecord.from_json(staged)
-            assert record.snapshot_id is not None, "commit read its record back from its snapshot"
-            checks = audit_run(pipeline, record, context)
-            # the snapshot, for publish_<name> and any DAG scheduled on the dataset
-            context["outlet_events"][target].extra = snapshot_extra(record.snapshot_id, run=record.run)
-            return replace(record, checks=tuple(checks)).to_json()
-
-        @task
-        def catalog(record: Any) -> str:
-            from base_platform.pipelines.data_storage import tables
-            from base_platform.pipelines.metadata_discovery.registry import registry_entry
-
-            table = tables.load(spec.name)
-            assert table is not None, "commit made the table"
-            entry = registry_entry(pipeline, table, tables.history(table))
-            path = artifacts_root() / "catalog" / f"{spec.name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(entry, indent=2))
-            return str(path)
-
-        @task
-        def monitor(audited: Any, **context: Any) -> dict[str, Any]:
-            from base_platform.pipelines.data_storage import tables
-            from base_platform.pipelines.quality_monitoring.anomalies import assess
-
-            record = RunRecord.from_json(audited)
-            history = [r for r in tables.history(tables.load(spec.name)) if r.run != record.run]
-            report = assess(record, history)
-            markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
-            write_report(dag.dag_id, context["run_id"], "monitor", report, markdown)
-            log.info("Monitor: %s, anomalies %s", report["status"], report["anomalies"] or "none")
-            return report
-
-        @task
-        def pod_arguments(shards: Any, **context: Any) -> list[list[str]]:
-            from base_platform.pipelines.pipeline_management.pod import shard_arguments
-
-            target_uri, key = context["params"]["target_uri"], run_key(context["run_id"])
-            return [shard_arguments(pipeline, shard, key, target_uri) for shard in shards]
-
-        shards = discover()
-        _derive_first(pipeline, shards)
-        if spec.execution == "kubernetes":
-            from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-            from base_platform.pipelines.pipeline_management.pod import pod_settings
-
-            pods = KubernetesPodOperator.partial(task_id="process_shard", **pod_settings(pipeline))  # noqa: AIR001
-            results: Any = pods.expand(arguments=pod_arguments(shards)).output
-        else:
-            results = process_shard.expand(shard=shards)
-        published = acknowledge_after(pipeline, audit(commit(results)))
-        [catalog(published), monitor(published)] >> settle_task(pipeline, run_key)
+        build_tasks(pipeline_plan(spec), _makers(pipeline, dag.dag_id))
     return dag
+
+
+def _makers(pipeline: Pipeline, dag_id: str) -> dict[Step, Maker]:
+    """How each step's task is made for this pipeline; which of them run, and in what order, is
+    the plan's (``pipeline_plan``)."""
+    return {**_reading_makers(pipeline), **_publishing_makers(pipeline, dag_id)}
+
+
+def _call(decorated: Any) -> Maker:
+    """A TaskFlow task, called with the output it reads as its one argument, if any."""
+    return lambda common, *reads: decorated.override(**common)(*reads)
+
+
+def _reading_makers(pipeline: Pipeline) -> dict[Step, Maker]:
+    """The steps up to the shards' results: derive, discover, and process_shard (local or pods)."""
+    spec = pipeline.spec
+
+    @task
+    def derive(**context: Any) -> dict[str, Any]:
+        # A derived pipeline's transform over its inputs' snapshots, as the run's one input file.
+        from base_platform.pipelines.data_storage.derive_io import DeriveError
+        from base_platform.pipelines.event_coordination.dataset_assets import triggered_snapshots
+        from base_platform.pipelines.pipeline_management import derived
+
+        skip_while_open(pipeline)
+        try:
+            made = derived.derive(pipeline, context["params"]["source_uri"], triggered_snapshots(context))
+        except DeriveError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        log.info("%d rows from %s, in %s", made.rows, dict(made.lineage), made.folder)
+        return made.to_json()
+
+    @task
+    def discover(**context: Any) -> list[dict[str, Any]]:
+        from base_platform.pipelines.pipeline_management import engine
+
+        skip_while_open(pipeline)
+        params = context["params"]
+        # The run's wall clock starts here; commit divides the bytes by it (GB/hour).
+        context["ti"].xcom_push(key="started_at", value=datetime.now(UTC).isoformat())
+        context["ti"].xcom_push(key="lag", value=measure_lag(pipeline, context))
+        source = _source_of(pipeline, context)
+        if source is None:
+            return []
+        shards = engine.discover(pipeline, source, params["target_uri"], params["full_refresh"])
+        log.info("%d shard(s) to read: %s", len(shards), [shard.label for shard in shards[:5]])
+        return [shard.to_json() for shard in shards]
+
+    @task(inlets=[source_asset(spec)])
+    def process_shard(shard: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from base_platform.pipelines.data_security.protection import load_key
+        from base_platform.pipelines.pipeline_management import engine
+        from base_platform.pipelines.run_records import Shard
+
+        result = engine.process_shard(
+            pipeline,
+            Shard.from_json(shard),
+            run_key(context["run_id"]),
+            context["params"]["target_uri"],
+            load_key(spec.security),
+        )
+        log.info(
+            "%s: %d in, %d stored, %d quarantined in %.1f s %s",
+            result.shard.label,
+            result.rows_in,
+            result.rows_stored,
+            result.rows_quarantined,
+            result.seconds,
+            dict(result.stage_seconds),
+        )
+        return result.to_json()
+
+    @task
+    def pod_arguments(shards: Any, **context: Any) -> list[list[str]]:
+        from base_platform.pipelines.pipeline_management.pod import shard_arguments
+
+        target_uri, key = context["params"]["target_uri"], run_key(context["run_id"])
+        return [shard_arguments(pipeline, shard, key, target_uri) for shard in shards]
+
+    def shard_pods(common: dict[str, Any], arguments: Any) -> Any:
+        """``process_shard`` as one pod per shard (the ``kubernetes`` target; see ``pod``)."""
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+        from base_platform.pipelines.pipeline_management.pod import pod_settings
+
+        pods = KubernetesPodOperator.partial(**common, **pod_settings(pipeline))
+        return pods.expand(arguments=arguments).output
+
+    return {
+        Step.DERIVE: _call(derive),
+        Step.DISCOVER: _call(discover),
+        Step.PROCESS_SHARD: lambda common, shards: process_shard.override(**common).expand(shard=shards),
+        Step.POD_ARGUMENTS: _call(pod_arguments),
+        Step.SHARD_POD: shard_pods,
+    }
+
+
+def _publishing_makers(pipeline: Pipeline, dag_id: str) -> dict[Step, Maker]:
+    """The steps from commit on: the write-audit-publish of the run's snapshot, and what follows it."""
+    spec = pipeline.spec
+    target = dataset_asset(spec)
+
+    @task
+    def commit(results: Any, **context: Any) -> dict[str, Any]:
+        return _commit_run(pipeline, results, context).to_json()
+
+    @task(outlets=[target])
+    def audit(staged: Any, **context: Any) -> dict[str, Any]:
+        record = RunRecord.from_json(staged)
+        assert record.snapshot_id is not None, "commit read its record back from its snapshot"
+        checks = audit_run(pipeline, record, context)
+        # the snapshot, for publish_<name> and any DAG scheduled on the dataset
+        context["outlet_events"][target].extra = snapshot_extra(record.snapshot_id, run=record.run)
+        return replace(record, checks=tuple(checks)).to_json()
+
+    @task
+    def catalog(record: Any) -> str:
+        from base_platform.pipelines.data_storage import tables
+        from base_platform.pipelines.metadata_discovery.registry import registry_entry
+
+        table = tables.load(spec.name)
+        assert table is not None, "commit made the table"
+        entry = registry_entry(pipeline, table, tables.history(table))
+        path = artifacts_root() / "catalog" / f"{spec.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(entry, indent=2))
+        return str(path)
+
+    @task
+    def monitor(audited: Any, **context: Any) -> dict[str, Any]:
+        from base_platform.pipelines.data_storage import tables
+        from base_platform.pipelines.quality_monitoring.anomalies import assess
+
+        record = RunRecord.from_json(audited)
+        history = [r for r in tables.history(tables.load(spec.name)) if r.run != record.run]
+        report = assess(record, history)
+        markdown = f"# {spec.name}: {report['status']}\n\nanomalies: {report['anomalies'] or 'none'}\n"
+        write_report(dag_id, context["run_id"], "monitor", report, markdown)
+        log.info("Monitor: %s, anomalies %s", report["status"], report["anomalies"] or "none")
+        return report
+
+    return {
+        Step.COMMIT: _call(commit),
+        Step.AUDIT: _call(audit),
+        Step.ACKNOWLEDGE: _call(acknowledge_task(pipeline)),
+        Step.CATALOG: _call(catalog),
+        Step.MONITOR: _call(monitor),
+        Step.SETTLE: _call(settle_task(pipeline, run_key)),
+    }

@@ -55,7 +55,7 @@ def derive(pipeline: Pipeline, source_uri: str, triggered: dict[str, int]) -> De
     if pipeline.spec.operators:
         from base_platform.pipelines.data_streaming import stream_transforms
 
-        return stream_transforms.derive(pipeline, source_uri, triggered)
+        return stream_transforms.derive_appended(pipeline, source_uri, triggered)
     snapshots = derive_io.snapshots_to_read(pipeline, triggered)
     result = compute(pipeline, snapshots)
     return DeriveResult(

@@ -40,7 +40,7 @@ def robust_z(value: float, history: Sequence[float]) -> float | None:
     return 0.6745 * (value - median) / mad
 
 
-def compare(current: dict[str, float], history: Sequence[dict[str, float]]) -> dict[str, Any]:
+def compare_to_history(current: dict[str, float], history: Sequence[dict[str, float]]) -> dict[str, Any]:
     """Each metric with its z-score; anomalies are those beyond the threshold."""
     if len(history) < MIN_HISTORY:
         return {
@@ -73,7 +73,7 @@ def compare(current: dict[str, float], history: Sequence[dict[str, float]]) -> d
 
 def assess(record: RunRecord, history: Sequence[RunRecord]) -> dict[str, Any]:
     """The run against earlier runs' records, plus each freshness rule the run breaks."""
-    report = compare(metrics(record), [metrics(earlier) for earlier in history])
+    report = compare_to_history(metrics(record), [metrics(earlier) for earlier in history])
     checks = [dict(check) for check in record.freshness or ()]
     stale = [f"freshness.{check['column']}" for check in checks if not check["fresh"]]
     report["freshness"] = checks

@@ -100,7 +100,7 @@ def matches(values: pa.Array, pattern: str) -> pa.Array:
     return pc.take(pc.match_substring_regex(encoded.dictionary, pattern), encoded.indices)
 
 
-def render(typed: pa.Array, column: Column) -> pa.Array:
+def render_text(typed: pa.Array, column: Column) -> pa.Array:
     """Typed values as the text :func:`conform` parses back for ``column`` (a time in its
     ``format``): how rows that arrive typed (a database, a derived result) meet the contract."""
     if column.type in ("timestamp", "date"):

@@ -131,6 +131,7 @@ def amounts(n: int, rng: random.Random) -> Decimal:
     return Decimal(rng.randint(100, 50_000)) / 100
 
 
+@pytest.mark.slow
 def test_point_in_time_features_never_see_a_later_event(world: World, view: FeatureView) -> None:
     world.land(
         [
@@ -207,6 +208,7 @@ def random_batch(rng: random.Random, start: int, count: int, begin: datetime, da
 
 
 @pytest.mark.parametrize("labelled", [True, False])
+@pytest.mark.slow
 def test_incremental_materialisation_equals_a_full_one_row_for_row(
     world: World, view: FeatureView, labelled: bool
 ) -> None:
@@ -267,11 +269,12 @@ def expected_online(view: FeatureView, world: World) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_the_online_store_holds_exactly_the_latest_values_after_each_run(
     world: World, view: FeatureView, tmp_path: Path
 ) -> None:
     rng = random.Random(11)
-    into = online.SqliteStore(str(tmp_path / "online.db"))
+    into = online.SqliteOnlineStore(str(tmp_path / "online.db"))
     accounts = [f"acct-{n:02d}" for n in range(12)]
     for batch in (
         random_batch(rng, 0, 300, T0, 10),
@@ -288,6 +291,7 @@ def test_the_online_store_holds_exactly_the_latest_values_after_each_run(
     assert meta["watermark"] == max(tx.at for tx in world.landed).isoformat()
 
 
+@pytest.mark.slow
 def test_a_retried_materialisation_finds_its_work_done(world: World, view: FeatureView) -> None:
     world.land(random_batch(random.Random(3), 0, 100, T0, 5))
     first = offline.materialise(view)
@@ -299,6 +303,7 @@ def test_a_retried_materialisation_finds_its_work_done(world: World, view: Featu
     assert len(offline.offline_table(view).snapshots()) == snapshots  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_retrieval_refuses_what_it_cannot_answer(world: World, view: FeatureView) -> None:
     with pytest.raises(offline.FeatureError, match="has no published snapshot"):
         offline.materialise(view)

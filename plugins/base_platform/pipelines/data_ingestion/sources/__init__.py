@@ -28,7 +28,7 @@ from base_platform.pipelines.data_ingestion.decoding import RawBatch
 from base_platform.pipelines.run_records import Shard, ShardResult, highest
 from base_platform.pipelines.spec import Pipeline
 
-MODULES = {
+SOURCE_MODULES = {
     "files": "base_platform.pipelines.data_ingestion.sources.files",
     "http": "base_platform.pipelines.data_ingestion.sources.http",
     "postgres": "base_platform.pipelines.data_ingestion.sources.postgres",
@@ -55,7 +55,7 @@ class SourceKind(Protocol):
 
 def kind_of(pipeline: Pipeline) -> SourceKind:
     """The module of the pipeline's ``source.kind``, imported only when a task needs it."""
-    return cast(SourceKind, importlib.import_module(MODULES[pipeline.spec.source.kind]))
+    return cast(SourceKind, importlib.import_module(SOURCE_MODULES[pipeline.spec.source.kind]))
 
 
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:

@@ -99,4 +99,4 @@ def _text(values: list[Any], column: Column) -> pa.Array:
         typed = pa.array(values, conformance.arrow_type(column))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return pa.array([None if v is None else str(v) for v in values], pa.string()).cast(pa.binary())
-    return conformance.render(typed, column).cast(pa.binary())
+    return conformance.render_text(typed, column).cast(pa.binary())

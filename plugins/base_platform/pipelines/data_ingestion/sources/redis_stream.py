@@ -34,7 +34,7 @@ from base_platform.pipelines.data_ingestion.sources import Resume, span_shard
 from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.spec import Pipeline, RedisStreamSource
 
-PAGE = 50_000  # entries per XREADGROUP, XRANGE, XAUTOCLAIM or XPENDING call
+ENTRIES_PER_CALL = 50_000  # entries per XREADGROUP, XRANGE, XAUTOCLAIM or XPENDING call
 RAW_REPLIES = ("XREADGROUP", "XRANGE", "XAUTOCLAIM", "XPENDING", "XINFO GROUPS")
 
 
@@ -80,7 +80,9 @@ def acknowledge_upto(client: Any, source: RedisStreamSource, position: redis_str
     if position is None:
         return 0
     acked, upto = 0, redis_streams.format_id(position)
-    while pending := client.execute_command("XPENDING", source.stream, source.group, "-", upto, PAGE):
+    while pending := client.execute_command(
+        "XPENDING", source.stream, source.group, "-", upto, ENTRIES_PER_CALL
+    ):
         acked += client.execute_command("XACK", source.stream, source.group, *[p[0] for p in pending])
     return acked
 
@@ -95,7 +97,7 @@ def backlog(pipeline: Pipeline) -> redis_streams.Backlog:
 
     async def measure() -> redis_streams.Backlog:
         async with redis.asyncio.Redis(**_settings(source)) as client:
-            return await redis_streams.backlog(client, source.stream, source.group)
+            return await redis_streams.group_backlog(client, source.stream, source.group)
 
     return asyncio.run(measure())
 
@@ -116,7 +118,14 @@ def _deliver(
     )
     while left:
         start, claimed, _deleted = client.execute_command(
-            "XAUTOCLAIM", source.stream, source.group, _consumer(), 0, start, "COUNT", min(PAGE, left)
+            "XAUTOCLAIM",
+            source.stream,
+            source.group,
+            _consumer(),
+            0,
+            start,
+            "COUNT",
+            min(ENTRIES_PER_CALL, left),
         )
         claimed = [entry for entry in claimed if entry[1] is not None]  # an entry deleted meanwhile
         if claimed:
@@ -131,7 +140,7 @@ def _deliver(
             source.group,
             _consumer(),
             "COUNT",
-            min(PAGE, left),
+            min(ENTRIES_PER_CALL, left),
             "STREAMS",
             source.stream,
             ">",
@@ -148,7 +157,7 @@ def _replay(
 ) -> Iterator[list[Any]]:
     """The closed span again, exactly: the entries after the position up to ``upto``."""
     start, end = redis_streams.after(position), redis_streams.format_id(upto)
-    while entries := client.execute_command("XRANGE", source.stream, start, end, "COUNT", PAGE):
+    while entries := client.execute_command("XRANGE", source.stream, start, end, "COUNT", ENTRIES_PER_CALL):
         yield entries
         start = redis_streams.after(redis_streams.parse_id(entries[-1][0]))
 
