@@ -26,7 +26,6 @@ def dagbag():
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
-@pytest.mark.slow
 def test_file_imports_without_errors(dagbag, path: Path) -> None:
     assert str(path) not in dagbag.import_errors, dagbag.import_errors.get(str(path))
 

@@ -1,1 +1,1 @@
-"""Data pipelines through the BASE module stages: specs, the streaming engine and the DAG factory."""
+"""Data pipelines through the 14 BASE modules: one package each, on the shared spec and run records."""

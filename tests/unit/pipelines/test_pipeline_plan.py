@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 
 from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
-from base_platform.pipelines.pipeline_management.pipeline_plan import Node, PipelinePlan, Step, pipeline_plan
+from base_platform.pipelines.pipeline_management.pipeline_plan import (
+    PipelineNode,
+    PipelinePlan,
+    PipelineStep,
+    pipeline_plan,
+)
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 
 VARIANTS = [
@@ -75,13 +80,18 @@ def test_each_variant_has_its_shape(name: str, kubernetes: bool, edges: set[tupl
     (mapped,) = [n for n in plan.nodes if n.mapped]
     assert (mapped.task_id, mapped.step) == (
         "process_shard",
-        Step.SHARD_POD if kubernetes else Step.PROCESS_SHARD,
+        PipelineStep.SHARD_POD if kubernetes else PipelineStep.PROCESS_SHARD,
     )
     assert mapped.reads == ("pod_arguments" if kubernetes else "discover")
 
 
 def test_a_plan_lists_each_task_after_what_it_waits_for() -> None:
     with pytest.raises(ValueError, match="before its upstream"):
-        PipelinePlan((Node("commit", Step.COMMIT, ("audit",)), Node("audit", Step.AUDIT)))
+        PipelinePlan(
+            (
+                PipelineNode("commit", PipelineStep.COMMIT, ("audit",)),
+                PipelineNode("audit", PipelineStep.AUDIT),
+            )
+        )
     with pytest.raises(ValueError, match="not upstream"):
-        Node("commit", Step.COMMIT, reads="process_shard")
+        PipelineNode("commit", PipelineStep.COMMIT, reads="process_shard")

@@ -14,7 +14,7 @@ purge), the run recomputes from the whole snapshot and replaces the dataset inst
   watermark (the input's newest event time less ``allowed_lateness_minutes``) has passed their
   end; the position (``base.position``) is the end of the last windows written. An event that
   arrives after all of its windows were written is quarantined as ``late`` (a refused row of the
-  result: ``ingestion`` makes it a reject with its reason), never dropped.
+  result: ``decoding`` makes it a reject with its reason), never dropped.
 """
 
 from __future__ import annotations

@@ -37,7 +37,11 @@ from base_platform.pipelines.pipeline_management.breaker_dag import (
     settle_task,
     skip_while_open,
 )
-from base_platform.pipelines.pipeline_management.pipeline_plan import PipelinePlan, Step, pipeline_plan
+from base_platform.pipelines.pipeline_management.pipeline_plan import (
+    PipelinePlan,
+    PipelineStep,
+    pipeline_plan,
+)
 from base_platform.pipelines.run_records import CommitRequest, DeriveResult, RunRecord, ShardResult
 from base_platform.pipelines.spec import FileSource, Pipeline
 
@@ -139,7 +143,7 @@ Maker = Callable[..., Any]
 """Makes one step's task from its task id and trigger rule, and the output it reads, if any."""
 
 
-def build_tasks(plan: PipelinePlan, makers: Mapping[Step, Maker]) -> dict[str, Any]:
+def build_pipeline_tasks(plan: PipelinePlan, makers: Mapping[PipelineStep, Maker]) -> dict[str, Any]:
     """Each node's task, given the output it reads, then wired to all its upstream ids; by task id."""
     tasks: dict[str, Any] = {}
     for node in plan.nodes:
@@ -162,11 +166,11 @@ def build_pipeline_dag(pipeline: Pipeline) -> DAG:
         tags=["pipeline", spec.name],
         on_failure_callback=pause_when_open(pipeline),
     ) as dag:
-        build_tasks(pipeline_plan(spec), _makers(pipeline, dag.dag_id))
+        build_pipeline_tasks(pipeline_plan(spec), _makers(pipeline, dag.dag_id))
     return dag
 
 
-def _makers(pipeline: Pipeline, dag_id: str) -> dict[Step, Maker]:
+def _makers(pipeline: Pipeline, dag_id: str) -> dict[PipelineStep, Maker]:
     """How each step's task is made for this pipeline; which of them run, and in what order, is
     the plan's (``pipeline_plan``)."""
     return {**_reading_makers(pipeline), **_publishing_makers(pipeline, dag_id)}
@@ -177,7 +181,7 @@ def _call(decorated: Any) -> Maker:
     return lambda common, *reads: decorated.override(**common)(*reads)
 
 
-def _reading_makers(pipeline: Pipeline) -> dict[Step, Maker]:
+def _reading_makers(pipeline: Pipeline) -> dict[PipelineStep, Maker]:
     """The steps up to the shards' results: derive, discover, and process_shard (local or pods)."""
     spec = pipeline.spec
 
@@ -253,15 +257,17 @@ def _reading_makers(pipeline: Pipeline) -> dict[Step, Maker]:
         return pods.expand(arguments=arguments).output
 
     return {
-        Step.DERIVE: _call(derive),
-        Step.DISCOVER: _call(discover),
-        Step.PROCESS_SHARD: lambda common, shards: process_shard.override(**common).expand(shard=shards),
-        Step.POD_ARGUMENTS: _call(pod_arguments),
-        Step.SHARD_POD: shard_pods,
+        PipelineStep.DERIVE: _call(derive),
+        PipelineStep.DISCOVER: _call(discover),
+        PipelineStep.PROCESS_SHARD: lambda common, shards: process_shard.override(**common).expand(
+            shard=shards
+        ),
+        PipelineStep.POD_ARGUMENTS: _call(pod_arguments),
+        PipelineStep.SHARD_POD: shard_pods,
     }
 
 
-def _publishing_makers(pipeline: Pipeline, dag_id: str) -> dict[Step, Maker]:
+def _publishing_makers(pipeline: Pipeline, dag_id: str) -> dict[PipelineStep, Maker]:
     """The steps from commit on: the write-audit-publish of the run's snapshot, and what follows it."""
     spec = pipeline.spec
     target = dataset_asset(spec)
@@ -306,10 +312,10 @@ def _publishing_makers(pipeline: Pipeline, dag_id: str) -> dict[Step, Maker]:
         return report
 
     return {
-        Step.COMMIT: _call(commit),
-        Step.AUDIT: _call(audit),
-        Step.ACKNOWLEDGE: _call(acknowledge_task(pipeline)),
-        Step.CATALOG: _call(catalog),
-        Step.MONITOR: _call(monitor),
-        Step.SETTLE: _call(settle_task(pipeline, run_key)),
+        PipelineStep.COMMIT: _call(commit),
+        PipelineStep.AUDIT: _call(audit),
+        PipelineStep.ACKNOWLEDGE: _call(acknowledge_task(pipeline)),
+        PipelineStep.CATALOG: _call(catalog),
+        PipelineStep.MONITOR: _call(monitor),
+        PipelineStep.SETTLE: _call(settle_task(pipeline, run_key)),
     }

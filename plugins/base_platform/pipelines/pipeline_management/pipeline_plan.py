@@ -16,7 +16,7 @@ from base_platform.pipelines.spec import PipelineSpec, RedisStreamSource
 from base_platform.plan.graph import Rule
 
 
-class Step(StrEnum):
+class PipelineStep(StrEnum):
     """What a task does; ``pipeline_management.dag`` knows how to make each."""
 
     DERIVE = "derive"
@@ -33,12 +33,12 @@ class Step(StrEnum):
 
 
 @dataclass(frozen=True)
-class Node:
+class PipelineNode:
     """One task. ``reads``: the upstream task whose return value it takes, one task per item of
     it when ``mapped``; an upstream it does not read only orders it."""
 
     task_id: str
-    step: Step
+    step: PipelineStep
     upstream: tuple[str, ...] = ()
     reads: str | None = None
     mapped: bool = False
@@ -53,7 +53,7 @@ class Node:
 
 @dataclass(frozen=True)
 class PipelinePlan:
-    nodes: tuple[Node, ...]
+    nodes: tuple[PipelineNode, ...]
     """Upstream first: a task comes after every task it waits for, so a builder can pass it what
     it reads."""
 
@@ -64,7 +64,7 @@ class PipelinePlan:
                 raise ValueError(f"{node.task_id} comes before its upstream {sorted(missing)}")
             seen.add(node.task_id)
 
-    def node(self, task_id: str) -> Node:
+    def node(self, task_id: str) -> PipelineNode:
         return next(n for n in self.nodes if n.task_id == task_id)
 
     @property
@@ -74,28 +74,28 @@ class PipelinePlan:
 
 
 def _reading(
-    task_id: str, step: Step, source: str, *, mapped: bool = False, rule: Rule = Rule.ALL_SUCCESS
-) -> Node:
-    return Node(task_id, step, (source,), source, mapped, rule)
+    task_id: str, step: PipelineStep, source: str, *, mapped: bool = False, rule: Rule = Rule.ALL_SUCCESS
+) -> PipelineNode:
+    return PipelineNode(task_id, step, (source,), source, mapped, rule)
 
 
 def pipeline_plan(spec: PipelineSpec) -> PipelinePlan:
-    nodes: list[Node] = []
+    nodes: list[PipelineNode] = []
     if spec.inputs:  # its transform writes the run's one input file, which discover then finds
-        nodes.append(Node("derive", Step.DERIVE))
-    nodes.append(Node("discover", Step.DISCOVER, tuple(n.task_id for n in nodes)))
+        nodes.append(PipelineNode("derive", PipelineStep.DERIVE))
+    nodes.append(PipelineNode("discover", PipelineStep.DISCOVER, tuple(n.task_id for n in nodes)))
     if spec.execution == "kubernetes":
-        nodes.append(_reading("pod_arguments", Step.POD_ARGUMENTS, "discover"))
-        nodes.append(_reading("process_shard", Step.SHARD_POD, "pod_arguments", mapped=True))
+        nodes.append(_reading("pod_arguments", PipelineStep.POD_ARGUMENTS, "discover"))
+        nodes.append(_reading("process_shard", PipelineStep.SHARD_POD, "pod_arguments", mapped=True))
     else:
-        nodes.append(_reading("process_shard", Step.PROCESS_SHARD, "discover", mapped=True))
+        nodes.append(_reading("process_shard", PipelineStep.PROCESS_SHARD, "discover", mapped=True))
     # none_failed: with no new input there are no shards (skipped); commit then skips itself.
-    nodes.append(_reading("commit", Step.COMMIT, "process_shard", rule=Rule.NONE_FAILED))
-    nodes.append(_reading("audit", Step.AUDIT, "commit"))
+    nodes.append(_reading("commit", PipelineStep.COMMIT, "process_shard", rule=Rule.NONE_FAILED))
+    nodes.append(_reading("audit", PipelineStep.AUDIT, "commit"))
     if isinstance(spec.source, RedisStreamSource):  # acks only what the audit published
-        nodes.append(_reading("acknowledge", Step.ACKNOWLEDGE, "audit"))
-    nodes.append(_reading("catalog", Step.CATALOG, "audit"))
-    nodes.append(_reading("monitor", Step.MONITOR, "audit"))
+        nodes.append(_reading("acknowledge", PipelineStep.ACKNOWLEDGE, "audit"))
+    nodes.append(_reading("catalog", PipelineStep.CATALOG, "audit"))
+    nodes.append(_reading("monitor", PipelineStep.MONITOR, "audit"))
     # all_done: settle counts the run for the breaker whatever became of the tasks before it.
-    nodes.append(Node("settle", Step.SETTLE, ("catalog", "monitor"), rule=Rule.ALL_DONE))
+    nodes.append(PipelineNode("settle", PipelineStep.SETTLE, ("catalog", "monitor"), rule=Rule.ALL_DONE))
     return PipelinePlan(tuple(nodes))

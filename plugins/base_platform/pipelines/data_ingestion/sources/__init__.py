@@ -22,11 +22,13 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from base_platform.pipelines.data_ingestion.decoding import RawBatch
 from base_platform.pipelines.run_records import Shard, ShardResult, highest
 from base_platform.pipelines.spec import Pipeline
+
+if TYPE_CHECKING:
+    from base_platform.pipelines.data_ingestion.decoding import RawBatch
 
 SOURCE_MODULES = {
     "files": "base_platform.pipelines.data_ingestion.sources.files",

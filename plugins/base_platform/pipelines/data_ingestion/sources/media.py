@@ -3,7 +3,7 @@
 ``plan`` lists the files the dataset's lineage does not hold (by SHA-256, each file's own) and
 groups them, in path order, into shards of about ``shard_mb`` and at most ``files_per_shard``,
 so many small files make few tasks and a drop of them still runs in parallel. ``read`` turns
-each file of its shard into one row (``pipelines/multimodal``); a file that cannot be read is a
+each file of its shard into one row (``pipelines/multimodal_processing``); a file that cannot be read is a
 reject with its reason, so it is quarantined and counted, and the shard goes on.
 """
 
