@@ -74,18 +74,25 @@ def test_an_import_that_breaks_a_contract_fails_lint_imports(
     assert any(line.startswith(contract) for line in broken), result.stdout
 
 
-def test_the_drift_comparison_loads_no_airflow() -> None:
-    """``drift/compare.py`` runs anywhere: importing it must not import Airflow."""
+def loaded_after_importing(modules: list[str], top_names: tuple[str, ...]) -> list[str]:
+    """The modules under ``top_names`` a fresh interpreter holds after importing ``modules``."""
     code = (
-        "import json, sys\n"
-        "import base_platform.drift.compare\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))))\n"
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {top_names!r})))\n"
     )
     env = os.environ | {"PYTHONPATH": str(ROOT / "plugins")}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
     )
-    assert json.loads(out.stdout) == []
+    loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_the_drift_comparison_loads_no_airflow() -> None:
+    """``drift/compare.py`` runs anywhere: importing it must not import Airflow."""
+    assert loaded_after_importing(["base_platform.drift.compare"], ("airflow",)) == []
 
 
 def test_no_package_init_loads_a_heavy_library() -> None:
@@ -95,15 +102,5 @@ def test_no_package_init_loads_a_heavy_library() -> None:
         ".".join(init.parent.relative_to(ROOT / "plugins").parts)
         for init in (ROOT / "plugins" / "base_platform").rglob("__init__.py")
     )
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {packages!r}:\n"
-        "    importlib.import_module(name)\n"
-        "heavy = ('pyarrow', 'pyiceberg', 'datafusion', 'duckdb', 'polars', 'pandas')\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
-    )
-    env = os.environ | {"PYTHONPATH": str(ROOT / "plugins")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert len(packages) > 20 and json.loads(out.stdout.splitlines()[-1]) == []
+    heavy = ("pyarrow", "pyiceberg", "datafusion", "duckdb", "polars", "pandas")
+    assert len(packages) > 20 and loaded_after_importing(packages, heavy) == []
