@@ -48,13 +48,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Two workers: most tests wait on a simulator or an Airflow stack, not on the CPU. A file's tests
-# stay on one worker (--dist loadfile), so a module's stack starts once. --no-loadscope-reorder
-# keeps the collection order, so the end-to-end files (one long test each) start first; xdist's
-# default puts the files with the most tests first, which left make run's 10-minute e2e test and
-# the stream drill to the end, one worker idle beside them. --durations: the 30 slowest tests of
-# every run, so a slow new test shows where it was added.
+# stay on one worker (--dist loadfile), so a module's stack starts once. --durations: the 30
+# slowest tests of every run, so a slow new test shows where it was added. (xdist's default order,
+# files with the most tests first, starts make run's e2e test late; keeping the collection order
+# instead ran it beside the Celery stack's, and it timed out at 900 s: two stacks at once on two
+# cores are slower than one after the other.)
 pytest: $(STAMP) system-packages
-	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30 -m "not drill"
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30 -m "not drill"
 
 ## drills: faults injected into the native Celery stack, one stack for all, in order, with the
 ## figures they measure printed (docs/reliability.md). BASE_DRILL_OFF=<setting> turns one off.
