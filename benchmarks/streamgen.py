@@ -8,7 +8,8 @@ Each entry holds one event as JSON in the field ``event`` (what ``config/pipelin
 reads): authorisations, and reversals of earlier ones, for 20,000 accounts at 500 merchants,
 with PII (the cardholder's e-mail, the card's last digits). ``--late-fraction`` of the events
 carry an event time 20 minutes old (past the windows' allowed lateness); ``--bad-fraction`` are
-refused by the contract (an amount that is not a number). Sends a pipelined batch every 50 ms,
+refused by the contract (an amount that is not a number). The amount is a JSON number, as
+every JSON library writes one. Sends a pipelined batch every 50 ms,
 so the rate holds within a batch; prints what it produced as JSON when it stops (Ctrl-C too).
 """
 
@@ -77,7 +78,7 @@ def events(
         chance = draw()
         kind = "bad" if chance < bad else "late" if chance < bad + late else "ok"
         reversal = number > 100 and draw() < 0.05
-        amount = '"n/a"' if kind == "bad" else f'"{int(draw() * 49_900 + 100) / 100:.2f}"'
+        amount = '"n/a"' if kind == "bad" else f"{int(draw() * 49_900 + 100) / 100:.2f}"  # a JSON number
         reverses = f'"ev-{number - 1 - int(draw() * 100):012d}"' if reversal else "null"
         event_type = "reversal" if reversal else "authorisation"
         yield (

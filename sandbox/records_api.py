@@ -36,6 +36,8 @@ class RecordsApi:
     fail_every: int = 0
     retry_after: int = 1
     bad_every: int = 0  # every n-th record has an amount that is not a number
+    repeat_pages: bool = False  # every next cursor and link points at the page just sent: a loop
+    link_origin: str | None = None  # the Link header's scheme://host:port, when another origin's
     requests: int = 0
     answered: list[int] = field(default_factory=list)  # each request's status, in order
 
@@ -79,6 +81,8 @@ class RecordsApi:
         first += int(query.get("offset", 0))
         numbers = range(first, min(first + limit, self.rows + 1))
         following = numbers.stop if numbers.stop <= self.rows else None
+        if self.repeat_pages and following:
+            following = first
         body: dict[str, Any] = {"data": [self.record(n) for n in numbers]}
         body["next_cursor"] = (
             base64.urlsafe_b64encode(str(following).encode()).decode() if following else None
@@ -88,7 +92,10 @@ class RecordsApi:
             next_url = request.url.remove_query_params(["offset", "cursor"]).include_query_params(
                 cursor=body["next_cursor"]
             )
-            headers["Link"] = f'<{next_url}>; rel="next"'
+            link = (
+                f"{self.link_origin}{next_url.path}?{next_url.query}" if self.link_origin else str(next_url)
+            )
+            headers["Link"] = f'<{link}>; rel="next"'
         return self._answer(JSONResponse(body, headers=headers))
 
     async def add(self, request: Request) -> Response:

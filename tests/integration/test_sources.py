@@ -233,3 +233,50 @@ def test_an_http_run_killed_mid_way_is_read_again_and_a_refusal_is_not_retried(
     assert records_api.answered == [401] and TOKEN not in str(refused.value)  # no retry, no secret
     records_api.token = TOKEN
     assert (record := run(pipeline, target, "run-3")) is not None and record.rows_in == 10
+
+
+@pytest.mark.parametrize("pagination", ["cursor", "link"])
+def test_an_api_that_sends_the_same_cursor_or_link_again_is_refused_not_read_forever(
+    records_api: RecordsApi, tmp_path: Path, pagination: str
+) -> None:
+    pipeline, target = with_source(http_source(pagination)), tmp_path / "out"
+    records_api.rows, records_api.repeat_pages = 500, True
+    (shard,) = engine.discover(pipeline, "", str(target), False)
+    with pytest.raises(engine.ShardFailed, match="cursor or link again; refusing to loop"):
+        engine.process_shard(pipeline, shard, "run-1", str(target), KEY)
+    assert len(records_api.answered) == 2  # the first page, and the one that repeated it
+
+
+def test_pages_per_run_are_bounded_and_the_next_run_goes_on(records_api: RecordsApi, tmp_path: Path) -> None:
+    source = http_source("cursor")
+    source = source.model_copy(update={"pagination": source.pagination.model_copy(update={"max_pages": 3})})
+    pipeline, target = with_source(source), tmp_path / "out"
+    records_api.rows = 750
+    first = run(pipeline, target, "run-1")
+    assert first is not None and first.rows_in == 300
+    second = run(pipeline, target, "run-2")
+    assert second is not None and second.rows_in == 300
+    assert stored_ids("api-") == [f"api-{i:08d}" for i in range(1, 601)]
+
+
+def test_a_link_to_another_origin_never_receives_the_credentials(
+    records_api: RecordsApi, tmp_path: Path
+) -> None:
+    """The next page linked on another port (another origin): not requested at all."""
+    import uvicorn
+
+    elsewhere = RecordsApi("other", START, rows=1000)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(elsewhere.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        records_api.rows, records_api.link_origin = 500, f"http://127.0.0.1:{port}"
+        pipeline, target = with_source(http_source("link")), tmp_path / "out"
+        (shard,) = engine.discover(pipeline, "", str(target), False)
+        with pytest.raises(engine.ShardFailed, match="credentials are never sent to another origin"):
+            engine.process_shard(pipeline, shard, "run-1", str(target), KEY)
+        assert elsewhere.requests == 0 and records_api.answered == [200]
+    finally:
+        server.should_exit = True
+        thread.join()

@@ -184,6 +184,7 @@ class Pagination(StrictModel):
     next: str = Field(
         "next_cursor", min_length=1, description="cursor: the dotted path of the next token in the body"
     )
+    max_pages: int = Field(10_000, ge=1, description="the most pages one run reads; the next run goes on")
 
 
 class HttpSource(StrictModel):
@@ -238,6 +239,9 @@ class RedisStreamSource(StrictModel):
     group: str = Field("base", min_length=1, description="the consumer group the pipeline reads as")
     field: str = Field("event", min_length=1, description="the entry field that holds the event's JSON")
     batch: StreamBatch = StreamBatch()
+    max_event_bytes: int = Field(
+        1 << 20, ge=64, description="an event larger than this is quarantined unread (memory stays bounded)"
+    )
     max_lag_seconds: float | None = Field(
         default=None,
         gt=0,
@@ -525,6 +529,15 @@ class Pipeline(StrictModel):
     spec: PipelineSpec
     contract: Contract
 
+    @property
+    def rules(self) -> tuple[QualityRule, ...]:
+        """The spec's quality rules, and the primary key's ``unique`` where the spec does not say
+        it: a dataset's primary key is unique in every snapshot, whatever the spec states."""
+        key = self.contract.primary_key
+        if any(isinstance(rule, Unique) and rule.columns == key for rule in self.spec.quality):
+            return self.spec.quality
+        return (*self.spec.quality, Unique(rule="unique", columns=key))
+
 
 def _check_columns(pipeline: Pipeline, path: Path) -> None:
     names = set(pipeline.contract.names)
@@ -544,6 +557,14 @@ def _check_columns(pipeline: Pipeline, path: Path) -> None:
     for column in pipeline.spec.security.columns:
         if column not in names:
             raise CatalogError(path, f"security.columns.{column}", "unknown column")
+        protection = pipeline.spec.security.columns[column]
+        if column in pipeline.contract.primary_key and protection.protect in ("hmac", "mask", "drop"):
+            raise CatalogError(
+                path,
+                f"security.columns.{column}",
+                f"the primary key is kept unique on stored values, and {column!r} would be stored as "
+                f"{protection.protect}",
+            )
     for index, partition in enumerate(pipeline.spec.storage.partitions):
         _check_partition(pipeline, partition, path, f"storage.partition_by[{index}]")
     _check_distribution(pipeline, path)

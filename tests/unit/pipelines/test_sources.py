@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import tenacity
 
-from base_platform.pipelines.data_ingestion import sources
+from base_platform.pipelines.data_ingestion import decoding, sources
 from base_platform.pipelines.data_ingestion.sources import http
 from base_platform.pipelines.run_records import Shard, ShardResult, highest
 from base_platform.pipelines.spec import FileSource, pipeline_named
@@ -76,7 +76,15 @@ def test_a_source_without_kind_is_files() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "raw"), [(None, None), ("a", b"a"), (True, b"true"), (12.5, b"12.5"), ({"a": 1}, b'{"a": 1}')]
+    ("value", "raw"),
+    [
+        (None, None),
+        ("a", b"a"),
+        (True, b"true"),
+        ("12.5", b"12.5"),  # a number as exact_json reads it
+        ({"a": 1}, "x: an object where one value is expected"),
+    ],
 )
-def test_a_json_value_becomes_the_text_a_file_would_hold(value: Any, raw: bytes | None) -> None:
-    assert http._raw(value) == raw
+def test_a_json_value_becomes_the_text_a_file_would_hold(value: Any, raw: bytes | str | None) -> None:
+    found = decoding.record_values({"x": value}, ["x"])
+    assert found == raw if isinstance(raw, str) else found == [raw]

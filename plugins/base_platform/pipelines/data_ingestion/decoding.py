@@ -8,7 +8,8 @@ returned as rejects with their raw text, so every input row is accounted for.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -20,13 +21,14 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from base_platform.files import Location
-from base_platform.pipelines.spec import FileSource
+from base_platform.pipelines.spec import Column, FileSource
 
 BLOCK_BYTES = 8 << 20  # a batch for the checks: big, so per-batch costs stay small per row
 # what pyarrow's CSV reader reads at a time; it reads 32 of them ahead, so 8 MB blocks held 256 MB
 READ_BYTES = 1 << 20
 QUOTE = ord('"')
 HEADER_BYTES = 1 << 20  # the most a CSV header may take, read again by each later piece of a file
+MAX_RECORD_BYTES = 1 << 20  # the largest JSON record (a line, an entry) read; a larger one is a reject
 REJECT, RAW = "_reject", "_raw"  # a derived result's refused rows: the reason, and the row as JSON
 
 
@@ -230,17 +232,118 @@ def _ndjson(stream: BinaryIO, names: Sequence[str], lines_per_chunk: int = 65_53
         yield ndjson_batch(chunk, names)
 
 
-def ndjson_batch(lines: list[bytes], names: Sequence[str]) -> RawBatch:
-    """JSON objects, one a line (without newlines), as one batch; a line that is no object is a reject."""
-    schema = pa.schema([(name, pa.string()) for name in names])
+def ndjson_batch(
+    lines: Sequence[bytes],
+    names: Sequence[str],
+    max_bytes: int = MAX_RECORD_BYTES,
+    native: pa.Schema | None = None,
+) -> RawBatch:
+    """JSON objects, one a value, as one batch: each value is a row or a reject with its reason.
 
-    def parse(part: list[bytes]) -> pa.Table:
-        return pajson.read_json(
-            io.BytesIO(b"\n".join(part)),
-            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
-        )
+    Arrow's reader takes a batch of plain one-line objects: first with every column as text
+    (what our files send), then, if ``native`` is given (:func:`native_json_schema`), with the
+    contract's numbers and booleans as JSON numbers and booleans (what most producers send);
+    Arrow parses a decimal exactly or fails. Anything else (a mix, two objects on a line, a bare
+    ``null``, on which Arrow's reader crashes the process) is parsed value by value, exactly
+    (:func:`record_values`). Arrow's batch is trusted only with one row per value, so no value is
+    ever split or merged.
+    """
+    plain = all(len(line) <= max_bytes and line[:1] == b"{" and line[-1:] == b"}" for line in lines)
+    if plain and not any(b"\n" in line for line in lines):
+        text = pa.schema([(name, pa.string()) for name in names])
+        for schema in (text, native) if native is not None else (text,):
+            try:
+                table = pajson.read_json(
+                    io.BytesIO(b"\n".join(lines)),
+                    parse_options=pajson.ParseOptions(
+                        explicit_schema=schema, unexpected_field_behavior="ignore"
+                    ),
+                )
+            except pa.ArrowInvalid:
+                continue
+            if table.num_rows == len(lines):
+                batches = (
+                    table.select(list(names)).cast(text).cast(raw_schema(names)).combine_chunks().to_batches()
+                )
+                return RawBatch(pa.concat_batches(batches) if batches else _empty(names))
+    return _exact_batch(lines, names, max_bytes)
 
-    return _parsed(lines, parse, names)
+
+def native_json_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The columns as a producer writes them in JSON: decimals, integers, floats and booleans as
+    JSON numbers and booleans, the rest as strings."""
+    native = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+    return pa.schema(
+        [
+            (c.name, pa.decimal128(*c.decimal) if c.decimal else native.get(c.type, pa.string()))
+            for c in columns
+        ]
+    )
+
+
+def _exact_batch(lines: Sequence[bytes], names: Sequence[str], max_bytes: int) -> RawBatch:
+    columns: list[list[bytes | None]] = [[] for _ in names]
+    rejects: list[Reject] = []
+    for line in lines:
+        if len(line) > max_bytes:
+            rejects.append(Reject(line, f"over the size limit of {max_bytes} bytes"))
+            continue
+        try:
+            values = record_values(exact_json(line), names)
+        except json.JSONDecodeError as exc:
+            reason = "more than one JSON value" if exc.msg == "Extra data" else f"not JSON: {exc.msg}"
+            rejects.append(Reject(line, reason))
+            continue
+        except (ValueError, RecursionError) as exc:
+            rejects.append(Reject(line, f"not JSON: {exc}"[:200]))
+            continue
+        if isinstance(values, str):
+            rejects.append(Reject(line, values))
+            continue
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    arrays = [pa.array(column, pa.binary()) for column in columns]
+    return RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)), rejects)
+
+
+def exact_json(data: bytes | str) -> Any:
+    """JSON with every number kept as its text: a decimal never passes through a float."""
+    return json.loads(data, parse_float=str, parse_int=str, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def record_values(record: Any, names: Sequence[str]) -> list[bytes | None] | str:
+    """A JSON object's values as the raw text a file would hold, one per column, or why it
+    cannot be a row. Numbers keep their text (from :func:`exact_json`), booleans are
+    ``true``/``false``, null and an absent key are missing; an array or an object where a
+    column expects one value is refused, as is anything but an object."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {_json_kind(record)}"
+    values: list[bytes | None] = []
+    for name in names:
+        value = record.get(name)
+        if value is None:
+            values.append(None)
+        elif isinstance(value, str):
+            values.append(value.encode("utf-8", "surrogatepass"))  # a lone surrogate: invalid UTF-8
+        elif isinstance(value, bool):
+            values.append(b"true" if value else b"false")
+        elif isinstance(value, list | dict):
+            return f"{name}: {_json_kind(value)} where one value is expected"
+        else:  # a number parsed by a caller's own JSON reader
+            values.append(json.dumps(value).encode())
+    return values
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "null" if value is None else "a single value"
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -252,28 +355,6 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
         yield from lines
     if rest:
         yield rest
-
-
-def _parsed(lines: list[bytes], parse: Callable[[list[bytes]], pa.Table], names: Sequence[str]) -> RawBatch:
-    """Parse a chunk; if it fails, bisect to the bad lines so only they are rejected."""
-    good: list[pa.Table] = []
-    rejects: list[Reject] = []
-
-    def visit(part: list[bytes]) -> None:
-        try:
-            good.append(parse(part))
-        except pa.ArrowInvalid as exc:
-            if len(part) == 1:
-                rejects.append(Reject(part[0], f"not a JSON object: {exc}".splitlines()[0]))
-                return
-            middle = len(part) // 2
-            visit(part[:middle])
-            visit(part[middle:])
-
-    visit(lines)
-    tables = [table.select(list(names)).cast(raw_schema(names)) for table in good]
-    batch = pa.concat_tables(tables).combine_chunks().to_batches() if tables else []
-    return RawBatch(pa.concat_batches(batch) if batch else _empty(names), rejects)
 
 
 def _parquet(stream: BinaryIO, names: Sequence[str]) -> Iterator[RawBatch]:

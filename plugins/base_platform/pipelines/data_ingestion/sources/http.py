@@ -21,7 +21,14 @@ from typing import Any
 import pyarrow as pa
 import tenacity
 
-from base_platform.pipelines.data_ingestion.decoding import RawBatch, Reject, SourceError, raw_schema
+from base_platform.pipelines.data_ingestion.decoding import (
+    RawBatch,
+    Reject,
+    SourceError,
+    exact_json,
+    raw_schema,
+    record_values,
+)
 from base_platform.pipelines.data_ingestion.sources import Resume, span_shard
 from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.spec import HttpSource, Pipeline
@@ -56,13 +63,34 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
     after = (shard.span or {}).get("after")
     if after is not None and source.cursor_param and source.cursor and params is not None:
         params[source.cursor_param] = _cursor_text(pipeline, after)
+    requested: set[str] = set()
     with _client(source) as client:
         url: str | None = source.path
         while url is not None:
+            request = json.dumps([str(client.base_url.join(url)), params], sort_keys=True, default=str)
+            if request in requested:
+                raise SourceError(
+                    f"GET {url}: the API sent this page's cursor or link again; refusing to loop"
+                )
+            if len(requested) == source.pagination.max_pages:
+                log.warning("%s: stopped after %d pages (pagination.max_pages)", source.path, len(requested))
+                return
+            requested.add(request)
+            _same_origin(client, url)
             response = _get(client, url, params, source)
-            records = _records(response, source)
+            body, records = _records(response, source)
             yield _batch(records, names)
-            url, params = _next_page(source, response, records, params)
+            url, params = _next_page(source, response, body, records, params)
+
+
+def _same_origin(client: Any, url: str) -> None:
+    """A link to another scheme, host or port would receive the connection's credentials: refused."""
+    target, base = client.base_url.join(url), client.base_url
+    if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+        raise SourceError(
+            f"the API links to {target.scheme}://{target.host}:{target.port}, not to its own origin: "
+            "credentials are never sent to another origin"
+        )
 
 
 def _spec(pipeline: Pipeline) -> HttpSource:
@@ -150,21 +178,23 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _records(response: Any, source: HttpSource) -> list[Any]:
+def _records(response: Any, source: HttpSource) -> tuple[Any, list[Any]]:
+    """The page's body, and its records; numbers keep their exact text (``exact_json``)."""
     try:
-        found: Any = response.json()
-    except ValueError as exc:
+        body: Any = exact_json(response.content)
+    except (ValueError, RecursionError) as exc:
         raise SourceError(f"GET {response.request.url.path}: the answer is not JSON") from exc
+    found = body
     for key in filter(None, source.records.split(".")):
         found = found.get(key) if isinstance(found, dict) else None
     if not isinstance(found, list):
         where = source.records or "the body"
         raise SourceError(f"GET {response.request.url.path}: {where} is not a list of records")
-    return found
+    return body, found
 
 
 def _next_page(
-    source: HttpSource, response: Any, records: list[Any], params: dict[str, Any] | None
+    source: HttpSource, response: Any, body: Any, records: list[Any], params: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The next page's URL and query, or no URL after the last page."""
     pagination = source.pagination
@@ -176,7 +206,7 @@ def _next_page(
             return None, None
         offset = int((params or {}).get(pagination.param, 0)) + len(records)
         return str(response.request.url.path), {**(params or {}), pagination.param: offset}
-    token: Any = response.json()
+    token: Any = body
     for key in pagination.next.split("."):
         token = token.get(key) if isinstance(token, dict) else None
     if not token:
@@ -185,27 +215,19 @@ def _next_page(
 
 
 def _batch(records: list[Any], names: Sequence[str]) -> RawBatch:
-    """A page as the raw binary columns ingestion makes of a file; a record that is not an object
-    is a reject with its JSON."""
-    columns: dict[str, list[bytes | None]] = {name: [] for name in names}
+    """A page as the raw binary columns ingestion makes of a file; a record that cannot be a row
+    is a reject with its JSON and the reason (``record_values``)."""
+    columns: list[list[bytes | None]] = [[] for _ in names]
     rejects: list[Reject] = []
     for record in records:
-        if not isinstance(record, dict):
-            rejects.append(Reject(json.dumps(record).encode(), "not a JSON object"))
+        values = record_values(record, names)
+        if isinstance(values, str):
+            rejects.append(Reject(json.dumps(record).encode(), values))
             continue
-        for name in names:
-            columns[name].append(_raw(record.get(name)))
-    arrays = [pa.array(columns[name], pa.binary()) for name in names]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    arrays = [pa.array(column, pa.binary()) for column in columns]
     return RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)), rejects)
-
-
-def _raw(value: Any) -> bytes | None:
-    """A JSON value as the text a file would hold: strings as they are, others as JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return json.dumps(value).encode()
 
 
 def _cursor_text(pipeline: Pipeline, position: Any) -> str:

@@ -23,13 +23,14 @@ per entry, cost three times the read itself (measured: 255,000 entries/s raw, 90
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 from base_platform.pipelines.data_ingestion import decoding, redis_streams
-from base_platform.pipelines.data_ingestion.decoding import RawBatch
+from base_platform.pipelines.data_ingestion.decoding import RawBatch, Reject
 from base_platform.pipelines.data_ingestion.sources import Resume, span_shard
 from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.spec import Pipeline, RedisStreamSource
@@ -42,10 +43,18 @@ def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
     source = spec_of(pipeline)
     position = _entry(resume.position)
     client = _client(source)
-    _ensure_group(client, source)
+    _ensure_group(client, source, position)
     acknowledge_upto(client, source, position)
     groups = client.execute_command("XINFO GROUPS", source.stream)
     group = next((_pairs(g) for g in groups if _pairs(g).get("name") == source.group.encode()), {})
+    delivered = group.get("last-delivered-id")
+    if position is not None and delivered is not None and redis_streams.parse_id(delivered) < position:
+        # a group lost and made again (XGROUP DESTROY, a failover without it) starts at 0:
+        # what the table already holds is never delivered again
+        client.execute_command(
+            "XGROUP", "SETID", source.stream, source.group, redis_streams.format_id(position)
+        )
+        group["lag"] = None
     lag = group.get("lag")
     if not int(group.get("pending") or 0) and lag is not None and not int(lag):
         return []
@@ -57,6 +66,7 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
     """The shard's events as batches, each with its last entry id (``RawBatch.position``)."""
     source, span = spec_of(pipeline), shard.span or {}
     client, names, field = _client(source), pipeline.contract.names, source.field.encode()
+    native = decoding.native_json_schema(pipeline.contract.columns)
     position = _entry(span.get("after"))
     pages = (
         _replay(client, source, position, span["upto"])
@@ -64,8 +74,17 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
         else _deliver(client, source, position)
     )
     for entries in pages:
-        lines = [fields[1] if fields[0] == field else _field(fields, field) for _, fields in entries]
-        batch = decoding.ndjson_batch(lines, names)
+        lines, missing = [], []
+        for entry_id, fields in entries:
+            value = fields[1] if fields[0] == field else _field(fields, field)
+            if value is None:
+                missing.append(
+                    Reject(_entry_json(entry_id, fields), f"no field {source.field!r} in the entry")
+                )
+            else:
+                lines.append(value)
+        batch = decoding.ndjson_batch(lines, names, source.max_event_bytes, native)
+        batch.rejects[:0] = missing
         batch.position = list(redis_streams.parse_id(entries[-1][0]))
         yield batch
 
@@ -162,9 +181,18 @@ def _replay(
         start = redis_streams.after(redis_streams.parse_id(entries[-1][0]))
 
 
-def _field(fields: list[bytes], field: bytes) -> bytes:
-    """The value of ``field`` among an entry's field-value pairs (empty if it has none)."""
-    return dict(zip(fields[::2], fields[1::2], strict=True)).get(field, b"")
+def _field(fields: list[bytes], field: bytes) -> bytes | None:
+    """The value of ``field`` among an entry's field-value pairs (None if it has none)."""
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(field)
+
+
+def _entry_json(entry_id: bytes, fields: list[bytes]) -> bytes:
+    """An entry as JSON, for the quarantine: its id and its field-value pairs."""
+    pairs = {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in zip(fields[::2], fields[1::2], strict=False)
+    }
+    return json.dumps({"id": entry_id.decode(), "fields": pairs}).encode()
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -189,12 +217,14 @@ def _client(source: RedisStreamSource) -> Any:
     return client
 
 
-def _ensure_group(client: Any, source: RedisStreamSource) -> None:
-    """The consumer group, from the stream's start, made once (and the stream, if none yet)."""
+def _ensure_group(client: Any, source: RedisStreamSource, position: redis_streams.EntryId | None) -> None:
+    """The consumer group, made once (and the stream, if none yet): from the stream's start, or
+    just after what the table holds when the group was lost."""
     import redis
 
+    start = redis_streams.format_id(position) if position is not None else "0"
     try:
-        client.xgroup_create(source.stream, source.group, id="0", mkstream=True)
+        client.xgroup_create(source.stream, source.group, id=start, mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
