@@ -119,6 +119,9 @@ def corrupt(rng: np.random.Generator, columns: dict[str, pa.Array], rate: float,
             _set(columns, "memo", rows, BAD_UTF8_MARK)
 
 
+ID_BLOCK = 1_000_000_000  # transaction ids per seed
+
+
 def generate(
     rows: int,
     fmt: str,
@@ -126,11 +129,13 @@ def generate(
     out: Path,
     files: int = 1,
     seed: int = 7,
-    first_id: int = 0,
+    first_id: int | None = None,
     prefix: str = "transactions",
 ) -> Summary:
-    """``rows`` transactions in ``files`` files named ``<prefix>-NNNN``, ids from ``first_id`` (a
-    later drop of the same feed takes new ids and new names)."""
+    """``rows`` transactions in ``files`` files named ``<prefix>-NNNN``, ids from ``first_id``, by
+    default a block of a billion per ``seed``: a later drop of the same feed (another seed) takes
+    new ids, as a real feed does, and the same seed sends the same transactions again."""
+    first_id = seed * ID_BLOCK if first_id is None else first_id
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     summary = Summary(rows=rows, faults=dict.fromkeys(FAULTS, 0))

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from base_platform.pipelines.data_ingestion import decoding
-from base_platform.pipelines.data_quality import key_uniqueness
+from base_platform.pipelines.data_quality import key_uniqueness, table_keys
 from base_platform.pipelines.data_security.protection import unseal
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import engine
@@ -102,7 +102,8 @@ def test_every_row_is_stored_or_quarantined_with_its_reason(
     ):
         assert expected in reasons
     assert "invalid UTF-8" in reasons or fmt == "ndjson"  # a JSON line with bad bytes is rejected whole
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_quarantine", "data", "metadata"]
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert folders == ["_keys", "_quarantine", "data", "metadata"]
     assert all(p.name.startswith("event_time_day=") for p in (tmp_path / "out" / "data").iterdir())
 
 
@@ -231,12 +232,12 @@ def repeat_first_rows_in_the_second_file(source: Path, count: int) -> list[str]:
     return [record[0] for record in records]
 
 
-@pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
+@pytest.mark.parametrize("keys_at_once", [table_keys.KEYS_AT_ONCE, 7])  # 7: many small bucket groups
 @pytest.mark.slow
 def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
-    monkeypatch.setattr(key_uniqueness, "KEYS_AT_ONCE", keys_at_once)
+    monkeypatch.setattr(table_keys, "KEYS_AT_ONCE", keys_at_once)
     generate(600, "csv", 0.0, tmp_path / "in", files=2)
     repeated = repeat_first_rows_in_the_second_file(tmp_path / "in", 3)
     shards = engine.discover(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), False)
@@ -280,12 +281,12 @@ def test_unique_holds_across_the_files_of_a_run_and_a_retried_commit_agrees(
     assert again == manifest  # a retry after the commit finished changes nothing
 
 
-@pytest.mark.parametrize("keys_at_once", [key_uniqueness.KEYS_AT_ONCE, 150])  # 150: the file in parts
+@pytest.mark.parametrize("keys_at_once", [table_keys.KEYS_AT_ONCE, 150])  # 150: the file in parts
 @pytest.mark.slow
 def test_a_file_too_big_for_its_keys_is_checked_in_parts_with_the_same_result(
     pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_at_once: int
 ) -> None:
-    monkeypatch.setattr(key_uniqueness, "KEYS_AT_ONCE", keys_at_once)
+    monkeypatch.setattr(table_keys, "KEYS_AT_ONCE", keys_at_once)
     monkeypatch.setattr(decoding, "BLOCK_BYTES", 16 << 10)  # about 90 rows a batch
     generate(600, "csv", 0.0, tmp_path / "in")
     source = next((tmp_path / "in").glob("*.csv"))

@@ -21,7 +21,7 @@ from base_platform import files
 from base_platform.files import Location, read_batches
 from base_platform.pipelines.data_ingestion import decoding
 from base_platform.pipelines.data_ingestion.sources.files import file_source
-from base_platform.pipelines.data_quality import key_uniqueness, quality_rules
+from base_platform.pipelines.data_quality import quality_rules, table_keys
 from base_platform.pipelines.data_security import hashing, protection
 from base_platform.pipelines.data_storage import staging_writer
 from base_platform.pipelines.quality_monitoring import anomalies
@@ -176,12 +176,12 @@ def test_unique_keys_agree_with_a_set_over_many_batches() -> None:
 def test_key_files_read_back_any_range_of_buckets(tmp_path: Path) -> None:
     keys = np.sort(np.random.default_rng(5).integers(0, 2**64, 1000, dtype=np.uint64))
     location = Location.of(str(tmp_path))
-    key_uniqueness.write_keys(location, "k/keys.u64", keys)
-    offsets = key_uniqueness.read_key_offsets(location, "k/keys.u64")
+    table_keys.write_keys(location, "k/keys.u64", keys)
+    offsets = table_keys.read_key_offsets(location, "k/keys.u64")
     assert offsets[-1] == 1000 and np.all(np.diff(offsets) >= 0)
     top = (keys >> np.uint64(56)).astype(np.int64)
     for first, end in [(0, 256), (0, 1), (17, 18), (100, 200), (255, 256)]:
-        read = key_uniqueness.read_keys(location, "k/keys.u64", offsets[first], offsets[end])
+        read = table_keys.read_keys(location, "k/keys.u64", offsets[first], offsets[end])
         assert read.tolist() == keys[(top >= first) & (top < end)].tolist()
 
 

@@ -10,6 +10,8 @@ this module does what Iceberg's Java actions do, on pyiceberg's own scan, writer
 - :func:`compact` rewrites a partition's small files into files of ``storage.target_file_mb``.
 - :func:`remove_orphans` deletes files under the table that no metadata reaches, once they are
   older than a grace period (a commit in flight has published files it has not committed yet).
+  The engine's own folders (``_``: quarantine, staging, key indexes) are not its to judge; an
+  expiry deletes the key indexes of the snapshots it expires.
 
 Expired snapshots would take their run records with them, so :func:`expire` carries the
 inputs' checksums (``tables.EXPIRED_INPUTS``: ``discover`` still skips those inputs) and the
@@ -25,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from base_platform.files import Location
+from base_platform.pipelines.data_quality import table_keys
 from base_platform.pipelines.data_storage import tables
 
 if TYPE_CHECKING:
@@ -94,7 +97,10 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
                 tables.EXPIRED_RUNS: json.dumps(runs[-tables.HISTORY_KEPT :], sort_keys=True),
             }
         )
-    return {"snapshots_expired": sorted(doomed), **finish_deletes(table.refresh())}
+    indexes = table_keys.prune(
+        Location.of(table.location()), [s.snapshot_id for s in table.refresh().snapshots()]
+    )
+    return {"snapshots_expired": sorted(doomed), "key_indexes_deleted": indexes, **finish_deletes(table)}
 
 
 def finish_deletes(table: Table) -> dict[str, int]:

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
 from base_platform.files import Location, file_digest, read_batches, read_file, row_count
 from base_platform.pipelines.data_ingestion import sources
-from base_platform.pipelines.data_quality import quality_rules
+from base_platform.pipelines.data_quality import quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer
 from base_platform.pipelines.row_findings import Findings
@@ -29,10 +30,11 @@ from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
+KNOWN = "repeated key (already in the table)"
+Check = Literal["known", "repeated"]  # a key the table has, or one an earlier part of the run had
+REASONS: dict[Check, str] = {"known": KNOWN, "repeated": REPEATED}
 # parts mended at once: commit runs alone, and CSV and Parquet decoding and encoding release the GIL
 PARTS_AT_ONCE = 2
-KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
-KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 
 
 class CommitFailed(RuntimeError):
@@ -50,37 +52,17 @@ def save_keys(
     """A shard part's key fingerprints, one file per unique rule, staged beside its data."""
     for rule in unique_rules(pipeline):
         seen = keys.get(",".join(rule.columns), quality_rules.UniqueKeys())
-        write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
-
-
-def write_keys(location: Location, path: str, keys: np.ndarray) -> None:
-    """Sorted 64-bit key fingerprints, after a table of where each top-byte bucket starts.
-
-    The table lets a reader take any range of buckets with one ranged read (also on S3), so the
-    run-wide uniqueness check never has to hold every key of a run at once.
-    """
-    starts = np.searchsorted(keys, np.arange(KEY_BUCKETS, dtype=np.uint64) << np.uint64(56))
-    offsets = np.append(starts, len(keys)).astype("<u8")
-    location.fs.create_dir(location.path(path).rsplit("/", 1)[0], recursive=True)
-    with location.fs.open_output_stream(location.path(path)) as stream:
-        stream.write(offsets.tobytes() + keys.astype("<u8").tobytes())
-
-
-def read_key_offsets(location: Location, path: str) -> np.ndarray:
-    """Where each bucket of a :func:`write_keys` file starts, in keys, and the total at the end."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        return np.frombuffer(source.read_at(8 * (KEY_BUCKETS + 1), 0), dtype="<u8").astype(np.int64)
-
-
-def read_keys(location: Location, path: str, start: int, stop: int) -> np.ndarray:
-    """Keys ``start`` to ``stop`` (positions from :func:`read_key_offsets`) of a :func:`write_keys` file."""
-    with location.fs.open_input_file(location.path(path)) as source:
-        data = source.read_at(8 * (stop - start), 8 * (KEY_BUCKETS + 1 + start))
-    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        table_keys.write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:
-    return [rule for rule in pipeline.spec.quality if isinstance(rule, Unique)]
+    return [rule for rule in pipeline.rules if isinstance(rule, Unique)]
+
+
+def primary_key_rule(pipeline: Pipeline) -> Unique:
+    """The rule that keeps the primary key unique: checked across the run, and against the table."""
+    key = pipeline.contract.primary_key
+    return next(rule for rule in unique_rules(pipeline) if rule.columns == key)
 
 
 def keys_file(run_key: str, shard_id: str, part: int, rule: Unique) -> str:
@@ -110,17 +92,22 @@ def parts_of(results: list[ShardResult]) -> list[Part]:
     return parts
 
 
-def repeated_file(run_key: str, shard_id: str, rule: Unique, number: int) -> tuple[str, str]:
-    """Where the rows a rule removes from a shard's data file ``number`` are staged, and published."""
-    name = f"repeated-{'+'.join(rule.columns)}-{number}.parquet"
+def repeated_file(
+    run_key: str, shard_id: str, rule: Unique, number: int, check: Check = "repeated"
+) -> tuple[str, str]:
+    """Where the rows a check removes from a shard's data file ``number`` are staged, and published."""
+    name = f"{check}-{'+'.join(rule.columns)}-{number}.parquet"
     return f"_staging/{run_key}/{shard_id}/_{name}", f"_quarantine/{run_key}/{shard_id}-{name}"
 
 
 def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) -> list[tuple[str, str]]:
-    """:func:`repeated_file` of every unique rule for each of a shard's ``count`` data files."""
+    """:func:`repeated_file` of every check of every unique rule for each of a shard's ``count``
+    data files: the primary key against the table, then each rule across the run."""
+    checks: list[tuple[Unique, Check]] = [(primary_key_rule(pipeline), "known")]
+    checks += [(rule, "repeated") for rule in unique_rules(pipeline)]
     return [
-        repeated_file(run_key, shard_id, rule, number)
-        for rule in unique_rules(pipeline)
+        repeated_file(run_key, shard_id, rule, number, check)
+        for rule, check in checks
         for number in range(count)
     ]
 
@@ -131,37 +118,55 @@ def quarantine_repeated_keys(
     run_key: str,
     results: list[ShardResult],
     key: bytes | None = None,
+    known: str | None = None,
 ) -> list[ShardResult]:
-    """``unique`` across the run: stored rows whose key an earlier part had go to quarantine.
-
-    Returns the results with those rows counted as quarantined.
+    """Stored rows whose primary key the table already has (``known``: its index, see
+    ``table_keys``), or whose key of any ``unique`` rule an earlier part of the run had, go to
+    quarantine. Returns the results with those rows counted as quarantined.
 
     Shard parts check uniqueness alone. Here, before anything is published, each part's keys
-    meet those of the parts before it; the first occurrence wins, as within a part. Parts that
-    lost rows are mended ``PARTS_AT_ONCE`` at a time: they share no files. Safe to repeat: a
-    file's removed rows are staged before the file is replaced by the rest, and a replaced or
-    published file has no repeated keys left.
+    meet the table's, then those of the parts before it; the first occurrence wins, as within a
+    part. Parts that lost rows are mended ``PARTS_AT_ONCE`` at a time: they share no files. Safe
+    to repeat: a file's removed rows are staged before the file is replaced by the rest, and a
+    replaced or published file has no repeated keys left.
     """
     parts = parts_of(results)
     unchanged = _UnchangedSources()
-    for rule in unique_rules(pipeline):  # in turn: a later rule reads the files an earlier one mended
-        repeated = _repeated_keys(target, run_key, parts, rule)
+    checks: list[tuple[Unique, Check]] = [(primary_key_rule(pipeline), "known")] if known else []
+    checks += [(rule, "repeated") for rule in unique_rules(pipeline)]
+    for rule, check in checks:  # in turn: a later check reads the files an earlier one mended
+        files = [keys_file(run_key, part.result.shard.id, part.number, rule) for part in parts]
+        repeated = (
+            _known_keys(target, known, files) if check == "known" and known else _repeated_keys(target, files)
+        )
         losing = [index for index, keys in enumerate(repeated) if len(keys)]
-        mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, unchanged, key)
+        mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, check, unchanged, key)
         with ThreadPoolExecutor(PARTS_AT_ONCE) as pool:
             list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
     return [_count_repeated_rows(pipeline, target, run_key, result) for result in results]
 
 
-def _repeated_keys(target: Location, run_key: str, parts: list[Part], rule: Unique) -> list[np.ndarray]:
+def _known_keys(target: Location, index: str, files: list[str]) -> list[np.ndarray]:
+    """Each part's keys that the table's index holds, a range of buckets at a time."""
+    offsets = [table_keys.read_key_offsets(target, file) for file in files]
+    table_offsets = table_keys.read_key_offsets(target, index)
+    found: list[list[np.ndarray]] = [[] for _ in files]
+    for first, end in table_keys.bucket_groups(np.diff(table_offsets)):
+        stored = table_keys.read_keys(target, index, table_offsets[first], table_offsets[end])
+        for position, file in enumerate(files):
+            keys = table_keys.read_keys(target, file, offsets[position][first], offsets[position][end])
+            found[position].append(keys[quality_rules.members(keys, stored)])
+    return [np.concatenate(parts) if parts else np.empty(0, np.uint64) for parts in found]
+
+
+def _repeated_keys(target: Location, files: list[str]) -> list[np.ndarray]:
     """Each part's keys that a part before it already had, a range of buckets at a time."""
-    files = [keys_file(run_key, part.result.shard.id, part.number, rule) for part in parts]
-    offsets = [read_key_offsets(target, file) for file in files]
-    found: list[list[np.ndarray]] = [[] for _ in parts]
-    for first, end in _bucket_groups(np.sum([np.diff(o) for o in offsets], axis=0)):
+    offsets = [table_keys.read_key_offsets(target, file) for file in files]
+    found: list[list[np.ndarray]] = [[] for _ in files]
+    for first, end in table_keys.bucket_groups(np.sum([np.diff(o) for o in offsets], axis=0)):
         seen = np.empty(0, dtype=np.uint64)
         for index, file in enumerate(files):
-            keys = read_keys(target, file, offsets[index][first], offsets[index][end])
+            keys = table_keys.read_keys(target, file, offsets[index][first], offsets[index][end])
             merged = quality_rules.merge_sorted(seen, keys)
             twice = merged[1:] == merged[:-1]  # each run is distinct: equal neighbours are repeats
             found[index].append(merged[1:][twice])
@@ -169,22 +174,12 @@ def _repeated_keys(target: Location, run_key: str, parts: list[Part], rule: Uniq
     return [np.concatenate(parts) if parts else np.empty(0, np.uint64) for parts in found]
 
 
-def _bucket_groups(counts: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Runs of consecutive buckets holding at most KEYS_AT_ONCE keys together (or one bucket)."""
-    first, held = 0, 0
-    for bucket, count in enumerate(counts.tolist()):
-        if held and held + count > KEYS_AT_ONCE:
-            yield first, bucket
-            first, held = bucket, 0
-        held += count
-    yield first, len(counts)
-
-
 def _move_repeated_rows(
     pipeline: Pipeline,
     target: Location,
     run_key: str,
     rule: Unique,
+    check: Check,
     unchanged: _UnchangedSources,
     key: bytes | None,
     part: Part,
@@ -212,7 +207,7 @@ def _move_repeated_rows(
     if not drops:
         return
     unchanged.check(part.result.shard)
-    _quarantine_raw_rows(pipeline, target, run_key, part, rule, removed, key)
+    _quarantine_raw_rows(pipeline, target, run_key, part, rule, check, removed, key)
     for number, drop in drops.items():
         path = part.result.files[number]
         kept = _kept(read_batches(target, path, decryption), drop)
@@ -233,6 +228,7 @@ def _quarantine_raw_rows(
     run_key: str,
     part: Part,
     rule: Unique,
+    check: Check,
     removed: dict[int, np.ndarray],
     key: bytes | None,
 ) -> None:
@@ -245,11 +241,11 @@ def _quarantine_raw_rows(
     wanted = {int(key): number for number, keys in removed.items() for key in keys}
     needles = np.array(sorted(wanted), dtype=np.uint64)
     names = list(pipeline.contract.names)
-    reason = f"{'+'.join(rule.columns)}: {REPEATED}"
+    reason = f"{'+'.join(rule.columns)}: {REASONS[check]}"
     writers = {
         number: staging_writer.QuarantineWriter(
             target,
-            target.path(repeated_file(run_key, shard.id, rule, number)[0]),
+            target.path(repeated_file(run_key, shard.id, rule, number, check)[0]),
             names,
             shard.label,
             pipeline.spec.security,

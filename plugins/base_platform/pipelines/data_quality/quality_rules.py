@@ -46,10 +46,10 @@ class UniqueKeys:
         distinct = np.concatenate([ordered[:1], ordered[1:][~again]])
         known = np.zeros(len(distinct), dtype=bool)
         for run in self.runs:
-            known |= _members(distinct, run)
-        duplicate = _members(fingerprints, distinct[known])
+            known |= members(distinct, run)
+        duplicate = members(fingerprints, distinct[known])
         if again.any():  # a key twice in this batch: every row after its first is a duplicate
-            rows = np.flatnonzero(_members(fingerprints, np.unique(ordered[1:][again])))
+            rows = np.flatnonzero(members(fingerprints, np.unique(ordered[1:][again])))
             _, first = np.unique(fingerprints[rows], return_index=True)
             duplicate[np.delete(rows, first)] = True
         self._add(distinct[~known])
@@ -69,7 +69,7 @@ def merge_sorted(*runs: np.ndarray) -> np.ndarray:
     return merged
 
 
-def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """Whether each value is in the sorted set, by binary search."""
     if len(sorted_set) == 0:
         return np.zeros(len(values), dtype=bool)

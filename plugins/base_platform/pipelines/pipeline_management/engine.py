@@ -12,6 +12,7 @@ row ends either stored or quarantined with its reason, and the counts say so.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import pyarrow.fs as pafs
 
 from base_platform.files import Location, row_count
 from base_platform.pipelines.data_ingestion import decoding, sources
-from base_platform.pipelines.data_quality import key_uniqueness, quality_rules
+from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.pipeline_management import breaker
@@ -41,6 +42,7 @@ from base_platform.pipelines.run_records import (
 from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
+log = logging.getLogger(__name__)
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
@@ -121,7 +123,7 @@ class _Pass:
             findings = Findings(rows)
             typed = conformance.conform(raw.batch, contract, findings)
             started = self._timed("contracts", started)
-            quality_rules.apply(typed, spec.quality, findings, self.keys)
+            quality_rules.apply(typed, self.pipeline.rules, findings, self.keys)
             bad = findings.bad()
             started = self._timed("quality", started)
             if pc.any(bad).as_py():
@@ -180,7 +182,7 @@ class _Pass:
         batch = first
         while batch is not None:
             yield batch
-            if sum(keys.held for keys in self.keys.values()) >= key_uniqueness.KEYS_AT_ONCE:
+            if sum(keys.held for keys in self.keys.values()) >= table_keys.KEYS_AT_ONCE:
                 return
             batch = next(rest, None)
 
@@ -330,11 +332,19 @@ def commit(pipeline: Pipeline, request: CommitRequest) -> RunRecord:
 
 
 def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: CommitRequest) -> Any:
-    """The run-wide uniqueness check, the row count check, the renames, then the snapshot: the
-    commit point. A crash anywhere before the snapshot leaves nothing a reader sees."""
+    """The key checks (against the table, across the run), the row count check, the renames,
+    then the snapshot: the commit point, and its key index. A crash anywhere before the snapshot
+    leaves nothing a reader sees; one before the index leaves it to be made from a scan."""
     run_key = request.run_key
     staged = sorted(request.results, key=lambda r: r.shard.index)
-    deduplicated = key_uniqueness.quarantine_repeated_keys(pipeline, target, run_key, staged, request.key)
+    decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
+    primary_key = key_uniqueness.primary_key_rule(pipeline)
+    started = time.perf_counter()
+    known = None if request.full_refresh else table_keys.table_index(table, target, primary_key, decryption)
+    deduplicated = key_uniqueness.quarantine_repeated_keys(
+        pipeline, target, run_key, staged, request.key, known
+    )
+    key_seconds = time.perf_counter() - started
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
     published = []
@@ -348,11 +358,14 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
         raise key_uniqueness.CommitFailed(f"the run's files hold {held} rows, the shards {stored}")
     _publish(target, data + quarantine)
     record = _run_record(pipeline, published, request)
-    decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
     paths = [target.uri(final) for _, final in data]
-    return tables.commit_files(
+    snapshot = tables.commit_files(
         table, paths, record.to_properties(), request.full_refresh, decryption, branch=None
     )
+    started = time.perf_counter()
+    table_keys.index_snapshot(table, target, snapshot, primary_key, paths, request.full_refresh, decryption)
+    log.info("Key checks %.3f s, key index %.3f s", key_seconds, time.perf_counter() - started)
+    return snapshot
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:
