@@ -3,10 +3,10 @@
 - ours: ``engine.discover`` → ``engine.process_shard`` per shard (two at a time, like two
   worker slots) → ``engine.commit``, exactly as the DAG's tasks call them, every stage on, into
   an Iceberg table (a SQLite catalog of the contender's own);
-- ours before Iceberg: the same calls into the engine of ``BENCH_BEFORE`` (default the last
+- ours before: the same calls into the engine of ``BENCH_BEFORE`` (a commit; default the last
   commit before curated datasets became Iceberg tables; ``git archive`` of its ``plugins/``),
-  which committed with JSON manifests: the engine line must stay within 5% of it, and each
-  prints its commit's seconds;
+  which committed with JSON manifests; ``BENCH_BEFORE=<the commit before a change>`` measures
+  the change): the engine line must stay within 10% of it, and each prints its commit's seconds;
 - DuckDB, the same work: every cast and contract check, every quality rule of the spec
   (uniqueness across the run included), UTF-8 validation (DuckDB's reader rejects a bad line;
   its rejects are quarantined), masking, HMAC-SHA256 in its real form (the key's inner and
@@ -61,7 +61,7 @@ TARGETS = {
     "vs_duckdb": 1.5,
     "vs_arrow_io": 0.45,
     "peak_rss_gb": 1.5,
-    "vs_before": 0.95,  # Iceberg commits must not cost the engine more than 5%
+    "vs_before": 0.9,  # a change to the engine (BENCH_BEFORE=<the commit before it>) costs it at most 10%
 }
 BYTES_PER_ROW = 172  # of the generated CSV, measured
 
@@ -231,7 +231,8 @@ def stored_and_quarantined(name: str, target: str) -> tuple[int, int]:
     quarantine = Path(target, "_quarantine")
     quarantined = sum(pq.ParquetFile(f).metadata.num_rows for f in quarantine.rglob("*.parquet"))
     data = [f for f in Path(target).rglob("*.parquet") if "_quarantine" not in f.parts]
-    if name == "ours":  # read as a table, through its catalog
+    iceberg = name == "ours" or (name == "ours-before" and not Path(target, "_manifests").exists())
+    if iceberg:  # a table: read through its catalog
         from base_platform.pipelines.data_storage import tables
 
         os.environ["AIRFLOW_CONN_ICEBERG_DEFAULT"] = catalog_connection(target)
@@ -453,13 +454,16 @@ def main() -> int:
     print(f"ours, seconds per stage summed over shards (last round): {runs['ours'][-1]['stage_seconds']}")
     commits = {name: [r["commit_seconds"] for r in runs[name]] for name in ("ours", "ours-before")}
     before = _spread(commits["ours-before"])
-    print(f"commit seconds: ours {_spread(commits['ours'])}, ours before Iceberg {before}")
+    revision = os.environ.get("BENCH_BEFORE", BEFORE)
+    print(f"commit seconds: ours {_spread(commits['ours'])}, ours at {revision} {before}")
+    checks_seconds = [r["stage_seconds"].get("key_check", 0.0) for r in runs["ours"]]
+    print(f"ours, key checks against the table and across the run (in commit): {_spread(checks_seconds)} s")
     peak = statistics.median(r["peak_rss"] for r in runs["ours"]) / 1e9
     checks = [
         ("ours through Airflow, GB/h", airflow_speed, ">=", TARGETS["airflow_gb_per_hour"]),
         ("ours / DuckDB (same work)", median["ours"] / median["duckdb"], ">=", TARGETS["vs_duckdb"]),
         ("ours / Arrow I/O floor", median["ours"] / median["arrow-io"], ">=", TARGETS["vs_arrow_io"]),
-        ("ours / ours before Iceberg", median["ours"] / median["ours-before"], ">=", TARGETS["vs_before"]),
+        (f"ours / ours at {revision}", median["ours"] / median["ours-before"], ">=", TARGETS["vs_before"]),
         ("ours, summed peak RSS GB", peak, "<", TARGETS["peak_rss_gb"]),
     ]
     for label, value, op, target in checks:

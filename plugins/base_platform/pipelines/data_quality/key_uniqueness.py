@@ -49,10 +49,15 @@ def save_keys(
     part: int,
     keys: dict[str, quality_rules.UniqueKeys],
 ) -> None:
-    """A shard part's key fingerprints, one file per unique rule, staged beside its data."""
+    """A shard part's key fingerprints, one file per unique rule, staged beside its data: every
+    key it saw, and the primary keys of the rows it stored (what the table's index gains)."""
     for rule in unique_rules(pipeline):
         seen = keys.get(",".join(rule.columns), quality_rules.UniqueKeys())
         table_keys.write_keys(target, keys_file(run_key, shard_id, part, rule), seen.sorted_keys())
+        if rule == primary_key_rule(pipeline):
+            table_keys.write_keys(
+                target, keys_file(run_key, shard_id, part, rule, stored=True), seen.stored_keys()
+            )
 
 
 def unique_rules(pipeline: Pipeline) -> list[Unique]:
@@ -65,9 +70,11 @@ def primary_key_rule(pipeline: Pipeline) -> Unique:
     return next(rule for rule in unique_rules(pipeline) if rule.columns == key)
 
 
-def keys_file(run_key: str, shard_id: str, part: int, rule: Unique) -> str:
-    """The sorted fingerprints of every key a shard part saw, for the run-wide check in ``commit``."""
-    return f"_staging/{run_key}/{shard_id}/_keys/{'+'.join(rule.columns)}-{part}.u64"
+def keys_file(run_key: str, shard_id: str, part: int, rule: Unique, stored: bool = False) -> str:
+    """The sorted fingerprints of every key a shard part saw, for the run-wide check in ``commit``
+    (or, ``stored``, of the keys of the rows it stored)."""
+    name = f"{'+'.join(rule.columns)}-{part}{'.stored' if stored else ''}.u64"
+    return f"_staging/{run_key}/{shard_id}/_keys/{name}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,16 @@ def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) 
     ]
 
 
+@dataclass(frozen=True)
+class KeyCheck:
+    """The results with their repeated rows counted as quarantined, and the sorted primary keys
+    of the rows the run stores (None where another ``unique`` rule removed rows too: then only
+    the stored files can say)."""
+
+    results: list[ShardResult]
+    new_keys: np.ndarray | None
+
+
 def quarantine_repeated_keys(
     pipeline: Pipeline,
     target: Location,
@@ -119,10 +136,10 @@ def quarantine_repeated_keys(
     results: list[ShardResult],
     key: bytes | None = None,
     known: str | None = None,
-) -> list[ShardResult]:
+) -> KeyCheck:
     """Stored rows whose primary key the table already has (``known``: its index, see
     ``table_keys``), or whose key of any ``unique`` rule an earlier part of the run had, go to
-    quarantine. Returns the results with those rows counted as quarantined.
+    quarantine.
 
     Shard parts check uniqueness alone. Here, before anything is published, each part's keys
     meet the table's, then those of the parts before it; the first occurrence wins, as within a
@@ -132,18 +149,41 @@ def quarantine_repeated_keys(
     """
     parts = parts_of(results)
     unchanged = _UnchangedSources()
-    checks: list[tuple[Unique, Check]] = [(primary_key_rule(pipeline), "known")] if known else []
+    primary = primary_key_rule(pipeline)
+    checks: list[tuple[Unique, Check]] = [(primary, "known")] if known else []
     checks += [(rule, "repeated") for rule in unique_rules(pipeline)]
+    removed: list[list[np.ndarray]] = [[] for _ in parts]  # each part's primary keys removed
+    exact = True
     for rule, check in checks:  # in turn: a later check reads the files an earlier one mended
         files = [keys_file(run_key, part.result.shard.id, part.number, rule) for part in parts]
-        repeated = (
-            _known_keys(target, known, files) if check == "known" and known else _repeated_keys(target, files)
-        )
+        if check == "known" and known:
+            repeated = _known_keys(target, known, files)
+        else:
+            repeated = _repeated_keys(target, files)
         losing = [index for index, keys in enumerate(repeated) if len(keys)]
         mend = partial(_move_repeated_rows, pipeline, target, run_key, rule, check, unchanged, key)
         with ThreadPoolExecutor(PARTS_AT_ONCE) as pool:
             list(pool.map(mend, [parts[i] for i in losing], [repeated[i] for i in losing]))
-    return [_count_repeated_rows(pipeline, target, run_key, result) for result in results]
+        for index in losing:
+            removed[index].append(repeated[index])
+        exact = exact and (rule == primary or not losing)
+    counted = [_count_repeated_rows(pipeline, target, run_key, result) for result in results]
+    return KeyCheck(counted, _new_keys(target, run_key, parts, primary, removed) if exact else None)
+
+
+def _new_keys(
+    target: Location, run_key: str, parts: list[Part], rule: Unique, removed: list[list[np.ndarray]]
+) -> np.ndarray:
+    """The primary keys each part stored, less those the checks removed: what the table gains."""
+    kept = []
+    for part, gone in zip(parts, removed, strict=True):
+        path = keys_file(run_key, part.result.shard.id, part.number, rule, stored=True)
+        stored = table_keys.read_keys(target, path, 0, int(table_keys.read_key_offsets(target, path)[-1]))
+        if gone:
+            stored = stored[~quality_rules.members(stored, np.unique(np.concatenate(gone)))]
+        kept.append(stored)
+    merged: np.ndarray = np.sort(np.concatenate(kept)) if kept else np.empty(0, np.uint64)
+    return merged
 
 
 def _known_keys(target: Location, index: str, files: list[str]) -> list[np.ndarray]:

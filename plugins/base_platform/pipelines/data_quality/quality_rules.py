@@ -28,6 +28,8 @@ class UniqueKeys:
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
+        self.stored: list[np.ndarray] = []  # the fingerprints of the rows stored (see ``keep``)
+        self._batch: tuple[np.ndarray, np.ndarray] | None = None  # the last batch's, and which are valid
 
     @property
     def held(self) -> int:
@@ -54,6 +56,18 @@ class UniqueKeys:
             duplicate[np.delete(rows, first)] = True
         self._add(distinct[~known])
         return duplicate
+
+    def keep(self, kept: np.ndarray) -> None:
+        """Remember the keys of the last batch's rows that are stored (``kept``: one flag a row)."""
+        if self._batch is not None:
+            fingerprints, valid = self._batch
+            self.stored.append(fingerprints[valid & kept])
+            self._batch = None
+
+    def stored_keys(self) -> np.ndarray:
+        """The sorted keys of every row stored so far."""
+        keys: np.ndarray = np.sort(np.concatenate(self.stored)) if self.stored else np.empty(0, np.uint64)
+        return keys
 
     def _add(self, keys: np.ndarray) -> None:
         self.runs.append(keys)
@@ -110,6 +124,7 @@ def keys_of(columns: dict[str, pa.Array]) -> tuple[np.ndarray, np.ndarray]:
 def _unique(batch: pa.RecordBatch, rule: Unique, findings: Findings, seen: UniqueKeys) -> None:
     """A row whose key appeared before is a duplicate; a row with a null in its key has none."""
     fingerprints, valid = keys_of({name: batch.column(name) for name in rule.columns})
+    seen._batch = (fingerprints, valid)
     duplicate = np.zeros(batch.num_rows, dtype=bool)
     duplicate[valid] = seen.duplicates(fingerprints[valid])
     findings.add(pa.array(duplicate), f"{'+'.join(rule.columns)}: duplicate in this run")

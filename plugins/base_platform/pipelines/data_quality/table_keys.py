@@ -113,23 +113,26 @@ def index_snapshot(
     target: Location,
     snapshot: Snapshot,
     rule: Unique,
+    new_keys: np.ndarray | None,
     added: list[str],
     replaced_all: bool,
     decryption: Any = None,
 ) -> None:
-    """The index of a snapshot the engine just made: its parent's with the keys of the files it
-    added (which the commit checked are new), or a scan where there is no parent's to extend."""
+    """The index of a snapshot the engine just made: its parent's with ``new_keys``, the sorted
+    keys of the rows it added, which the commit checked are new (None: read from the ``added``
+    files); a scan where there is no parent index to extend."""
     path = index_file(snapshot.snapshot_id, rule)
     if target.exists(path):
         return
     parent = index_file(snapshot.parent_snapshot_id, rule) if snapshot.parent_snapshot_id else None
-    if replaced_all or snapshot.parent_snapshot_id is None:
-        write_keys(target, path, _file_keys(added, rule, decryption))
-    elif parent is not None and target.exists(parent):
-        new = _file_keys(added, rule, decryption)
-        write_merged(target, path, parent, new)
-    else:
+    if parent is not None and not replaced_all and not target.exists(parent):
         write_keys(target, path, _scanned_keys(table, snapshot, rule, decryption))
+        return
+    new = _file_keys(added, rule, decryption) if new_keys is None else new_keys
+    if parent is None or replaced_all:
+        write_keys(target, path, new)
+    else:
+        write_merged(target, path, parent, new)
 
 
 def write_merged(target: Location, path: str, old: str, new: np.ndarray) -> None:

@@ -133,6 +133,9 @@ class _Pass:
                 )
             self.counts["records"] += rows
             keep = pc.invert(bad)
+            kept = keep.to_numpy(zero_copy_only=False)
+            for keys in self.keys.values():
+                keys.keep(kept)
             self._observe(typed, keep)
             stored = _with_partition(protection.protect(typed, spec.security, self.key), self.pipeline)
             self._timed("security", started)
@@ -341,14 +344,12 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
     primary_key = key_uniqueness.primary_key_rule(pipeline)
     started = time.perf_counter()
     known = None if request.full_refresh else table_keys.table_index(table, target, primary_key, decryption)
-    deduplicated = key_uniqueness.quarantine_repeated_keys(
-        pipeline, target, run_key, staged, request.key, known
-    )
+    checked = key_uniqueness.quarantine_repeated_keys(pipeline, target, run_key, staged, request.key, known)
     key_seconds = time.perf_counter() - started
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
     published = []
-    for result in deduplicated:
+    for result in checked.results:
         shard_data, shard_quarantine, shard_published = _shard_files(pipeline, target, run_key, result)
         data, quarantine = data + shard_data, quarantine + shard_quarantine
         published.append(shard_published)
@@ -358,12 +359,15 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
         raise key_uniqueness.CommitFailed(f"the run's files hold {held} rows, the shards {stored}")
     _publish(target, data + quarantine)
     record = _run_record(pipeline, published, request)
+    record = replace(record, stage_seconds={**record.stage_seconds, "key_check": round(key_seconds, 3)})
     paths = [target.uri(final) for _, final in data]
     snapshot = tables.commit_files(
         table, paths, record.to_properties(), request.full_refresh, decryption, branch=None
     )
     started = time.perf_counter()
-    table_keys.index_snapshot(table, target, snapshot, primary_key, paths, request.full_refresh, decryption)
+    table_keys.index_snapshot(
+        table, target, snapshot, primary_key, checked.new_keys, paths, request.full_refresh, decryption
+    )
     log.info("Key checks %.3f s, key index %.3f s", key_seconds, time.perf_counter() - started)
     return snapshot
 
