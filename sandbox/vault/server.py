@@ -248,6 +248,13 @@ class VaultSimulator:
         }
         return JSONResponse(envelope(data, mount_type="kv"))
 
+    async def kv_destroy(self, request: Request) -> Response:
+        """``DELETE /v1/<mount>/metadata/<path>``: every version and the metadata, for good."""
+        mount, path = request.path_params["mount"], request.path_params["path"]
+        self._allow(self._token(request), f"{mount}/{path}")
+        self.kv.pop(f"{mount}/{path}", None)
+        return Response(status_code=204)
+
     # ---- transit ----------------------------------------------------------------------------
     def _key(self, request: Request) -> tuple[str, list[bytes]]:
         mount, name = request.path_params["mount"], request.path_params["name"]
@@ -348,6 +355,7 @@ class VaultSimulator:
             ("/v1/{mount}/data/{path:path}", self.kv_read, ["GET"]),
             ("/v1/{mount}/data/{path:path}", self.kv_write, ["POST", "PUT"]),
             ("/v1/{mount}/metadata/{path:path}", self.kv_metadata, ["GET"]),
+            ("/v1/{mount}/metadata/{path:path}", self.kv_destroy, ["DELETE"]),
             ("/v1/{mount}/encrypt/{name}", self.encrypt, ["POST", "PUT"]),
             ("/v1/{mount}/decrypt/{name}", self.decrypt, ["POST", "PUT"]),
             ("/v1/{mount}/datakey/{kind}/{name}", self.datakey, ["POST", "PUT"]),

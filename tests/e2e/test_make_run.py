@@ -334,13 +334,13 @@ def _assert_merchant_daily_matches_duckdb(derived: str, home: Path, monkeypatch:
 def _assert_the_erasure_reached_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The erasure's event (through the alias) made the scheduler run publish_transactions on its
     own: the erased snapshot is exported, and its manifest says what it replaced."""
-    from base_platform.pipelines.data_control import table_actions
+    from base_platform.pipelines.data_control import erasure
     from base_platform.pipelines.data_storage import tables
 
     _use_the_stacks_catalog(home, monkeypatch)
     table = tables.load("transactions")
     assert table is not None
-    erased = json.loads(table.properties[table_actions.ERASURES_PROPERTY])[-1]["snapshot_id"]
+    erased = json.loads(table.properties[erasure.ERASURES_PROPERTY])[-1]["snapshot_id"]
     manifest = home / "data" / "transactions" / "exports" / f"snapshot={erased}" / "_manifest.json"
     deadline = time.monotonic() + 180
     while not manifest.exists():

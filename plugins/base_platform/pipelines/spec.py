@@ -302,11 +302,18 @@ class Protection(StrictModel):
     classification: Literal["pii", "sensitive", "public"]
     protect: Literal["hmac", "mask", "drop", "encrypt", "none"] = "none"
     keep_last: int = Field(default=0, ge=0, description="mask: characters left visible at the end")
+    canonical: Literal["email", "phone"] | None = Field(
+        default=None,
+        description="hmac: the value's canonical form is hashed (an e-mail trimmed and lower-cased, a "
+        "phone number's digits and leading +), so the same person always has the same pseudonym",
+    )
 
     @model_validator(mode="after")
     def _protected_unless_public(self) -> Protection:
         if self.classification != "public" and self.protect == "none":
             raise ValueError(f"a {self.classification} column needs a protection (hmac, mask, drop, encrypt)")
+        if self.canonical and self.protect != "hmac":
+            raise ValueError("canonical applies to hmac columns")
         return self
 
 

@@ -96,6 +96,20 @@ def read_secret(path: str, key: str, conn_id: str = DEFAULT_CONN_ID) -> str:
     return str(secret[key])
 
 
+def destroy_secret(path: str, conn_id: str = DEFAULT_CONN_ID) -> None:
+    """A KV v2 secret gone for good: every version and its metadata (a request's subject, once
+    the erasure it named is done)."""
+    import hvac
+
+    hook = vault_hook(conn_id)
+    try:
+        hook.vault_client.client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=path, mount_point=hook.vault_client.mount_point
+        )
+    except hvac.exceptions.VaultError as exc:
+        raise VaultAccessError(f"destroying {path} in Vault failed: {exc}") from exc
+
+
 def _transit(
     operation: str, key_name: str, mount_point: str, conn_id: str, **arguments: Any
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from base_platform.pipelines.data_control import table_actions
+from base_platform.pipelines.data_control import erasure, table_actions
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.spec import Pipeline, pipeline_named
 from benchmarks.datagen import generate
@@ -64,7 +64,7 @@ def erased(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
     generate(300, "csv", 0.25, tmp_path / "in3", seed=3)
     subject_file(tmp_path / "in3", 3, 1)
     assert run(pipeline, tmp_path / "in3", tmp_path / "out", "run-3").published is False
-    return table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
+    return erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0042")
 
 
 def _digest() -> bytes:
@@ -126,7 +126,7 @@ def test_no_file_the_platform_wrote_still_holds_the_subject(erased: dict[str, An
 @pytest.mark.slow
 def test_the_audit_names_the_request_never_the_subject(erased: dict[str, Any]) -> None:
     table = table_actions.dataset_table("transactions")
-    (entry,) = json.loads(table.properties[table_actions.ERASURES_PROPERTY])
+    (entry,) = json.loads(table.properties[erasure.ERASURES_PROPERTY])
     assert (entry["request"], entry["who"], entry["rows_removed"]) == ("gdpr-2026-0042", "dpo", 3)
     for record in (json.dumps(erased), json.dumps(dict(table.properties))):
         assert SUBJECT not in record and _digest().hex() not in record
@@ -138,11 +138,9 @@ def test_a_second_erase_finds_nothing_and_discover_still_skips_erased_runs(
 ) -> None:
     from base_platform.pipelines.pipeline_management import engine
 
-    again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0043")
+    again = erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-2026-0043")
     assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (0, 0, [])
-    audit = json.loads(
-        table_actions.dataset_table("transactions").properties[table_actions.ERASURES_PROPERTY]
-    )
+    audit = json.loads(table_actions.dataset_table("transactions").properties[erasure.ERASURES_PROPERTY])
     requests = [(e["request"], e["rows_removed"]) for e in audit]
     assert requests == [("gdpr-2026-0042", 3), ("gdpr-2026-0043", 0)]
     # The expired snapshots' inputs were carried over: a rerun of the same inputs adds nothing.
@@ -170,24 +168,22 @@ def test_a_retried_erase_reports_what_the_first_attempt_removed(
 
     monkeypatch.setattr(quarantine, "erase_quarantined", worker_lost)
     with pytest.raises(ConnectionError):
-        table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+        erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (
         len(table_actions.read_dataset("transactions").filter(_is_subject_filter())) == 0
     )  # the delete landed
     monkeypatch.setattr(quarantine, "erase_quarantined", real_erase)
-    retried = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    retried = erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (retried["rows_removed"], retried["quarantine_rows_removed"]) == (3, 4)
-    again = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
+    again = erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-7")
     assert (again["rows_removed"], again["quarantine_rows_removed"], again["snapshots_expired"]) == (3, 0, [])
-    audit = json.loads(
-        table_actions.dataset_table("transactions").properties[table_actions.ERASURES_PROPERTY]
-    )
+    audit = json.loads(table_actions.dataset_table("transactions").properties[erasure.ERASURES_PROPERTY])
     assert [(e["request"], e["rows_removed"]) for e in audit] == [("gdpr-7", 3)]
 
 
 def test_erase_needs_the_key_of_a_dataset_with_hmac_columns(pipeline: Pipeline) -> None:
     with pytest.raises(table_actions.ControlError, match="needs its key"):
-        table_actions.erase(pipeline, SUBJECT, None, who="dpo", request="r")
+        erasure.erase(pipeline, SUBJECT, None, who="dpo", request="r")
 
 
 @pytest.mark.slow
@@ -199,7 +195,7 @@ def test_no_rollback_past_runs_an_erasure_expired(pipeline: Pipeline, tmp_path: 
         if number == 2:
             subject_file(tmp_path / "in2", 2, 1)
         records.append(run(pipeline, tmp_path / f"in{number}", tmp_path / "out", f"run-{number}"))
-    erased = table_actions.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
+    erased = erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="r-1")
     assert erased["snapshots_expired"] == [records[1].snapshot_id]
     # run-2's snapshot is gone, so the lineage ends at the erasure: run-1 is no longer an ancestor
     assert records[0].snapshot_id is not None

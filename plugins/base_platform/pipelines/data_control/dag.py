@@ -159,10 +159,11 @@ def build_erase_dag() -> DAG:
         def erase(**context: Any) -> list[dict[str, Any]]:
             from airflow.sdk.log import mask_secret
 
-            from base_platform.pipelines.data_control import table_actions
+            from base_platform.pipelines.data_control import erasure, table_actions
             from base_platform.pipelines.data_security import protection
 
-            subject = _subject(context["params"]["subject"])
+            given = context["params"]["subject"]
+            subject = _subject(given)
             mask_secret(subject)
             who = context["dag_run"].triggering_user_name or "unknown"
             reports = []
@@ -170,9 +171,7 @@ def build_erase_dag() -> DAG:
                 pipeline = pipeline_named(name)
                 key = protection.load_key(pipeline.spec.security)
                 try:
-                    reports.append(
-                        table_actions.erase(pipeline, subject, key, who=who, request=context["run_id"])
-                    )
+                    reports.append(erasure.erase(pipeline, subject, key, who=who, request=context["run_id"]))
                 except table_actions.ControlError as exc:
                     raise _refused(exc) from exc
             lines = [
@@ -187,6 +186,10 @@ def build_erase_dag() -> DAG:
                 if report["rows_removed"]:
                     spec = pipeline_named(report["dataset"]).spec
                     announce_change(context, spec, report["snapshot_id"], "erasure")
+            if given.startswith(VAULT_REFERENCE):  # the request's copy of the subject goes last
+                from base_platform.vault.client import destroy_secret
+
+                destroy_secret(given.removeprefix(VAULT_REFERENCE).partition("#")[0])
             return reports
 
         erase()

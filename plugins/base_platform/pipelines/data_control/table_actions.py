@@ -1,5 +1,5 @@
-"""data_control: what a data owner does with a dataset's table: read it as it was, roll it back,
-and erase a data subject from it.
+"""data_control: what a data owner does with a dataset's table: read it as it was, and roll it
+back (``erasure`` erases a data subject).
 
 Both work on the Iceberg snapshots that each pipeline run commits (see ``tables``). A rollback
 sets the table's current snapshot back to one of its ancestors, so the runs after it leave the
@@ -23,12 +23,9 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
     from pyiceberg.table.snapshots import Snapshot
 
-    from base_platform.pipelines.spec import Pipeline
 
 ROLLBACKS_PROPERTY = f"{tables.PREFIX}rollbacks"
-ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
-ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
-ENTRIES_KEPT = 50  # the newest rollbacks and erasures a table property keeps (the reports keep all)
+ENTRIES_KEPT = 50  # the newest rollbacks a table property keeps (the reports keep all)
 
 
 class ControlError(ValueError):
@@ -146,76 +143,4 @@ def rollback(name: str, to: int | datetime, *, dry_run: bool, who: str, why: str
         with ManageSnapshots(tx) as snapshots:
             snapshots.rollback_to_snapshot(target.snapshot_id)
         tx.set_properties({ROLLBACKS_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
-    return report
-
-
-def _rows_erased_by(table: Table, request: str) -> int:
-    """The rows the delete snapshots of ``request`` removed (a copy-on-write delete also adds back
-    the other rows of the files it rewrote)."""
-    removed = 0
-    for snapshot in table.snapshots():
-        summary = snapshot.summary.additional_properties if snapshot.summary else {}
-        if summary.get(ERASURE) == request:
-            removed += int(summary.get("deleted-records", 0)) - int(summary.get("added-records", 0))
-    return removed
-
-
-def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
-    """Delete a data subject's rows (GDPR art. 17): the rows whose HMAC columns hold the subject's
-    HMAC under ``key`` (the pipeline's secret), the quarantined records that hold it, and every
-    snapshot still reaching a removed file, whose files are then deleted. The audit record names
-    the request, never the subject.
-
-    Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
-    pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
-    which the delete snapshots it tagged record; its quarantine count is that attempt's own.
-    """
-    import pyarrow as pa
-    from pyiceberg.expressions import EqualTo, Or
-
-    from base_platform.pipelines.data_control import maintenance
-    from base_platform.pipelines.data_security import hashing
-    from base_platform.pipelines.data_storage import quarantine
-    from base_platform.pipelines.pipeline_management import breaker
-
-    name = pipeline.spec.name
-    hmac_columns = sorted(c for c, p in pipeline.spec.security.columns.items() if p.protect == "hmac")
-    report: dict[str, Any] = {
-        "dataset": name,
-        "request": request,
-        "who": who,
-        "at": datetime.now(UTC).isoformat(),
-    }
-    if not hmac_columns:
-        return report | {"searchable": False, "rows_removed": 0}
-    if key is None:
-        raise ControlError(f"dataset {name!r} has HMAC columns: erasing needs its key")
-    digest = hashing.hmac_sha256({"subject": pa.array([subject])}, key)["subject"][0].as_py()
-    match: BooleanExpression = EqualTo(term=hmac_columns[0], value=digest)
-    for column in hmac_columns[1:]:
-        match = Or(match, EqualTo(term=column, value=digest))
-    report |= {"searchable": True, "hmac_columns": hmac_columns, "rows_removed": 0}
-    table = tables.load(name)
-    if table is not None and table.current_snapshot() is not None:
-        if table.scan(row_filter=match, selected_fields=(hmac_columns[0],)).to_arrow().num_rows:
-            table.delete(match, snapshot_properties={ERASURE: request})
-        report["rows_removed"] = _rows_erased_by(table.refresh(), request)
-    report |= quarantine.erase_quarantined(
-        tables.location_of(pipeline, table), hmac_columns, digest, subject, key
-    )
-    if table is not None and (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
-        report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
-    if table is not None and table.refresh().current_snapshot() is not None:
-        current = table.current_snapshot()
-        assert current is not None
-        reach = maintenance.Reach(table)
-        now = reach.data_files(current)
-        holders = [s.snapshot_id for s in table.snapshots() if not reach.data_files(s) <= now]
-        report["snapshot_id"] = current.snapshot_id
-        report |= maintenance.expire(table, holders)
-        entry = {k: report[k] for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
-        earlier = json.loads(table.properties.get(ERASURES_PROPERTY, "[]"))
-        kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
-        with table.transaction() as tx:
-            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
     return report

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from base_platform.files import Location
+from base_platform.pipelines.data_quality import table_keys
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_storage.snapshot_diff import change, partition_of
 from base_platform.pipelines.spec import Pipeline, PostgresTarget, S3Target
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 CONTROL_TABLE = "base_publications"
 EXPORT_MANIFEST = "_manifest.json"
+SCRUBBED = "_scrubbed.json"  # how many erased subjects' tokens the exports were scrubbed of
 SNAPSHOT_DIR = "snapshot="
 POSTGRES_TYPES = {
     "string": "text",
@@ -306,9 +308,10 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
     import pyarrow.parquet as pq
 
     location = Location.of(target.uri)
+    scrubbed = scrub_exports(pipeline, location, table_keys.suppressed(Location.of(table.location())))
     last = published_export(location)
     if last is not None and last["snapshot_id"] == snapshot_id:
-        return {"target": target.name, "snapshot_id": snapshot_id, "published": False}
+        return {"target": target.name, "snapshot_id": snapshot_id, "published": False, **scrubbed}
     export = last["export"] + 1 if last else 1
     folder = f"{SNAPSHOT_DIR}{snapshot_id}"
     if location.exists(folder, EXPORT_MANIFEST):  # exported before, and a rollback came back to it
@@ -359,7 +362,56 @@ def export_s3(pipeline: Pipeline, table: Table, snapshot_id: int, target: S3Targ
         "partitions": len(delta.partitions),
         "files": len(files),
         "rows": manifest["rows"],
+        **scrubbed,
     }
+
+
+def scrub_exports(pipeline: Pipeline, location: Location, suppressed: Any) -> dict[str, int]:
+    """Every earlier export without the rows of the subjects erased since (``suppressed``: their
+    tokens, see ``erasure``): each file that held one rewritten, its manifest entry with it.
+    ``_scrubbed.json`` says for how many tokens the exports are clean, so this runs once per
+    erasure, not per publication."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from base_platform.pipelines.data_security import hashing
+
+    done = location.read_json(SCRUBBED)["tokens"] if location.exists(SCRUBBED) else 0
+    hmac = [name for name, rule in pipeline.spec.security.columns.items() if rule.protect == "hmac"]
+    if not hmac or len(suppressed) <= done:
+        return {"rows_scrubbed": 0}
+    removed = 0
+    selector = pafs.FileSelector(location.base, recursive=False, allow_not_found=True)
+    for folder in location.fs.get_file_info(selector):
+        if folder.type != pafs.FileType.Directory or not location.exists(folder.base_name, EXPORT_MANIFEST):
+            continue
+        manifest = location.read_json(folder.base_name, EXPORT_MANIFEST)
+        changed = False
+        for entry in manifest["files"]:
+            with location.fs.open_input_file(location.path(folder.base_name, entry["path"])) as source:
+                rows = pq.read_table(source)
+            erased = np.zeros(rows.num_rows, dtype=bool)
+            for name in (n for n in hmac if n in rows.column_names):
+                values = rows.column(name).combine_chunks()
+                valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+                erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
+            if not erased.any():
+                continue
+            kept = rows.filter(pa.array(~erased))
+            sink = io.BytesIO()
+            pq.write_table(kept, sink, compression="zstd")
+            data = sink.getvalue()
+            location.write_atomically(data, folder.base_name, entry["path"])
+            entry |= {"rows": kept.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            removed, changed = removed + int(erased.sum()), True
+        if changed:
+            manifest["rows"] = sum(entry["rows"] for entry in manifest["files"])
+            location.write_json_atomically(manifest, folder.base_name, EXPORT_MANIFEST)
+    location.write_json_atomically({"tokens": len(suppressed)}, SCRUBBED)
+    return {"rows_scrubbed": removed}
 
 
 def summary_text(pipeline: Pipeline, table: Table, snapshot_id: int) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 KEY_BUCKETS = 256  # key fingerprint files are indexed by their top byte
 KEYS_AT_ONCE = 8 << 20  # fingerprints a shard or the run-wide check holds at once (64 MB), whatever the size
 INDEX_FOLDER = "_keys"
+SUPPRESSED = f"{INDEX_FOLDER}/suppressed.u64"  # tokens of erased subjects (``hashing.digest_tokens``)
 READ_THREADS = 4  # key columns read at once (Parquet decoding releases the GIL)
 
 
@@ -160,6 +161,21 @@ def prune(target: Location, live_snapshots: Iterable[int]) -> int:
     for folder in gone:
         target.fs.delete_dir(folder)
     return len(gone)
+
+
+def suppressed(target: Location) -> np.ndarray:
+    """The sorted tokens of the subjects erased from the dataset: ingest drops their rows."""
+    if not target.exists(SUPPRESSED):
+        return np.empty(0, np.uint64)
+    return read_keys(target, SUPPRESSED, 0, int(read_key_offsets(target, SUPPRESSED)[-1]))
+
+
+def suppress(target: Location, tokens: np.ndarray) -> None:
+    """Add erased subjects' tokens to the dataset's suppression list (each once)."""
+    known = suppressed(target)
+    both = np.union1d(known, tokens.astype(np.uint64))
+    if len(both) != len(known):
+        write_keys(target, SUPPRESSED, both)
 
 
 def _scanned_keys(table: Table, snapshot: Snapshot, rule: Unique, decryption: Any) -> np.ndarray:

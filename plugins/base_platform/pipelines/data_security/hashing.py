@@ -103,6 +103,20 @@ def fingerprints(columns: dict[str, pa.Array]) -> np.ndarray:
     )
 
 
+def digest_tokens(digests: pa.Array) -> np.ndarray:
+    """A 64-bit token per HMAC digest: the first 8 bytes of its SHA-256. What a suppression list
+    keeps of an erased subject: a one-way stand-in that is not the pseudonym itself, so no file
+    holds the pseudonym, and only the key's holder can make one from a person's value."""
+    from datafusion import col
+    from datafusion import functions as f
+
+    values = digests.drop_null().cast(pa.binary())
+    if len(values) == 0:
+        return np.empty(0, dtype=np.uint64)
+    hashed = _digest_bytes(_select({"digest": values}, {"token": f.sha256(col("digest"))}), "token")
+    return np.frombuffer(hashed, np.uint8).reshape(len(values), 32)[:, :8].copy().view(np.uint64).ravel()
+
+
 def _digest_bytes(result: pa.Table, name: str) -> pa.Buffer:
     """The digests of a result column back to back: every one is 32 bytes, so no offsets are needed."""
     digests = result.column(name).chunk(0)

@@ -39,6 +39,24 @@ def mask(values: pa.Array, keep_last: int) -> pa.Array:
     return pc.binary_join_element_wise(hidden, tail, "")
 
 
+def canonical(values: pa.Array, kind: str | None) -> pa.Array:
+    """The form a value is hashed in: an e-mail trimmed and lower-cased, a phone number's digits
+    and leading ``+``; anything else as it is. Protecting and erasing both use it."""
+    if kind == "email":
+        return pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    if kind == "phone":
+        plus = pc.starts_with(pc.utf8_trim_whitespace(values), "+")
+        digits = pc.replace_substring_regex(values, r"[^0-9]", "")
+        return pc.if_else(plus, pc.binary_join_element_wise("+", digits, ""), digits)
+    return values
+
+
+def canonical_text(value: str, kind: str | None) -> str:
+    """:func:`canonical` of one value."""
+    found: str = canonical(pa.array([value], pa.string()), kind)[0].as_py()
+    return found
+
+
 def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
     """The stored form of a column, or None when it is dropped.
 
@@ -55,7 +73,7 @@ def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
 def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.RecordBatch:
     """The batch as it may be stored: protected columns replaced, dropped ones gone."""
     hmac_columns = {
-        name: batch.column(name)
+        name: canonical(batch.column(name), protection.canonical)
         for name, protection in security.columns.items()
         if protection.protect == "hmac" and name in batch.schema.names
     }
@@ -201,7 +219,8 @@ def protect_raw(values: list[bytes | None], protection: Protection, key: bytes |
     if protection.protect == "hmac":
         if key is None:
             raise ValueError("hmac needs a key")
-        return [None if v is None else hmac.new(key, v, hashlib.sha256).digest() for v in values]
+        forms = [None if v is None else _canonical_bytes(v, protection.canonical) for v in values]
+        return [None if v is None else hmac.new(key, v, hashlib.sha256).digest() for v in forms]
     if protection.protect == "mask":
         keep = protection.keep_last
         masked = []
@@ -218,3 +237,13 @@ def protect_raw(values: list[bytes | None], protection: Protection, key: bytes |
     if protection.protect == "none":
         return values
     return [None] * len(values)  # drop and encrypt: only the sealed record holds them
+
+
+def _canonical_bytes(value: bytes, kind: str | None) -> bytes:
+    """:func:`canonical` of a raw value; one that is not UTF-8 is hashed as it is."""
+    if kind is None:
+        return value
+    try:
+        return canonical_text(value.decode(), kind).encode()
+    except UnicodeDecodeError:
+        return value

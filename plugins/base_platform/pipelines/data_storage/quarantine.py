@@ -41,6 +41,8 @@ def records(
         return
     names = list(pipeline.contract.names)
     table = ds.dataset(target.path(folder), format="parquet", filesystem=target.fs).to_table()
+    if table.num_rows == 0:  # no file left (an erasure emptied them), or only empty ones
+        return
     for row in table.sort_by([("_source", "ascending"), ("_record", "ascending")]).to_pylist():
         sealed = protection.unseal(row["_sealed"], key) if row.get("_sealed") and key else {}
         values = {name: sealed[name] if name in sealed else _text(row[name]) for name in [*names, "_raw"]}
@@ -48,11 +50,13 @@ def records(
 
 
 def erase_quarantined(
-    target_uri: str, hmac_columns: list[str], digest: bytes, subject: str, key: bytes
+    target_uri: str, digests: dict[str, bytes], subject: str, canonical: list[str | None], key: bytes
 ) -> dict[str, int]:
     """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column
-    holds ``digest``, and those whose sealed raw values hold ``subject`` (a line that could not be
-    split has no HMAC to match). Each file is rewritten atomically, or deleted when nothing is left.
+    holds the subject's pseudonym (``digests``, by column), and those whose sealed raw values
+    hold the subject exactly, as it is or in a ``canonical`` form (a line that could not be split
+    has no HMAC to match: its fields are compared one by one). Each file is rewritten
+    atomically, or deleted when nothing is left.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -63,18 +67,19 @@ def erase_quarantined(
     found = target.fs.get_file_info(
         FileSelector(target.path("_quarantine"), recursive=True, allow_not_found=True)
     )
+    forms = {protection.canonical_text(subject, kind) for kind in [None, *canonical]} - {""}
     rows = files = 0
     for info in found:
         if info.type != FileType.File or not info.path.endswith(".parquet"):
             continue
         table = pq.read_table(info.path, filesystem=target.fs)
         hit = pa.array([False] * table.num_rows)
-        for name in hmac_columns:
-            hit = pc.or_(
-                hit, pc.fill_null(pc.equal(table.column(name), pa.scalar(digest, pa.binary())), False)
-            )
+        for name, digest in digests.items():
+            if name in table.column_names:
+                matched = pc.equal(table.column(name), pa.scalar(digest, pa.binary()))
+                hit = pc.or_(hit, pc.fill_null(matched, False))
         sealed = table.column("_sealed").to_pylist()
-        held = [bool(s) and _holds(protection.unseal(s, key), subject) for s in sealed]
+        held = [bool(s) and _holds(protection.unseal(s, key), forms, canonical) for s in sealed]
         hit = pc.or_(hit, pa.array(held))
         matched = pc.sum(hit).as_py() or 0
         if not matched:
@@ -91,10 +96,27 @@ def erase_quarantined(
     return {"quarantine_rows_removed": rows, "quarantine_files_rewritten": files}
 
 
-def _holds(record: dict[str, str | None], subject: str) -> bool:
-    """A column equal to the subject, or an unsplit raw line that contains it."""
-    raw = record.get("_raw") or ""
-    return subject in raw or any(value == subject for name, value in record.items() if name != "_raw")
+def _holds(record: dict[str, str | None], forms: set[str], canonical: list[str | None]) -> bool:
+    """A field of the record equal to the subject, as it is or in a canonical form: a column's
+    value, or a field of an unsplit raw line (CSV or a JSON object). Never a substring: another
+    person's address that contains this one is not theirs."""
+    values = [value for name, value in record.items() if name != "_raw" and value is not None]
+    values += raw_fields(record.get("_raw") or "")
+    kinds = [None, *canonical]
+    return any(protection.canonical_text(value, kind) in forms for value in values for kind in kinds)
+
+
+def raw_fields(raw: str) -> list[str]:
+    """The fields of a raw line: a JSON object's values, or its CSV fields."""
+    import json
+
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    if isinstance(found, dict):
+        return [str(value) for value in found.values() if value is not None]
+    return [field for row in csv.reader(io.StringIO(raw)) for field in row]
 
 
 def _text(value: bytes | None) -> str | None:

@@ -100,6 +100,23 @@ class QuarantineWriter:
         raw = pa.array([line for line, _ in rejects], pa.binary())
         self._append(columns, raw, pa.array([reason for _, reason in rejects], pa.string()), None)
 
+    def counted(self, count: int, reason: str) -> None:
+        """Rows counted with their reason and nothing else: no value, raw or sealed, is kept."""
+        columns = {name: pa.nulls(count, pa.binary()) for name in self.names}
+        reasons = pa.array([reason] * count, pa.string())
+        self.write(
+            pa.table(
+                columns
+                | {
+                    "_raw": pa.nulls(count, pa.binary()),
+                    "_reason": reasons,
+                    "_source": pa.array([self.source] * count, pa.string()),
+                    "_record": pa.nulls(count, pa.int64()),
+                    "_sealed": pa.nulls(count, pa.binary()),
+                }
+            )
+        )
+
     def _append(
         self,
         columns: dict[str, pa.Array | pa.ChunkedArray],

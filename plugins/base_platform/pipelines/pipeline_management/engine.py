@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -27,8 +28,9 @@ import pyarrow.fs as pafs
 from base_platform.files import Location, row_count
 from base_platform.pipelines.data_ingestion import decoding, sources
 from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
-from base_platform.pipelines.data_security import protection
+from base_platform.pipelines.data_security import hashing, protection
 from base_platform.pipelines.data_storage import staging_writer, tables
+from base_platform.pipelines.data_storage.quarantine import raw_fields
 from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.row_findings import Findings
 from base_platform.pipelines.run_records import (
@@ -43,6 +45,7 @@ from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
 log = logging.getLogger(__name__)
+ERASED = "an erased subject (dataset_erase): dropped, its values not kept"
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
@@ -95,6 +98,34 @@ class _Pass:
         self.nulls: Counter[str] = Counter()
         self.cursor = cursor_of(pipeline)
         self.position: Any = None  # the highest cursor value read, stored or not
+        self.suppressed = np.empty(0, np.uint64)  # tokens of erased subjects (table_keys.suppressed)
+
+    def _erased(self, stored: pa.RecordBatch) -> np.ndarray | None:
+        """Which rows carry the pseudonym of a subject erased from the dataset (None: none do)."""
+        if not len(self.suppressed):
+            return None
+        hmac = [name for name, rule in self.pipeline.spec.security.columns.items() if rule.protect == "hmac"]
+        erased = np.zeros(stored.num_rows, dtype=bool)
+        for name in hmac:
+            values = stored.column(name)
+            valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+            erased[valid] |= np.isin(hashing.digest_tokens(values), self.suppressed)
+        return erased if erased.any() else None
+
+    def _erased_line(self, line: bytes) -> bool:
+        """Whether a line that could not be split into columns holds an erased subject: any of
+        its fields, in the form each HMAC column hashes, has a suppressed pseudonym."""
+        if not len(self.suppressed):
+            return False
+        fields = pa.array(raw_fields(line.decode("utf-8", "replace")), pa.string())
+        for rule in self.pipeline.spec.security.columns.values():
+            if rule.protect == "hmac" and self.key is not None and len(fields):
+                form = protection.canonical(fields, rule.canonical)
+                form = form.filter(pc.greater(pc.utf8_length(form), 0))  # no form: not this column's
+                digests = hashing.hmac_sha256({"field": form}, self.key)["field"]
+                if np.isin(hashing.digest_tokens(digests), self.suppressed).any():
+                    return True
+        return False
 
     def _timed(self, stage: str, started: float) -> float:
         now = time.perf_counter()
@@ -119,25 +150,31 @@ class _Pass:
                 self.position = highest([self.position, raw.position])
             self.counts["rows_in"] += rows + len(raw.rejects)
             self.counts["raw_bytes"] += raw.batch.nbytes + sum(len(r.raw) for r in raw.rejects)
-            self.quarantine.lines([(r.raw, r.reason) for r in raw.rejects])
+            rejects = [r for r in raw.rejects if not self._erased_line(r.raw)]
+            self.quarantine.counted(len(raw.rejects) - len(rejects), ERASED)
+            self.quarantine.lines([(r.raw, r.reason) for r in rejects])
             findings = Findings(rows)
             typed = conformance.conform(raw.batch, contract, findings)
             started = self._timed("contracts", started)
             quality_rules.apply(typed, self.pipeline.rules, findings, self.keys)
             bad = findings.bad()
             started = self._timed("quality", started)
+            stored = _with_partition(protection.protect(typed, spec.security, self.key), self.pipeline)
+            erased = self._erased(stored)
+            if erased is not None:  # an erased subject: counted, never quarantined with its values
+                self.quarantine.counted(int(erased.sum()), ERASED)
+                bad = pc.and_(bad, pa.array(~erased))
             if pc.any(bad).as_py():
                 rows_out = pc.indices_nonzero(bad)
                 self.quarantine.rows_of(
                     raw.batch, rows_out, findings.reasons(rows_out), self.counts["records"]
                 )
             self.counts["records"] += rows
-            keep = pc.invert(bad)
+            keep = pc.invert(bad) if erased is None else pc.and_(pc.invert(bad), pa.array(~erased))
             kept = keep.to_numpy(zero_copy_only=False)
             for keys in self.keys.values():
                 keys.keep(kept)
             self._observe(typed, keep)
-            stored = _with_partition(protection.protect(typed, spec.security, self.key), self.pipeline)
             self._timed("security", started)
             self.counts["stored"] += keep.true_count
             yield stored, keep
@@ -230,6 +267,7 @@ def process_shard(
         target, target.path(staging, "_quarantine.parquet"), names, shard.label, pipeline.spec.security, key
     )
     state = _Pass(pipeline, key, quarantine)
+    state.suppressed = table_keys.suppressed(target)
     began = datetime.now(UTC)
     started = time.perf_counter()
     try:

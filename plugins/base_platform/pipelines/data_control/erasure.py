@@ -1,0 +1,194 @@
+"""Erase a data subject (GDPR art. 17) from a dataset and from every table made from it.
+
+The subject is matched exactly, by pseudonym: the HMAC of its canonical form (an e-mail
+lower-cased, a phone number's digits: ``protection.canonical``) in each HMAC column, as the
+engine stored it. The subject's rows leave:
+
+- the dataset's table, and the tables made from it that hold the pseudonym: its samples and
+  splits (``sampling``), and the datasets derived from it (``inputs``, transitively) that keep
+  the same HMAC column;
+- every snapshot that reaches a file that held the subject (and only those: time travel is
+  kept where the subject never was);
+- the quarantine, by pseudonym, and by an exact match of a sealed raw record's fields.
+
+The dataset's suppression list (``table_keys.SUPPRESSED``) gains the subject's tokens, which are not
+the pseudonym (``hashing.digest_tokens``): ingest drops a row that carries one, so a replay, a
+re-sent file or a full refresh never brings the subject back. A publication scrubs its earlier
+exports against the same list (``publishing``). The audit names the request, never the subject.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from base_platform.files import Location
+from base_platform.pipelines.data_control import maintenance
+from base_platform.pipelines.data_control.form_params import SPLITS
+from base_platform.pipelines.data_control.table_actions import ControlError
+from base_platform.pipelines.data_quality import table_keys
+from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.spec import Pipeline, load_pipelines
+
+if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.table import Table
+
+ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
+ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
+ENTRIES_KEPT = 50  # the newest erasures the table property keeps (the reports keep all)
+CUT_TABLES = ("sample", *SPLITS)  # ``<dataset>__<cut>``, made by ``sampling``
+
+
+def subject_digests(pipeline: Pipeline, subject: str, key: bytes) -> dict[str, bytes]:
+    """The subject's pseudonym in each HMAC column that can hold it: the HMAC of the column's
+    canonical form of it."""
+    import pyarrow as pa
+
+    from base_platform.pipelines.data_security import hashing, protection
+
+    digests = {}
+    for column, rule in pipeline.spec.security.columns.items():
+        form = protection.canonical_text(subject, rule.canonical) if rule.protect == "hmac" else ""
+        if form:  # an e-mail has no phone form: that column cannot hold it
+            hashed = hashing.hmac_sha256({"subject": pa.array([form], pa.string())}, key)["subject"]
+            digests[column] = hashed[0].as_py()
+    return digests
+
+
+def made_from(pipeline: Pipeline) -> list[str]:
+    """The tables made from the dataset: its samples and splits, and the derived datasets that
+    read it (and theirs), whatever their columns; :func:`erase` keeps those that hold a column."""
+    names = [f"{pipeline.spec.name}__{cut}" for cut in CUT_TABLES]
+    frontier, seen = [pipeline.spec.name], {pipeline.spec.name}
+    everything = load_pipelines()
+    while frontier:
+        source = frontier.pop()
+        for other in everything:
+            if source in other.spec.references and other.spec.name not in seen:
+                seen.add(other.spec.name)
+                frontier.append(other.spec.name)
+                names += [other.spec.name, *(f"{other.spec.name}__{cut}" for cut in CUT_TABLES)]
+    return names
+
+
+def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
+    """Erase the subject from the dataset, the tables made from it and the quarantine.
+
+    Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
+    pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
+    which the delete snapshots it tagged record; its quarantine count is that attempt's own.
+    """
+    from base_platform.pipelines.data_security import hashing
+    from base_platform.pipelines.data_storage import quarantine
+    from base_platform.pipelines.pipeline_management import breaker
+
+    name = pipeline.spec.name
+    report: dict[str, Any] = {
+        "dataset": name,
+        "request": request,
+        "who": who,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    if not any(rule.protect == "hmac" for rule in pipeline.spec.security.columns.values()):
+        return report | {"searchable": False, "rows_removed": 0}
+    if key is None:
+        raise ControlError(f"dataset {name!r} has HMAC columns: erasing needs its key")
+    import pyarrow as pa
+
+    digests = subject_digests(pipeline, subject, key)
+    report |= {"searchable": True, "hmac_columns": sorted(digests), "rows_removed": 0}
+    table = tables.load(name)
+    tokens = hashing.digest_tokens(pa.array(list(digests.values()), pa.binary()))
+    # first: a run that commits meanwhile drops the subject already
+    table_keys.suppress(Location.of(tables.location_of(pipeline, table)), tokens)
+    if table is not None:
+        if (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
+            report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
+        report |= _erase_rows(table.refresh(), digests, request)
+        entry = {k: report.get(k) for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
+        earlier = json.loads(table.refresh().properties.get(ERASURES_PROPERTY, "[]"))
+        kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
+        with table.transaction() as tx:
+            tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
+    made = {}
+    for other in made_from(pipeline):
+        found = tables.load(other)
+        if found is not None and set(digests) & set(found.schema().column_names):
+            made[other] = _erase_rows(found, digests, request)
+    report["tables_made_from_it"] = made
+    canonical = {rule.canonical for rule in pipeline.spec.security.columns.values() if rule.protect == "hmac"}
+    report |= quarantine.erase_quarantined(
+        tables.location_of(pipeline, table), digests, subject, sorted(canonical, key=str), key
+    )
+    return report
+
+
+def _erase_rows(table: Table, digests: dict[str, bytes], request: str) -> dict[str, Any]:
+    """Delete the rows holding a pseudonym, then expire the snapshots that reach a file that held
+    one: those the delete replaced, and any other that still holds a match (a dropped audit)."""
+    match = _match(table, digests)
+    if match is None or table.current_snapshot() is None:
+        return {"rows_removed": 0}
+    column = next(name for name in digests if name in table.schema().column_names)
+    if table.scan(row_filter=match, selected_fields=(column,)).to_arrow().num_rows:
+        table.delete(match, snapshot_properties={ERASURE: request})
+    table = table.refresh()
+    current = table.current_snapshot()
+    assert current is not None
+    reach = maintenance.Reach(table)
+    now = reach.data_files(current)
+    held = _files_erased_by(table, request, reach)
+    holders = []
+    for snapshot in table.snapshots():
+        files = reach.data_files(snapshot)
+        if snapshot.snapshot_id == current.snapshot_id or files <= now:
+            continue
+        if files & held or _holds(table, snapshot.snapshot_id, match, column):
+            holders.append(snapshot.snapshot_id)
+    return {
+        "rows_removed": _rows_erased_by(table, request),
+        "snapshot_id": current.snapshot_id,
+        **maintenance.expire(table, holders),
+    }
+
+
+def _match(table: Table, digests: dict[str, bytes]) -> BooleanExpression | None:
+    from pyiceberg.expressions import EqualTo, Or
+
+    present = [name for name in digests if name in table.schema().column_names]
+    if not present:
+        return None
+    found: BooleanExpression = EqualTo(term=present[0], value=digests[present[0]])
+    for name in present[1:]:
+        found = Or(found, EqualTo(term=name, value=digests[name]))
+    return found
+
+
+def _holds(table: Table, snapshot_id: int, match: BooleanExpression, column: str) -> bool:
+    return bool(
+        table.scan(snapshot_id=snapshot_id, row_filter=match, selected_fields=(column,)).to_arrow().num_rows
+    )
+
+
+def _files_erased_by(table: Table, request: str, reach: maintenance.Reach) -> set[str]:
+    """The data files the request's deletes replaced: each held the subject."""
+    files: set[str] = set()
+    for snapshot in table.snapshots():
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        parent = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+        if summary.get(ERASURE) == request and parent is not None:
+            files |= reach.data_files(parent) - reach.data_files(snapshot)
+    return files
+
+
+def _rows_erased_by(table: Table, request: str) -> int:
+    """The rows the delete snapshots of ``request`` removed (a copy-on-write delete also adds back
+    the other rows of the files it rewrote)."""
+    removed = 0
+    for snapshot in table.snapshots():
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if summary.get(ERASURE) == request:
+            removed += int(summary.get("deleted-records", 0)) - int(summary.get("added-records", 0))
+    return removed
