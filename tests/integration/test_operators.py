@@ -169,12 +169,14 @@ def test_windows_are_written_once_the_watermark_passes_and_late_events_are_quara
     late = [("acct-a", T0 + timedelta(minutes=2), "100.00", kind(0))] * 3  # its window was written
     in_time = [("acct-b", T0 + timedelta(minutes=22), "50.00", kind(0))] * 2  # [20, 25) was not yet
     later = [("acct-a", T0 + timedelta(minutes=30, seconds=10 * n), "1.00", kind(0)) for n in range(1, 61)]
-    send(server, late + in_time + later, 1_000)
+    bad_clock = [("acct-b", datetime(2099, 1, 1, tzinfo=UTC), "9.99", kind(0))]  # must not move the watermark
+    send(server, late + in_time + later + bad_clock, 1_000)
     assert stream_run(stream, tmp_path / "events", "run-2") is not None
     second = operator_run("account_spend_5m", tmp_path, "w-2")
     assert second is not None and second.position == (T0 + timedelta(minutes=30)).isoformat()  # 40 - 10
-    assert second.rows_quarantined == 3  # the late ones, not dropped
+    assert second.rows_quarantined == 4  # the late ones and the one from 2099, not dropped
     assert len([r for r in rows_of_quarantine(tmp_path) if r.startswith("late")]) == 3
+    assert len([r for r in rows_of_quarantine(tmp_path) if r.startswith("in the future")]) == 1
     assert spend() == expected(early + in_time + later, T0 + timedelta(minutes=30))  # each once, no late
 
 

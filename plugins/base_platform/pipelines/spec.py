@@ -450,6 +450,9 @@ class Window(StrictModel):
     size_minutes: int = Field(ge=1)
     hop_minutes: int | None = Field(default=None, ge=1, description="default: size_minutes (tumbling)")
     allowed_lateness_minutes: int = Field(0, ge=0)
+    future_tolerance_minutes: int = Field(
+        5, ge=0, description="an event further ahead of now is refused: it never moves the watermark"
+    )
     where: str | None = Field(default=None, min_length=1, description="an SQL condition on the events")
     aggregates: dict[str, str] = Field(min_length=1, description="output column -> SQL aggregate")
 

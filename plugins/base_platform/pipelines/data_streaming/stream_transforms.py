@@ -13,14 +13,15 @@ purge), the run recomputes from the whole snapshot and replaces the dataset inst
 - ``window``: per ``key``, tumbling or hopping event-time windows, written once each when the
   watermark (the input's newest event time less ``allowed_lateness_minutes``) has passed their
   end; the position (``base.position``) is the end of the last windows written. An event that
-  arrives after all of its windows were written is quarantined as ``late`` (a refused row of the
+  arrives after all of its windows were written is quarantined as ``late``, and one stamped
+  further ahead of now than ``future_tolerance_minutes`` as ``in the future`` (a refused row of the
   result: ``decoding`` makes it a reject with its reason), never dropped.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from base_platform.pipelines.data_ingestion.decoding import RAW, REJECT
@@ -123,16 +124,27 @@ def _windows(
     events all of whose windows were closed before: late), and the new position."""
 
     time, key, size, hop = f'"{window.time}"', f'"{window.key}"', window.size_minutes, window.hop
-    newest = _run(context, f"SELECT MAX({time}) AS newest FROM events", pipeline.spec.name)[0][0].as_py()
+    keys = [k for k in _input_key(pipeline) if k not in (window.key, window.time)]
+    shown = ", ".join(f'"{c}"' for c in [window.key, window.time, *keys])  # never a protected column
+    cutoff = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=window.future_tolerance_minutes)
+    future = _run(  # a bad clock's event: refused, and it never moves the watermark
+        context,
+        f"SELECT {shown} FROM {'appended' if late else 'events'} WHERE {time} > {_literal(cutoff)}",
+        pipeline.spec.name,
+    )
+    reason = f"in the future: after {cutoff.isoformat()} (future_tolerance_minutes)"
+    refused = [_refused_rows(pipeline, future, reason)] if future.num_rows else []
+    query = f"SELECT MAX({time}) AS newest FROM events WHERE {time} <= {_literal(cutoff)}"
+    newest = _run(context, query, pipeline.spec.name)[0][0].as_py()
     if newest is None:
-        return _empty(pipeline), position
+        return _stack(pipeline, refused), position
     watermark = newest - timedelta(minutes=window.allowed_lateness_minutes)
     epoch = datetime(1970, 1, 1, tzinfo=watermark.tzinfo)
     closed_upto = epoch + timedelta(minutes=(watermark - epoch) // timedelta(minutes=hop) * hop)
     written = datetime.fromisoformat(position) if position else None
     condition = f" AND ({window.where})" if window.where else ""
     bin_start = f"date_bin(INTERVAL '{hop} minutes', {time}, {EPOCH})"
-    parts = []
+    parts = refused
     if written is None or closed_upto > written:
         shifts = ", ".join(f"(INTERVAL '{k * hop} minutes')" for k in range(size // hop))
         since = f" AND {time} >= {_literal(written - timedelta(minutes=size))}" if written else ""
@@ -148,24 +160,23 @@ def _windows(
         )
         parts.append(_run(context, query, pipeline.spec.name))
     if late and written is not None:
-        keys = [k for k in _input_key(pipeline) if k not in (window.key, window.time)]
-        shown = ", ".join(f'"{c}"' for c in [window.key, window.time, *keys])
         too_late = _run(
             context,
             f"SELECT {shown} FROM appended WHERE {bin_start} + INTERVAL '{size} minutes' <= "
             f"{_literal(written)}{condition}",
             pipeline.spec.name,
         )
-        parts.append(_late_rows(pipeline, too_late, written))
+        reason = f"late: all of its windows were written (the watermark passed {written.isoformat()})"
+        parts.append(_refused_rows(pipeline, too_late, reason))
     result = _stack(pipeline, parts)
     return result, (max(closed_upto, written) if written else closed_upto).isoformat()
 
 
-def _late_rows(pipeline: Pipeline, events: pa.Table, written: datetime) -> pa.Table:
-    """Late events as refused rows of the result: no values, a reason, and the event as JSON."""
+def _refused_rows(pipeline: Pipeline, events: pa.Table, reason: str) -> pa.Table:
+    """Events as refused rows of the result (late, or from the future): no values, a reason, and
+    the event as JSON."""
     import pyarrow as pa
 
-    reason = f"late: all of its windows were written (the watermark passed {written.isoformat()})"
     raw = [json.dumps(row, default=str, sort_keys=True) for row in events.to_pylist()]
     columns = {name: pa.nulls(len(raw)) for name in pipeline.contract.names}
     return pa.table(
