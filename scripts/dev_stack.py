@@ -468,13 +468,13 @@ def streams_connection(local: dict[str, str]) -> dict[str, object]:
 
 
 def start_streams_redis(stack: Stack, local: dict[str, str]) -> None:
-    """A Redis for the streams, with AOF (fsync every second), as production runs it; its password
+    """A Redis for the streams, with AOF (fsync on every write), as production runs it; its password
     is in a config file of mode 0600, not on the command line."""
     folder = HOME / "streams-redis"
     folder.mkdir(exist_ok=True)
     config = folder / "redis.conf"
     config.write_text(
-        f"port {STREAMS_PORT}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\nappendfsync everysec\n"
+        f"port {STREAMS_PORT}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\nappendfsync always\n"
         f'save ""\nrequirepass {local["streams_redis_password"]}\n'
     )
     config.chmod(0o600)

@@ -127,3 +127,44 @@ def test_a_discarded_audit_releases_its_entries_and_the_stream_goes_on(server: R
     assert record is not None and record.rows_in == 30 and record.published
     assert pending(server) == 0
     assert sorted(committed()) == [f"ev-{n:06d}" for n in range(100, 130)]
+
+
+def test_a_discard_without_an_audit_moves_the_pending_entries_to_the_dead_letter_stream(
+    server: Redis, tmp_path: Path
+) -> None:
+    """Runs that failed after reading (no audit to discard): the operator's discard releases what
+    they left pending, kept in ``card_events:dead-letter``, and the stream goes on after it."""
+    from base_platform.pipelines.pipeline_management.breaker_dag import _release
+
+    pipeline, target = card_events(), tmp_path / "out"
+    send(server, *(as_entry(event(n)) for n in range(100)))
+    assert run(pipeline, target, "run-1") is not None
+    send(server, *(as_entry(event(n)) for n in range(100, 150)))
+    for shard in engine.discover(pipeline, "", str(target), False):
+        engine.process_shard(pipeline, shard, "run-2", str(target), KEY)  # then the run died, again
+    assert pending(server) == 50
+    table = tables.load("card_events")
+    assert table is not None
+    breaker.trip(table, "3 runs in a row failed", "run-2", None)
+    decision = {"action": "discard", "reason": "a poison batch"}
+    breaker.resolve_audit(table, "discard", "operator", "a poison batch", _release(pipeline, table, decision))
+    assert pending(server) == 0 and server.client().xlen(f"{STREAM}:dead-letter") == 50
+    send(server, *(as_entry(event(n)) for n in range(150, 170)))
+    record = run(pipeline, target, "run-3")
+    assert record is not None and record.rows_in == 20
+    server.client().xgroup_destroy(STREAM, "base")  # and a lost group does not bring them back either
+    assert run(pipeline, target, "run-4") is None
+
+
+def test_committed_entries_older_than_the_retention_are_trimmed_and_no_other(
+    server: Redis, tmp_path: Path
+) -> None:
+    pipeline, target = card_events(), tmp_path / "out"
+    source = pipeline.spec.source.model_copy(update={"retention_hours": 0})
+    pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"source": source})})
+    send(server, *(as_entry(event(n)) for n in range(3000)))
+    assert run(pipeline, target, "run-1") is not None  # acked, then trimmed
+    send(server, *(as_entry(event(n)) for n in range(3000, 3010)))
+    assert server.client().xlen(STREAM) < 3000  # whole nodes of committed entries gone
+    record = run(pipeline, target, "run-2")
+    assert record is not None and record.rows_in == 10  # the uncommitted ones stayed

@@ -20,6 +20,7 @@ SERVICES = {
     "redis",
     "cache",
     "features-online",
+    "streams",
     "statsd-exporter",
     "airflow-init",
     "api-server",
@@ -81,7 +82,7 @@ def test_no_celery_task_is_lost_to_a_worker_or_broker_restart(model: dict[str, A
 
 
 def test_airflow_services_run_celery_with_vault_as_secrets_backend(model: dict[str, Any]) -> None:
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online", "streams"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.providers.hashicorp.secrets.vault.VaultBackend"
@@ -145,7 +146,7 @@ def test_env_is_ignored_and_the_example_holds_only_placeholders() -> None:
 def test_airflow_metrics_reach_prometheus_through_the_statsd_exporter(model: dict[str, Any]) -> None:
     exporter = model["services"]["statsd-exporter"]
     assert "--statsd.listen-udp=:9125" in exporter["command"]
-    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online"}:
+    for name in SERVICES - {"postgres", "redis", "statsd-exporter", "cache", "features-online", "streams"}:
         env = model["services"][name]["environment"]
         assert env["AIRFLOW__METRICS__STATSD_ON"] == "true", name
         assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == (

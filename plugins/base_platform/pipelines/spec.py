@@ -239,6 +239,9 @@ class RedisStreamSource(StrictModel):
     group: str = Field("base", min_length=1, description="the consumer group the pipeline reads as")
     field: str = Field("event", min_length=1, description="the entry field that holds the event's JSON")
     batch: StreamBatch = StreamBatch()
+    retention_hours: float = Field(
+        24, ge=0, description="committed entries older than this are trimmed (XTRIM MINID) after each ack"
+    )
     max_event_bytes: int = Field(
         1 << 20, ge=64, description="an event larger than this is quarantined unread (memory stays bounded)"
     )

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.quality_monitoring.anomalies import MIN_HISTORY, THRESHOLD, robust_z
-from base_platform.pipelines.run_records import RunRecord
+from base_platform.pipelines.run_records import RunRecord, highest
 from base_platform.pipelines.spec import Pipeline
 
 if TYPE_CHECKING:
@@ -251,9 +251,13 @@ def count_run(table: Table, run: str, failed: list[str], limit: int) -> tuple[Br
     return counted, False
 
 
-def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
+def resolve_audit(
+    table: Table, action: Literal["publish", "discard"], who: str, why: str, released: Any = None
+) -> dict[str, Any]:
     """An operator's answer to an open breaker: publish the audit to ``main`` or discard it (its
-    inputs are not read again: a corrected file has a new checksum). Either closes the breaker."""
+    inputs are not read again: a corrected file has a new checksum; a source's position moves
+    past it, and past ``released``, what a stream's discard released without an audit). Either
+    closes the breaker."""
     breaker = state(table)
     audit_ref = table.metadata.refs.get(AUDIT)
     snapshot_id = audit_ref.snapshot_id if audit_ref else None
@@ -263,6 +267,9 @@ def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str,
         if snapshot_id is None:
             raise BreakerError(f"{table.name()[-1]}: no audit to publish (discard to close the breaker)")
         publish_audit(table, snapshot_id)
+    elif snapshot_id is None and released is not None:
+        with table.transaction() as tx:
+            tx.set_properties({tables.DISCARDED_POSITION: json.dumps(released)})
     elif snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
         record = tables.run_record(snapshot) if snapshot is not None else None
@@ -274,8 +281,9 @@ def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str,
             with ManageSnapshots(tx) as manage:
                 manage.remove_branch(AUDIT)
             tx.set_properties({tables.DISCARDED_INPUTS: json.dumps(discarded, sort_keys=True)})
-            if record is not None and record.position is not None:
-                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(record.position)})
+            reached = highest([record.position if record else None, released])
+            if reached is not None:
+                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(reached)})
     closed = Breaker(last_counted_run=breaker.last_counted_run, transitions=breaker.transitions)
     facts = {"action": action, "who": who, "why": why, "snapshot_id": snapshot_id}
     _save(table.refresh(), closed, "closed", **facts)

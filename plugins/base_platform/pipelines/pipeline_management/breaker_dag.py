@@ -149,7 +149,9 @@ def build_pipeline_control_dag() -> DAG:
             if table is None:
                 raise AirflowFailException(f"dataset {pipeline.spec.name!r} has no table: nothing to resolve")
             try:
-                report = breaker.resolve_audit(table, params["action"], who, params["reason"])
+                report = breaker.resolve_audit(
+                    table, params["action"], who, params["reason"], _release(pipeline, table, params)
+                )
             except breaker.BreakerError as exc:
                 raise AirflowFailException(str(exc)) from exc
             if params["action"] == "publish":
@@ -161,3 +163,28 @@ def build_pipeline_control_dag() -> DAG:
 
         resolve()
     return dag
+
+
+def _release(pipeline: Any, table: Any, params: dict[str, Any]) -> Any:
+    """A stream's entries the decision releases, so the stream goes on: a published audit's are
+    acked (and trimmed when old), a discarded batch's are moved to ``<stream>:dead-letter`` and
+    acked; with no audit (runs that failed), every pending entry is. Returns where the discard
+    leaves the stream, for the source's position (None otherwise)."""
+    from base_platform.pipelines.data_streaming.stream_tasks import is_stream
+
+    if not is_stream(pipeline.spec):
+        return None
+    from base_platform.pipelines.data_ingestion.sources import redis_stream
+    from base_platform.pipelines.data_storage import tables
+    from base_platform.pipelines.pipeline_management import breaker
+
+    audit = table.metadata.refs.get(breaker.AUDIT)
+    snapshot = table.snapshot_by_id(audit.snapshot_id) if audit else None
+    record = tables.run_record(snapshot) if snapshot is not None else None
+    position = record.position if record else None
+    if params["action"] == "publish":
+        redis_stream.acknowledge(pipeline, position)
+        return None
+    moved, last = redis_stream.dead_letter(pipeline, position, f"discarded: {params['reason']}")
+    log.info("Moved %d pending entries to the dead-letter stream", moved)
+    return last if position is None else None
