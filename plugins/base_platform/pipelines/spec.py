@@ -158,6 +158,11 @@ class MediaSource(StrictModel):
     source_crs: str = Field("EPSG:4326", pattern=r"^EPSG:[0-9]+$", description="geojson: the files' CRS")
     frequency: str | None = Field(default=None, description="timeseries: the resampling step, such as 1h")
     aggregation: Literal["mean", "sum", "min", "max", "last"] = "mean"
+    max_file_mb: int = Field(256, ge=1, description="a larger file is quarantined unread")
+    max_pixels: int = Field(50_000_000, ge=1, description="image: more pixels (by its header) is refused")
+    max_pages: int = Field(2_000, ge=1, description="document: more pages is refused")
+    max_depth: int = Field(64, ge=2, description="geojson: deeper nesting of arrays and objects is refused")
+    max_seconds: float = Field(60, gt=0, description="a file whose reading takes longer is refused")
 
     @property
     def frequency_seconds(self) -> int | None:

@@ -52,11 +52,16 @@ def extract(data: bytes, name: str, digest: str, source: MediaSource, side: Side
 
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=True)
+        pages = len(reader.pages)
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:  # pypdf's ways to say "broken"
+        raise Unreadable(f"not a readable PDF: {type(exc).__name__}: {exc}") from exc
+    if pages > source.max_pages:
+        raise Unreadable(f"{pages} pages, more than max_pages ({source.max_pages})")
+    try:
         text = "\n".join(page.extract_text() or "" for page in reader.pages)
         meta = reader.metadata
         created = meta.creation_date if meta is not None else None
         title, author = (meta.title, meta.author) if meta is not None else (None, None)
-        pages = len(reader.pages)
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:  # pypdf's ways to say "broken"
         raise Unreadable(f"not a readable PDF: {type(exc).__name__}: {exc}") from exc
     found: dict[str, list[str]] = {"emails": [], "phones": []}

@@ -11,7 +11,7 @@ import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from base_platform.pipelines.multimodal_processing.media_kinds import SideWriter, Unreadable
+from base_platform.pipelines.multimodal_processing.media_kinds import SideWriter, Unreadable, nesting_depth
 
 if TYPE_CHECKING:
     from pyproj import Transformer
@@ -42,6 +42,8 @@ def extract(data: bytes, name: str, digest: str, source: MediaSource, side: Side
     import shapely
     from shapely.validation import explain_validity, make_valid
 
+    if (depth := nesting_depth(data)) > source.max_depth:
+        raise Unreadable(f"nested {depth} deep, more than max_depth ({source.max_depth})")
     try:
         geometry, properties = _shape(json.loads(data))
     except Unreadable:

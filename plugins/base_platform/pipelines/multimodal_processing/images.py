@@ -57,6 +57,10 @@ def extract(data: bytes, name: str, digest: str, source: MediaSource, side: Side
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            if image.width * image.height > source.max_pixels:  # the header says: nothing decoded yet
+                raise Unreadable(
+                    f"{image.width} x {image.height} pixels, more than max_pixels ({source.max_pixels})"
+                )
             image.load()  # decode now: a truncated body fails here, not later
             exif, gps_removed = _exif(image, source)
             thumb = image.convert("RGB")
@@ -73,5 +77,7 @@ def extract(data: bytes, name: str, digest: str, source: MediaSource, side: Side
                 "exif": exif,
                 "gps_removed": str(gps_removed).lower(),
             }
+    except Unreadable:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # Pillow's "broken"
         raise Unreadable(f"not a readable image: {type(exc).__name__}: {exc}") from exc

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +38,39 @@ SideWriter = Callable[[str, bytes], str]  # (name, bytes) -> where it was stored
 
 class Unreadable(ValueError):
     """A file this kind cannot turn into a row: quarantined with this reason."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`Unreadable` once a file's reading takes longer than ``seconds`` (a timer
+    signal: only in a process's main thread, and between Python steps, so a single C call of a
+    decoder finishes first; elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise Unreadable(f"took longer than max_seconds ({seconds:g} s)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def nesting_depth(data: bytes) -> int:
+    """How deep a JSON document's arrays and objects nest (brackets inside strings count too: an
+    upper bound), without parsing it: what a parser would recurse into."""
+    import numpy as np
+
+    raw = np.frombuffer(data, np.uint8)
+    steps = np.zeros(len(raw), np.int32)
+    steps[(raw == ord("[")) | (raw == ord("{"))] = 1
+    steps[(raw == ord("]")) | (raw == ord("}"))] = -1
+    return int(np.cumsum(steps).max()) if len(raw) else 0
 
 
 def extract(media: str, data: bytes, name: str, source: MediaSource, side: SideWriter) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 ``plan`` lists the files the dataset's lineage does not hold (by SHA-256, each file's own) and
 groups them, in path order, into shards of about ``shard_mb`` and at most ``files_per_shard``,
 so many small files make few tasks and a drop of them still runs in parallel. ``read`` turns
-each file of its shard into one row (``pipelines/multimodal_processing``); a file that cannot be read is a
-reject with its reason, so it is quarantined and counted, and the shard goes on.
+each file of its shard into one row (``pipelines/multimodal_processing``); a file that cannot be read,
+is too big (``max_file_mb``) or too slow (``max_seconds``), or fails in any way, is a reject with
+its reason, so it is quarantined and counted, and the shard goes on.
 """
 
 from __future__ import annotations
@@ -77,13 +78,19 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
     side = side_writer(pipeline)
     rows: list[dict[str, Any]] = []
     rejects: list[Reject] = []
-    for path, _, _ in (shard.span or {}).get("files", []):
-        with location.fs.open_input_stream(path) as stream:
-            data = stream.read()
-        try:
-            rows.append(media_kinds.extract(source.format, data, path, source, side))
-        except media_kinds.Unreadable as exc:
-            rejects.append(Reject(path.encode(), str(exc)))
+    for path, _, size in (shard.span or {}).get("files", []):
+        if size > source.max_file_mb << 20:
+            rejects.append(Reject(path.encode(), f"larger than max_file_mb ({source.max_file_mb} MB)"))
+        else:
+            with location.fs.open_input_stream(path) as stream:
+                data = stream.read()
+            try:
+                with media_kinds.time_limit(source.max_seconds):
+                    rows.append(media_kinds.extract(source.format, data, path, source, side))
+            except media_kinds.Unreadable as exc:
+                rejects.append(Reject(path.encode(), str(exc)))
+            except Exception as exc:  # any crafted file: its own failure, never the batch's
+                rejects.append(Reject(path.encode(), f"cannot be read: {type(exc).__name__}: {exc}"[:500]))
         if len(rows) + len(rejects) >= BATCH_FILES:
             yield _batch(rows, rejects, names)
             rows, rejects = [], []
