@@ -117,12 +117,15 @@ def test_postgres_reads_new_rows_only_in_keyset_chunks_typed_by_the_contract(
     first = run(pipeline, target, "run-1")
     assert first is not None and first.published
     assert first.rows_in == 2500 and first.rows_quarantined == bad_rows(1, 2500)
-    assert first.position == (START + timedelta(seconds=2500)).isoformat()
+    assert first.position == [(START + timedelta(seconds=2500)).isoformat(), "pg-00002500"]  # keyset
     assert stored_ids("pg-") == expected_ids("pg-", 1, 2500)
 
     insert(source_db, 2501, 3200)
     (shard,) = engine.discover(pipeline, "", str(target), False)
-    assert shard.span == {"after": first.position, "upto": (START + timedelta(seconds=3200)).isoformat()}
+    assert shard.span == {
+        "after": first.position,
+        "upto": [(START + timedelta(seconds=3200)).isoformat(), "pg-00003200"],
+    }
     second = run(pipeline, target, "run-2")
     assert second is not None and second.rows_in == 700  # only the new rows
     assert stored_ids("pg-") == expected_ids("pg-", 1, 3200)  # each once
@@ -149,6 +152,59 @@ def test_a_postgres_run_killed_mid_way_is_resumed_by_the_next_without_loss_or_du
     retried = run(pipeline, target, "run-2")  # a retry of the committed run adds nothing
     assert retried is None or retried.snapshot_id == record.snapshot_id
     assert stored_ids("pg-") == expected_ids("pg-", 1, 2600)
+
+
+def insert_at(cursor: Any, ids: list[str], moment: datetime) -> None:
+    """Rows with these ids, all at one ``event_time`` (a tie on the cursor)."""
+    for transaction_id in ids:
+        cursor.execute(
+            "INSERT INTO source.transactions VALUES (%s, 'acct-1', %s, 1.00, 'EUR', 'm', 'DE', 'online',"
+            " NULL, NULL, NULL, 'approved', NULL)",
+            (transaction_id, moment),
+        )
+
+
+def test_postgres_rows_that_tie_on_the_cursor_are_never_skipped(source_db: Any, tmp_path: Path) -> None:
+    """The position is (cursor, key): a row committed later at the same cursor value is read."""
+    pipeline, target = with_source(POSTGRES.model_copy(update={"chunk_rows": 2})), tmp_path / "out"
+    tie = START + timedelta(hours=1)
+    insert_at(source_db, ["pg-tie-1", "pg-tie-2", "pg-tie-3"], tie)
+    assert run(pipeline, target, "run-1") is not None
+    insert_at(source_db, ["pg-tie-4"], tie)  # same event_time as the last committed row
+    second = run(pipeline, target, "run-2")
+    assert second is not None and second.rows_in == 1
+    assert stored_ids("pg-tie") == ["pg-tie-1", "pg-tie-2", "pg-tie-3", "pg-tie-4"]
+
+
+@pytest.mark.parametrize("lookback", [None, "1h"])
+def test_a_row_committed_late_behind_the_position_is_read_by_the_lookback_once(
+    source_db: Any, consumer_db: str, tmp_path: Path, lookback: str | None
+) -> None:
+    """A transaction open while a run plans commits a row behind the position: without a
+    lookback it is skipped for ever; with one it is read by the next run, and the rows read again
+    in the window are dropped by key, neither stored twice nor counted again nor quarantined."""
+    import psycopg
+
+    pipeline, target = with_source(POSTGRES.model_copy(update={"lookback": lookback})), tmp_path / "out"
+    insert(source_db, 1, 100)
+    conn = json.loads(consumer_db)
+    login = {"user": conn["login"], "password": conn["password"], "dbname": conn["schema"]}
+    with psycopg.connect(host=conn["host"], port=conn["port"], **login) as slow:
+        slow.execute(  # its event_time is taken now; it commits after the run below planned and read
+            "INSERT INTO source.transactions SELECT 'pg-late', 'acct-1', %s, 1.00, 'EUR', 'm', 'DE',"
+            " 'online', NULL, NULL, NULL, 'approved', NULL",
+            (START + timedelta(seconds=50, milliseconds=500),),
+        )
+        assert run(pipeline, target, "run-1") is not None
+        slow.commit()
+    insert(source_db, 101, 110)
+    second = run(pipeline, target, "run-2")
+    assert second is not None and second.rows_quarantined == 0
+    if lookback is None:
+        assert second.rows_in == 10 and stored_ids("pg-late") == []  # skipped for ever
+    else:
+        assert second.rows_in == 11 and stored_ids("pg-late") == ["pg-late"]  # read once
+    assert stored_ids("pg-0") == expected_ids("pg-", 1, 110)  # each once
 
 
 TOKEN = "api-token-that-must-not-leak"

@@ -115,13 +115,24 @@ class ShardResult:
 
 
 def _ordered(position: Any) -> Any:
-    """Times by time, not text; ints and a stream's ``[ms, seq]`` entry ids as they are."""
-    return datetime.fromisoformat(position) if isinstance(position, str) else position
+    """Times by time, not text; ints and a stream's ``[ms, seq]`` entry ids as they are; a keyset
+    ``[cursor, key...]`` by its cursor, then its key."""
+    if isinstance(position, list) and position and isinstance(position[0], str):
+        return [_ordered(position[0]), *position[1:]]
+    if isinstance(position, str):
+        try:
+            return datetime.fromisoformat(position)
+        except ValueError:
+            return position
+    return position
 
 
 def highest(positions: Iterable[Any]) -> Any:
-    """The furthest of some positions (None where nothing was read)."""
-    return max((p for p in positions if p is not None), key=_ordered, default=None)
+    """The furthest of some positions (None where nothing was read). A cursor value committed
+    before keysets meets a keyset ``[cursor, key...]`` as ``[cursor]``: before every key of it."""
+    found = [p for p in positions if p is not None]
+    mixed = any(isinstance(p, list) for p in found) and not all(isinstance(p, list) for p in found)
+    return max(found, key=lambda p: _ordered([p] if mixed and not isinstance(p, list) else p), default=None)
 
 
 SUMMARY_PREFIX = "base."  # our keys in snapshot summaries (and table properties)

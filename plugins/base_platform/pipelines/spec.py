@@ -225,6 +225,11 @@ class PostgresSource(StrictModel):
     table: str = Field(pattern=rf"{IDENTIFIER}\.{IDENTIFIER}", description="schema.table")
     cursor: str = Field(pattern=NAME, description="the contract column that grows with each change")
     chunk_rows: int = Field(100_000, ge=1, description="rows per shard (keyset ranges of about this)")
+    lookback: str | None = Field(
+        default=None,
+        description="re-read this far behind the position each run (a duration such as 10m, or a count "
+        "for an integer cursor): rows a transaction open at planning committed late; known keys are dropped",
+    )
 
 
 class StreamBatch(StrictModel):

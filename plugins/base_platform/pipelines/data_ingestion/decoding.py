@@ -50,6 +50,7 @@ class RawBatch:
     batch: pa.RecordBatch
     rejects: list[Reject] = field(default_factory=list)
     position: Any = None
+    known: bool = False  # rows read again behind the position: those whose key the table has are dropped
 
 
 def raw_schema(names: Sequence[str]) -> pa.Schema:

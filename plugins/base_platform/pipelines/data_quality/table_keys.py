@@ -82,6 +82,20 @@ def read_keys(location: Location, path: str, start: int, stop: int) -> np.ndarra
     return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
+def contains(location: Location, path: str, fingerprints: np.ndarray) -> np.ndarray:
+    """Which fingerprints a key file holds, reading only the buckets they fall in."""
+    found = np.zeros(len(fingerprints), dtype=bool)
+    if not len(fingerprints):
+        return found
+    offsets = read_key_offsets(location, path)
+    buckets = (fingerprints >> np.uint64(56)).astype(np.int64)
+    for bucket in np.unique(buckets).tolist():
+        rows = buckets == bucket
+        stored = read_keys(location, path, int(offsets[bucket]), int(offsets[bucket + 1]))
+        found[rows] = quality_rules.members(fingerprints[rows], stored)
+    return found
+
+
 def bucket_groups(counts: np.ndarray) -> Iterator[tuple[int, int]]:
     """Runs of consecutive buckets holding at most KEYS_AT_ONCE keys together (or one bucket)."""
     first, held = 0, 0

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from base_platform.files import Location, row_count
+from base_platform.files import Location, read_file, row_count
 from base_platform.pipelines.data_ingestion import decoding, sources
 from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
 from base_platform.pipelines.data_security import hashing, protection
@@ -67,9 +67,56 @@ def discover(pipeline: Pipeline, source_uri: str, target_uri: str, full_refresh:
         else sources.Resume(tables.committed_inputs(table), tables.committed_position(table))
     )
     try:
-        return sources.plan(pipeline, source_uri, resume)
+        shards = sources.plan(pipeline, source_uri, resume)
     except decoding.SourceError as exc:
         raise ShardFailed(str(exc)) from exc
+    if any((shard.span or {}).get("lookback") for shard in shards):  # it reads rows the table may hold
+        rule = key_uniqueness.primary_key_rule(pipeline)
+        decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
+        target = Location.of(target_uri)
+        known = table_keys.table_index(table, target, rule, decryption)
+        window = next(s.span for s in shards if s.span and s.span.get("lookback"))
+        quarantined = _quarantined_since(pipeline, table, target, window)
+        shards = [
+            replace(s, span={**s.span, "known": known, "quarantined": quarantined})
+            if s.span and s.span.get("lookback")
+            else s
+            for s in shards
+        ]
+    return shards
+
+
+def _quarantined_since(
+    pipeline: Pipeline, table: Any, target: Location, span: Mapping[str, Any]
+) -> str | None:
+    """The primary keys of the rows the runs in a lookback window quarantined, as a key file
+    beside ``main``'s index: a lookback reads them again, and they were counted once already."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return None
+    rule = key_uniqueness.primary_key_rule(pipeline)
+    path = table_keys.index_file(snapshot.snapshot_id, rule).replace(".u64", ".quarantined.u64")
+    if target.exists(path):
+        return path
+    key = list(rule.columns)
+    contract = pipeline.contract.model_copy(
+        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in key)}
+    )
+    found = [np.empty(0, np.uint64)]
+    for snap in tables.lineage(table):
+        record = tables.run_record(snap)
+        if record is None:
+            continue
+        if highest([record.position, [span["since"]]]) == [span["since"]]:
+            break  # this run and those before it read nothing in the window
+        for file in record.quarantine:
+            rows = read_file(target, file, None, columns=key)
+            batch = pa.RecordBatch.from_arrays([rows.column(n).combine_chunks() for n in key], names=key)
+            typed = conformance.conform(batch, contract, Findings(batch.num_rows))
+            fingerprints, valid = quality_rules.keys_of({n: typed.column(n) for n in key})
+            found.append(fingerprints[valid])
+    table_keys.write_keys(target, path, np.unique(np.concatenate(found)))
+    return path
 
 
 def _with_partition(batch: pa.RecordBatch, pipeline: Pipeline) -> pa.RecordBatch:
@@ -99,6 +146,26 @@ class _Pass:
         self.cursor = cursor_of(pipeline)
         self.position: Any = None  # the highest cursor value read, stored or not
         self.suppressed = np.empty(0, np.uint64)  # tokens of erased subjects (table_keys.suppressed)
+        self.target: Location | None = None
+        self.known: str | None = None  # the table's key index, for rows a lookback reads again
+        self.quarantined: str | None = None  # and the keys the window's runs quarantined
+
+    def _unseen(self, raw: decoding.RawBatch) -> decoding.RawBatch:
+        """A batch read again behind the position (a lookback) without the rows whose primary
+        key the table holds: they were counted when first read, and are not again."""
+        if self.known is None or self.target is None or raw.batch.num_rows == 0:
+            return raw
+        key = self.pipeline.contract.primary_key
+        contract = self.pipeline.contract.model_copy(
+            update={"columns": tuple(c for c in self.pipeline.contract.columns if c.name in key)}
+        )
+        typed = conformance.conform(raw.batch.select(list(key)), contract, Findings(raw.batch.num_rows))
+        fingerprints, valid = quality_rules.keys_of({name: typed.column(name) for name in key})
+        held = table_keys.contains(self.target, self.known, fingerprints)
+        if self.quarantined is not None:
+            held |= table_keys.contains(self.target, self.quarantined, fingerprints)
+        held &= valid
+        return replace(raw, batch=raw.batch.filter(pa.array(~held)), known=False)
 
     def _erased(self, stored: pa.RecordBatch) -> np.ndarray | None:
         """Which rows carry the pseudonym of a subject erased from the dataset (None: none do)."""
@@ -145,6 +212,8 @@ class _Pass:
             started = self._timed("ingestion", started)
             if raw is None:
                 return
+            if raw.known:
+                raw = self._unseen(raw)
             rows = raw.batch.num_rows
             if raw.position is not None:
                 self.position = highest([self.position, raw.position])
@@ -268,6 +337,8 @@ def process_shard(
     )
     state = _Pass(pipeline, key, quarantine)
     state.suppressed = table_keys.suppressed(target)
+    state.target, state.known = target, (shard.span or {}).get("known")
+    state.quarantined = (shard.span or {}).get("quarantined")
     began = datetime.now(UTC)
     started = time.perf_counter()
     try:

@@ -1,8 +1,16 @@
 """``kind: postgres``: a table read incrementally by a cursor column, in keyset chunks.
 
-``plan`` fixes the run's high-water mark (the cursor's maximum now) and cuts the rows after the
-last committed position into ranges of about ``chunk_rows`` (``cursor > a AND cursor <= b``), so
-rows written while the run reads are the next run's, and a retried shard reads the same range.
+Rows are read in keyset order, (cursor, primary key), and the position is the last row's pair,
+so rows that tie on the cursor are never skipped between runs. ``plan`` fixes the run's
+high-water mark (the last row in that order now) and cuts the rows after the committed position
+into ranges of about ``chunk_rows`` (``(cursor, key) > a AND (cursor, key) <= b``), so rows
+written while the run reads are the next run's, and a retried shard reads the same range.
+
+A transaction still open at planning may commit a row behind the position later (its cursor
+value was taken before it committed). ``lookback`` re-reads that window each run; the engine
+drops the rows the table already holds (by key), so the late ones are stored and nothing twice.
+The window must cover the longest transaction; where it cannot, change data capture (Postgres
+logical replication) is the right tool, not a cursor.
 ``read`` streams a range through a server-side cursor of the postgres provider's hook, and
 renders each value as text the contract parses back (a time in the column's ``format``), so a
 table's rows meet the same contract, quality and security stages as a file's.
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +29,7 @@ from base_platform.pipelines.data_ingestion.decoding import RawBatch, raw_schema
 from base_platform.pipelines.data_ingestion.sources import Resume, as_position, span_shard
 from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.schema_contracts import conformance
-from base_platform.pipelines.spec import Column, Pipeline, PostgresSource
+from base_platform.pipelines.spec import Column, Pipeline, PostgresSource, duration_seconds
 
 BATCH_ROWS = 50_000  # rows fetched from the server-side cursor at a time: one batch for the checks
 
@@ -28,49 +37,113 @@ BATCH_ROWS = 50_000  # rows fetched from the server-side cursor at a time: one b
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
     from psycopg import sql
 
-    source = _spec(pipeline)
-    table, cursor = sql.Identifier(*source.table.split(".")), sql.Identifier(source.cursor)
-    after = sql.SQL("{} > %(after)s").format(cursor) if resume.position is not None else sql.SQL("TRUE")
-    bound = {"after": resume.position}
+    source, keyset = _spec(pipeline), _keyset(pipeline)
+    table = sql.Identifier(*source.table.split("."))
+    after, bound = _after(keyset, resume.position)
+    order = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in keyset)
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
     with _connect(source) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT max({}) FROM {} WHERE {}").format(cursor, table, after), bound)
-        (upto,) = cur.fetchone()
-        if upto is None:
-            return []
         cur.execute(
-            sql.SQL(
-                "SELECT DISTINCT {c} FROM (SELECT {c}, row_number() OVER (ORDER BY {c}) AS n FROM {t}"
-                " WHERE {after} AND {c} <= %(upto)s) AS numbered WHERE n %% %(every)s = 0 ORDER BY {c}"
-            ).format(c=cursor, t=table, after=after),
-            {**bound, "upto": upto, "every": source.chunk_rows},
+            sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT 1").format(names, table, after, order),
+            bound,
         )
-        cuts = [as_position(row[0]) for row in cur.fetchall()]
-    bounds = [resume.position, *(c for c in cuts if c != as_position(upto)), as_position(upto)]
+        last = cur.fetchone()
+        upto = _position(last) if last is not None else None
+        shards = []
+        if upto is not None:
+            up, up_bound = _upto(keyset, upto)
+            ascending = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
+            cur.execute(
+                sql.SQL(
+                    "SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {o}) AS n FROM {t}"
+                    " WHERE {after} AND {up}) AS numbered WHERE n %% %(every)s = 0 ORDER BY {o}"
+                ).format(k=names, o=ascending, t=table, after=after, up=up),
+                {**bound, **up_bound, "every": source.chunk_rows},
+            )
+            cuts = [_position(row) for row in cur.fetchall()]
+            bounds = [resume.position, *(c for c in cuts if c != upto), upto]
+            shards = [{"after": a, "upto": b} for a, b in itertools.pairwise(bounds)]
     label = f"postgres://{source.connection}/{source.table}"
-    return [
-        span_shard(index, "postgres", label, {"after": a, "upto": b})
-        for index, (a, b) in enumerate(itertools.pairwise(bounds))
-    ]
+    if source.lookback and isinstance(resume.position, list):
+        since = _earlier(pipeline, resume.position[0], source.lookback)
+        shards.insert(0, {"since": since, "upto": resume.position, "lookback": True})
+    return [span_shard(index, "postgres", label, span) for index, span in enumerate(shards)]
 
 
 def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
+    """The shard's rows in keyset order; a ``lookback`` shard's are rows already committed or
+    committed late behind the position (``RawBatch.known`` marks them for the engine to drop
+    those the table has)."""
     from psycopg import sql
 
-    source, span = _spec(pipeline), shard.span or {}
+    source, span, keyset = _spec(pipeline), shard.span or {}, _keyset(pipeline)
     columns = pipeline.contract.columns
-    cursor = sql.Identifier(source.cursor)
-    after = sql.SQL("{} > %(after)s").format(cursor) if span.get("after") is not None else sql.SQL("TRUE")
-    query = sql.SQL("SELECT {} FROM {} WHERE {} AND {} <= %(upto)s ORDER BY {}").format(
+    if span.get("lookback"):
+        after, bound = (
+            sql.SQL("{} > %(since)s").format(sql.Identifier(source.cursor)),
+            {"since": span["since"]},
+        )
+    else:
+        after, bound = _after(keyset, span.get("after"))
+    up, up_bound = _upto(keyset, span["upto"])
+    query = sql.SQL("SELECT {} FROM {} WHERE {} AND {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         sql.Identifier(*source.table.split(".")),
         after,
-        cursor,
-        cursor,
+        up,
+        sql.SQL(", ").join(sql.Identifier(c) for c in keyset),
     )
     with _connect(source) as conn, conn.cursor(name=f"base_{shard.id}") as cur:  # server-side
-        cur.execute(query, dict(span))
+        cur.execute(query, {**bound, **up_bound})
         while rows := cur.fetchmany(BATCH_ROWS):
-            yield RawBatch(_as_text(rows, columns))
+            yield RawBatch(_as_text(rows, columns), known=bool(span.get("lookback")))
+
+
+def _keyset(pipeline: Pipeline) -> list[str]:
+    """The order rows are read in: the cursor, then the primary key, so ties on the cursor are
+    read in a fixed order and a position between them is exact."""
+    cursor = _spec(pipeline).cursor
+    return [cursor, *(k for k in pipeline.contract.primary_key if k != cursor)]
+
+
+def _position(row: Sequence[Any]) -> list[Any]:
+    return [as_position(value) for value in row]
+
+
+def _after(keyset: list[str], position: Any) -> tuple[Any, dict[str, Any]]:
+    """Rows after a position: ``(cursor, key) > (…)`` for a keyset position, ``cursor > …`` for a
+    cursor value (a table committed before keysets), everything for None."""
+    from psycopg import sql
+
+    if position is None:
+        return sql.SQL("TRUE"), {}
+    if not isinstance(position, list):
+        return sql.SQL("{} > %(after0)s").format(sql.Identifier(keyset[0])), {"after0": position}
+    return _compare(keyset, ">", "after", position)
+
+
+def _upto(keyset: list[str], position: list[Any]) -> tuple[Any, dict[str, Any]]:
+    return _compare(keyset, "<=", "upto", position)
+
+
+def _compare(keyset: list[str], operator: str, name: str, position: list[Any]) -> tuple[Any, dict[str, Any]]:
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
+    values = sql.SQL(", ").join(sql.Placeholder(f"{name}{i}") for i in range(len(keyset)))
+    condition = sql.SQL("({}) {} ({})").format(columns, sql.SQL(operator), values)
+    return condition, {f"{name}{i}": value for i, value in enumerate(position)}
+
+
+def _earlier(pipeline: Pipeline, value: Any, lookback: str) -> Any:
+    """The cursor value ``lookback`` before ``value``: a duration for times, a count for integers."""
+    column = pipeline.contract.column(_spec(pipeline).cursor)
+    if column.type == "int64":
+        return int(value) - int(lookback)
+    seconds = duration_seconds(lookback)
+    if column.type == "date":
+        return (date.fromisoformat(value) - timedelta(seconds=seconds)).isoformat()
+    return (datetime.fromisoformat(value) - timedelta(seconds=seconds)).isoformat()
 
 
 def _spec(pipeline: Pipeline) -> PostgresSource:
