@@ -23,7 +23,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from base_platform.files import Location
+from base_platform.files import Location, read_file
 from base_platform.pipelines.data_control import maintenance
 from base_platform.pipelines.data_control.form_params import SPLITS
 from base_platform.pipelines.data_control.table_actions import ControlError
@@ -126,32 +126,45 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
 
 
 def _erase_rows(table: Table, digests: dict[str, bytes], request: str) -> dict[str, Any]:
-    """Delete the rows holding a pseudonym, then expire the snapshots that reach a file that held
-    one: those the delete replaced, and any other that still holds a match (a dropped audit)."""
+    """Delete the rows holding a pseudonym from ``main``, then expire every other snapshot that
+    reaches a file holding one: those the delete replaced, and any other (an audit an erasure
+    dropped, a snapshot from before a compaction). Each candidate file is read once."""
     match = _match(table, digests)
-    if match is None or table.current_snapshot() is None:
+    if match is None or not table.snapshots():
         return {"rows_removed": 0}
     column = next(name for name in digests if name in table.schema().column_names)
-    if table.scan(row_filter=match, selected_fields=(column,)).to_arrow().num_rows:
-        table.delete(match, snapshot_properties={ERASURE: request})
-    table = table.refresh()
+    if table.current_snapshot() is not None:
+        if table.scan(row_filter=match, selected_fields=(column,)).to_arrow().num_rows:
+            table.delete(match, snapshot_properties={ERASURE: request})
+        table = table.refresh()
     current = table.current_snapshot()
-    assert current is not None
     reach = maintenance.Reach(table)
-    now = reach.data_files(current)
+    now = reach.data_files(current) if current is not None else set()
+    others = [s for s in table.snapshots() if current is None or s.snapshot_id != current.snapshot_id]
     held = _files_erased_by(table, request, reach)
-    holders = []
-    for snapshot in table.snapshots():
-        files = reach.data_files(snapshot)
-        if snapshot.snapshot_id == current.snapshot_id or files <= now:
-            continue
-        if files & held or _holds(table, snapshot.snapshot_id, match, column):
-            holders.append(snapshot.snapshot_id)
+    unknown = set().union(*(reach.data_files(s) for s in others)) - now - held
+    held |= {file for file in unknown if _file_holds(file, digests)}
+    holders = [s.snapshot_id for s in others if reach.data_files(s) & held]
     return {
         "rows_removed": _rows_erased_by(table, request),
-        "snapshot_id": current.snapshot_id,
+        "snapshot_id": current.snapshot_id if current is not None else None,
         **maintenance.expire(table, holders),
     }
+
+
+def _file_holds(uri: str, digests: dict[str, bytes]) -> bool:
+    """Whether a data file has a row with one of the pseudonyms (its HMAC columns read alone)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    folder, name = uri.rsplit("/", 1)
+    location = Location.of(folder)
+    with location.fs.open_input_file(location.path(name)) as source:
+        present = [c for c in digests if c in pq.read_schema(source).names]
+    if not present:
+        return False
+    rows = read_file(location, name, None, columns=present)
+    return any(pc.any(pc.equal(rows.column(c), digests[c])).as_py() for c in present)
 
 
 def _match(table: Table, digests: dict[str, bytes]) -> BooleanExpression | None:
@@ -164,12 +177,6 @@ def _match(table: Table, digests: dict[str, bytes]) -> BooleanExpression | None:
     for name in present[1:]:
         found = Or(found, EqualTo(term=name, value=digests[name]))
     return found
-
-
-def _holds(table: Table, snapshot_id: int, match: BooleanExpression, column: str) -> bool:
-    return bool(
-        table.scan(snapshot_id=snapshot_id, row_filter=match, selected_fields=(column,)).to_arrow().num_rows
-    )
 
 
 def _files_erased_by(table: Table, request: str, reach: maintenance.Reach) -> set[str]:
