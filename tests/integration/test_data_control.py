@@ -113,6 +113,13 @@ def test_erase_maintenance_sample_and_split_run_on_a_pipelines_table(
     vault_hook().create_or_update_secret("erasure/req-7", {"subject": by_reference})
     referenced = control_dag("dataset_erase").test(run_conf={"subject": "vault:erasure/req-7#subject"})
     assert referenced.state == "success" and by_reference not in json.dumps(referenced.conf)
+    import hvac
+
+    kv = vault_hook().vault_client.client.secrets.kv.v2
+    with pytest.raises(hvac.exceptions.InvalidPath):  # the request's copy of the subject is destroyed
+        kv.read_secret_version(path="erasure/req-7", mount_point="secret")
+    refused = control_dag("dataset_erase").test(run_conf={"subject": "vault:platform/pipelines#hmac_key"})
+    assert refused.state == "failed"  # never a secret outside erasure/: it would be read, then destroyed
     erasures = [
         entry
         for path in (tmp_path / "artifacts").rglob("erasure.json")

@@ -106,8 +106,13 @@ def test_a_lost_consumer_group_stores_nothing_twice(server: Redis, tmp_path: Pat
     send(server, *(as_entry(event(n)) for n in range(100, 200)))
     second = run(card_events(), target, "run-2")
     assert second is not None and second.rows_in == 100 and second.rows_stored == 100
+    server.client().xgroup_destroy(STREAM, "base")
+    server.client().xgroup_create(STREAM, "base", id="0")  # made again by someone else, at the start
+    send(server, *(as_entry(event(n)) for n in range(200, 210)))
+    third = run(card_events(), target, "run-3")
+    assert third is not None and third.rows_in == 10 and third.rows_quarantined == 0  # set past, not re-read
     ids = committed()
-    assert len(ids) == len(set(ids)) == 200
+    assert len(ids) == len(set(ids)) == 210
 
 
 def test_a_discarded_audit_releases_its_entries_and_the_stream_goes_on(server: Redis, tmp_path: Path) -> None:
@@ -121,7 +126,12 @@ def test_a_discarded_audit_releases_its_entries_and_the_stream_goes_on(server: R
     assert not engine.commit(pipeline, request).published  # the breaker opened
     table = tables.load("card_events")
     assert table is not None
+    from base_platform.pipelines.pipeline_management.breaker_dag import release_stream
+
+    audited = breaker.audit_position(table)
     breaker.resolve_audit(table, "discard", "operator", "a producer bug, fixed")
+    assert release_stream(pipeline, "discard", audited, "a producer bug") is None
+    assert pending(server) == 0 and server.client().xlen(f"{STREAM}:dead-letter") == 100
     send(server, *(as_entry(event(n)) for n in range(100, 130)))
     record = run(pipeline, target, "run-2")
     assert record is not None and record.rows_in == 30 and record.published
@@ -134,7 +144,7 @@ def test_a_discard_without_an_audit_moves_the_pending_entries_to_the_dead_letter
 ) -> None:
     """Runs that failed after reading (no audit to discard): the operator's discard releases what
     they left pending, kept in ``card_events:dead-letter``, and the stream goes on after it."""
-    from base_platform.pipelines.pipeline_management.breaker_dag import _release
+    from base_platform.pipelines.pipeline_management.breaker_dag import release_stream
 
     pipeline, target = card_events(), tmp_path / "out"
     send(server, *(as_entry(event(n)) for n in range(100)))
@@ -146,8 +156,9 @@ def test_a_discard_without_an_audit_moves_the_pending_entries_to_the_dead_letter
     table = tables.load("card_events")
     assert table is not None
     breaker.trip(table, "3 runs in a row failed", "run-2", None)
-    decision = {"action": "discard", "reason": "a poison batch"}
-    breaker.resolve_audit(table, "discard", "operator", "a poison batch", _release(pipeline, table, decision))
+    audited = breaker.audit_position(table)  # as pipeline_control's resolve task does it
+    breaker.resolve_audit(table, "discard", "operator", "a poison batch")
+    breaker.move_past(table.refresh(), release_stream(pipeline, "discard", audited, "a poison batch"))
     assert pending(server) == 0 and server.client().xlen(f"{STREAM}:dead-letter") == 50
     send(server, *(as_entry(event(n)) for n in range(150, 170)))
     record = run(pipeline, target, "run-3")

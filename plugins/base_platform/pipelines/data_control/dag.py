@@ -25,6 +25,7 @@ from base_platform.pipelines.spec import load_pipelines, pipeline_named
 
 log = logging.getLogger(__name__)
 VAULT_REFERENCE = "vault:"
+REQUESTS_PATH = "erasure/"  # a request's subject in Vault: its own path under this, read, then destroyed
 
 
 def _names() -> list[str]:
@@ -189,7 +190,7 @@ def build_erase_dag() -> DAG:
             if given.startswith(VAULT_REFERENCE):  # the request's copy of the subject goes last
                 from base_platform.vault.client import destroy_secret
 
-                destroy_secret(given.removeprefix(VAULT_REFERENCE).partition("#")[0])
+                destroy_secret(_request_path(given)[0])
             return reports
 
         erase()
@@ -206,10 +207,19 @@ def _subject(given: str) -> str:
         return given
     from base_platform.vault.client import read_secret
 
-    path, _, key = given.removeprefix(VAULT_REFERENCE).partition("#")
-    if not path or not key:
-        raise AirflowFailException("subject: a Vault reference reads vault:<kv path>#<key>")
+    path, key = _request_path(given)
     return read_secret(path, key)
+
+
+def _request_path(given: str) -> tuple[str, str]:
+    """A reference's path and key, refused unless the path is a request's own, under
+    ``REQUESTS_PATH``: the task destroys it afterwards, and must never reach another secret."""
+    path, _, key = given.removeprefix(VAULT_REFERENCE).partition("#")
+    if not key or not path.startswith(REQUESTS_PATH) or len(path) == len(REQUESTS_PATH) or ".." in path:
+        raise AirflowFailException(
+            f"subject: a Vault reference reads vault:{REQUESTS_PATH}<request>#<key> (a request's own secret)"
+        )
+    return path, key
 
 
 def build_sample_dag() -> DAG:

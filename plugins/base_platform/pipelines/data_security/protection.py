@@ -39,15 +39,22 @@ def mask(values: pa.Array, keep_last: int) -> pa.Array:
     return pc.binary_join_element_wise(hidden, tail, "")
 
 
+PHONE_LIKE = r"^\s*\+?\(?[0-9][0-9 ().\-/]{5,}[0-9]\s*$"  # at least 7 digits and separators
+
+
 def canonical(values: pa.Array, kind: str | None) -> pa.Array:
     """The form a value is hashed in: an e-mail trimmed and lower-cased, a phone number's digits
     and leading ``+``; anything else as it is. Protecting and erasing both use it."""
     if kind == "email":
         return pc.utf8_lower(pc.utf8_trim_whitespace(values))
-    if kind == "phone":
-        plus = pc.starts_with(pc.utf8_trim_whitespace(values), "+")
+    if kind == "phone":  # only what looks like a number: "1" in an amount is no phone
         digits = pc.replace_substring_regex(values, r"[^0-9]", "")
-        return pc.if_else(plus, pc.binary_join_element_wise("+", digits, ""), digits)
+        international = pc.or_(
+            pc.starts_with(pc.utf8_trim_whitespace(values), "+"), pc.starts_with(digits, "00")
+        )
+        plus = pc.binary_join_element_wise("+", pc.replace_substring_regex(digits, r"^00", ""), "")
+        canonical = pc.if_else(international, plus, digits)
+        return pc.if_else(pc.match_substring_regex(values, PHONE_LIKE), canonical, values)
     return values
 
 

@@ -251,13 +251,10 @@ def count_run(table: Table, run: str, failed: list[str], limit: int) -> tuple[Br
     return counted, False
 
 
-def resolve_audit(
-    table: Table, action: Literal["publish", "discard"], who: str, why: str, released: Any = None
-) -> dict[str, Any]:
+def resolve_audit(table: Table, action: Literal["publish", "discard"], who: str, why: str) -> dict[str, Any]:
     """An operator's answer to an open breaker: publish the audit to ``main`` or discard it (its
     inputs are not read again: a corrected file has a new checksum; a source's position moves
-    past it, and past ``released``, what a stream's discard released without an audit). Either
-    closes the breaker."""
+    past it). Either closes the breaker."""
     breaker = state(table)
     audit_ref = table.metadata.refs.get(AUDIT)
     snapshot_id = audit_ref.snapshot_id if audit_ref else None
@@ -267,9 +264,6 @@ def resolve_audit(
         if snapshot_id is None:
             raise BreakerError(f"{table.name()[-1]}: no audit to publish (discard to close the breaker)")
         publish_audit(table, snapshot_id)
-    elif snapshot_id is None and released is not None:
-        with table.transaction() as tx:
-            tx.set_properties({tables.DISCARDED_POSITION: json.dumps(released)})
     elif snapshot_id is not None:
         snapshot = table.snapshot_by_id(snapshot_id)
         record = tables.run_record(snapshot) if snapshot is not None else None
@@ -281,13 +275,29 @@ def resolve_audit(
             with ManageSnapshots(tx) as manage:
                 manage.remove_branch(AUDIT)
             tx.set_properties({tables.DISCARDED_INPUTS: json.dumps(discarded, sort_keys=True)})
-            reached = highest([record.position if record else None, released])
-            if reached is not None:
-                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(reached)})
+            if record is not None and record.position is not None:
+                tx.set_properties({tables.DISCARDED_POSITION: json.dumps(record.position)})
     closed = Breaker(last_counted_run=breaker.last_counted_run, transitions=breaker.transitions)
     facts = {"action": action, "who": who, "why": why, "snapshot_id": snapshot_id}
     _save(table.refresh(), closed, "closed", **facts)
     return {"dataset": table.name()[-1], **facts, "reason_it_opened": breaker.reason}
+
+
+def audit_position(table: Table) -> Any:
+    """Where the audit waiting for a decision leaves its source (None without one)."""
+    audit_ref = table.metadata.refs.get(AUDIT)
+    snapshot = table.snapshot_by_id(audit_ref.snapshot_id) if audit_ref else None
+    record = tables.run_record(snapshot) if snapshot is not None else None
+    return record.position if record is not None else None
+
+
+def move_past(table: Table, position: Any) -> None:
+    """The source's position moves past what an operator discarded without an audit (a stream's
+    pending entries of runs that failed): they are not read again."""
+    discarded = table.properties.get(tables.DISCARDED_POSITION)
+    reached = highest([discarded and json.loads(discarded), position])
+    with table.transaction() as tx:
+        tx.set_properties({tables.DISCARDED_POSITION: json.dumps(reached)})
 
 
 def drop_audit(table: Table, why: str) -> int | None:

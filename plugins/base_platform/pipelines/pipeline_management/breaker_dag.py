@@ -148,12 +148,14 @@ def build_pipeline_control_dag() -> DAG:
             table = tables.load(pipeline.spec.name)
             if table is None:
                 raise AirflowFailException(f"dataset {pipeline.spec.name!r} has no table: nothing to resolve")
+            audited = breaker.audit_position(table)  # read before the decision drops the audit
             try:
-                report = breaker.resolve_audit(
-                    table, params["action"], who, params["reason"], _release(pipeline, table, params)
-                )
+                report = breaker.resolve_audit(table, params["action"], who, params["reason"])
             except breaker.BreakerError as exc:
                 raise AirflowFailException(str(exc)) from exc
+            released = release_stream(pipeline, params["action"], audited, params["reason"])
+            if released is not None:
+                breaker.move_past(table.refresh(), released)
             if params["action"] == "publish":
                 announce_change(context, pipeline.spec, report["snapshot_id"], reason="audit published")
             report["resumed"] = set_paused(f"pipeline_{pipeline.spec.name}", False)
@@ -165,26 +167,21 @@ def build_pipeline_control_dag() -> DAG:
     return dag
 
 
-def _release(pipeline: Any, table: Any, params: dict[str, Any]) -> Any:
-    """A stream's entries the decision releases, so the stream goes on: a published audit's are
-    acked (and trimmed when old), a discarded batch's are moved to ``<stream>:dead-letter`` and
-    acked; with no audit (runs that failed), every pending entry is. Returns where the discard
-    leaves the stream, for the source's position (None otherwise)."""
+def release_stream(pipeline: Any, action: str, audited: Any, reason: str) -> Any:
+    """After the decision, a stream's entries it settles, so the stream goes on: a published
+    audit's are acked (up to ``audited``, its position); a discarded batch's are moved to
+    ``<stream>:dead-letter`` and acked, every pending one when runs failed with no audit. Returns
+    where such a discard leaves the stream, for the source's position (None otherwise). Nothing
+    is trimmed here: the pipeline's own acknowledge does that."""
     from base_platform.pipelines.data_streaming.stream_tasks import is_stream
 
     if not is_stream(pipeline.spec):
         return None
     from base_platform.pipelines.data_ingestion.sources import redis_stream
-    from base_platform.pipelines.data_storage import tables
-    from base_platform.pipelines.pipeline_management import breaker
 
-    audit = table.metadata.refs.get(breaker.AUDIT)
-    snapshot = table.snapshot_by_id(audit.snapshot_id) if audit else None
-    record = tables.run_record(snapshot) if snapshot is not None else None
-    position = record.position if record else None
-    if params["action"] == "publish":
-        redis_stream.acknowledge(pipeline, position)
+    if action == "publish":
+        redis_stream.acknowledge(pipeline, audited, trim=False)
         return None
-    moved, last = redis_stream.dead_letter(pipeline, position, f"discarded: {params['reason']}")
+    moved, last = redis_stream.dead_letter(pipeline, audited, f"discarded: {reason}")
     log.info("Moved %d pending entries to the dead-letter stream", moved)
-    return last if position is None else None
+    return last if audited is None else None

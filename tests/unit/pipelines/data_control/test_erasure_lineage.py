@@ -112,5 +112,6 @@ def test_canonical_forms_are_one_pseudonym_for_one_person() -> None:
 
     emails = pa.array(["A.B@Example.COM", " a.b@example.com ", None])
     assert protection.canonical(emails, "email").to_pylist() == ["a.b@example.com", "a.b@example.com", None]
-    phones = pa.array(["+49 151 000-1", "0049 151 0001", "(0151) 0001"])
-    assert protection.canonical(phones, "phone").to_pylist() == ["+491510001", "00491510001", "01510001"]
+    phones = pa.array(["+49 151 000-1", "0049 151 0001", "(0151) 0001", "1", "12.50"])
+    canonical = protection.canonical(phones, "phone").to_pylist()
+    assert canonical == ["+491510001", "+491510001", "01510001", "1", "12.50"]  # an amount is no phone

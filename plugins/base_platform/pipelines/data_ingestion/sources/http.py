@@ -73,6 +73,8 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
                     f"GET {url}: the API sent this page's cursor or link again; refusing to loop"
                 )
             if len(requested) == source.pagination.max_pages:
+                if not source.cursor:  # the next run would start at page 1 again, and never get past
+                    raise SourceError(f"{source.path}: more than pagination.max_pages pages, and no cursor")
                 log.warning("%s: stopped after %d pages (pagination.max_pages)", source.path, len(requested))
                 return
             requested.add(request)

@@ -89,17 +89,18 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
         yield batch
 
 
-def acknowledge(pipeline: Pipeline, position: Any) -> int:
-    """Ack the group's pending entries up to a published position, then trim what is both
-    committed and older than the retention; returns how many were acked."""
+def acknowledge(pipeline: Pipeline, position: Any, trim: bool = True) -> int:
+    """Ack the group's pending entries up to a published position, then (``trim``) drop what is
+    both committed and older than the retention; returns how many were acked."""
     source = spec_of(pipeline)
     client = _client(source)
     acked = acknowledge_upto(client, source, _entry(position))
-    trim(client, source, _entry(position))
+    if trim:
+        trim_committed(client, source, _entry(position))
     return acked
 
 
-def trim(client: Any, source: RedisStreamSource, position: redis_streams.EntryId | None) -> int:
+def trim_committed(client: Any, source: RedisStreamSource, position: redis_streams.EntryId | None) -> int:
     """``XTRIM MINID``: drop the entries committed (at or before ``position``) and older than
     ``retention_hours`` by Redis's clock, so the stream's memory stays bounded. Never an entry
     not yet committed; ``~`` lets Redis drop whole nodes only (it may keep a few more)."""
