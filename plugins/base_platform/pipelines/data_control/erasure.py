@@ -41,19 +41,20 @@ ENTRIES_KEPT = 50  # the newest erasures the table property keeps (the reports k
 CUT_TABLES = ("sample", *SPLITS)  # ``<dataset>__<cut>``, made by ``sampling``
 
 
-def subject_digests(pipeline: Pipeline, subject: str, key: bytes) -> dict[str, bytes]:
-    """The subject's pseudonym in each HMAC column that can hold it: the HMAC of the column's
-    canonical form of it."""
+def subject_digests(pipeline: Pipeline, subject: str, key: bytes) -> dict[str, list[bytes]]:
+    """The subject's pseudonyms in each HMAC column: the HMAC of the column's canonical form of
+    it, and of the subject as given (rows stored before the column hashed a canonical form)."""
     import pyarrow as pa
 
     from base_platform.pipelines.data_security import hashing, protection
 
-    digests = {}
+    digests: dict[str, list[bytes]] = {}
     for column, rule in pipeline.spec.security.columns.items():
-        form = protection.canonical_text(subject, rule.canonical) if rule.protect == "hmac" else ""
-        if form:  # an e-mail has no phone form: that column cannot hold it
-            hashed = hashing.hmac_sha256({"subject": pa.array([form], pa.string())}, key)["subject"]
-            digests[column] = hashed[0].as_py()
+        if rule.protect != "hmac":
+            continue
+        forms = list(dict.fromkeys([protection.canonical_text(subject, rule.canonical), subject]))
+        hashed = hashing.hmac_sha256({"subject": pa.array(forms, pa.string())}, key)["subject"]
+        digests[column] = [digest for digest in hashed.to_pylist() if digest is not None]
     return digests
 
 
@@ -100,7 +101,7 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     digests = subject_digests(pipeline, subject, key)
     report |= {"searchable": True, "hmac_columns": sorted(digests), "rows_removed": 0}
     table = tables.load(name)
-    tokens = hashing.digest_tokens(pa.array(list(digests.values()), pa.binary()))
+    tokens = hashing.digest_tokens(pa.array([d for found in digests.values() for d in found], pa.binary()))
     # first: a run that commits meanwhile drops the subject already
     table_keys.suppress(Location.of(tables.location_of(pipeline, table)), tokens)
     if table is not None:
@@ -125,7 +126,7 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     return report
 
 
-def _erase_rows(table: Table, digests: dict[str, bytes], request: str) -> dict[str, Any]:
+def _erase_rows(table: Table, digests: dict[str, list[bytes]], request: str) -> dict[str, Any]:
     """Delete the rows holding a pseudonym from ``main``, then expire every other snapshot that
     reaches a file holding one: those the delete replaced, and any other (an audit an erasure
     dropped, a snapshot from before a compaction). Each candidate file is read once."""
@@ -152,8 +153,9 @@ def _erase_rows(table: Table, digests: dict[str, bytes], request: str) -> dict[s
     }
 
 
-def _file_holds(uri: str, digests: dict[str, bytes]) -> bool:
+def _file_holds(uri: str, digests: dict[str, list[bytes]]) -> bool:
     """Whether a data file has a row with one of the pseudonyms (its HMAC columns read alone)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -164,18 +166,20 @@ def _file_holds(uri: str, digests: dict[str, bytes]) -> bool:
     if not present:
         return False
     rows = read_file(location, name, None, columns=present)
-    return any(pc.any(pc.equal(rows.column(c), digests[c])).as_py() for c in present)
+    wanted = {c: pa.array(digests[c], pa.binary(32)) for c in present}
+    return any(pc.any(pc.is_in(rows.column(c), value_set=wanted[c])).as_py() for c in present)
 
 
-def _match(table: Table, digests: dict[str, bytes]) -> BooleanExpression | None:
+def _match(table: Table, digests: dict[str, list[bytes]]) -> BooleanExpression | None:
     from pyiceberg.expressions import EqualTo, Or
 
     present = [name for name in digests if name in table.schema().column_names]
-    if not present:
+    terms = [EqualTo(term=name, value=digest) for name in present for digest in digests[name]]
+    if not terms:
         return None
-    found: BooleanExpression = EqualTo(term=present[0], value=digests[present[0]])
-    for name in present[1:]:
-        found = Or(found, EqualTo(term=name, value=digests[name]))
+    found: BooleanExpression = terms[0]
+    for term in terms[1:]:
+        found = Or(found, term)
     return found
 
 

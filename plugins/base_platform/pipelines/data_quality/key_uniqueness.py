@@ -18,6 +18,8 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from base_platform.files import Location, file_digest, read_batches, read_file, row_count
 from base_platform.pipelines.data_ingestion import sources
@@ -31,8 +33,10 @@ from base_platform.pipelines.spec import Pipeline, Unique
 
 REPEATED = "duplicate in this run (the key came earlier in the run)"
 KNOWN = "repeated key (already in the table)"
-Check = Literal["known", "repeated"]  # a key the table has, or one an earlier part of the run had
-REASONS: dict[Check, str] = {"known": KNOWN, "repeated": REPEATED}
+ERASED = "an erased subject (dataset_erase): dropped, its values not kept"
+# a key the table has, one an earlier part of the run had, or a row of a subject erased meanwhile
+Check = Literal["known", "repeated", "erased"]
+REASONS: dict[Check, str] = {"known": KNOWN, "repeated": REPEATED, "erased": ERASED}
 # parts mended at once: commit runs alone, and CSV and Parquet decoding and encoding release the GIL
 PARTS_AT_ONCE = 2
 
@@ -110,7 +114,10 @@ def repeated_file(
 def repeated_files(pipeline: Pipeline, run_key: str, shard_id: str, count: int) -> list[tuple[str, str]]:
     """:func:`repeated_file` of every check of every unique rule for each of a shard's ``count``
     data files: the primary key against the table, then each rule across the run."""
-    checks: list[tuple[Unique, Check]] = [(primary_key_rule(pipeline), "known")]
+    checks: list[tuple[Unique, Check]] = [
+        (primary_key_rule(pipeline), "known"),
+        (primary_key_rule(pipeline), "erased"),
+    ]
     checks += [(rule, "repeated") for rule in unique_rules(pipeline)]
     return [
         repeated_file(run_key, shard_id, rule, number, check)
@@ -136,6 +143,7 @@ def quarantine_repeated_keys(
     results: list[ShardResult],
     key: bytes | None = None,
     known: str | None = None,
+    suppressed: np.ndarray | None = None,
 ) -> KeyCheck:
     """Stored rows whose primary key the table already has (``known``: its index, see
     ``table_keys``), or whose key of any ``unique`` rule an earlier part of the run had, go to
@@ -150,10 +158,11 @@ def quarantine_repeated_keys(
     parts = parts_of(results)
     unchanged = _UnchangedSources()
     primary = primary_key_rule(pipeline)
+    # a subject erased while the run read: its rows go before any key is judged
+    exact = suppressed is None or not drop_erased(pipeline, target, run_key, results, suppressed, key)
     checks: list[tuple[Unique, Check]] = [(primary, "known")] if known else []
     checks += [(rule, "repeated") for rule in unique_rules(pipeline)]
     removed: list[list[np.ndarray]] = [[] for _ in parts]  # each part's primary keys removed
-    exact = True
     for rule, check in checks:  # in turn: a later check reads the files an earlier one mended
         files = [keys_file(run_key, part.result.shard.id, part.number, rule) for part in parts]
         if check == "known" and known:
@@ -184,6 +193,72 @@ def _new_keys(
         kept.append(stored)
     merged: np.ndarray = np.sort(np.concatenate(kept)) if kept else np.empty(0, np.uint64)
     return merged
+
+
+def drop_erased(
+    pipeline: Pipeline,
+    target: Location,
+    run_key: str,
+    results: list[ShardResult],
+    suppressed: np.ndarray,
+    key: bytes | None,
+) -> bool:
+    """Drop from the run's staged files the rows of subjects erased since its shards read
+    (``suppressed``: the dataset's tokens now): from each data file, counted in a quarantine file
+    of reasons alone, and from the shard's quarantine, whose row keeps its reason and nothing
+    else. Returns whether any row was dropped. Safe to repeat, as the other checks are."""
+    from base_platform.pipelines.data_security import hashing
+
+    policy = pipeline.spec.security
+    hmac = [name for name, rule in policy.columns.items() if rule.protect == "hmac"]
+    decryption = protection.decryption_properties() if policy.encrypted else None
+    names = list(pipeline.contract.names)
+
+    def erased_rows(table: pa.Table) -> np.ndarray:
+        erased = np.zeros(table.num_rows, dtype=bool)
+        for name in (n for n in hmac if n in table.column_names):
+            values = table.column(name).combine_chunks()
+            valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+            erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
+        return erased
+
+    dropped = False
+    for result in results:
+        for number, path in enumerate(result.files):
+            if not target.exists(path):
+                continue
+            erased = erased_rows(read_file(target, path, decryption, columns=[n for n in hmac if n in names]))
+            if not erased.any():
+                continue
+            staged = repeated_file(run_key, result.shard.id, primary_key_rule(pipeline), number, "erased")[0]
+            writer = staging_writer.QuarantineWriter(
+                target, target.path(staged), names, result.shard.label, policy, key
+            )
+            writer.counted(int(erased.sum()), ERASED)
+            writer.close()
+            kept = _kept(read_batches(target, path, decryption), erased)
+            staging_writer.replace_file(target, path, kept, protection.file_encryption(policy))
+            dropped = True
+        if result.quarantine and target.exists(result.quarantine):
+            rows = read_file(target, result.quarantine)
+            if (erased := erased_rows(rows)).any():
+                target.write_atomically(_blanked(rows, erased), result.quarantine)
+    return dropped
+
+
+def _blanked(rows: pa.Table, erased: np.ndarray) -> bytes:
+    """Quarantined rows as Parquet, the ``erased`` ones with their reason alone (and source)."""
+    mask, columns = pa.array(erased), {}
+    for name in rows.column_names:
+        if name == "_reason":
+            columns[name] = pc.if_else(mask, pa.scalar(ERASED), rows.column(name))
+        elif name == "_source":
+            columns[name] = rows.column(name)
+        else:
+            columns[name] = pc.if_else(mask, pa.scalar(None, rows.schema.field(name).type), rows.column(name))
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _known_keys(target: Location, index: str, files: list[str]) -> list[np.ndarray]:

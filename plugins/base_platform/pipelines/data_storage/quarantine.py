@@ -50,7 +50,7 @@ def records(
 
 
 def erase_quarantined(
-    target_uri: str, digests: dict[str, bytes], subject: str, canonical: list[str | None], key: bytes
+    target_uri: str, digests: dict[str, list[bytes]], subject: str, canonical: list[str | None], key: bytes
 ) -> dict[str, int]:
     """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column
     holds the subject's pseudonym (``digests``, by column), and those whose sealed raw values
@@ -74,9 +74,9 @@ def erase_quarantined(
             continue
         table = pq.read_table(info.path, filesystem=target.fs)
         hit = pa.array([False] * table.num_rows)
-        for name, digest in digests.items():
+        for name, found in digests.items():
             if name in table.column_names:
-                matched = pc.equal(table.column(name), pa.scalar(digest, pa.binary()))
+                matched = pc.is_in(table.column(name), value_set=pa.array(found, pa.binary()))
                 hit = pc.or_(hit, pc.fill_null(matched, False))
         sealed = table.column("_sealed").to_pylist()
         held = [bool(s) and _holds(protection.unseal(s, key), forms, canonical) for s in sealed]
@@ -107,16 +107,33 @@ def _holds(record: dict[str, str | None], forms: set[str], canonical: list[str |
 
 
 def raw_fields(raw: str) -> list[str]:
-    """The fields of a raw line: a JSON object's values, or its CSV fields."""
+    """The values a raw line holds: every scalar of every JSON value on it (nested ones too, and
+    a second object after the first), else its CSV fields; a line neither can read gives its
+    tokens between JSON and CSV punctuation, so a truncated record is still searched."""
     import json
+    import re
 
+    decoder, found, position = json.JSONDecoder(), [], 0
+    text = raw.strip()
     try:
-        found = json.loads(raw)
+        while position < len(text):
+            value, position = decoder.raw_decode(text, position)
+            found += _scalars(value)
+            while position < len(text) and text[position].isspace():
+                position += 1
+        return found
     except ValueError:
-        found = None
-    if isinstance(found, dict):
-        return [str(value) for value in found.values() if value is not None]
-    return [field for row in csv.reader(io.StringIO(raw)) for field in row]
+        pass
+    fields = [field for row in csv.reader(io.StringIO(raw)) for field in row]
+    return fields + [token for token in re.split(r"""[\s,;:"'{}\[\]]+""", raw) if token]
+
+
+def _scalars(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _scalars(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _scalars(item)]
+    return [] if value is None else [str(value)]
 
 
 def _text(value: bytes | None) -> str | None:

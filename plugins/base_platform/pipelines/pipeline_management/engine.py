@@ -45,7 +45,7 @@ from base_platform.pipelines.schema_contracts import conformance
 from base_platform.pipelines.spec import Freshness, Pipeline, cursor_of
 
 log = logging.getLogger(__name__)
-ERASED = "an erased subject (dataset_erase): dropped, its values not kept"
+ERASED = key_uniqueness.ERASED
 BYTES_PER_STORED_ROW = 48  # zstd Parquet of the transactions contract, measured; sizes target files
 
 
@@ -337,6 +337,7 @@ def process_shard(
     )
     state = _Pass(pipeline, key, quarantine)
     state.suppressed = table_keys.suppressed(target)
+    target.write_json_atomically({"tokens": len(state.suppressed)}, staging, "_suppressed.json")
     state.target, state.known = target, (shard.span or {}).get("known")
     state.quarantined = (shard.span or {}).get("quarantined")
     began = datetime.now(UTC)
@@ -453,7 +454,17 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
     primary_key = key_uniqueness.primary_key_rule(pipeline)
     started = time.perf_counter()
     known = None if request.full_refresh else table_keys.table_index(table, target, primary_key, decryption)
-    checked = key_uniqueness.quarantine_repeated_keys(pipeline, target, run_key, staged, request.key, known)
+    suppressed = table_keys.suppressed(target)
+    read_with = min((_suppression_used(target, run_key, r) for r in staged), default=len(suppressed))
+    checked = key_uniqueness.quarantine_repeated_keys(
+        pipeline,
+        target,
+        run_key,
+        staged,
+        request.key,
+        known,
+        suppressed if len(suppressed) > read_with else None,
+    )
     key_seconds = time.perf_counter() - started
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
@@ -479,6 +490,12 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
     )
     log.info("Key checks %.3f s, key index %.3f s", key_seconds, time.perf_counter() - started)
     return snapshot
+
+
+def _suppression_used(target: Location, run_key: str, result: ShardResult) -> int:
+    """How many erased subjects' tokens a shard's pass dropped rows by (0 when it did not say)."""
+    path = f"_staging/{run_key}/{result.shard.id}/_suppressed.json"
+    return int(target.read_json(path)["tokens"]) if target.exists(path) else 0
 
 
 def _delete_if_empty(target: Location, folder: str) -> None:

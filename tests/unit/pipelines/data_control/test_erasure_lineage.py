@@ -115,3 +115,27 @@ def test_canonical_forms_are_one_pseudonym_for_one_person() -> None:
     phones = pa.array(["+49 151 000-1", "0049 151 0001", "(0151) 0001", "1", "12.50"])
     canonical = protection.canonical(phones, "phone").to_pylist()
     assert canonical == ["+491510001", "+491510001", "01510001", "1", "12.50"]  # an amount is no phone
+
+
+@pytest.mark.slow
+def test_a_run_that_read_before_an_erasure_commits_without_the_subject(tmp_path: Path) -> None:
+    """The erasure lands while a run's shards are staged: its commit drops the subject's rows
+    and blanks its quarantined records, and every row stays counted."""
+    from base_platform.pipelines.pipeline_management import engine
+    from base_platform.pipelines.run_records import CommitRequest
+
+    pipeline, out = pipeline_named("transactions"), tmp_path / "out"
+    generate(300, "csv", 0.0, tmp_path / "in1", seed=1)
+    subject_file(tmp_path / "in1", 1, 2)
+    run(pipeline, tmp_path / "in1", out, "run-1")
+    generate(300, "csv", 0.0, tmp_path / "in2", seed=2)
+    subject_file(tmp_path / "in2", 2, 3)
+    shards = engine.discover(pipeline, str(tmp_path / "in2"), str(out), False)
+    staged = [engine.process_shard(pipeline, shard, "run-2", str(out), KEY) for shard in shards]
+    erasure.erase(pipeline, SUBJECT, KEY, who="dpo", request="gdpr-3")  # meanwhile
+    request = CommitRequest("run-2", tuple(staged), str(out), {"start": None, "end": None}, key=KEY)
+    record = engine.commit(pipeline, request)
+    assert record.rows_in == record.rows_stored + record.rows_quarantined == sum(r.rows_in for r in staged)
+    assert holding(tmp_path, PSEUDONYM) == []
+    reasons = [r["_reason"] for r in quarantine.records(pipeline, str(out), KEY, run="run-2")]
+    assert reasons.count(ERASED) >= 3 + 1  # the 3 stored rows, and the quarantined bad amount
