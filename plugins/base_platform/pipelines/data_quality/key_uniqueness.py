@@ -319,14 +319,49 @@ def _move_repeated_rows(
         drop = np.isin(fingerprints, repeated) & valid
         if drop.any():
             drops[number], removed[number] = drop, fingerprints[drop]
+            if check == "known":  # the key is the whole story: the source is not read again
+                _quarantine_keys(
+                    pipeline, target, run_key, part, rule, number, keys.filter(pa.array(drop)), key
+                )
     if not drops:
         return
-    unchanged.check(part.result.shard)
-    _quarantine_raw_rows(pipeline, target, run_key, part, rule, check, removed, key)
+    if check != "known":
+        unchanged.check(part.result.shard)
+        _quarantine_raw_rows(pipeline, target, run_key, part, rule, check, removed, key)
     for number, drop in drops.items():
         path = part.result.files[number]
         kept = _kept(read_batches(target, path, decryption), drop)
         staging_writer.replace_file(target, path, kept, protection.file_encryption(policy))
+
+
+def _quarantine_keys(
+    pipeline: Pipeline,
+    target: Location,
+    run_key: str,
+    part: Part,
+    rule: Unique,
+    number: int,
+    keys: pa.Table,
+    key: bytes | None,
+) -> None:
+    """Stage the rows a data file loses because the table has their key: the key and the reason.
+
+    A source read again may have changed since (a row updated in Postgres, an API's page), and a
+    repeat needs no fixing; so the stored key is kept, not the raw row."""
+    writer = staging_writer.QuarantineWriter(
+        target,
+        target.path(repeated_file(run_key, part.result.shard.id, rule, number, "known")[0]),
+        list(pipeline.contract.names),
+        part.result.shard.label,
+        pipeline.spec.security,
+        key,
+    )
+    texts = {
+        name: conformance.render_text(keys.column(name).combine_chunks(), pipeline.contract.column(name))
+        for name in rule.columns
+    }
+    writer.keyed(texts, f"{'+'.join(rule.columns)}: {KNOWN}")
+    writer.close()
 
 
 def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:

@@ -100,6 +100,15 @@ class QuarantineWriter:
         raw = pa.array([line for line, _ in rejects], pa.binary())
         self._append(columns, raw, pa.array([reason for _, reason in rejects], pa.string()), None)
 
+    def keyed(self, keys: dict[str, pa.Array], reason: str) -> None:
+        """Rows known by their key alone (text, never a protected column), with one reason."""
+        count = len(next(iter(keys.values())))
+        columns = {
+            name: keys[name].cast(pa.binary()) if name in keys else pa.nulls(count, pa.binary())
+            for name in self.names
+        }
+        self._append(columns, None, pa.array([reason] * count, pa.string()), None)
+
     def counted(self, count: int, reason: str) -> None:
         """Rows counted with their reason and nothing else: no value, raw or sealed, is kept."""
         columns = {name: pa.nulls(count, pa.binary()) for name in self.names}
