@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -307,9 +308,23 @@ def _exact_batch(lines: Sequence[bytes], names: Sequence[str], max_bytes: int) -
     return RawBatch(pa.RecordBatch.from_arrays(arrays, schema=raw_schema(names)), rejects)
 
 
+class JsonNumber(str):
+    """A JSON number's exact text (``exact_json``): a decimal never passes through a float."""
+
+
 def exact_json(data: bytes | str) -> Any:
-    """JSON with every number kept as its text: a decimal never passes through a float."""
-    return json.loads(data, parse_float=str, parse_int=str, parse_constant=_no_constant)
+    """JSON with every number kept as its text (:class:`JsonNumber`)."""
+    return json.loads(data, parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_no_constant)
+
+
+def _plain_number(number: str) -> str:
+    """A JSON number in plain notation (``1e2`` as ``100``), as Arrow's decimal reader takes it,
+    so a value reads the same whichever path its batch took; an exponent beyond 100 stays (the
+    contract refuses it) rather than becoming a hundred-digit string."""
+    if "e" not in number and "E" not in number:
+        return number
+    value = Decimal(number)
+    return format(value, "f") if abs(value.adjusted()) <= 100 else number
 
 
 def _no_constant(name: str) -> Any:
@@ -328,6 +343,8 @@ def record_values(record: Any, names: Sequence[str]) -> list[bytes | None] | str
         value = record.get(name)
         if value is None:
             values.append(None)
+        elif isinstance(value, JsonNumber):
+            values.append(_plain_number(value).encode())
         elif isinstance(value, str):
             values.append(value.encode("utf-8", "surrogatepass"))  # a lone surrogate: invalid UTF-8
         elif isinstance(value, bool):

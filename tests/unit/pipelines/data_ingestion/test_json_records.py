@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -133,3 +134,32 @@ def test_every_value_is_a_row_or_a_reject_and_a_scalar_field_keeps_its_json_text
                 assert Decimal(row[name].decode()) == Decimal(json.dumps(value))
             else:
                 assert row[name] == value.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize("number", ["1e2", "12.5", "-0.01", "7", "1E+1"])
+def test_a_number_reads_the_same_whichever_path_its_batch_took(number: str) -> None:
+    """Arrow's decimal reader (a batch of plain objects) and the per-line reader (a batch with
+    one odd line) give the contract the same value."""
+    from base_platform.pipelines.row_findings import Findings
+    from base_platform.pipelines.schema_contracts import conformance
+    from base_platform.pipelines.spec import Contract
+
+    contract = Contract(
+        name="c",
+        version="1.0.0",
+        primary_key=("event_id",),
+        columns=(
+            Column(name="event_id", type="string", nullable=False),
+            Column(name="amount", type="decimal(18,2)"),
+        ),
+    )
+    line = f'{{"event_id": "a", "amount": {number}}}'.encode()
+    typed = []
+    for lines in ([line], [line, b"null"]):  # the second batch goes line by line
+        batch = decoding.ndjson_batch(
+            lines, ("event_id", "amount"), native=decoding.native_json_schema(contract.columns)
+        )
+        findings = Findings(batch.batch.num_rows)
+        typed.append(conformance.conform(batch.batch, contract, findings).column("amount")[0].as_py())
+        assert not findings.bad().to_pylist()[0]
+    assert typed[0] == typed[1] == Decimal(number)
