@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.data_streaming import stream_transforms
 from base_platform.pipelines.pipeline_management import derived, engine
 from base_platform.pipelines.run_records import CommitRequest, RunRecord
 from base_platform.pipelines.spec import pipeline_named
@@ -152,7 +153,7 @@ def expected(batch: Events, upto: datetime) -> dict[tuple[str, datetime], Decima
 
 
 def test_windows_are_written_once_the_watermark_passes_and_late_events_are_quarantined(
-    server: Redis, tmp_path: Path
+    server: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = card_events(max_events=100_000)
     early = [
@@ -178,6 +179,18 @@ def test_windows_are_written_once_the_watermark_passes_and_late_events_are_quara
     assert len([r for r in rows_of_quarantine(tmp_path) if r.startswith("late")]) == 3
     assert len([r for r in rows_of_quarantine(tmp_path) if r.startswith("in the future")]) == 1
     assert spend() == expected(early + in_time + later, T0 + timedelta(minutes=30))  # each once, no late
+
+    class Later(datetime):  # 2099 has come: the refused event's window closes now
+        @classmethod
+        def now(cls, tz: Any = None) -> Later:
+            return cls(2099, 1, 1, 1, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(stream_transforms, "datetime", Later)
+    send(server, [("acct-b", datetime(2099, 1, 1, 0, 30, tzinfo=UTC), "1.00", kind(0))], 2_000)
+    assert stream_run(stream, tmp_path / "events", "run-3") is not None
+    assert operator_run("account_spend_5m", tmp_path, "w-3") is not None
+    refused_window = ("acct-b", datetime(2099, 1, 1, 0, 0, tzinfo=UTC))
+    assert refused_window not in spend()  # quarantined once, never counted in a window as well
 
 
 def kind(number: int) -> str:

@@ -207,6 +207,25 @@ def test_a_row_committed_late_behind_the_position_is_read_by_the_lookback_once(
     assert stored_ids("pg-0") == expected_ids("pg-", 1, 110)  # each once
 
 
+@pytest.mark.parametrize("lookback", [None, "1h"])
+def test_an_erasure_moves_a_postgres_source_neither_back_nor_again(
+    source_db: Any, tmp_path: Path, lookback: str | None
+) -> None:
+    """The erasure expires the snapshot of the newest run (it reached the subject's file): the
+    position survives it, and a lookback does not count the erased row again."""
+    from base_platform.pipelines.data_control import erasure
+
+    pipeline, target = with_source(POSTGRES.model_copy(update={"lookback": lookback})), tmp_path / "out"
+    insert(source_db, 1, 200)
+    assert run(pipeline, target, "run-1") is not None
+    report = erasure.erase(pipeline, "user150@example.com", KEY, who="dpo", request="gdpr-9")
+    assert report["rows_removed"] == 1 and report["snapshots_expired"]
+    assert run(pipeline, target, "run-2") is None  # nothing new: not the whole table again
+    insert(source_db, 201, 210)
+    third = run(pipeline, target, "run-3")
+    assert third is not None and third.rows_in == 10
+
+
 TOKEN = "api-token-that-must-not-leak"
 
 

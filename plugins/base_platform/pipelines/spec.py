@@ -661,10 +661,25 @@ def cursor_of(pipeline: Pipeline) -> str | None:
 
 
 def _check_cursor(pipeline: Pipeline, path: Path) -> None:
-    """An incremental source's cursor is a required contract column that can be ordered."""
+    """An incremental source's cursor is a required contract column that can be ordered; a
+    ``lookback`` is a count for an integer cursor, a duration of whole days for a date one."""
     cursor = cursor_of(pipeline)
     if cursor is None:
         return
+    source = pipeline.spec.source
+    if isinstance(source, PostgresSource) and source.lookback and cursor in pipeline.contract.names:
+        kind = pipeline.contract.column(cursor).type
+        if kind == "int64" and not source.lookback.isdigit():
+            raise CatalogError(path, "source.lookback", "an int64 cursor looks back by a count, such as 1000")
+        if kind != "int64":
+            try:
+                seconds = duration_seconds(source.lookback)
+            except ValueError as exc:
+                raise CatalogError(path, "source.lookback", str(exc)) from exc
+            if kind == "date" and seconds % 86_400:
+                raise CatalogError(
+                    path, "source.lookback", "a date cursor looks back by whole days, such as 1d"
+                )
     if cursor not in pipeline.contract.names:
         raise CatalogError(path, "source.cursor", f"unknown column {cursor!r}")
     column = pipeline.contract.column(cursor)

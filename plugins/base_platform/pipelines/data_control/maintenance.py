@@ -85,8 +85,9 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
     carried = {sha: run for sha, run in tables.committed_inputs(table).items() if run not in kept_runs}
     # the monitor's history stays
     runs = [r.to_json() for r in tables.history(table) if r.run not in kept_runs]
-    runs = [{k: v for k, v in r.items() if k not in ("inputs", "quarantine")} for r in runs]
+    runs = [{k: v for k, v in r.items() if k != "inputs"} for r in runs]  # a lookback reads their quarantine
     pending = json.loads(table.properties.get(PENDING_DELETES, "[]"))
+    position = tables.committed_position(table)  # the source's, whose run snapshots may go now
     with table.transaction() as tx:
         with ExpireSnapshots(tx) as expiry:
             expiry.by_ids(sorted(doomed))
@@ -95,6 +96,7 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
                 PENDING_DELETES: json.dumps(sorted(set(pending) | gone)),
                 tables.EXPIRED_INPUTS: json.dumps(carried, sort_keys=True),
                 tables.EXPIRED_RUNS: json.dumps(runs[-tables.HISTORY_KEPT :], sort_keys=True),
+                **({tables.EXPIRED_POSITION: json.dumps(position)} if position is not None else {}),
             }
         )
     indexes = table_keys.prune(

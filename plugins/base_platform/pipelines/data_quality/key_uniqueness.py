@@ -26,6 +26,7 @@ from base_platform.pipelines.data_ingestion import sources
 from base_platform.pipelines.data_quality import quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer
+from base_platform.pipelines.data_storage.quarantine import raw_fields
 from base_platform.pipelines.row_findings import Findings
 from base_platform.pipelines.run_records import Shard, ShardResult
 from base_platform.pipelines.schema_contracts import conformance
@@ -191,8 +192,27 @@ def _new_keys(
         if gone:
             stored = stored[~quality_rules.members(stored, np.unique(np.concatenate(gone)))]
         kept.append(stored)
-    merged: np.ndarray = np.sort(np.concatenate(kept)) if kept else np.empty(0, np.uint64)
-    return merged
+    merged: np.ndarray = quality_rules.merge_sorted(*kept) if kept else np.empty(0, np.uint64)
+    return merged  # each part's is sorted: a merge of runs, not a sort
+
+
+def erased_values(pipeline: Pipeline, key: bytes | None, suppressed: np.ndarray, values: list[str]) -> bool:
+    """Whether any of a record's values (a line's fields, a sealed record's) is an erased
+    subject: its HMAC, as given or in an HMAC column's canonical form, has a suppressed token."""
+    from base_platform.pipelines.data_security import hashing
+
+    if key is None or not len(suppressed) or not values:
+        return False
+    given = pa.array(values, pa.string())
+    for rule in pipeline.spec.security.columns.values():
+        if rule.protect != "hmac":
+            continue
+        forms = pa.concat_arrays([given, protection.canonical(given, rule.canonical)])
+        forms = forms.filter(pc.greater(pc.utf8_length(forms), 0))
+        digests = hashing.hmac_sha256({"value": forms}, key)["value"]
+        if np.isin(hashing.digest_tokens(digests), suppressed).any():
+            return True
+    return False
 
 
 def drop_erased(
@@ -206,31 +226,28 @@ def drop_erased(
     """Drop from the run's staged files the rows of subjects erased since its shards read
     (``suppressed``: the dataset's tokens now): from each data file, counted in a quarantine file
     of reasons alone, and from the shard's quarantine, whose row keeps its reason and nothing
-    else. Returns whether any row was dropped. Safe to repeat, as the other checks are."""
-    from base_platform.pipelines.data_security import hashing
-
+    else. Returns whether any row was dropped, now or by an earlier attempt. Safe to repeat."""
     policy = pipeline.spec.security
-    hmac = [name for name, rule in policy.columns.items() if rule.protect == "hmac"]
+    hmac = [
+        name
+        for name, rule in policy.columns.items()
+        if rule.protect == "hmac" and name in pipeline.contract.names
+    ]
     decryption = protection.decryption_properties() if policy.encrypted else None
-    names = list(pipeline.contract.names)
-
-    def erased_rows(table: pa.Table) -> np.ndarray:
-        erased = np.zeros(table.num_rows, dtype=bool)
-        for name in (n for n in hmac if n in table.column_names):
-            values = table.column(name).combine_chunks()
-            valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-            erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
-        return erased
-
-    dropped = False
+    names, rule = list(pipeline.contract.names), primary_key_rule(pipeline)
+    dropped = any(  # an earlier attempt dropped rows already: the stored keys do not know it
+        target.exists(repeated_file(run_key, r.shard.id, rule, n, "erased")[0])
+        for r in results
+        for n in range(len(r.files))
+    )
     for result in results:
         for number, path in enumerate(result.files):
             if not target.exists(path):
                 continue
-            erased = erased_rows(read_file(target, path, decryption, columns=[n for n in hmac if n in names]))
+            erased = _erased_rows(pipeline, read_file(target, path, decryption, columns=hmac), suppressed)
             if not erased.any():
                 continue
-            staged = repeated_file(run_key, result.shard.id, primary_key_rule(pipeline), number, "erased")[0]
+            staged = repeated_file(run_key, result.shard.id, rule, number, "erased")[0]
             writer = staging_writer.QuarantineWriter(
                 target, target.path(staged), names, result.shard.label, policy, key
             )
@@ -240,10 +257,39 @@ def drop_erased(
             staging_writer.replace_file(target, path, kept, protection.file_encryption(policy))
             dropped = True
         if result.quarantine and target.exists(result.quarantine):
-            rows = read_file(target, result.quarantine)
-            if (erased := erased_rows(rows)).any():
-                target.write_atomically(_blanked(rows, erased), result.quarantine)
+            _blank_erased(pipeline, target, result.quarantine, suppressed, key)
     return dropped
+
+
+def _erased_rows(pipeline: Pipeline, rows: pa.Table, suppressed: np.ndarray) -> np.ndarray:
+    """Which rows hold an erased subject's pseudonym in an HMAC column."""
+    from base_platform.pipelines.data_security import hashing
+
+    erased = np.zeros(rows.num_rows, dtype=bool)
+    for name, rule in pipeline.spec.security.columns.items():
+        if rule.protect == "hmac" and name in rows.column_names:
+            values = rows.column(name).combine_chunks()
+            valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+            erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
+    return erased
+
+
+def _blank_erased(
+    pipeline: Pipeline, target: Location, path: str, suppressed: np.ndarray, key: bytes | None
+) -> None:
+    """A staged quarantine without an erased subject's values: by its HMAC columns, or, for a
+    line that could not be split, by the fields of its sealed record."""
+    rows = read_file(target, path)
+    erased = _erased_rows(pipeline, rows, suppressed)
+    for row, sealed in enumerate(rows.column("_sealed").to_pylist()):
+        if sealed and key is not None and not erased[row]:
+            record = protection.unseal(sealed, key)
+            fields = [value for name, value in record.items() if value is not None and name != "_raw"]
+            erased[row] = erased_values(
+                pipeline, key, suppressed, fields + raw_fields(record.get("_raw") or "")
+            )
+    if erased.any():
+        target.write_atomically(_blanked(rows, erased), path)
 
 
 def _blanked(rows: pa.Table, erased: np.ndarray) -> bytes:

@@ -45,9 +45,13 @@ PHONE_LIKE = r"^\s*\+?\(?[0-9][0-9 ().\-/]{5,}[0-9]\s*$"  # at least 7 digits an
 def canonical(values: pa.Array, kind: str | None) -> pa.Array:
     """The form a value is hashed in: an e-mail trimmed and lower-cased, a phone number's digits
     and leading ``+``; anything else as it is. Protecting and erasing both use it."""
-    if kind == "email":
+    if kind == "email":  # ASCII (nearly every address) in a tenth of the time of the UTF-8 kernels
+        if pc.all(pc.string_is_ascii(values)).as_py() is not False:
+            return pc.ascii_lower(pc.ascii_trim_whitespace(values))
         return pc.utf8_lower(pc.utf8_trim_whitespace(values))
     if kind == "phone":  # only what looks like a number: "1" in an amount is no phone
+        if pc.all(pc.match_substring_regex(values, r"^\+?[0-9]+$")).as_py() is not False:
+            return values  # canonical already: digits, and a leading + at most
         digits = pc.replace_substring_regex(values, r"[^0-9]", "")
         international = pc.or_(
             pc.starts_with(pc.utf8_trim_whitespace(values), "+"), pc.starts_with(digits, "00")

@@ -43,6 +43,7 @@ HISTORY_KEPT = 30  # run records the monitor compares with, and the page shows
 NAME_MAPPING = "schema.name-mapping.default"
 MAIN = "main"  # the branch readers see
 DISCARDED_INPUTS = f"{PREFIX}discarded-inputs"  # input checksum -> run, of audits an operator discarded
+EXPIRED_POSITION = f"{PREFIX}expired-position"  # main's position when an expiry took its run snapshots
 DISCARDED_POSITION = f"{PREFIX}discarded-position"  # the furthest position of a discarded audit (JSON)
 FOOTER_THREADS = 8  # data files whose footers are read at once when a commit describes them
 
@@ -246,13 +247,16 @@ def committed_inputs(table: Table) -> dict[str, str]:
 
 def committed_position(table: Table) -> Any:
     """Where an incremental source stands: the position of the newest run on ``main``, or of an
-    audit an operator discarded after it (its rows are not read again); None before any."""
+    audit an operator discarded after it (its rows are not read again); None before any. When
+    the runs' snapshots expired under a later one (an erasure's delete, a compaction), the
+    position an expiry carried over (``EXPIRED_POSITION``)."""
     discarded = table.properties.get(DISCARDED_POSITION)
     for snapshot in lineage(table):
         record = run_record(snapshot)
         if record is not None:
             return highest([record.position, discarded and json.loads(discarded)])
-    return discarded and json.loads(discarded)
+    carried = table.properties.get(EXPIRED_POSITION)
+    return highest([discarded and json.loads(discarded), carried and json.loads(carried)])
 
 
 class NoSnapshot(ValueError):
@@ -277,6 +281,12 @@ def snapshot_of_run(table: Table, run_key: str) -> Snapshot | None:
         if snapshot.summary and snapshot.summary.additional_properties.get(f"{PREFIX}run") == run_key:
             return snapshot
     return None
+
+
+def expired_run(table: Table, run_key: str) -> RunRecord | None:
+    """The record of a run whose snapshot an expiry took (kept in ``EXPIRED_RUNS``), if any."""
+    found = [RunRecord.from_json(r) for r in json.loads(table.properties.get(EXPIRED_RUNS, "[]"))]
+    return next((record for record in found if record.run == run_key), None)
 
 
 def commit_files(

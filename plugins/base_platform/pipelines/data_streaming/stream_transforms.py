@@ -80,6 +80,10 @@ def derive_appended(pipeline: Pipeline, source_uri: str, triggered: dict[str, in
     )
 
 
+REFUSED_FUTURE = f"{tables.PREFIX}refused-future"
+REFUSED_KEPT = 10_000  # the newest refused keys kept: a bad clock's burst, not a history
+
+
 def datafusion_context() -> datafusion.SessionContext:
     import datafusion
 
@@ -134,6 +138,7 @@ def _windows(
     )
     reason = f"in the future: after {cutoff.isoformat()} (future_tolerance_minutes)"
     refused = [_refused_rows(pipeline, future, reason)] if future.num_rows else []
+    excluded = _refused_before(pipeline, future)  # never in a window later, once its time has come
     query = f"SELECT MAX({time}) AS newest FROM events WHERE {time} <= {_literal(cutoff)}"
     newest = _run(context, query, pipeline.spec.name)[0][0].as_py()
     if newest is None:
@@ -154,7 +159,7 @@ def _windows(
         query = (
             f"WITH shifts AS (SELECT column1 AS shift FROM (VALUES {shifts})), "
             f"assigned AS (SELECT e.*, {bin_start} - s.shift AS window_start FROM events e "
-            f"CROSS JOIN shifts s WHERE TRUE{since}{condition}) "
+            f"CROSS JOIN shifts s WHERE TRUE{since}{condition}{excluded}) "
             f"SELECT {key}, window_start, {end} AS window_end, {aggregates} FROM assigned "
             f"WHERE {end} <= {_literal(closed_upto)}{after} GROUP BY {key}, window_start"
         )
@@ -170,6 +175,32 @@ def _windows(
         parts.append(_refused_rows(pipeline, too_late, reason))
     result = _stack(pipeline, parts)
     return result, (max(closed_upto, written) if written else closed_upto).isoformat()
+
+
+def _refused_before(pipeline: Pipeline, future: pa.Table) -> str:
+    """An SQL condition that keeps out the events refused as in the future, by this run and the
+    runs before (kept in the dataset's table property ``base.refused-future``, by input key), so
+    a refused event is never counted in a window once its time comes: one place, not two."""
+    key = _input_key(pipeline)
+    table = tables.load(pipeline.spec.name)
+    known = json.loads(table.properties.get(REFUSED_FUTURE, "[]")) if table is not None else []
+    found = [[row[k] for k in key] for row in future.select(list(key)).to_pylist()] if future.num_rows else []
+    distinct = dict.fromkeys(json.dumps(k, default=str) for k in [*known, *found])
+    keys = [json.loads(k) for k in distinct][-REFUSED_KEPT:]
+    if table is not None and len(keys) != len(known):
+        with table.transaction() as tx:
+            tx.set_properties({REFUSED_FUTURE: json.dumps(keys, default=str)})
+    if not keys:
+        return ""
+
+    def literal(value: Any) -> str:
+        return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+    matches = " OR ".join(
+        "(" + " AND ".join(f'e."{name}" = {literal(v)}' for name, v in zip(key, values, strict=True)) + ")"
+        for values in keys
+    )
+    return f" AND NOT ({matches})"
 
 
 def _refused_rows(pipeline: Pipeline, events: pa.Table, reason: str) -> pa.Table:

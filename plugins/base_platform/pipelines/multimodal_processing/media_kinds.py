@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,25 +41,39 @@ class Unreadable(ValueError):
     """A file this kind cannot turn into a row: quarantined with this reason."""
 
 
+class TooSlow(BaseException):
+    """A file's reading passed ``max_seconds``. Not an ``Exception``: a decoder that catches
+    ``ValueError`` or ``Exception`` cannot swallow it."""
+
+
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`Unreadable` once a file's reading takes longer than ``seconds`` (a timer
+    """Raise :class:`TooSlow` once a file's reading takes longer than ``seconds`` (a timer
     signal: only in a process's main thread, and between Python steps, so a single C call of a
-    decoder finishes first; elsewhere no limit)."""
+    decoder finishes first; elsewhere no limit). A timer already set (Airflow's
+    ``execution_timeout`` uses the same one) is set again afterwards, less the time spent."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def expired(signum: int, frame: Any) -> None:
-        raise Unreadable(f"took longer than max_seconds ({seconds:g} s)")
+        raise TooSlow(f"took longer than max_seconds ({seconds:g} s)")
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    if outer and outer < seconds:  # the task's own deadline comes first: keep it
+        signal.setitimer(signal.ITIMER_REAL, outer)
+        signal.signal(signal.SIGALRM, previous)
+        previous, seconds = None, 0.0
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if outer:
+                signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001))
 
 
 def nesting_depth(data: bytes) -> int:

@@ -103,13 +103,10 @@ def _quarantined_since(
         update={"columns": tuple(c for c in pipeline.contract.columns if c.name in key)}
     )
     found = [np.empty(0, np.uint64)]
-    for snap in tables.lineage(table):
-        record = tables.run_record(snap)
-        if record is None:
-            continue
+    for record in reversed(tables.history(table)):  # newest first; runs an erasure expired too
         if highest([record.position, [span["since"]]]) == [span["since"]]:
             break  # this run and those before it read nothing in the window
-        for file in record.quarantine:
+        for file in (path for path in record.quarantine if target.exists(path)):  # an erasure may empty one
             rows = read_file(target, file, None, columns=key)
             batch = pa.RecordBatch.from_arrays([rows.column(n).combine_chunks() for n in key], names=key)
             typed = conformance.conform(batch, contract, Findings(batch.num_rows))
@@ -165,6 +162,10 @@ class _Pass:
         if self.quarantined is not None:
             held |= table_keys.contains(self.target, self.quarantined, fingerprints)
         held &= valid
+        if len(self.suppressed):  # an erased subject's row: counted when first read, not again
+            full = conformance.conform(raw.batch, self.pipeline.contract, Findings(raw.batch.num_rows))
+            erased = self._erased(protection.protect(full, self.pipeline.spec.security, self.key))
+            held |= erased if erased is not None else False
         return replace(raw, batch=raw.batch.filter(pa.array(~held)), known=False)
 
     def _erased(self, stored: pa.RecordBatch) -> np.ndarray | None:
@@ -180,19 +181,10 @@ class _Pass:
         return erased if erased.any() else None
 
     def _erased_line(self, line: bytes) -> bool:
-        """Whether a line that could not be split into columns holds an erased subject: any of
-        its fields, in the form each HMAC column hashes, has a suppressed pseudonym."""
-        if not len(self.suppressed):
-            return False
-        fields = pa.array(raw_fields(line.decode("utf-8", "replace")), pa.string())
-        for rule in self.pipeline.spec.security.columns.values():
-            if rule.protect == "hmac" and self.key is not None and len(fields):
-                form = protection.canonical(fields, rule.canonical)
-                form = form.filter(pc.greater(pc.utf8_length(form), 0))  # no form: not this column's
-                digests = hashing.hmac_sha256({"field": form}, self.key)["field"]
-                if np.isin(hashing.digest_tokens(digests), self.suppressed).any():
-                    return True
-        return False
+        """Whether a line that could not be split into columns holds an erased subject."""
+        return bool(len(self.suppressed)) and key_uniqueness.erased_values(
+            self.pipeline, self.key, self.suppressed, raw_fields(line.decode("utf-8", "replace"))
+        )
 
     def _timed(self, stage: str, started: float) -> float:
         now = time.perf_counter()
@@ -430,6 +422,8 @@ def commit(pipeline: Pipeline, request: CommitRequest) -> RunRecord:
             f"table {tables.identifier(pipeline.spec.name)} does not exist: discover first"
         )
     done = tables.snapshot_of_run(table, request.run_key)
+    if done is None and (expired := tables.expired_run(table, request.run_key)) is not None:
+        return expired  # committed, and its snapshot since expired (an erasure reached it)
     if done is None:
         done = _add_snapshot(pipeline, target, table, request)
     if not breaker.on_main(table, done.snapshot_id):
@@ -450,6 +444,10 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
     leaves nothing a reader sees; one before the index leaves it to be made from a scan."""
     run_key = request.run_key
     staged = sorted(request.results, key=lambda r: r.shard.index)
+    if gone := [r.shard.label for r in staged if not target.exists(f"_staging/{run_key}/{r.shard.id}")]:
+        raise key_uniqueness.CommitFailed(  # committed once, and its snapshot dropped since (an erasure)
+            f"run {run_key}: the staged files of {gone[0]} are gone; nothing was committed now, run it again"
+        )
     decryption = protection.decryption_properties() if pipeline.spec.security.encrypted else None
     primary_key = key_uniqueness.primary_key_rule(pipeline)
     started = time.perf_counter()

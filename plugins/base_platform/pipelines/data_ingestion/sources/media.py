@@ -87,7 +87,7 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
             try:
                 with media_kinds.time_limit(source.max_seconds):
                     rows.append(media_kinds.extract(source.format, data, path, source, side))
-            except media_kinds.Unreadable as exc:
+            except (media_kinds.Unreadable, media_kinds.TooSlow) as exc:
                 rejects.append(Reject(path.encode(), str(exc)))
             except Exception as exc:  # any crafted file: its own failure, never the batch's
                 rejects.append(Reject(path.encode(), f"cannot be read: {type(exc).__name__}: {exc}"[:500]))

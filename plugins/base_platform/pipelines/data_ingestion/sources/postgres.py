@@ -37,22 +37,25 @@ BATCH_ROWS = 50_000  # rows fetched from the server-side cursor at a time: one b
 def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
     from psycopg import sql
 
-    source, keyset = _spec(pipeline), _keyset(pipeline)
+    source, keyset, ordered = _spec(pipeline), _keyset(pipeline), _ordered(pipeline)
     table = sql.Identifier(*source.table.split("."))
-    after, bound = _after(keyset, resume.position)
-    order = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in keyset)
+    after, bound = _after(pipeline, resume.position)
+    order = sql.SQL(", ").join(sql.SQL("{} DESC").format(c) for c in ordered)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
+    present = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in keyset)
     with _connect(source) as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT 1").format(names, table, after, order),
+            sql.SQL("SELECT {} FROM {} WHERE {} AND {} ORDER BY {} LIMIT 1").format(
+                names, table, after, present, order
+            ),
             bound,
         )
         last = cur.fetchone()
         upto = _position(last) if last is not None else None
         shards = []
         if upto is not None:
-            up, up_bound = _upto(keyset, upto)
-            ascending = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
+            up, up_bound = _upto(pipeline, upto)
+            ascending = sql.SQL(", ").join(ordered)
             cur.execute(
                 sql.SQL(
                     "SELECT {k} FROM (SELECT {k}, row_number() OVER (ORDER BY {o}) AS n FROM {t}"
@@ -76,7 +79,7 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
     those the table has)."""
     from psycopg import sql
 
-    source, span, keyset = _spec(pipeline), shard.span or {}, _keyset(pipeline)
+    source, span = _spec(pipeline), shard.span or {}
     columns = pipeline.contract.columns
     if span.get("lookback"):
         after, bound = (
@@ -84,14 +87,14 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
             {"since": span["since"]},
         )
     else:
-        after, bound = _after(keyset, span.get("after"))
-    up, up_bound = _upto(keyset, span["upto"])
+        after, bound = _after(pipeline, span.get("after"))
+    up, up_bound = _upto(pipeline, span["upto"])
     query = sql.SQL("SELECT {} FROM {} WHERE {} AND {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         sql.Identifier(*source.table.split(".")),
         after,
         up,
-        sql.SQL(", ").join(sql.Identifier(c) for c in keyset),
+        sql.SQL(", ").join(_ordered(pipeline)),
     )
     with _connect(source) as conn, conn.cursor(name=f"base_{shard.id}") as cur:  # server-side
         cur.execute(query, {**bound, **up_bound})
@@ -107,10 +110,24 @@ def _keyset(pipeline: Pipeline) -> list[str]:
 
 
 def _position(row: Sequence[Any]) -> list[Any]:
-    return [as_position(value) for value in row]
+    """A row's keyset values as JSON: times and dates as ISO 8601, a UUID or a decimal as text."""
+    return [value if isinstance(value, int | str) else str(as_position(value)) for value in row]
 
 
-def _after(keyset: list[str], position: Any) -> tuple[Any, dict[str, Any]]:
+def _ordered(pipeline: Pipeline) -> list[Any]:
+    """The keyset's columns as Postgres must order and compare them to agree with the position's
+    order here: text in byte order (``COLLATE "C"``, as Python compares it), not the database's."""
+    from psycopg import sql
+
+    return [
+        sql.SQL('{} COLLATE "C"').format(sql.Identifier(c))
+        if pipeline.contract.column(c).type == "string"
+        else sql.Identifier(c)
+        for c in _keyset(pipeline)
+    ]
+
+
+def _after(pipeline: Pipeline, position: Any) -> tuple[Any, dict[str, Any]]:
     """Rows after a position: ``(cursor, key) > (…)`` for a keyset position, ``cursor > …`` for a
     cursor value (a table committed before keysets), everything for None."""
     from psycopg import sql
@@ -118,19 +135,20 @@ def _after(keyset: list[str], position: Any) -> tuple[Any, dict[str, Any]]:
     if position is None:
         return sql.SQL("TRUE"), {}
     if not isinstance(position, list):
-        return sql.SQL("{} > %(after0)s").format(sql.Identifier(keyset[0])), {"after0": position}
-    return _compare(keyset, ">", "after", position)
+        return sql.SQL("{} > %(after0)s").format(sql.Identifier(_keyset(pipeline)[0])), {"after0": position}
+    return _compare(pipeline, ">", "after", position)
 
 
-def _upto(keyset: list[str], position: list[Any]) -> tuple[Any, dict[str, Any]]:
-    return _compare(keyset, "<=", "upto", position)
+def _upto(pipeline: Pipeline, position: list[Any]) -> tuple[Any, dict[str, Any]]:
+    return _compare(pipeline, "<=", "upto", position)
 
 
-def _compare(keyset: list[str], operator: str, name: str, position: list[Any]) -> tuple[Any, dict[str, Any]]:
+def _compare(pipeline: Pipeline, operator: str, name: str, position: list[Any]) -> tuple[Any, dict[str, Any]]:
     from psycopg import sql
 
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in keyset)
-    values = sql.SQL(", ").join(sql.Placeholder(f"{name}{i}") for i in range(len(keyset)))
+    ordered = _ordered(pipeline)
+    columns = sql.SQL(", ").join(ordered)
+    values = sql.SQL(", ").join(sql.Placeholder(f"{name}{i}") for i in range(len(ordered)))
     condition = sql.SQL("({}) {} ({})").format(columns, sql.SQL(operator), values)
     return condition, {f"{name}{i}": value for i, value in enumerate(position)}
 

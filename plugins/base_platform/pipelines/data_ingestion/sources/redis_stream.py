@@ -111,6 +111,10 @@ def trim_committed(client: Any, source: RedisStreamSource, position: redis_strea
     retained = (max(0, now_ms - int(source.retention_hours * 3_600_000)), 0)
     oldest_kept = redis_streams.format_id(min((position[0], position[1] + 1), retained))
     trimmed: int = client.execute_command("XTRIM", source.stream, "MINID", "~", oldest_kept)
+    # the dead-letter stream keeps an operator's discards for the same retention, no longer
+    client.execute_command(
+        "XTRIM", f"{source.stream}:dead-letter", "MINID", "~", redis_streams.format_id(retained)
+    )
     return trimmed
 
 
