@@ -59,7 +59,8 @@ def test_a_run_publishes_partitioned_parquet_quarantines_the_corrupt_rows_and_a_
     assert manifest.dag_run == f"{DAG_ID}/{dag_run.run_id}"
     assert manifest.rows_in == 4000 == manifest.rows_stored + manifest.rows_quarantined
     assert manifest.rows_quarantined == summary.corrupt and (manifest.gb_per_hour or 0) > 0
-    assert set(manifest.stage_seconds) == {"ingestion", "contracts", "quality", "security", "storage"}
+    stages = {"ingestion", "contracts", "quality", "security", "storage", "key_check"}  # key_check: commit's
+    assert set(manifest.stage_seconds) == stages
     table = current.scan().to_arrow()
     assert table.num_rows == manifest.rows_stored and "event_date" not in table.schema.names
     key = load_vault_scenario("default.yaml").kv["secret/platform/pipelines"]["hmac_key"].encode()
