@@ -244,7 +244,7 @@ def drop_erased(
         for number, path in enumerate(result.files):
             if not target.exists(path):
                 continue
-            erased = _erased_rows(pipeline, read_file(target, path, decryption, columns=hmac), suppressed)
+            erased = erased_rows(pipeline, read_file(target, path, decryption, columns=hmac), suppressed)
             if not erased.any():
                 continue
             staged = repeated_file(run_key, result.shard.id, rule, number, "erased")[0]
@@ -261,14 +261,14 @@ def drop_erased(
     return dropped
 
 
-def _erased_rows(pipeline: Pipeline, rows: pa.Table, suppressed: np.ndarray) -> np.ndarray:
+def erased_rows(pipeline: Pipeline, rows: pa.Table | pa.RecordBatch, suppressed: np.ndarray) -> np.ndarray:
     """Which rows hold an erased subject's pseudonym in an HMAC column."""
     from base_platform.pipelines.data_security import hashing
 
     erased = np.zeros(rows.num_rows, dtype=bool)
     for name, rule in pipeline.spec.security.columns.items():
         if rule.protect == "hmac" and name in rows.column_names:
-            values = rows.column(name).combine_chunks()
+            values = _combined(rows.column(name))
             valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
             erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
     return erased
@@ -280,7 +280,7 @@ def _blank_erased(
     """A staged quarantine without an erased subject's values: by its HMAC columns, or, for a
     line that could not be split, by the fields of its sealed record."""
     rows = read_file(target, path)
-    erased = _erased_rows(pipeline, rows, suppressed)
+    erased = erased_rows(pipeline, rows, suppressed)
     for row, sealed in enumerate(rows.column("_sealed").to_pylist()):
         if sealed and key is not None and not erased[row]:
             record = protection.unseal(sealed, key)
@@ -495,6 +495,23 @@ class _UnchangedSources:
             self._unchanged.add(shard.source)
 
 
+def raw_key_fingerprints(
+    pipeline: Pipeline, columns: tuple[str, ...], raw: pa.RecordBatch | pa.Table
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw key values typed by the contract, as the shards typed them, and fingerprinted: each
+    row's fingerprint, and whether it has a key at all."""
+    contract = pipeline.contract.model_copy(
+        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in columns)}
+    )
+    batch = pa.RecordBatch.from_arrays([_combined(raw.column(name)) for name in columns], names=list(columns))
+    typed = conformance.conform(batch, contract, Findings(batch.num_rows))
+    return quality_rules.keys_of({name: typed.column(name) for name in columns})
+
+
+def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def _keyed_rows(
     pipeline: Pipeline, shard: Shard, part: Part, rule: Unique
 ) -> Iterator[tuple[pa.RecordBatch, int, np.ndarray, np.ndarray]]:
@@ -504,15 +521,11 @@ def _keyed_rows(
     A part is whole batches (process_shard ends one only between batches), so batches before
     ``start`` are skipped whole.
     """
-    key_contract = pipeline.contract.model_copy(
-        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in rule.columns)}
-    )
     record, (start, stop) = 0, part.records
     for raw in sources.read(pipeline, shard):
         rows = raw.batch.num_rows
         if record >= start:
-            keys = conformance.conform(raw.batch, key_contract, Findings(rows))
-            fingerprints, valid = quality_rules.keys_of({name: keys.column(name) for name in rule.columns})
+            fingerprints, valid = raw_key_fingerprints(pipeline, rule.columns, raw.batch)
             yield raw.batch, record, np.flatnonzero(valid), fingerprints
         record += rows
         if record >= stop:

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 from base_platform.files import Location, read_file, row_count
 from base_platform.pipelines.data_ingestion import decoding, sources
 from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
-from base_platform.pipelines.data_security import hashing, protection
+from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.data_storage.quarantine import raw_fields
 from base_platform.pipelines.pipeline_management import breaker
@@ -98,19 +98,13 @@ def _quarantined_since(
     path = table_keys.index_file(snapshot.snapshot_id, rule).replace(".u64", ".quarantined.u64")
     if target.exists(path):
         return path
-    key = list(rule.columns)
-    contract = pipeline.contract.model_copy(
-        update={"columns": tuple(c for c in pipeline.contract.columns if c.name in key)}
-    )
     found = [np.empty(0, np.uint64)]
     for record in reversed(tables.history(table)):  # newest first; runs an erasure expired too
         if highest([record.position, [span["since"]]]) == [span["since"]]:
             break  # this run and those before it read nothing in the window
         for file in (path for path in record.quarantine if target.exists(path)):  # an erasure may empty one
-            rows = read_file(target, file, None, columns=key)
-            batch = pa.RecordBatch.from_arrays([rows.column(n).combine_chunks() for n in key], names=key)
-            typed = conformance.conform(batch, contract, Findings(batch.num_rows))
-            fingerprints, valid = quality_rules.keys_of({n: typed.column(n) for n in key})
+            rows = read_file(target, file, None, columns=list(rule.columns))
+            fingerprints, valid = key_uniqueness.raw_key_fingerprints(pipeline, rule.columns, rows)
             found.append(fingerprints[valid])
     table_keys.write_keys(target, path, np.unique(np.concatenate(found)))
     return path
@@ -153,11 +147,7 @@ class _Pass:
         if self.known is None or self.target is None or raw.batch.num_rows == 0:
             return raw
         key = self.pipeline.contract.primary_key
-        contract = self.pipeline.contract.model_copy(
-            update={"columns": tuple(c for c in self.pipeline.contract.columns if c.name in key)}
-        )
-        typed = conformance.conform(raw.batch.select(list(key)), contract, Findings(raw.batch.num_rows))
-        fingerprints, valid = quality_rules.keys_of({name: typed.column(name) for name in key})
+        fingerprints, valid = key_uniqueness.raw_key_fingerprints(self.pipeline, key, raw.batch)
         held = table_keys.contains(self.target, self.known, fingerprints)
         if self.quarantined is not None:
             held |= table_keys.contains(self.target, self.quarantined, fingerprints)
@@ -172,12 +162,7 @@ class _Pass:
         """Which rows carry the pseudonym of a subject erased from the dataset (None: none do)."""
         if not len(self.suppressed):
             return None
-        hmac = [name for name, rule in self.pipeline.spec.security.columns.items() if rule.protect == "hmac"]
-        erased = np.zeros(stored.num_rows, dtype=bool)
-        for name in hmac:
-            values = stored.column(name)
-            valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-            erased[valid] |= np.isin(hashing.digest_tokens(values), self.suppressed)
+        erased = key_uniqueness.erased_rows(self.pipeline, stored, self.suppressed)
         return erased if erased.any() else None
 
     def _erased_line(self, line: bytes) -> bool:
