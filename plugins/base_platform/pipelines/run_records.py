@@ -84,6 +84,7 @@ class ShardResult:
     repeated: tuple[str, ...] = field(default=())
     bytes_in: int = 0  # the file bytes; for other kinds the raw values' bytes, counted as read
     position: Any = None  # the highest cursor value read (JSON), for an incremental source
+    rows_superseded: int = 0  # write: merge: rows a newer version of their key beat at commit
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -111,6 +112,7 @@ class ShardResult:
             repeated=tuple(data.get("repeated") or ()),
             bytes_in=int(data["bytes_in"]),
             position=data.get("position"),
+            rows_superseded=int(data.get("rows_superseded") or 0),
         )
 
 
@@ -141,13 +143,23 @@ _SUMMARY = (
     "dataset", "run", "dag_run", "interval", "started_at", "contract_version", "full_refresh", "rows_in",
     "rows_stored", "rows_quarantined", "bytes_in", "null_counts", "freshness", "quarantine", "inputs",
     "wall_seconds", "processing_seconds", "stage_seconds", "gb_per_hour", "lineage", "lag", "position",
-    "adopted_committed_at",
+    "adopted_committed_at", "rows_superseded", "rows_updated",
 )  # fmt: skip
 # Text fields, read as stored (the rest is JSON, or text where it does not parse: a time position).
 _TEXT = frozenset({"dataset", "run", "dag_run", "started_at", "contract_version", "adopted_committed_at"})
 # Left out of the summary when None (runs adopted from old manifests may lack the first three).
 _OPTIONAL = frozenset(
-    {"started_at", "freshness", "wall_seconds", "lineage", "lag", "position", "adopted_committed_at"}
+    {
+        "started_at",
+        "freshness",
+        "wall_seconds",
+        "lineage",
+        "lag",
+        "position",
+        "adopted_committed_at",
+        "rows_superseded",
+        "rows_updated",
+    }
 )
 _SNAPSHOT = ("snapshot_id", "operation", "committed_at", "files", "bytes_stored")
 _AUDIT = ("published", "breaker", "checks")  # what commit (with publish) and the audit task add
@@ -208,6 +220,8 @@ class RunRecord:
     lag: Mapping[str, Any] | None = None  # a stream's backlog as the run began
     position: Any = None  # where the run leaves its source (JSON), for an incremental one
     adopted_committed_at: str | None = None  # a run adopted from the format before Iceberg
+    rows_superseded: int | None = None  # write: merge: rows in that a newer version beat, not stored
+    rows_updated: int | None = None  # write: merge: the table's rows a newer version replaced
     snapshot_id: int | None = None
     operation: str | None = None
     committed_at: str | None = None

@@ -480,6 +480,27 @@ class Window(StrictModel):
         return self
 
 
+class Write(StrictModel):
+    """How a run's rows meet the table's (dlt's write dispositions are the model).
+
+    ``append``: a key the table already has is quarantined as a repeated key. ``merge``: an
+    upsert by primary key; of the versions of a key (the run's and the table's) the one with the
+    largest ``order_by`` wins, an older one or a tie with the table's is superseded, counted,
+    not stored (so a replay changes nothing).
+    """
+
+    mode: Literal["append", "merge"] = "append"
+    order_by: str | None = Field(
+        default=None, pattern=NAME, description="merge: the column whose largest value is the latest"
+    )
+
+    @model_validator(mode="after")
+    def _order_for_merge(self) -> Write:
+        if (self.mode == "merge") != (self.order_by is not None):
+            raise ValueError("`order_by` is what `merge` needs, and only merge")
+        return self
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -488,6 +509,7 @@ class PipelineSpec(StrictModel):
     quality: tuple[QualityRule, ...] = ()
     security: Security = Security()
     storage: Storage
+    write: Write = Write()
     retention: Retention = Retention()
     schedule: str | None = None
     execution: Literal["local", "kubernetes"] = "local"
@@ -557,9 +579,15 @@ class Pipeline(StrictModel):
         """The spec's quality rules, and the primary key's ``unique`` where the spec does not say
         it: a dataset's primary key is unique in every snapshot, whatever the spec states."""
         key = self.contract.primary_key
-        if any(isinstance(rule, Unique) and rule.columns == key for rule in self.spec.quality):
+        if self.merges or any(isinstance(rule, Unique) and rule.columns == key for rule in self.spec.quality):
             return self.spec.quality
         return (*self.spec.quality, Unique(rule="unique", columns=key))
+
+    @property
+    def merges(self) -> bool:
+        """Whether a run upserts by key (``write: merge``): then its commit, not a rule, keeps
+        the key unique, the latest version winning."""
+        return self.spec.write.mode == "merge"
 
 
 def _check_columns(pipeline: Pipeline, path: Path) -> None:
@@ -634,7 +662,31 @@ def load_pipeline(path: Path, contracts_dir: Path | None = None) -> Pipeline:
     _check_columns(pipeline, path)
     _check_cursor(pipeline, path)
     _check_media(pipeline, path)
+    _check_write(pipeline, path)
     return pipeline
+
+
+def _check_write(pipeline: Pipeline, path: Path) -> None:
+    """A merge orders by a stored column of a source pipeline, and no rule quarantines the
+    versions it is there to choose between."""
+    write = pipeline.spec.write
+    if write.order_by is None:
+        return
+    if pipeline.spec.inputs or isinstance(pipeline.spec.source, MediaSource):
+        raise CatalogError(
+            path, "write.mode", "merge is for a source's records: a derived or media dataset appends"
+        )
+    if write.order_by not in pipeline.contract.names:
+        raise CatalogError(path, "write.order_by", f"unknown column {write.order_by!r}")
+    protection = pipeline.spec.security.columns.get(write.order_by)
+    if protection and protection.protect != "none":
+        raise CatalogError(path, "write.order_by", f"{write.order_by} is stored as {protection.protect}")
+    key = pipeline.contract.primary_key
+    for index, rule in enumerate(pipeline.spec.quality):
+        if isinstance(rule, Unique) and rule.columns == key:
+            raise CatalogError(
+                path, f"quality[{index}]", "merge keeps the latest version of each key: no unique rule on it"
+            )
 
 
 def _check_media(pipeline: Pipeline, path: Path) -> None:

@@ -70,9 +70,9 @@ def unique_rules(pipeline: Pipeline) -> list[Unique]:
 
 
 def primary_key_rule(pipeline: Pipeline) -> Unique:
-    """The rule that keeps the primary key unique: checked across the run, and against the table."""
-    key = pipeline.contract.primary_key
-    return next(rule for rule in unique_rules(pipeline) if rule.columns == key)
+    """The rule that keeps the primary key unique: checked across the run, and against the table
+    (a merge keeps it by choosing a version instead: see ``key_merge``)."""
+    return Unique(rule="unique", columns=pipeline.contract.primary_key)
 
 
 def keys_file(run_key: str, shard_id: str, part: int, rule: Unique, stored: bool = False) -> str:
@@ -178,6 +178,7 @@ def quarantine_repeated_keys(
             removed[index].append(repeated[index])
         exact = exact and (rule == primary or not losing)
     counted = [_count_repeated_rows(pipeline, target, run_key, result) for result in results]
+    exact = exact and not pipeline.merges  # a merge saves no stored keys: it finds them itself
     return KeyCheck(counted, _new_keys(target, run_key, parts, primary, removed) if exact else None)
 
 
@@ -253,7 +254,7 @@ def drop_erased(
             )
             writer.counted(int(erased.sum()), ERASED)
             writer.close()
-            kept = _kept(read_batches(target, path, decryption), erased)
+            kept = kept_rows(read_batches(target, path, decryption), erased)
             staging_writer.replace_file(target, path, kept, protection.file_encryption(policy))
             dropped = True
         if result.quarantine and target.exists(result.quarantine):
@@ -376,7 +377,7 @@ def _move_repeated_rows(
         _quarantine_raw_rows(pipeline, target, run_key, part, rule, check, removed, key)
     for number, drop in drops.items():
         path = part.result.files[number]
-        kept = _kept(read_batches(target, path, decryption), drop)
+        kept = kept_rows(read_batches(target, path, decryption), drop)
         staging_writer.replace_file(target, path, kept, protection.file_encryption(policy))
 
 
@@ -410,7 +411,7 @@ def _quarantine_keys(
     writer.close()
 
 
-def _kept(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:
+def kept_rows(batches: Iterator[pa.RecordBatch], drop: np.ndarray) -> Iterator[pa.RecordBatch]:
     """The rows of a file's batches that ``drop`` (one flag per row of the file) does not flag."""
     start = 0
     for batch in batches:

@@ -347,14 +347,17 @@ def replace_file(
     path: str,
     batches: Iterator[pa.RecordBatch],
     encryption: Callable[[], Any] | None = None,
+    into: str | None = None,
 ) -> None:
-    """Replace one data file by ``batches`` of its schema, streamed beside it and renamed over it.
+    """Replace one data file by ``batches`` of its schema, streamed beside it and renamed over it
+    (or over ``into``, a copy the file itself stays beside: a merge's rewrite of a table file).
 
     No rows left, no file.
     """
     footer = pq.read_metadata(location.path(path), filesystem=location.fs)  # never encrypted
-    folder, name = path.rsplit("/", 1)
-    beside = f"{folder}/_replacing-{name}"
+    destination = into or path
+    folder, name = destination.rsplit("/", 1) if "/" in destination else ("", destination)
+    beside = f"{folder}/_replacing-{name}" if folder else f"_replacing-{name}"
     location.delete_dir(beside)
     with PartitionedWriter(
         location,
@@ -370,7 +373,7 @@ def replace_file(
                 writer.write(batch)
         written = writer.close()
     if written:
-        location.fs.move(written[0], location.path(path))
-    else:
-        location.fs.delete_file(location.path(path))
+        location.fs.move(written[0], location.path(destination))
+    elif location.exists(destination):
+        location.fs.delete_file(location.path(destination))
     location.delete_dir(beside)

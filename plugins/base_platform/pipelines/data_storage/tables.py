@@ -15,7 +15,7 @@ database file) or ``postgres`` (host, port, login, password, schema: the databas
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -296,9 +296,11 @@ def commit_files(
     replace_all: bool,
     decryption: Any = None,
     branch: str | None = MAIN,
+    removed: Sequence[str] = (),
 ) -> Snapshot:
     """Add the run's data files as one snapshot: a fast append, or with ``replace_all`` one
-    overwrite that also removes every current file (a full refresh).
+    overwrite that also removes every current file (a full refresh), or the current files
+    ``removed`` names (a merge's: it added them again without the rows it updated).
 
     ``branch=None`` stages the snapshot: made on top of ``main`` but on no branch, so no reader
     sees it until it is published (write-audit-publish; see ``breaker``). ``decryption`` reads
@@ -312,6 +314,10 @@ def commit_files(
         data_files = [_data_file(table, path, decryption) for path in paths]
     if replace_all:
         return replace_files(table, data_files, properties, branch=branch)
+    if removed:
+        gone = set(removed)
+        current = [task.file for task in table.scan().plan_files() if task.file.file_path in gone]
+        return replace_files(table, data_files, properties, current, branch=branch)
     with (
         table.transaction() as tx,
         tx.update_snapshot(snapshot_properties=properties, branch=branch).fast_append() as append,

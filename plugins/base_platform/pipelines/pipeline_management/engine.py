@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 
 from base_platform.files import Location, read_file, row_count
 from base_platform.pipelines.data_ingestion import decoding, sources
-from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
+from base_platform.pipelines.data_quality import key_merge, key_uniqueness, quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.data_storage.quarantine import raw_fields
@@ -144,11 +144,13 @@ class _Pass:
     def _unseen(self, raw: decoding.RawBatch) -> decoding.RawBatch:
         """A batch read again behind the position (a lookback) without the rows whose primary
         key the table holds: they were counted when first read, and are not again."""
-        if self.known is None or self.target is None or raw.batch.num_rows == 0:
+        if (self.known is None and self.quarantined is None) or self.target is None or not raw.batch.num_rows:
             return raw
         key = self.pipeline.contract.primary_key
         fingerprints, valid = key_uniqueness.raw_key_fingerprints(self.pipeline, key, raw.batch)
-        held = table_keys.contains(self.target, self.known, fingerprints)
+        held = np.zeros(len(fingerprints), dtype=bool)
+        if self.known is not None:
+            held |= table_keys.contains(self.target, self.known, fingerprints)
         if self.quarantined is not None:
             held |= table_keys.contains(self.target, self.quarantined, fingerprints)
         held &= valid
@@ -315,7 +317,8 @@ def process_shard(
     state = _Pass(pipeline, key, quarantine)
     state.suppressed = table_keys.suppressed(target)
     target.write_json_atomically({"tokens": len(state.suppressed)}, staging, "_suppressed.json")
-    state.target, state.known = target, (shard.span or {}).get("known")
+    # a merge meets a row read again with the table's version of its key; an append drops it
+    state.target, state.known = target, None if pipeline.merges else (shard.span or {}).get("known")
     state.quarantined = (shard.span or {}).get("quarantined")
     began = datetime.now(UTC)
     started = time.perf_counter()
@@ -445,9 +448,13 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
         run_key,
         staged,
         request.key,
-        known,
+        None if pipeline.merges else known,
         suppressed if len(suppressed) > read_with else None,
     )
+    merged = None
+    if pipeline.merges:
+        merged = key_merge.merge(pipeline, target, table, run_key, checked.results, known, decryption)
+        checked = key_uniqueness.KeyCheck(merged.results, merged.new_keys)
     key_seconds = time.perf_counter() - started
     data: list[tuple[str, str]] = []
     quarantine: list[tuple[str, str]] = []
@@ -464,8 +471,21 @@ def _add_snapshot(pipeline: Pipeline, target: Location, table: Any, request: Com
     record = _run_record(pipeline, published, request)
     record = replace(record, stage_seconds={**record.stage_seconds, "key_check": round(key_seconds, 3)})
     paths = [target.uri(final) for _, final in data]
+    if merged is not None:
+        record = replace(
+            record,
+            rows_superseded=sum(result.rows_superseded for result in published),
+            rows_updated=merged.rows_updated,
+        )
+        paths += merged.rewritten
     snapshot = tables.commit_files(
-        table, paths, record.to_properties(), request.full_refresh, decryption, branch=None
+        table,
+        paths,
+        record.to_properties(),
+        request.full_refresh,
+        decryption,
+        branch=None,
+        removed=merged.replaced if merged is not None else (),
     )
     started = time.perf_counter()
     table_keys.index_snapshot(
