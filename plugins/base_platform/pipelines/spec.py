@@ -54,6 +54,10 @@ MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# The media columns that name a file beside the table (``_media/<name>``): the file lives while a
+# snapshot's rows name it (``data_control.maintenance.side_files``).
+MEDIA_SIDE_COLUMNS = ("thumbnail", "resampled")
+
 NAME = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")

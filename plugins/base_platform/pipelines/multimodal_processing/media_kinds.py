@@ -5,7 +5,8 @@ values (the columns ``spec.MEDIA_COLUMNS`` names for its kind) as the contract's
 for a file of one row or :class:`Rows` for a file of several (a GeoJSON FeatureCollection), or
 :class:`Unreadable` with the reason, which quarantines the file and never stops the batch.
 ``side`` stores what belongs beside the table rather than in it (thumbnails, resampled series),
-under ``<storage.uri>/_media/``, named by content so a retry rewrites nothing.
+under ``<storage.uri>/_media/``, named by content so a retry rewrites nothing; the row names it,
+and maintenance deletes it once no snapshot's rows do.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ EXTENSIONS = {  # the file names each kind reads (any others under the source ar
     "timeseries": (".csv", ".parquet"),
 }
 
+SIDE_FOLDER = "_media"  # beside the dataset's data: thumbnails, resampled series
 SideWriter = Callable[[str, bytes], str]  # (name, bytes) -> where it was stored
 
 

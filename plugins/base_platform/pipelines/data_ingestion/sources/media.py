@@ -27,7 +27,6 @@ from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.spec import MediaSource, Pipeline
 
 BATCH_FILES = 256  # rows per batch handed to the contract stage
-SIDE_FOLDER = "_media"  # beside the dataset's data: thumbnails, resampled series
 
 
 def media_source(pipeline: Pipeline) -> MediaSource:
@@ -66,9 +65,9 @@ def side_writer(pipeline: Pipeline) -> media_kinds.SideWriter:
     location = Location.of(pipeline.spec.storage.uri)
 
     def write(name: str, data: bytes) -> str:
-        if not location.exists(SIDE_FOLDER, name):
-            location.write_atomically(data, SIDE_FOLDER, name)
-        return f"{SIDE_FOLDER}/{name}"
+        if not location.exists(media_kinds.SIDE_FOLDER, name):
+            location.write_atomically(data, media_kinds.SIDE_FOLDER, name)
+        return f"{media_kinds.SIDE_FOLDER}/{name}"
 
     return write
 
