@@ -83,8 +83,8 @@ def bare(kind: str, name: str, source: Path, side: Path) -> dict[str, Any]:
         if not path.name.lower().endswith(media_kinds.EXTENSIONS[kind]):
             continue
         try:
-            media_kinds.extract(kind, path.read_bytes(), str(path), spec, write)
-            rows += 1
+            found = media_kinds.extract(kind, path.read_bytes(), str(path), spec, write)
+            rows, broken = rows + len(found.rows), broken + len(found.rejects)
         except media_kinds.Unreadable:
             broken += 1
     return {"seconds": time.perf_counter() - start, "stored": rows, "quarantined": broken}

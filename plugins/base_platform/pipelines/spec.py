@@ -23,6 +23,7 @@ MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
     "document": ("pages", "title", "author", "created", "language", "text", "emails", "phones"),
     "image": ("format", "width", "height", "mode", "phash", "thumbnail", "exif", "gps_removed"),
     "geojson": (
+        "feature",  # the feature's index in its FeatureCollection (0 for a bare one): in the key
         "geometry",
         "geometry_type",
         "crs",
@@ -52,6 +53,10 @@ MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
         "resampled",
     ),
 }
+
+# The media columns that name a file beside the table (``_media/<name>``): the file lives while a
+# snapshot's rows name it (``data_control.maintenance.side_files``).
+MEDIA_SIDE_COLUMNS = ("thumbnail", "resampled")
 
 NAME = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -704,6 +709,12 @@ def _check_media(pipeline: Pipeline, path: Path) -> None:
             )
     if missing := [name for name in MEDIA_COMMON_COLUMNS if name not in pipeline.contract.names]:
         raise CatalogError(path, "contract", f"a media contract needs {missing}")
+    if source.format == "geojson" and "feature" not in pipeline.contract.primary_key:
+        raise CatalogError(
+            path,
+            "contract",
+            "a geojson contract's primary_key needs feature: a FeatureCollection's features share its sha256",
+        )
 
 
 def cursor_of(pipeline: Pipeline) -> str | None:

@@ -136,7 +136,11 @@ def test_orphans_older_than_the_grace_go_and_the_engines_folders_stay(
     os.utime(old, (week_ago, week_ago))
     os.utime(ours, (week_ago, week_ago))
     report = maintenance.remove_orphans(table_actions.dataset_table("transactions"), now)
-    assert report == {"orphans_deleted": 1, "orphan_bytes_deleted": len(b"left by a crashed writer")}
+    assert report == {
+        "orphans_deleted": 1,
+        "orphan_bytes_deleted": len(b"left by a crashed writer"),
+        "side_files_deleted": 0,
+    }
     assert not old.exists() and fresh.exists() and ours.exists()
     assert table_actions.read_dataset("transactions").num_rows == 1500
 

@@ -233,7 +233,7 @@ def test_a_parquet_series_is_read_like_a_csv_one(tmp_path: Path) -> None:
         written[name] = data
         return name
 
-    row = media_kinds.extract("timeseries", sink.getvalue(), "s/pump-7.parquet", source, side)
+    (row,) = media_kinds.extract("timeseries", sink.getvalue(), "s/pump-7.parquet", source, side).rows
     assert (row["series"], row["points_in"], row["out_of_order"], row["duplicates"]) == (
         "pump-7",
         "4",

@@ -12,6 +12,14 @@ this module does what Iceberg's Java actions do, on pyiceberg's own scan, writer
   older than a grace period (a commit in flight has published files it has not committed yet).
   The engine's own folders (``_``: quarantine, staging, key indexes) are not its to judge; an
   expiry deletes the key indexes of the snapshots it expires.
+- Side files (``_media/``: thumbnails, resampled series) belong to the snapshots whose rows name
+  them (``spec.MEDIA_SIDE_COLUMNS``), read from the data files themselves rather than kept in a
+  list of their own that could drift: :func:`expire` deletes, with the data files, those only the
+  expired snapshots' rows named (so an erasure's expiry takes the erased rows' thumbnails), and
+  :func:`remove_orphans` those no snapshot names once older than the grace period (a run that
+  never committed). The grace also covers a run in flight, whose rows no snapshot holds yet; a
+  run that finds its side file already there (same content) does not rewrite it, so it relies
+  on a kept snapshot still naming it, which holds unless that content's rows were just erased.
 
 Expired snapshots would take their run records with them, so :func:`expire` carries the
 inputs' checksums (``tables.EXPIRED_INPUTS``: ``discover`` still skips those inputs) and the
@@ -29,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 from base_platform.files import Location
 from base_platform.pipelines.data_quality import table_keys
 from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.multimodal_processing.media_kinds import SIDE_FOLDER
+from base_platform.pipelines.spec import MEDIA_SIDE_COLUMNS
 
 if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table
@@ -81,6 +91,9 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
     kept = [s for s in table.snapshots() if s.snapshot_id not in doomed]
     kept_files = set().union(*(reach.files(s) for s in kept))
     gone = set().union(*(reach.files(s) for s in table.snapshots() if s.snapshot_id in doomed)) - kept_files
+    kept_data = set().union(*(reach.data_files(s) for s in kept))
+    doomed_data = set().union(*(reach.data_files(s) for s in table.snapshots() if s.snapshot_id in doomed))
+    gone |= _side_files_only_in(table, doomed_data - kept_data, kept_data)
     kept_runs = {record.run for s in kept if (record := tables.run_record(s)) is not None}
     carried = {sha: run for sha, run in tables.committed_inputs(table).items() if run not in kept_runs}
     # the monitor's history stays
@@ -103,6 +116,44 @@ def expire(table: Table, snapshot_ids: Iterable[int]) -> dict[str, Any]:
         Location.of(table.location()), [s.snapshot_id for s in table.refresh().snapshots()]
     )
     return {"snapshots_expired": sorted(doomed), "key_indexes_deleted": indexes, **finish_deletes(table)}
+
+
+def side_files(table: Table, data_files: Iterable[str]) -> set[str] | None:
+    """The side files the rows of these data files name, as paths under the table; None when a
+    file's side columns cannot be read (encrypted, say): then nothing is deleted on a guess."""
+    import pyarrow.parquet as pq
+
+    wanted = [name for name in MEDIA_SIDE_COLUMNS if name in table.schema().column_names]
+    root = table.location().rstrip("/")
+    named: set[str] = set()
+    for uri in data_files if wanted else ():
+        folder, name = uri.rsplit("/", 1)
+        location = Location.of(folder)
+        try:
+            with location.fs.open_input_file(location.path(name)) as source:
+                file = pq.ParquetFile(source)
+                present = [column for column in wanted if column in file.schema_arrow.names]
+                values = file.read(columns=present)
+        except (OSError, ValueError):
+            return None
+        for column in present:
+            named |= {
+                f"{root}/{value}" for value in values.column(column).unique().to_pylist() if _side(value)
+            }
+    return named
+
+
+def _side(value: Any) -> bool:
+    """Whether a row's value names a side file: ``_media/<name>``, as ``side_writer`` makes it."""
+    folder, _, name = value.partition("/") if isinstance(value, str) else ("", "", "")
+    return folder == SIDE_FOLDER and name not in ("", ".", "..") and "/" not in name
+
+
+def _side_files_only_in(table: Table, gone: set[str], kept: set[str]) -> set[str]:
+    """The side files the rows of the ``gone`` files name and no ``kept`` file's rows do."""
+    named = side_files(table, gone)
+    still = side_files(table, kept) if named else None
+    return named - still if named and still is not None else set()
 
 
 def finish_deletes(table: Table) -> dict[str, int]:
@@ -215,7 +266,29 @@ def remove_orphans(table: Table, now: datetime, grace: timedelta = ORPHAN_GRACE)
             continue
         location.fs.delete_file(info.path)
         removed, freed = removed + 1, freed + (info.size or 0)
-    return {"orphans_deleted": removed, "orphan_bytes_deleted": freed}
+    return {
+        "orphans_deleted": removed,
+        "orphan_bytes_deleted": freed,
+        **_remove_side_orphans(table, reach, cutoff),
+    }
+
+
+def _remove_side_orphans(table: Table, reach: Reach, cutoff: datetime) -> dict[str, int]:
+    """Delete the side files written before ``cutoff`` that no snapshot's rows name: a run's that
+    never committed, or one whose rows left before expiry took side files with it."""
+    from pyarrow.fs import FileSelector, FileType
+
+    location = Location.of(table.location())
+    listed = location.fs.get_file_info(FileSelector(location.path(SIDE_FOLDER), allow_not_found=True))
+    old = [i for i in listed if i.type == FileType.File and i.mtime is not None and i.mtime < cutoff]
+    named = side_files(table, set().union(*(reach.data_files(s) for s in table.snapshots()))) if old else None
+    if named is None:
+        return {"side_files_deleted": 0}
+    known = {_bare(path) for path in named}
+    unnamed = [info for info in old if _bare(info.path) not in known]
+    for info in unnamed:
+        location.fs.delete_file(info.path)
+    return {"side_files_deleted": len(unnamed)}
 
 
 def _bare(path: str) -> str:

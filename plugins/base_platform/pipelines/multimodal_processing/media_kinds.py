@@ -1,10 +1,12 @@
-"""multimodal_processing: each file of a ``kind: media`` source becomes one row of a typed table.
+"""multimodal_processing: each file of a ``kind: media`` source becomes rows of a typed table.
 
-One module per media kind, each with ``extract(data, name, digest, source, side) -> dict``: a
-file's values (the columns ``spec.MEDIA_COLUMNS`` names for its kind) as the contract's text,
-or :class:`Unreadable` with the reason, which quarantines the file and never stops the batch.
+One module per media kind, each with ``extract(data, name, digest, source, side)``: a file's
+values (the columns ``spec.MEDIA_COLUMNS`` names for its kind) as the contract's text, a dict
+for a file of one row or :class:`Rows` for a file of several (a GeoJSON FeatureCollection), or
+:class:`Unreadable` with the reason, which quarantines the file and never stops the batch.
 ``side`` stores what belongs beside the table rather than in it (thumbnails, resampled series),
-under ``<storage.uri>/_media/``, named by content so a retry rewrites nothing.
+under ``<storage.uri>/_media/``, named by content so a retry rewrites nothing; the row names it,
+and maintenance deletes it once no snapshot's rows do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,11 +37,29 @@ EXTENSIONS = {  # the file names each kind reads (any others under the source ar
     "timeseries": (".csv", ".parquet"),
 }
 
+SIDE_FOLDER = "_media"  # beside the dataset's data: thumbnails, resampled series
 SideWriter = Callable[[str, bytes], str]  # (name, bytes) -> where it was stored
 
 
 class Unreadable(ValueError):
     """A file this kind cannot turn into a row: quarantined with this reason."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a file of several records gives (a FeatureCollection: a row per feature): the rows,
+    and a reason for each record quarantined, so a bad record costs only itself and is counted."""
+
+    rows: list[dict[str, Any]]
+    rejects: list[str]
+
+
+def reason(exc: Exception) -> str:
+    """Why a file (or a record of it) is quarantined: an :class:`Unreadable`'s own words, or any
+    other failure named, since a crafted file can break a decoder anywhere."""
+    if isinstance(exc, Unreadable):
+        return str(exc)
+    return f"cannot be read: {type(exc).__name__}: {exc}"[:500]
 
 
 class TooSlow(BaseException):
@@ -88,9 +109,11 @@ def nesting_depth(data: bytes) -> int:
     return int(np.cumsum(steps).max()) if len(raw) else 0
 
 
-def extract(media: str, data: bytes, name: str, source: MediaSource, side: SideWriter) -> dict[str, Any]:
-    """One file's row: the common columns and its kind's; raises :class:`Unreadable`."""
+def extract(media: str, data: bytes, name: str, source: MediaSource, side: SideWriter) -> Rows:
+    """One file's rows, each with the common columns and its kind's, and its records quarantined;
+    raises :class:`Unreadable` when the file as a whole cannot be read."""
     module: Any = importlib.import_module(MEDIA_MODULES[media])
     common = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": str(len(data))}
-    found: dict[str, Any] = module.extract(data, name, common["sha256"], source, side)
-    return common | found
+    found: dict[str, Any] | Rows = module.extract(data, name, common["sha256"], source, side)
+    parts = found if isinstance(found, Rows) else Rows([found], [])
+    return Rows([common | row for row in parts.rows], parts.rejects)

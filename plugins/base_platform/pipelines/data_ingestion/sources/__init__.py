@@ -104,5 +104,6 @@ def inputs_of(results: Iterable[ShardResult]) -> list[tuple[str, str]]:
 
 def nothing_new(results: Iterable[ShardResult]) -> bool:
     """A run of an incremental source that read no rows: nothing to commit. (A run of files that
-    found an empty file commits it, so the file is marked read.)"""
-    return all(result.shard.kind != "files" and result.rows_in == 0 for result in results)
+    found an empty file, or media files of no rows, such as an empty FeatureCollection, commits
+    it, so the file is marked read.)"""
+    return all(result.shard.kind not in ("files", "media") and result.rows_in == 0 for result in results)

@@ -1,11 +1,13 @@
-"""``kind: media``: files of one media kind (documents, images, GeoJSON, time series), a row each.
+"""``kind: media``: files of one media kind (documents, images, GeoJSON, time series), a row each
+(a row per feature of a GeoJSON FeatureCollection).
 
 ``plan`` lists the files the dataset's lineage does not hold (by SHA-256, each file's own) and
 groups them, in path order, into shards of about ``shard_mb`` and at most ``files_per_shard``,
 so many small files make few tasks and a drop of them still runs in parallel. ``read`` turns
-each file of its shard into one row (``pipelines/multimodal_processing``); a file that cannot be read,
-is too big (``max_file_mb``) or too slow (``max_seconds``), or fails in any way, is a reject with
-its reason, so it is quarantined and counted, and the shard goes on.
+each file of its shard into its rows (``pipelines/multimodal_processing``); a file that cannot be
+read, is too big (``max_file_mb``) or too slow (``max_seconds``), or fails in any way, is a reject
+with its reason, so it is quarantined and counted, and the shard goes on; so is each record of a
+file of several (a feature) that fails, with the file's path and the record's reason.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from base_platform.pipelines.run_records import Shard
 from base_platform.pipelines.spec import MediaSource, Pipeline
 
 BATCH_FILES = 256  # rows per batch handed to the contract stage
-SIDE_FOLDER = "_media"  # beside the dataset's data: thumbnails, resampled series
 
 
 def media_source(pipeline: Pipeline) -> MediaSource:
@@ -64,9 +65,9 @@ def side_writer(pipeline: Pipeline) -> media_kinds.SideWriter:
     location = Location.of(pipeline.spec.storage.uri)
 
     def write(name: str, data: bytes) -> str:
-        if not location.exists(SIDE_FOLDER, name):
-            location.write_atomically(data, SIDE_FOLDER, name)
-        return f"{SIDE_FOLDER}/{name}"
+        if not location.exists(media_kinds.SIDE_FOLDER, name):
+            location.write_atomically(data, media_kinds.SIDE_FOLDER, name)
+        return f"{media_kinds.SIDE_FOLDER}/{name}"
 
     return write
 
@@ -86,11 +87,13 @@ def read(pipeline: Pipeline, shard: Shard) -> Iterator[RawBatch]:
                 data = stream.read()
             try:
                 with media_kinds.time_limit(source.max_seconds):
-                    rows.append(media_kinds.extract(source.format, data, path, source, side))
-            except (media_kinds.Unreadable, media_kinds.TooSlow) as exc:
+                    found = media_kinds.extract(source.format, data, path, source, side)
+                rows += found.rows
+                rejects += [Reject(path.encode(), why) for why in found.rejects]
+            except media_kinds.TooSlow as exc:
                 rejects.append(Reject(path.encode(), str(exc)))
             except Exception as exc:  # any crafted file: its own failure, never the batch's
-                rejects.append(Reject(path.encode(), f"cannot be read: {type(exc).__name__}: {exc}"[:500]))
+                rejects.append(Reject(path.encode(), media_kinds.reason(exc)))
         if len(rows) + len(rejects) >= BATCH_FILES:
             yield _batch(rows, rejects, names)
             rows, rejects = [], []
