@@ -107,8 +107,10 @@ def bucket_groups(counts: np.ndarray) -> Iterator[tuple[int, int]]:
     yield first, len(counts)
 
 
-def index_file(snapshot_id: int, rule: Unique) -> str:
-    return f"{INDEX_FOLDER}/{snapshot_id}/{'+'.join(rule.columns)}.u64"
+def index_file(snapshot_id: int, rule: Unique, kind: str = "") -> str:
+    """A snapshot's key file: its index, or (``kind="quarantined"``) the keys a lookback window's
+    runs quarantined, kept beside it so the expiry that prunes the one prunes the other."""
+    return f"{INDEX_FOLDER}/{snapshot_id}/{'+'.join(rule.columns)}{'.' + kind if kind else ''}.u64"
 
 
 def table_index(table: Table, target: Location, rule: Unique, decryption: Any = None) -> str | None:

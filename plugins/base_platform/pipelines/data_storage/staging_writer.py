@@ -111,6 +111,8 @@ class QuarantineWriter:
 
     def counted(self, count: int, reason: str) -> None:
         """Rows counted with their reason and nothing else: no value, raw or sealed, is kept."""
+        if not count:
+            return
         columns = {name: pa.nulls(count, pa.binary()) for name in self.names}
         reasons = pa.array([reason] * count, pa.string())
         self.write(

@@ -95,7 +95,7 @@ def _quarantined_since(
     if snapshot is None:
         return None
     rule = key_uniqueness.primary_key_rule(pipeline)
-    path = table_keys.index_file(snapshot.snapshot_id, rule).replace(".u64", ".quarantined.u64")
+    path = table_keys.index_file(snapshot.snapshot_id, rule, "quarantined")
     if target.exists(path):
         return path
     found = [np.empty(0, np.uint64)]
@@ -126,9 +126,14 @@ class _Pass:
     """The state of one streaming pass: counts, timings, uniqueness and the quarantine."""
 
     def __init__(
-        self, pipeline: Pipeline, key: bytes | None, quarantine: staging_writer.QuarantineWriter
+        self,
+        pipeline: Pipeline,
+        key: bytes | None,
+        quarantine: staging_writer.QuarantineWriter,
+        target: Location,
+        span: Mapping[str, Any],
     ) -> None:
-        self.pipeline, self.key, self.quarantine = pipeline, key, quarantine
+        self.pipeline, self.key, self.quarantine, self.target = pipeline, key, quarantine, target
         self.counts: Counter[str] = Counter()
         self.timings: dict[str, float] = {}
         self.keys: dict[str, quality_rules.UniqueKeys] = {}
@@ -136,15 +141,16 @@ class _Pass:
         self.nulls: Counter[str] = Counter()
         self.cursor = cursor_of(pipeline)
         self.position: Any = None  # the highest cursor value read, stored or not
-        self.suppressed = np.empty(0, np.uint64)  # tokens of erased subjects (table_keys.suppressed)
-        self.target: Location | None = None
-        self.known: str | None = None  # the table's key index, for rows a lookback reads again
-        self.quarantined: str | None = None  # and the keys the window's runs quarantined
+        self.suppressed = table_keys.suppressed(target)  # tokens of erased subjects: their rows drop
+        # the table's key index, for rows a lookback reads again (a merge meets them with the
+        # table's version of their key instead), and the keys the window's runs quarantined
+        self.known: str | None = None if pipeline.merges else span.get("known")
+        self.quarantined: str | None = span.get("quarantined")
 
     def _unseen(self, raw: decoding.RawBatch) -> decoding.RawBatch:
         """A batch read again behind the position (a lookback) without the rows whose primary
         key the table holds: they were counted when first read, and are not again."""
-        if (self.known is None and self.quarantined is None) or self.target is None or not raw.batch.num_rows:
+        if (self.known is None and self.quarantined is None) or not raw.batch.num_rows:
             return raw
         key = self.pipeline.contract.primary_key
         fingerprints, valid = key_uniqueness.raw_key_fingerprints(self.pipeline, key, raw.batch)
@@ -314,12 +320,8 @@ def process_shard(
     quarantine = staging_writer.QuarantineWriter(
         target, target.path(staging, "_quarantine.parquet"), names, shard.label, pipeline.spec.security, key
     )
-    state = _Pass(pipeline, key, quarantine)
-    state.suppressed = table_keys.suppressed(target)
+    state = _Pass(pipeline, key, quarantine, target, shard.span or {})
     target.write_json_atomically({"tokens": len(state.suppressed)}, staging, "_suppressed.json")
-    # a merge meets a row read again with the table's version of its key; an append drops it
-    state.target, state.known = target, None if pipeline.merges else (shard.span or {}).get("known")
-    state.quarantined = (shard.span or {}).get("quarantined")
     began = datetime.now(UTC)
     started = time.perf_counter()
     try:
