@@ -28,8 +28,9 @@ class UniqueKeys:
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
-        self.stored: list[np.ndarray] = []  # the fingerprints of the rows stored (see ``keep``)
-        self._batch: tuple[np.ndarray, np.ndarray] | None = None  # the last batch's, and which are valid
+        self.unstored: list[np.ndarray] = []  # keys seen whose first row was not stored (see ``keep``)
+        # the last batch's fingerprints, and which rows are their key's first in the shard
+        self._batch: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def held(self) -> int:
@@ -58,16 +59,20 @@ class UniqueKeys:
         return duplicate
 
     def keep(self, kept: np.ndarray) -> None:
-        """Remember the keys of the last batch's rows that are stored (``kept``: one flag a row)."""
+        """Remember the keys of the last batch whose first row is not stored (``kept``: one flag
+        a row): a key's later rows are duplicates, so a key is stored where its first row is."""
         if self._batch is not None:
-            fingerprints, valid = self._batch
-            self.stored.append(fingerprints[valid & kept])
+            fingerprints, first = self._batch
+            self.unstored.append(fingerprints[first & ~kept])
             self._batch = None
 
     def stored_keys(self) -> np.ndarray:
-        """The sorted keys of every row stored so far."""
-        keys: np.ndarray = np.sort(np.concatenate(self.stored)) if self.stored else np.empty(0, np.uint64)
-        return keys
+        """The sorted keys of every row stored so far: those seen, less the few whose first row
+        went to quarantine (no sort of every key again)."""
+        seen = self.sorted_keys()
+        gone = np.unique(np.concatenate(self.unstored)) if self.unstored else np.empty(0, np.uint64)
+        kept: np.ndarray = np.delete(seen, np.searchsorted(seen, gone)) if len(gone) else seen
+        return kept
 
     def _add(self, keys: np.ndarray) -> None:
         self.runs.append(keys)
@@ -124,9 +129,9 @@ def keys_of(columns: dict[str, pa.Array]) -> tuple[np.ndarray, np.ndarray]:
 def _unique(batch: pa.RecordBatch, rule: Unique, findings: Findings, seen: UniqueKeys) -> None:
     """A row whose key appeared before is a duplicate; a row with a null in its key has none."""
     fingerprints, valid = keys_of({name: batch.column(name) for name in rule.columns})
-    seen._batch = (fingerprints, valid)
     duplicate = np.zeros(batch.num_rows, dtype=bool)
     duplicate[valid] = seen.duplicates(fingerprints[valid])
+    seen._batch = (fingerprints, valid & ~duplicate)
     findings.add(pa.array(duplicate), f"{'+'.join(rule.columns)}: duplicate in this run")
 
 

@@ -230,7 +230,7 @@ def protect_raw(values: list[bytes | None], protection: Protection, key: bytes |
     if protection.protect == "hmac":
         if key is None:
             raise ValueError("hmac needs a key")
-        forms = [None if v is None else _canonical_bytes(v, protection.canonical) for v in values]
+        forms = _canonical_bytes(values, protection.canonical)
         return [None if v is None else hmac.new(key, v, hashlib.sha256).digest() for v in forms]
     if protection.protect == "mask":
         keep = protection.keep_last
@@ -250,10 +250,21 @@ def protect_raw(values: list[bytes | None], protection: Protection, key: bytes |
     return [None] * len(values)  # drop and encrypt: only the sealed record holds them
 
 
-def _canonical_bytes(value: bytes, kind: str | None) -> bytes:
-    """:func:`canonical` of a raw value; one that is not UTF-8 is hashed as it is."""
+def _canonical_bytes(values: list[bytes | None], kind: str | None) -> list[bytes | None]:
+    """:func:`canonical` of raw values, all at once (a quarantined batch's column); a value that
+    is not UTF-8 is hashed as it is."""
     if kind is None:
-        return value
+        return values
+    raw = pa.array(values, pa.binary())
+    try:
+        texts = raw.cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8 somewhere: those values one by one
+        return [None if v is None else _canonical_one(v, kind) for v in values]
+    found: list[bytes | None] = canonical(texts, kind).cast(pa.binary()).to_pylist()
+    return found
+
+
+def _canonical_one(value: bytes, kind: str) -> bytes:
     try:
         return canonical_text(value.decode(), kind).encode()
     except UnicodeDecodeError:
