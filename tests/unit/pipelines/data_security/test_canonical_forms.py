@@ -30,7 +30,7 @@ def test_a_quarantined_column_is_hashed_as_its_values_one_by_one(
     values: list[bytes | None], kind: str | None
 ) -> None:
     rule = Protection(classification="pii", protect="hmac", canonical=kind)
-    expected = []
+    expected: list[bytes | None] = []
     for value in values:
         if value is None:
             expected.append(None)
