@@ -15,11 +15,17 @@ The dataset's suppression list (``table_keys.SUPPRESSED``) gains the subject's t
 the pseudonym (``hashing.digest_tokens``): ingest drops a row that carries one, so a replay, a
 re-sent file or a full refresh never brings the subject back. A publication scrubs its earlier
 exports against the same list (``publishing``). The audit names the request, never the subject.
+
+The layers above (the datasets API's page cache, the feature stores) follow through
+``followers``: each gets the subject as an :class:`ErasedSubject` (its pseudonyms, never its
+value) once the tables are done, and reports what it removed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,19 @@ ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
 ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
 ENTRIES_KEPT = 50  # the newest erasures the table property keeps (the reports keep all)
 CUT_TABLES = ("sample", *SPLITS)  # ``<dataset>__<cut>``, made by ``sampling``
+
+
+@dataclass(frozen=True)
+class ErasedSubject:
+    """What a follower of an erasure needs: where the subject was and its pseudonyms, not its value."""
+
+    dataset: str
+    request: str
+    digests: dict[str, list[bytes]]  # HMAC column -> the subject's pseudonyms in it
+    tables: tuple[str, ...]  # the dataset's table and those made from it that exist
+
+
+Follower = Callable[[ErasedSubject], dict[str, Any]]
 
 
 def subject_digests(pipeline: Pipeline, subject: str, key: bytes) -> dict[str, list[bytes]]:
@@ -74,8 +93,17 @@ def made_from(pipeline: Pipeline) -> list[str]:
     return names
 
 
-def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
-    """Erase the subject from the dataset, the tables made from it and the quarantine.
+def erase(
+    pipeline: Pipeline,
+    subject: str,
+    key: bytes | None,
+    *,
+    who: str,
+    request: str,
+    followers: Sequence[Follower] = (),
+) -> dict[str, Any]:
+    """Erase the subject from the dataset, the tables made from it and the quarantine, then
+    let each follower erase its copies (a follower's report goes under its name).
 
     Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
     pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
@@ -113,9 +141,10 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
         kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
         with table.transaction() as tx:
             tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
-    made = {}
+    made, present = {}, [name] if table is not None else []
     for other in made_from(pipeline):
         found = tables.load(other)
+        present += [other] if found is not None else []
         if found is not None and set(digests) & set(found.schema().column_names):
             made[other] = _erase_rows(found, digests, request)
     report["tables_made_from_it"] = made
@@ -123,6 +152,9 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     report |= quarantine.erase_quarantined(
         tables.location_of(pipeline, table), digests, subject, sorted(canonical, key=str), key
     )
+    erased = ErasedSubject(name, request, digests, tuple(present))
+    for follower in followers:
+        report[follower.__name__] = follower(erased)
     return report
 
 
