@@ -32,7 +32,10 @@ VAULT_REFERENCE = "vault:"
 REQUESTS_PATH = "erasure/"  # a request's subject in Vault: its own path under this, read, then destroyed
 # the layers above erase their copies of a subject too (``erasure.Follower``): named, not imported,
 # for this package may not import them, and they load pyarrow, which parsing a DAG must not
-ERASE_FOLLOWERS = ("base_platform.pipelines.data_distribution.serving:forget_erased",)
+ERASE_FOLLOWERS = (
+    "base_platform.pipelines.data_distribution.serving:forget_erased",
+    "base_platform.pipelines.feature_engineering.offline:erase_subject",
+)
 
 
 def _names() -> list[str]:

@@ -135,7 +135,7 @@ def erase(
     if table is not None:
         if (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
             report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
-        report |= _erase_rows(table.refresh(), digests, request)
+        report |= erase_rows(table.refresh(), digests, request)
         entry = {k: report.get(k) for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
         earlier = json.loads(table.refresh().properties.get(ERASURES_PROPERTY, "[]"))
         kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
@@ -146,7 +146,7 @@ def erase(
         found = tables.load(other)
         present += [other] if found is not None else []
         if found is not None and set(digests) & set(found.schema().column_names):
-            made[other] = _erase_rows(found, digests, request)
+            made[other] = erase_rows(found, digests, request)
     report["tables_made_from_it"] = made
     canonical = {rule.canonical for rule in pipeline.spec.security.columns.values() if rule.protect == "hmac"}
     report |= quarantine.erase_quarantined(
@@ -158,7 +158,7 @@ def erase(
     return report
 
 
-def _erase_rows(table: Table, digests: dict[str, list[bytes]], request: str) -> dict[str, Any]:
+def erase_rows(table: Table, digests: dict[str, list[bytes]], request: str) -> dict[str, Any]:
     """Delete the rows holding a pseudonym from ``main``, then expire every other snapshot that
     reaches a file holding one: those the delete replaced, and any other (an audit an erasure
     dropped, a snapshot from before a compaction). Each candidate file is read once."""
