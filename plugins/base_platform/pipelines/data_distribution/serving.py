@@ -401,6 +401,8 @@ def to_json_rows(rows: pa.Table) -> list[dict[str, Any]]:
     """Rows as JSON: digests as hex, decimals as strings, times as ISO 8601."""
 
     def plain(value: Any) -> Any:
+        if isinstance(value, list):  # a multi-value HMAC column: each digest as hex
+            return [plain(item) for item in value]
         if isinstance(value, bytes):
             return value.hex()
         if isinstance(value, Decimal):
