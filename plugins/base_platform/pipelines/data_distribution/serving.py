@@ -348,6 +348,10 @@ class PageCache:
         if found is None:
             found = _page(pipeline, query, table, snapshot)
             self.store.put(key, found)
+            # an erasure that expired the snapshot while it was read dropped its pages before this one
+            refreshed = table.refresh()
+            if refreshed.snapshot_by_id(snapshot.snapshot_id) is None:
+                self._forget_gone(pipeline.spec.name, live_snapshots(refreshed))
         return found
 
     def _forget_gone(self, dataset: str, live: frozenset[int]) -> None:
