@@ -168,7 +168,8 @@ def erase_rows(
 ) -> dict[str, Any]:
     """Delete the rows holding a pseudonym from ``main``, then expire every other snapshot that
     reaches a file holding one: those the delete replaced, and any other (an audit an erasure
-    dropped, a snapshot from before a compaction). Each candidate file is read once."""
+    dropped, a snapshot from before a compaction). Each candidate file is read once. ``key``:
+    what a multi-value row is deleted by where the table's own contract does not say."""
     present = [name for name in digests if name in table.schema().column_names]
     if not present or not table.snapshots():
         return {"rows_removed": 0}
