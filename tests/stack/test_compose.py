@@ -167,3 +167,6 @@ def test_the_datasets_api_caches_in_a_bounded_redis_of_its_own(model: dict[str, 
     assert api["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"  # the common env is kept
     assert set(api["depends_on"]) >= {"postgres", "redis", "airflow-init", "cache"}
     assert "cache" not in services["api-server"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
+    worker = services["worker"]  # where dataset_erase runs: it drops the erased snapshots' pages
+    assert worker["environment"]["BASE_DATASETS_CACHE_URL"] == api["environment"]["BASE_DATASETS_CACHE_URL"]
+    assert "cache" in worker["depends_on"]

@@ -325,6 +325,12 @@ class Protection(StrictModel):
         description="hmac: the value's canonical form is hashed (an e-mail trimmed and lower-cased, a "
         "phone number's digits and leading +), so the same person always has the same pseudonym",
     )
+    separator: str | None = Field(
+        default=None,
+        min_length=1,
+        description="hmac: the value holds several (a document's e-mails), split on this; each is "
+        "canonicalised and hashed alone and the column stores the list of digests, so each matches",
+    )
 
     @model_validator(mode="after")
     def _protected_unless_public(self) -> Protection:
@@ -332,6 +338,8 @@ class Protection(StrictModel):
             raise ValueError(f"a {self.classification} column needs a protection (hmac, mask, drop, encrypt)")
         if self.canonical and self.protect != "hmac":
             raise ValueError("canonical applies to hmac columns")
+        if self.separator and self.protect != "hmac":
+            raise ValueError("separator applies to hmac columns")
         return self
 
 
@@ -347,6 +355,11 @@ class Security(StrictModel):
     @property
     def encrypted(self) -> list[str]:
         return sorted(name for name, p in self.columns.items() if p.protect == "encrypt")
+
+    @property
+    def separators(self) -> dict[str, str]:
+        """Each multi-value HMAC column's separator."""
+        return {name: p.separator for name, p in self.columns.items() if p.separator}
 
 
 PARTITION = re.compile(r"^(?:day\((?P<day>[a-z][a-z0-9_]*)\)|(?P<identity>[a-z][a-z0-9_]*))$")

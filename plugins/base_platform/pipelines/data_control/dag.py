@@ -11,8 +11,9 @@ Each writes its report beside the run (``write_report``) and returns it as the t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -23,9 +24,18 @@ from base_platform.pipelines.data_control.form_params import POINT, SIZE, SPLIT_
 from base_platform.pipelines.event_coordination.dataset_assets import DATASET_CHANGES, announce_change
 from base_platform.pipelines.spec import load_pipelines, pipeline_named
 
+if TYPE_CHECKING:
+    from base_platform.pipelines.data_control.erasure import Follower
+
 log = logging.getLogger(__name__)
 VAULT_REFERENCE = "vault:"
 REQUESTS_PATH = "erasure/"  # a request's subject in Vault: its own path under this, read, then destroyed
+# the layers above erase their copies of a subject too (``erasure.Follower``): named, not imported,
+# for this package may not import them, and they load pyarrow, which parsing a DAG must not
+ERASE_FOLLOWERS = (
+    "base_platform.pipelines.data_distribution.serving:forget_erased",
+    "base_platform.pipelines.feature_engineering.offline:erase_subject",
+)
 
 
 def _names() -> list[str]:
@@ -131,7 +141,7 @@ def _maintenance_markdown(report: dict[str, Any]) -> str:
     )
 
 
-def build_erase_dag() -> DAG:
+def build_erase_dag(followers: Sequence[str] = ERASE_FOLLOWERS) -> DAG:
     params = {
         "subject": Param(
             type="string",
@@ -167,12 +177,16 @@ def build_erase_dag() -> DAG:
             subject = _subject(given)
             mask_secret(subject)
             who = context["dag_run"].triggering_user_name or "unknown"
+            after = [follower(path) for path in followers]
             reports = []
             for name in context["params"]["datasets"]:
                 pipeline = pipeline_named(name)
                 key = protection.load_key(pipeline.spec.security)
                 try:
-                    reports.append(erasure.erase(pipeline, subject, key, who=who, request=context["run_id"]))
+                    request = context["run_id"]
+                    reports.append(
+                        erasure.erase(pipeline, subject, key, who=who, request=request, followers=after)
+                    )
                 except table_actions.ControlError as exc:
                     raise _refused(exc) from exc
             lines = [
@@ -195,6 +209,14 @@ def build_erase_dag() -> DAG:
 
         erase()
     return dag
+
+
+def follower(path: str) -> Follower:
+    """The function a ``module:function`` name of :data:`ERASE_FOLLOWERS` names."""
+    import importlib
+
+    module, _, function = path.partition(":")
+    return cast("Follower", getattr(importlib.import_module(module), function))
 
 
 def _subject(given: str) -> str:

@@ -15,11 +15,17 @@ The dataset's suppression list (``table_keys.SUPPRESSED``) gains the subject's t
 the pseudonym (``hashing.digest_tokens``): ingest drops a row that carries one, so a replay, a
 re-sent file or a full refresh never brings the subject back. A publication scrubs its earlier
 exports against the same list (``publishing``). The audit names the request, never the subject.
+
+The layers above (the datasets API's page cache, the feature stores) follow through
+``followers``: each gets the subject as an :class:`ErasedSubject` (its pseudonyms, never its
+value) once the tables are done, and reports what it removed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,19 @@ ERASURES_PROPERTY = f"{tables.PREFIX}erasures"
 ERASURE = f"{tables.PREFIX}erasure"  # a delete snapshot's property: the request that made it
 ENTRIES_KEPT = 50  # the newest erasures the table property keeps (the reports keep all)
 CUT_TABLES = ("sample", *SPLITS)  # ``<dataset>__<cut>``, made by ``sampling``
+
+
+@dataclass(frozen=True)
+class ErasedSubject:
+    """What a follower of an erasure needs: where the subject was and its pseudonyms, not its value."""
+
+    dataset: str
+    request: str
+    digests: dict[str, list[bytes]]  # HMAC column -> the subject's pseudonyms in it
+    tables: tuple[str, ...]  # the dataset's table and those made from it that exist
+
+
+Follower = Callable[[ErasedSubject], dict[str, Any]]
 
 
 def subject_digests(pipeline: Pipeline, subject: str, key: bytes) -> dict[str, list[bytes]]:
@@ -74,8 +93,17 @@ def made_from(pipeline: Pipeline) -> list[str]:
     return names
 
 
-def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, request: str) -> dict[str, Any]:
-    """Erase the subject from the dataset, the tables made from it and the quarantine.
+def erase(
+    pipeline: Pipeline,
+    subject: str,
+    key: bytes | None,
+    *,
+    who: str,
+    request: str,
+    followers: Sequence[Follower] = (),
+) -> dict[str, Any]:
+    """Erase the subject from the dataset, the tables made from it and the quarantine, then
+    let each follower erase its copies (a follower's report goes under its name).
 
     Safe to repeat: a retry of the request finds nothing left, finishes an expiry a crash (or a
     pipeline's commit racing ours) interrupted, and still reports the rows the request removed,
@@ -107,35 +135,50 @@ def erase(pipeline: Pipeline, subject: str, key: bytes | None, *, who: str, requ
     if table is not None:
         if (dropped := breaker.drop_audit(table, f"erasure {request}")) is not None:
             report["audit_dropped"] = dropped  # it may hold the subject: discard it, the run goes again
-        report |= _erase_rows(table.refresh(), digests, request)
+        report |= erase_rows(table.refresh(), digests, request, pipeline.contract.primary_key)
         entry = {k: report.get(k) for k in ("request", "who", "at", "rows_removed", "snapshot_id")}
         earlier = json.loads(table.refresh().properties.get(ERASURES_PROPERTY, "[]"))
         kept = [e for e in earlier if e["request"] != request]  # a retry's entry replaces its own
         with table.transaction() as tx:
             tx.set_properties({ERASURES_PROPERTY: json.dumps([*kept, entry][-ENTRIES_KEPT:])})
-    made = {}
+    made, present = {}, [name] if table is not None else []
     for other in made_from(pipeline):
         found = tables.load(other)
+        present += [other] if found is not None else []
         if found is not None and set(digests) & set(found.schema().column_names):
-            made[other] = _erase_rows(found, digests, request)
+            made[other] = erase_rows(found, digests, request, pipeline.contract.primary_key)
     report["tables_made_from_it"] = made
     canonical = {rule.canonical for rule in pipeline.spec.security.columns.values() if rule.protect == "hmac"}
     report |= quarantine.erase_quarantined(
-        tables.location_of(pipeline, table), digests, subject, sorted(canonical, key=str), key
+        tables.location_of(pipeline, table),
+        digests,
+        subject,
+        sorted(canonical, key=str),
+        key,
+        pipeline.spec.security.separators,
     )
+    erased = ErasedSubject(name, request, digests, tuple(present))
+    for follower in followers:
+        report[follower.__name__] = follower(erased)
     return report
 
 
-def _erase_rows(table: Table, digests: dict[str, list[bytes]], request: str) -> dict[str, Any]:
+def erase_rows(
+    table: Table, digests: dict[str, list[bytes]], request: str, key: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Delete the rows holding a pseudonym from ``main``, then expire every other snapshot that
     reaches a file holding one: those the delete replaced, and any other (an audit an erasure
-    dropped, a snapshot from before a compaction). Each candidate file is read once."""
-    match = _match(table, digests)
-    if match is None or not table.snapshots():
+    dropped, a snapshot from before a compaction). Each candidate file is read once. ``key``:
+    what a multi-value row is deleted by where the table's own contract does not say."""
+    present = [name for name in digests if name in table.schema().column_names]
+    if not present or not table.snapshots():
         return {"rows_removed": 0}
-    column = next(name for name in digests if name in table.schema().column_names)
     if table.current_snapshot() is not None:
-        if table.scan(row_filter=match, selected_fields=(column,)).to_arrow().num_rows:
+        match = _match(table, digests, key)
+        if (
+            match is not None
+            and table.scan(row_filter=match, selected_fields=(present[0],)).to_arrow().num_rows
+        ):
             table.delete(match, snapshot_properties={ERASURE: request})
         table = table.refresh()
     current = table.current_snapshot()
@@ -159,6 +202,8 @@ def _file_holds(uri: str, digests: dict[str, list[bytes]]) -> bool:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from base_platform.pipelines.data_security import hashing
+
     folder, name = uri.rsplit("/", 1)
     location = Location.of(folder)
     with location.fs.open_input_file(location.path(name)) as source:
@@ -167,20 +212,65 @@ def _file_holds(uri: str, digests: dict[str, list[bytes]]) -> bool:
         return False
     rows = read_file(location, name, None, columns=present)
     wanted = {c: pa.array(digests[c], pa.binary(32)) for c in present}
-    return any(pc.any(pc.is_in(rows.column(c), value_set=wanted[c])).as_py() for c in present)
+    return any(
+        pc.any(pc.is_in(hashing.each_digest(rows.column(c).combine_chunks())[0], value_set=wanted[c])).as_py()
+        for c in present
+    )
 
 
-def _match(table: Table, digests: dict[str, list[bytes]]) -> BooleanExpression | None:
+def _match(table: Table, digests: dict[str, list[bytes]], key: tuple[str, ...]) -> BooleanExpression | None:
+    """The rows of ``main`` holding a pseudonym: by value in a digest column, and, in a
+    multi-value column (a list, which Iceberg cannot filter on), by the keys of the rows that
+    hold it (the table's contract names them, else ``key``: a sample's or a split's)."""
     from pyiceberg.expressions import EqualTo, Or
+    from pyiceberg.types import ListType
 
-    present = [name for name in digests if name in table.schema().column_names]
-    terms = [EqualTo(term=name, value=digest) for name in present for digest in digests[name]]
+    schema = table.schema()
+    present = [name for name in digests if name in schema.column_names]
+    lists = {name: digests[name] for name in present if isinstance(schema.find_type(name), ListType)}
+    terms: list[BooleanExpression] = [
+        EqualTo(term=n, value=d) for n in present if n not in lists for d in digests[n]
+    ]
+    terms += _rows_holding(table, lists, key) if lists else []
     if not terms:
         return None
     found: BooleanExpression = terms[0]
     for term in terms[1:]:
         found = Or(found, term)
     return found
+
+
+def _rows_holding(
+    table: Table, digests: dict[str, list[bytes]], key: tuple[str, ...]
+) -> list[BooleanExpression]:
+    """Each row of ``main`` with a pseudonym in a multi-value column, as an expression on its key."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import And, EqualTo
+
+    from base_platform.pipelines.data_security import hashing
+    from base_platform.pipelines.spec import Contract
+
+    if table.current_snapshot() is None:
+        return []
+    if tables.CONTRACT_PROPERTY in table.properties:
+        key = Contract.model_validate_json(table.properties[tables.CONTRACT_PROPERTY]).primary_key
+    if not key:
+        raise ControlError(f"{'.'.join(table.name())}: no key to erase its multi-value rows by")
+    rows = table.scan(selected_fields=(*key, *digests)).to_arrow()
+    held = np.zeros(rows.num_rows, dtype=bool)
+    for name, found in digests.items():
+        values, row_of = hashing.each_digest(rows.column(name).combine_chunks())
+        hits = pc.is_in(values, value_set=pa.array(found, pa.binary(32))).to_numpy(zero_copy_only=False)
+        held[row_of[hits]] = True
+    terms: list[BooleanExpression] = []
+    for row in rows.filter(pa.array(held)).select(list(key)).to_pylist():
+        term: BooleanExpression = EqualTo(term=key[0], value=row[key[0]])
+        for column in key[1:]:
+            term = And(term, EqualTo(term=column, value=row[column]))
+        terms.append(term)
+    return terms
 
 
 def _files_erased_by(table: Table, request: str, reach: maintenance.Reach) -> set[str]:

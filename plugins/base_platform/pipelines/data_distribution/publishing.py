@@ -371,13 +371,11 @@ def scrub_exports(pipeline: Pipeline, location: Location, suppressed: Any) -> di
     tokens, see ``erasure``): each file that held one rewritten, its manifest entry with it.
     ``_scrubbed.json`` says for how many tokens the exports are clean, so this runs once per
     erasure, not per publication."""
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from base_platform.pipelines.data_security import hashing
+    from base_platform.pipelines.data_quality.key_uniqueness import erased_rows
 
     done = location.read_json(SCRUBBED)["tokens"] if location.exists(SCRUBBED) else 0
     hmac = [name for name, rule in pipeline.spec.security.columns.items() if rule.protect == "hmac"]
@@ -393,11 +391,7 @@ def scrub_exports(pipeline: Pipeline, location: Location, suppressed: Any) -> di
         for entry in manifest["files"]:
             with location.fs.open_input_file(location.path(folder.base_name, entry["path"])) as source:
                 rows = pq.read_table(source)
-            erased = np.zeros(rows.num_rows, dtype=bool)
-            for name in (n for n in hmac if n in rows.column_names):
-                values = rows.column(name).combine_chunks()
-                valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-                erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
+            erased = erased_rows(pipeline, rows, suppressed)
             if not erased.any():
                 continue
             kept = rows.filter(pa.array(~erased))

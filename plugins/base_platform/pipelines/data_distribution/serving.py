@@ -5,8 +5,11 @@ Iceberg expression, so the scan skips the partitions and files whose bounds cann
 it opens any (``files_scanned`` against ``files_total`` shows it). Paging walks the scan's files
 in path order with a cursor that pins the snapshot, so every page of one query reads the same
 data even while runs commit. Results are cached by (snapshot, normalised query): a new snapshot
-is a new key, so nothing is ever stale. The cache is bounded in bytes: an LRU in the process
-under ``make run``, a Redis of its own in production (``BASE_DATASETS_CACHE_URL``).
+is a new key, so nothing is ever stale. A snapshot that leaves the table (an erasure's expiry, a
+rollback, maintenance) takes its pages with it: a read that finds the table's snapshots changed
+drops them, and ``dataset_erase`` drops them from the shared store at once
+(:func:`forget_erased`), so no erased row stays in a cache. The cache is bounded in bytes: an LRU
+in the process under ``make run``, a Redis of its own in production (``BASE_DATASETS_CACHE_URL``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
     from pyiceberg.table.snapshots import Snapshot
 
+    from base_platform.pipelines.data_control.erasure import ErasedSubject
     from base_platform.pipelines.spec import Pipeline
 
 MAX_LIMIT = 10_000
@@ -247,6 +251,18 @@ class MemoryPageStore:
         with self._lock, contextlib.suppress(ValueError):  # a page bigger than the cache: not kept
             self._pages[key] = page
 
+    def page_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._pages.keys())
+
+    def forget(self, dataset: str, live: frozenset[int]) -> int:
+        """Drop the dataset's pages of snapshots not in ``live``; returns how many."""
+        with self._lock:
+            gone = [key for key in self._pages if _expired(key, dataset, live)]
+            for key in gone:
+                del self._pages[key]
+        return len(gone)
+
 
 class RedisPageStore:
     """Pages in Redis, shared by every api-server process (production). The Redis is the cache's
@@ -288,25 +304,85 @@ class RedisPageStore:
         except redis.RedisError as exc:
             log.warning("page cache unavailable: %s", exc)
 
+    def forget(self, dataset: str, live: frozenset[int]) -> int:
+        """Drop the dataset's pages of snapshots not in ``live``; returns how many. A Redis that
+        cannot be reached raises (``redis.RedisError``): an erasure must not pass over it."""
+        matching = self._redis.scan_iter(f"{CACHE_PREFIX}{dataset}:*", count=1000)
+        gone = [key for key in matching if _expired(key.decode().removeprefix(CACHE_PREFIX), dataset, live)]
+        for start in range(0, len(gone), 1000):
+            self._redis.delete(*gone[start : start + 1000])
+        return len(gone)
+
+
+def _page_key(dataset: str, snapshot_id: int, query: Query) -> str:
+    return f"{dataset}:{snapshot_id}:{query.key()}:{query.cursor or ''}"
+
+
+def _expired(key: str, dataset: str, live: frozenset[int]) -> bool:
+    """Whether a page key is the dataset's, of a snapshot the table no longer has."""
+    name, snapshot_id, _ = key.split(":", 2)
+    return name == dataset and int(snapshot_id) not in live
+
+
+def live_snapshots(table: Table) -> frozenset[int]:
+    return frozenset(snapshot.snapshot_id for snapshot in table.snapshots())
+
 
 class PageCache:
     """Pages by (snapshot, query, cursor) in a store: a new snapshot is a new key, so a page is
-    never stale, only unused. A store that fails (Redis down) costs the cache, not the answer."""
+    never stale, only unused. A snapshot gone from the table (expired, erased) takes its pages
+    along at the next read. A store that fails (Redis down) costs the cache, not the answer."""
 
     def __init__(self, store: MemoryPageStore | RedisPageStore | None = None) -> None:
         self.store = store or MemoryPageStore()
+        self._live: dict[str, frozenset[int]] = {}  # each dataset's snapshots at the last read
 
     def get(self, pipeline: Pipeline, query: Query) -> Page:
         """The page, from the cache while the snapshot it reads is the same."""
         check(pipeline, query)
         table = dataset_table(pipeline.spec.name)
         snapshot = _snapshot(table, query)
-        key = f"{pipeline.spec.name}:{snapshot.snapshot_id}:{query.key()}:{query.cursor or ''}"
+        self._forget_gone(pipeline.spec.name, live_snapshots(table))
+        key = _page_key(pipeline.spec.name, snapshot.snapshot_id, query)
         found = self.store.get(key)
         if found is None:
             found = _page(pipeline, query, table, snapshot)
             self.store.put(key, found)
+            # an erasure that expired the snapshot while it was read dropped its pages before this one
+            refreshed = table.refresh()
+            if refreshed.snapshot_by_id(snapshot.snapshot_id) is None:
+                self._forget_gone(pipeline.spec.name, live_snapshots(refreshed))
         return found
+
+    def _forget_gone(self, dataset: str, live: frozenset[int]) -> None:
+        """Drop the pages of snapshots the table lost since this process last read it."""
+        import redis
+
+        if self._live.get(dataset) == live:
+            return
+        try:
+            self.store.forget(dataset, live)
+        except redis.RedisError as exc:  # the cache is down: the next read tries again
+            log.warning("page cache unavailable: %s", exc)
+            return
+        self._live[dataset] = live
+
+
+def forget_erased(subject: ErasedSubject) -> dict[str, int]:
+    """``dataset_erase``'s follower: drop at once the shared store's pages of every snapshot the
+    erasure expired, in each dataset it touched (a process's own LRU drops them at its next read)."""
+    from base_platform.pipelines.data_storage import tables
+
+    url = os.environ.get("BASE_DATASETS_CACHE_URL")
+    if not url:
+        return {}
+    store = RedisPageStore(url)
+    dropped = {}
+    for name in subject.tables:
+        table = tables.load(name)
+        if table is not None:
+            dropped[name] = store.forget(name, live_snapshots(table.refresh()))
+    return dropped
 
 
 def page_cache_from_env() -> PageCache:
@@ -329,6 +405,8 @@ def to_json_rows(rows: pa.Table) -> list[dict[str, Any]]:
     """Rows as JSON: digests as hex, decimals as strings, times as ISO 8601."""
 
     def plain(value: Any) -> Any:
+        if isinstance(value, list):  # a multi-value HMAC column: each digest as hex
+            return [plain(item) for item in value]
         if isinstance(value, bytes):
             return value.hex()
         if isinstance(value, Decimal):

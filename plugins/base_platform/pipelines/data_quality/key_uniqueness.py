@@ -26,7 +26,7 @@ from base_platform.pipelines.data_ingestion import sources
 from base_platform.pipelines.data_quality import quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
 from base_platform.pipelines.data_storage import staging_writer
-from base_platform.pipelines.data_storage.quarantine import raw_fields
+from base_platform.pipelines.data_storage.quarantine import sealed_values
 from base_platform.pipelines.row_findings import Findings
 from base_platform.pipelines.run_records import Shard, ShardResult
 from base_platform.pipelines.schema_contracts import conformance
@@ -263,15 +263,16 @@ def drop_erased(
 
 
 def erased_rows(pipeline: Pipeline, rows: pa.Table | pa.RecordBatch, suppressed: np.ndarray) -> np.ndarray:
-    """Which rows hold an erased subject's pseudonym in an HMAC column."""
+    """Which rows hold an erased subject's pseudonym in an HMAC column (any of its values, in
+    a multi-value one)."""
     from base_platform.pipelines.data_security import hashing
 
     erased = np.zeros(rows.num_rows, dtype=bool)
     for name, rule in pipeline.spec.security.columns.items():
         if rule.protect == "hmac" and name in rows.column_names:
-            values = _combined(rows.column(name))
+            values, row_of = hashing.each_digest(_combined(rows.column(name)))
             valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-            erased[valid] |= np.isin(hashing.digest_tokens(values), suppressed)
+            erased[row_of[valid][np.isin(hashing.digest_tokens(values), suppressed)]] = True
     return erased
 
 
@@ -284,11 +285,8 @@ def _blank_erased(
     erased = erased_rows(pipeline, rows, suppressed)
     for row, sealed in enumerate(rows.column("_sealed").to_pylist()):
         if sealed and key is not None and not erased[row]:
-            record = protection.unseal(sealed, key)
-            fields = [value for name, value in record.items() if value is not None and name != "_raw"]
-            erased[row] = erased_values(
-                pipeline, key, suppressed, fields + raw_fields(record.get("_raw") or "")
-            )
+            values = sealed_values(protection.unseal(sealed, key), pipeline.spec.security.separators)
+            erased[row] = erased_values(pipeline, key, suppressed, values)
     if erased.any():
         target.write_atomically(_blanked(rows, erased), path)
 

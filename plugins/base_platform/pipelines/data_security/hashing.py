@@ -103,6 +103,14 @@ def fingerprints(columns: dict[str, pa.Array]) -> np.ndarray:
     )
 
 
+def each_digest(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """An HMAC column's digests one by one, each with its row: a multi-value column's lists
+    flattened (``Protection.separator``), so a subject matches any value of a row."""
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return values.flatten(), np.asarray(pc.list_parent_indices(values))
+    return values, np.arange(len(values))
+
+
 def digest_tokens(digests: pa.Array) -> np.ndarray:
     """A 64-bit token per HMAC digest: the first 8 bytes of its SHA-256. What a suppression list
     keeps of an erased subject: a one-way stand-in that is not the pseudonym itself, so no file

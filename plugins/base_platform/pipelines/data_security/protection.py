@@ -68,6 +68,23 @@ def canonical_text(value: str, kind: str | None) -> str:
     return found
 
 
+def each_value_hmac(values: pa.Array, protection: Protection, key: bytes) -> pa.ListArray:
+    """A multi-value column (``separator``) as the list of its values' digests, each value
+    canonical alone: one person's address among others still matches their pseudonym."""
+    assert protection.separator is not None
+    parts = pc.split_pattern(values, protection.separator)
+    flat = canonical(pc.utf8_trim_whitespace(parts.flatten()), protection.canonical)
+    digests = hashing.hmac_sha256({"value": flat}, key)["value"]
+    return pa.ListArray.from_arrays(
+        parts.offsets, digests, type=stored_type(protection), mask=parts.is_null()
+    )
+
+
+def stored_type(protection: Protection) -> pa.DataType:
+    """What an HMAC column stores: a digest, or a multi-value column's list of them."""
+    return pa.list_(hashing.DIGEST) if protection.separator else hashing.DIGEST
+
+
 def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
     """The stored form of a column, or None when it is dropped.
 
@@ -83,16 +100,22 @@ def protect_column(values: pa.Array, protection: Protection) -> pa.Array | None:
 
 def protect(batch: pa.RecordBatch, security: Security, key: bytes | None) -> pa.RecordBatch:
     """The batch as it may be stored: protected columns replaced, dropped ones gone."""
-    hmac_columns = {
-        name: canonical(batch.column(name), protection.canonical)
+    hashed = {
+        name: protection
         for name, protection in security.columns.items()
         if protection.protect == "hmac" and name in batch.schema.names
     }
     digests: dict[str, pa.Array] = {}
-    if hmac_columns:
+    if hashed:
         if key is None:
             raise ValueError("hmac needs a key")
-        digests = hashing.hmac_sha256(hmac_columns, key)
+        single = {
+            name: canonical(batch.column(name), p.canonical) for name, p in hashed.items() if not p.separator
+        }
+        digests = hashing.hmac_sha256(single, key) if single else {}
+        for name, rule in hashed.items():
+            if rule.separator:
+                digests[name] = each_value_hmac(batch.column(name), rule, key)
     names, arrays = [], []
     for name in batch.schema.names:
         protection = security.columns.get(name)
@@ -111,7 +134,7 @@ def protected_schema(schema: pa.Schema, security: Security) -> pa.Schema:
         if protection is None or protection.protect in ("none", "encrypt"):
             fields.append(field)
         elif protection.protect != "drop":
-            stored = hashing.DIGEST if protection.protect == "hmac" else pa.string()
+            stored = stored_type(protection) if protection.protect == "hmac" else pa.string()
             fields.append(pa.field(field.name, stored, nullable=field.nullable))
     return pa.schema(fields)
 
@@ -223,10 +246,13 @@ def unseal(sealed: bytes, key: bytes) -> dict[str, str | None]:
 
 
 def protect_raw(values: list[bytes | None], protection: Protection, key: bytes | None) -> list[bytes | None]:
-    """A quarantined column's raw values as curated rows store them: HMAC, masked, or nothing."""
+    """A quarantined column's raw values as curated rows store them: HMAC, masked, or nothing
+    (a multi-value column too: its values stay in the sealed record alone)."""
     import hashlib
     import hmac
 
+    if protection.protect == "hmac" and protection.separator:
+        return [None] * len(values)
     if protection.protect == "hmac":
         if key is None:
             raise ValueError("hmac needs a key")

@@ -50,7 +50,12 @@ def records(
 
 
 def erase_quarantined(
-    target_uri: str, digests: dict[str, list[bytes]], subject: str, canonical: list[str | None], key: bytes
+    target_uri: str,
+    digests: dict[str, list[bytes]],
+    subject: str,
+    canonical: list[str | None],
+    key: bytes,
+    separators: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Remove a data subject's quarantined records, for ``dataset_erase``: those whose HMAC column
     holds the subject's pseudonym (``digests``, by column), and those whose sealed raw values
@@ -79,7 +84,10 @@ def erase_quarantined(
                 matched = pc.is_in(table.column(name), value_set=pa.array(found, pa.binary()))
                 hit = pc.or_(hit, pc.fill_null(matched, False))
         sealed = table.column("_sealed").to_pylist()
-        held = [bool(s) and _holds(protection.unseal(s, key), forms, canonical) for s in sealed]
+        held = [
+            bool(s) and _holds(sealed_values(protection.unseal(s, key), separators or {}), forms, canonical)
+            for s in sealed
+        ]
         hit = pc.or_(hit, pa.array(held))
         matched = pc.sum(hit).as_py() or 0
         if not matched:
@@ -96,12 +104,18 @@ def erase_quarantined(
     return {"quarantine_rows_removed": rows, "quarantine_files_rewritten": files}
 
 
-def _holds(record: dict[str, str | None], forms: set[str], canonical: list[str | None]) -> bool:
-    """A field of the record equal to the subject, as it is or in a canonical form: a column's
-    value, or a field of an unsplit raw line (CSV or a JSON object). Never a substring: another
-    person's address that contains this one is not theirs."""
+def sealed_values(record: dict[str, str | None], separators: dict[str, str]) -> list[str]:
+    """The values a sealed record holds: its columns' (and each value of a multi-value column,
+    split on its ``separator``) and the fields of its raw line."""
     values = [value for name, value in record.items() if name != "_raw" and value is not None]
-    values += raw_fields(record.get("_raw") or "")
+    values += [part for name, sep in separators.items() for part in (record.get(name) or "").split(sep)]
+    return values + raw_fields(record.get("_raw") or "")
+
+
+def _holds(values: list[str], forms: set[str], canonical: list[str | None]) -> bool:
+    """A value equal to the subject, as it is or in a canonical form: a column's value, or a
+    field of an unsplit raw line (CSV or a JSON object). Never a substring: another person's
+    address that contains this one is not theirs."""
     kinds = [None, *canonical]
     return any(protection.canonical_text(value, kind) in forms for value in values for kind in kinds)
 

@@ -340,7 +340,8 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
     return [
         field.name
         for field, values in zip(sample.schema, sample.columns, strict=True)
-        if pc.count_distinct(values).as_py() <= sample.num_rows * DICTIONARY_RATIO
+        if not pa.types.is_nested(field.type)  # a list of digests: no distinct count, rarely repeated
+        and pc.count_distinct(values).as_py() <= sample.num_rows * DICTIONARY_RATIO
     ]
 
 

@@ -139,6 +139,11 @@ def prepare(pipeline: Pipeline, schema: pa.Schema, target_uri: str, full_refresh
         raise TableMismatch(
             f"table {identifier(pipeline.spec.name)} lives at {table.location()}, not {location}"
         )
+    if regrouped := _multi_value_changes(pipeline, table):
+        raise TableMismatch(
+            f"table {identifier(pipeline.spec.name)} stores {', '.join(regrouped)} with another "
+            "`separator` than the spec now has: drop the table and ingest again (full_refresh)"
+        )
     old = Contract.model_validate_json(table.properties[CONTRACT_PROPERTY])
     kind, reasons = classify_change(old, pipeline.contract)
     if not reasons:
@@ -179,6 +184,21 @@ def _create(pipeline: Pipeline, schema: pa.Schema, location: str) -> Table:
             )
             spec.add_field(partition.column, transform, partition.name)
     return _map_names(made.refresh())
+
+
+def _multi_value_changes(pipeline: Pipeline, table: Table) -> list[str]:
+    """HMAC columns stored as one digest that the spec now splits into a list, or the reverse:
+    no schema evolution turns one into the other."""
+    from pyiceberg.types import ListType
+
+    schema = table.schema()
+    return [
+        name
+        for name, rule in sorted(pipeline.spec.security.columns.items())
+        if rule.protect == "hmac"
+        and name in schema.column_names
+        and isinstance(schema.find_type(name), ListType) != bool(rule.separator)
+    ]
 
 
 def unbounded_columns(pipeline: Pipeline) -> list[str]:

@@ -11,6 +11,10 @@ rows (a rollback, an erasure), a new reference snapshot or a changed definition 
 
 :func:`get_historical_features` answers for any (entity, timestamp) from the same source snapshot:
 the features as they were known at that timestamp, never later (see :mod:`features.compute`).
+
+A view whose rows carry a pseudonym (its entity or key an HMAC column of the source) follows
+``dataset_erase`` (:func:`erase_subject`): its offline table loses the subject's rows and every
+snapshot that held them, as a table made from the dataset does, and the online store its entries.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from base_platform.files import resolve
 from base_platform.pipelines.data_storage import tables
 from base_platform.pipelines.data_storage.derive_io import files_dataset, snapshot_dataset
 from base_platform.pipelines.feature_engineering import compute, online
-from base_platform.pipelines.feature_engineering.views import FeatureView
+from base_platform.pipelines.feature_engineering.views import FeatureView, load_feature_views
 from base_platform.pipelines.spec import pipeline_named
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
     from pyiceberg.table import Table
+
+    from base_platform.pipelines.data_control.erasure import ErasedSubject
 
 FEATURES_NAMESPACE = "features"
 STATE = "base.feature-state"
@@ -181,8 +189,13 @@ def _write(
         catalog = tables.catalog()
         catalog.create_namespace_if_not_exists(FEATURES_NAMESPACE)
         location = resolve(f"data/features/{view.name}")
+        hidden = set(tables.unbounded_columns(pipeline_named(view.source.dataset))) & set(result.column_names)
         table = catalog.create_table(
-            f"{FEATURES_NAMESPACE}.{view.name}", schema=result.schema, location=location
+            f"{FEATURES_NAMESPACE}.{view.name}",
+            schema=result.schema,
+            location=location,
+            # an entity or key that is a pseudonym leaves no bound in the manifests (``tables``)
+            properties={f"write.metadata.metrics.column.{name}": "none" for name in sorted(hidden)},
         )
         with table.update_spec() as update:
             update.add_field(view.source.timestamp, DayTransform(), "day")
@@ -257,3 +270,25 @@ def publish_online(view: FeatureView, into: online.OnlineStore | None = None) ->
     state, rows = latest_features(view)
     meta = {"source_snapshot": str(state.source_snapshot), "watermark": state.watermark}
     return {"entities": online.publish(view.name, rows, view.entity, meta, into), **meta}
+
+
+def erase_subject(
+    subject: ErasedSubject, views: Sequence[FeatureView] | None = None, into: online.OnlineStore | None = None
+) -> dict[str, Any]:
+    """``dataset_erase``'s follower: out of each view over a table the erasure touched, whose
+    offline table keeps one of the subject's HMAC columns, go the subject's rows and the snapshots
+    that held them; out of the online store, the subject's entries when the entity is one."""
+    from base_platform.pipelines.data_control.erasure import erase_rows
+
+    report: dict[str, Any] = {}
+    for view in load_feature_views() if views is None else views:
+        if view.source.dataset not in subject.tables:
+            continue
+        table = offline_table(view)
+        if table is not None and set(subject.digests) & set(table.schema().column_names):
+            report[view.name] = erase_rows(table, subject.digests, subject.request)
+        if view.entity in subject.digests:
+            entities = [online.entity_text(digest) for digest in subject.digests[view.entity]]
+            removed = (into or online.store()).delete(view.name, entities)
+            report.setdefault(view.name, {})["online_entries_removed"] = removed
+    return report

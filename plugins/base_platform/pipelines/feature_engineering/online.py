@@ -6,12 +6,16 @@ pipelines root; ``make run``). Without the connection, SQLite at ``features/onli
 A publish replaces the whole view at once (Redis: a new hash renamed over the old one; SQLite:
 one transaction), so a reader sees the previous run's values or this one's, never a mix, and an
 entity that left the longest window is gone. A lookup of 100 entities is one round trip.
+An entity that is a pseudonym (an HMAC column) is kept as hex, as the datasets API shows it;
+``dataset_erase`` deletes its entries and leaves no copy in the store's files (SQLite's
+``secure_delete``, a rewrite of Redis's AOF).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from decimal import Decimal
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 CONN_ID = "features_online"
 DEFAULT_SQLITE = "features/online.db"
 KEY_PREFIX = "base:features:"
+AOF_REWRITE_SECONDS = 300  # how long an erasure waits for Redis to rewrite its AOF without the entries
 
 
 class OnlineStore(Protocol):
@@ -34,6 +39,13 @@ class OnlineStore(Protocol):
     def lookup(self, view: str, entities: list[str]) -> list[str | None]: ...
 
     def meta(self, view: str) -> dict[str, str]: ...
+
+    def delete(self, view: str, entities: list[str]) -> int: ...
+
+
+def entity_text(value: Any) -> str:
+    """How an entity is keyed: a pseudonym's digest as hex, anything else as text."""
+    return value.hex() if isinstance(value, bytes) else str(value)
 
 
 def _plain(value: Any) -> Any:
@@ -44,7 +56,10 @@ def encoded(rows: pa.Table, entity: str) -> Iterator[tuple[str, str]]:
     """(entity, its features as JSON) per row; decimals as text, so no cent is lost."""
     names = [name for name in rows.column_names if name != entity]
     for row in rows.to_pylist():
-        yield str(row[entity]), json.dumps({name: _plain(row[name]) for name in names}, separators=(",", ":"))
+        yield (
+            entity_text(row[entity]),
+            json.dumps({name: _plain(row[name]) for name in names}, separators=(",", ":")),
+        )
 
 
 class RedisOnlineStore:
@@ -81,6 +96,30 @@ class RedisOnlineStore:
         found = self.client.hgetall(f"{KEY_PREFIX}{view}:meta")
         return {k.decode(): v.decode() for k, v in found.items()}
 
+    def delete(self, view: str, entities: list[str]) -> int:
+        """Delete the entities' entries, and rewrite the AOF so no earlier write keeps them."""
+        removed = int(self.client.hdel(KEY_PREFIX + view, *entities)) if entities else 0
+        if removed and self.client.config_get("appendonly").get("appendonly") == "yes":
+            self._rewrite_aof()
+        return removed
+
+    def _rewrite_aof(self) -> None:
+        """Start an AOF rewrite after the deletes and wait until one that began after them ends."""
+        before = int(self.client.info("persistence")["aof_rewrites"])  # completed rewrites
+        self.client.bgrewriteaof()  # queued behind a rewrite already running
+        deadline = time.monotonic() + AOF_REWRITE_SECONDS
+        while True:
+            found = self.client.info("persistence")
+            rewrites = int(found["aof_rewrites"])
+            done = not found["aof_rewrite_in_progress"] and not found["aof_rewrite_scheduled"]
+            if done and rewrites > before:
+                if found["aof_last_bgrewrite_status"] != "ok":
+                    raise RuntimeError("Redis failed to rewrite its AOF without the erased entries")
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis did not rewrite its AOF within {AOF_REWRITE_SECONDS} s")
+            time.sleep(0.2)
+
 
 class SqliteOnlineStore:
     def __init__(self, path: str) -> None:
@@ -89,6 +128,7 @@ class SqliteOnlineStore:
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30)
+        connection.execute("PRAGMA secure_delete = ON")  # a deleted entry's bytes are zeroed, not left
         connection.execute(
             "CREATE TABLE IF NOT EXISTS features"
             " (view TEXT, entity TEXT, value TEXT, PRIMARY KEY (view, entity))"
@@ -121,6 +161,13 @@ class SqliteOnlineStore:
         with closing(self._connect()) as connection:
             found = connection.execute("SELECT value FROM meta WHERE view = ?", (view,)).fetchone()
         return json.loads(found[0]) if found else {}
+
+    def delete(self, view: str, entities: list[str]) -> int:
+        with closing(self._connect()) as connection, connection:
+            return sum(
+                connection.execute("DELETE FROM features WHERE view = ? AND entity = ?", (view, e)).rowcount
+                for e in entities
+            )
 
 
 def store() -> OnlineStore:

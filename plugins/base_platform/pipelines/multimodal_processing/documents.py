@@ -3,7 +3,8 @@ the text held, taken out into columns of their own so the spec protects it like 
 
 E-mail addresses and phone numbers in the text, title and author are replaced by ``[email]`` and
 ``[phone]``; the values found go to ``emails`` and ``phones`` (``;``-separated), which the spec's
-``security`` must protect (``hmac``, ``mask`` or ``drop``): they are PII in the contract.
+``security`` must protect (``hmac``, ``mask`` or ``drop``): they are PII in the contract. With
+``separator: ";"`` an HMAC protects each value alone, so an erasure matches any one of them.
 """
 
 from __future__ import annotations
