@@ -222,22 +222,27 @@ def _match(table: Table, digests: dict[str, list[bytes]], key: tuple[str, ...]) 
     """The rows of ``main`` holding a pseudonym: by value in a digest column, and, in a
     multi-value column (a list, which Iceberg cannot filter on), by the keys of the rows that
     hold it (the table's contract names them, else ``key``: a sample's or a split's)."""
-    from pyiceberg.expressions import EqualTo, Or
+    from pyiceberg.expressions import In
     from pyiceberg.types import ListType
 
     schema = table.schema()
     present = [name for name in digests if name in schema.column_names]
     lists = {name: digests[name] for name in present if isinstance(schema.find_type(name), ListType)}
     terms: list[BooleanExpression] = [
-        EqualTo(term=n, value=d) for n in present if n not in lists for d in digests[n]
+        In(term=n, literals=digests[n]) for n in present if n not in lists and digests[n]
     ]
     terms += _rows_holding(table, lists, key) if lists else []
-    if not terms:
-        return None
-    found: BooleanExpression = terms[0]
-    for term in terms[1:]:
-        found = Or(found, term)
-    return found
+    return _any_of(terms) if terms else None
+
+
+def _any_of(terms: list[BooleanExpression]) -> BooleanExpression:
+    """``Or`` of the terms as a balanced tree: pyiceberg's visitors recurse once a level, and a
+    chain of a subject's 500 documents overflowed Python's stack."""
+    from pyiceberg.expressions import Or
+
+    while len(terms) > 1:
+        terms = [Or(*terms[i : i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def _rows_holding(
@@ -247,7 +252,7 @@ def _rows_holding(
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from pyiceberg.expressions import And, EqualTo
+    from pyiceberg.expressions import And, EqualTo, In
 
     from base_platform.pipelines.data_security import hashing
     from base_platform.pipelines.spec import Contract
@@ -264,8 +269,13 @@ def _rows_holding(
         values, row_of = hashing.each_digest(rows.column(name).combine_chunks())
         hits = pc.is_in(values, value_set=pa.array(found, pa.binary(32))).to_numpy(zero_copy_only=False)
         held[row_of[hits]] = True
+    holders = rows.filter(pa.array(held)).select(list(key))
+    if not holders.num_rows:
+        return []
+    if len(key) == 1:
+        return [In(term=key[0], literals=holders.column(key[0]).to_pylist())]
     terms: list[BooleanExpression] = []
-    for row in rows.filter(pa.array(held)).select(list(key)).to_pylist():
+    for row in holders.to_pylist():
         term: BooleanExpression = EqualTo(term=key[0], value=row[key[0]])
         for column in key[1:]:
             term = And(term, EqualTo(term=column, value=row[column]))

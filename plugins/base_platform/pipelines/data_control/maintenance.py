@@ -17,9 +17,10 @@ this module does what Iceberg's Java actions do, on pyiceberg's own scan, writer
   list of their own that could drift: :func:`expire` deletes, with the data files, those only the
   expired snapshots' rows named (so an erasure's expiry takes the erased rows' thumbnails), and
   :func:`remove_orphans` those no snapshot names once older than the grace period (a run that
-  never committed). The grace also covers a run in flight, whose rows no snapshot holds yet; a
-  run that finds its side file already there (same content) does not rewrite it, so it relies
-  on a kept snapshot still naming it, which holds unless that content's rows were just erased.
+  never committed). The grace also covers a run in flight, whose rows no snapshot holds yet: a
+  run writes its side files again even where the same content is there, so their time is its.
+  Not covered: an expiry of the last snapshot naming a side file while a run in flight reads the
+  same content again (that run's row then names a file gone; a re-run writes it back).
 
 Expired snapshots would take their run records with them, so :func:`expire` carries the
 inputs' checksums (``tables.EXPIRED_INPUTS``: ``discover`` still skips those inputs) and the

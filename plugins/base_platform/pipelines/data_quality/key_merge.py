@@ -13,6 +13,7 @@ writes the same file), and the run's snapshot swaps them (one Iceberg overwrite)
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from base_platform.files import Location, read_batches, read_file, row_count
 from base_platform.pipelines.data_quality import key_uniqueness, quality_rules, table_keys
 from base_platform.pipelines.data_security import protection
-from base_platform.pipelines.data_storage import staging_writer
+from base_platform.pipelines.data_storage import staging_writer, tables
 from base_platform.pipelines.run_records import ShardResult
 from base_platform.pipelines.spec import Pipeline
 
@@ -50,6 +51,7 @@ class _Versions:
     order: pa.Array
     file: np.ndarray  # index into the list of files read
     row: np.ndarray  # position in that file
+    keys: dict[str, pa.Array]  # the key columns' values
 
 
 def merge(
@@ -62,34 +64,29 @@ def merge(
     decryption: Any = None,
 ) -> Merge:
     """Keep one version of each key across the run and ``main`` (see the module's doc)."""
-    staged = [
-        (i, n, path) for i, r in enumerate(results) for n, path in enumerate(r.files) if target.exists(path)
-    ]
-    run = _versions(pipeline, [(target, path) for _, _, path in staged], decryption)
+    files = [path for result in results for path in _run_files(target, run_key, result)]
+    run = _versions(pipeline, [(target, path) for path in files], decryption)
     winners, losers = _latest_of_each_key(run)
     updated: dict[str, np.ndarray] = {}
+    inserted = winners
     if known is not None and len(winners):
         held = table_keys.contains(target, known, run.fingerprints[winners])
-        candidates = winners[held]
-        table_losers, run_beaten = _against_table(pipeline, table, run, candidates, decryption)
-        updated = table_losers
-        losers = np.concatenate([losers, run_beaten])
-        winners = np.setdiff1d(winners, run_beaten)
-        inserted = winners[~table_keys.contains(target, known, run.fingerprints[winners])]
-    else:
-        inserted = winners
+        inserted = winners[~held]
+        if held.any():
+            updated, beaten = _against_table(pipeline, table, run, winners[held], decryption)
+            losers = np.concatenate([losers, beaten])
     policy = pipeline.spec.security
     by_file: dict[int, list[int]] = defaultdict(list)
     for loser in losers.tolist():
         by_file[int(run.file[loser])].append(int(run.row[loser]))
     for file_index, rows in by_file.items():
-        path = staged[file_index][2]
+        path = files[file_index]
         drop = np.zeros(row_count(target, path), dtype=bool)
         drop[rows] = True
         rest = key_uniqueness.kept_rows(read_batches(target, path, decryption), drop)
         staging_writer.replace_file(target, path, rest, protection.file_encryption(policy))
     rewritten = [_rewrite(uri, rows, run_key, policy, decryption) for uri, rows in updated.items()]
-    counted = [_count_superseded(target, result) for result in results]
+    counted = [_count_superseded(target, run_key, result) for result in results]
     return Merge(
         results=counted,
         new_keys=np.sort(run.fingerprints[inserted]),
@@ -99,26 +96,45 @@ def merge(
     )
 
 
+def _run_files(target: Location, run_key: str, result: ShardResult) -> list[str]:
+    """A shard's data files where they are now: staged, or published by an attempt whose
+    snapshot was not made (a retry merges them again, to the same outcome)."""
+    found = []
+    for staged in result.files:
+        published = staging_writer.published_path(run_key, result.shard.id, staged)
+        found += [path for path in (staged, published) if target.exists(path)][:1]
+    return found
+
+
 def _versions(pipeline: Pipeline, files: list[tuple[Location, str]], decryption: Any) -> _Versions:
-    """The key fingerprint and order value of every row of ``files``, in their order."""
+    """The key fingerprint and order value of every row of ``files``, in their order. A file
+    written before the contract had ``order_by`` holds nulls in it, which order first."""
     key, order_by = pipeline.contract.primary_key, pipeline.spec.write.order_by
     assert order_by is not None, "a merge orders by a column"
+    order_type = tables.stored_schema(pipeline).field(order_by).type
     fingerprints, orders, file_of, row_of = [], [], [], []
+    keys: dict[str, list[pa.Array]] = {name: [] for name in key}
     for index, (location, path) in enumerate(files):
         rows = read_file(location, path, decryption, columns=list(dict.fromkeys([*key, order_by])))
         found, _ = quality_rules.keys_of({name: rows.column(name).combine_chunks() for name in key})
         fingerprints.append(found)
-        orders.append(rows.column(order_by).combine_chunks())
+        for name in key:
+            keys[name].append(rows.column(name).combine_chunks())
+        order = rows.column(order_by).combine_chunks() if order_by in rows.column_names else None
+        orders.append(order if order is not None else pa.nulls(rows.num_rows, order_type))
         file_of.append(np.full(rows.num_rows, index, dtype=np.int64))
         row_of.append(np.arange(rows.num_rows, dtype=np.int64))
     if not files:
         empty = np.empty(0, np.int64)
-        return _Versions(np.empty(0, np.uint64), pa.array([], pa.null()), empty, empty)
+        types = tables.stored_schema(pipeline)
+        nothing = {name: pa.array([], types.field(name).type) for name in key}
+        return _Versions(np.empty(0, np.uint64), pa.array([], order_type), empty, empty, nothing)
     return _Versions(
         np.concatenate(fingerprints),
         pa.concat_arrays(orders),
         np.concatenate(file_of),
         np.concatenate(row_of),
+        {name: pa.concat_arrays(values) for name, values in keys.items()},
     )
 
 
@@ -152,7 +168,10 @@ def _against_table(
     wanted = run.fingerprints[candidates]
     by_key = np.argsort(wanted)
     wanted_sorted, winner_of = wanted[by_key], candidates[by_key]
-    uris = [task.file.file_path for task in table.scan().plan_files()]
+    uris = [
+        task.file.file_path
+        for task in table.scan(row_filter=_key_range(pipeline, run, candidates)).plan_files()
+    ]
     replaced: dict[str, np.ndarray] = {}
     beaten: list[np.ndarray] = []
     for uri in uris:
@@ -170,6 +189,22 @@ def _against_table(
     return replaced, np.concatenate(beaten) if beaten else np.empty(0, np.int64)
 
 
+def _key_range(pipeline: Pipeline, run: _Versions, candidates: np.ndarray) -> Any:
+    """The span of the candidates' key values, each key column's smallest to largest: Iceberg
+    skips the files whose column bounds fall outside it (keys that grow over time, as most do)."""
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
+
+    found: Any = AlwaysTrue()
+    for name, values in run.keys.items():
+        span = pc.min_max(values.take(pa.array(candidates)))
+        low, high = span["min"].as_py(), span["max"].as_py()
+        if low is not None and high is not None:
+            found = And(
+                found, And(GreaterThanOrEqual(term=name, value=low), LessThanOrEqual(term=name, value=high))
+            )
+    return found
+
+
 def _newer(challenger: pa.Array, held: pa.Array) -> np.ndarray:
     """Whether each challenger's order value is larger than the held one's (a null is smallest)."""
     larger = pc.fill_null(pc.greater(challenger, held), False)
@@ -182,7 +217,9 @@ def _rewrite(uri: str, rows: np.ndarray, run_key: str, policy: Any, decryption: 
     (None: nothing is left of it)."""
     folder, name = uri.rsplit("/", 1)
     location = Location.of(folder)
-    merged = f"{name.removesuffix('.parquet')}-merged-{run_key}.parquet"
+    # one name per file and run, of a fixed length: a retry writes it again, a file rewritten
+    # by many merges keeps a short name
+    merged = f"merged-{hashlib.sha256(f'{uri} {run_key}'.encode()).hexdigest()[:32]}.parquet"
     drop = np.zeros(row_count(location, name), dtype=bool)
     drop[rows] = True
     if drop.all():
@@ -192,8 +229,8 @@ def _rewrite(uri: str, rows: np.ndarray, run_key: str, policy: Any, decryption: 
     return f"{folder}/{merged}"
 
 
-def _count_superseded(target: Location, result: ShardResult) -> ShardResult:
+def _count_superseded(target: Location, run_key: str, result: ShardResult) -> ShardResult:
     """The result with the rows its files lost to newer versions counted: what it stored after the
     key checks, less what its files hold now (so a retry, finding them gone, counts the same)."""
-    held = sum(row_count(target, path) for path in result.files if target.exists(path))
+    held = sum(row_count(target, path) for path in _run_files(target, run_key, result))
     return replace(result, rows_stored=held, rows_superseded=result.rows_stored - held)

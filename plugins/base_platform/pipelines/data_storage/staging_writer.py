@@ -345,6 +345,11 @@ def dictionary_columns(sample: pa.RecordBatch) -> list[str]:
     ]
 
 
+def published_path(run_key: str, shard_id: str, staged: str) -> str:
+    """Where commit publishes a shard's staged data file: the same path, out of ``_staging``."""
+    return staged.removeprefix(f"_staging/{run_key}/{shard_id}/")
+
+
 def replace_file(
     location: Location,
     path: str,

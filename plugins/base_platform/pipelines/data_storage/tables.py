@@ -337,6 +337,8 @@ def commit_files(
     if removed:
         gone = set(removed)
         current = [task.file for task in table.scan().plan_files() if task.file.file_path in gone]
+        if len(current) != len(gone):  # another commit replaced one since: this run's view is stale
+            raise ValueError(f"{len(gone) - len(current)} of the files to replace are no longer current")
         return replace_files(table, data_files, properties, current, branch=branch)
     with (
         table.transaction() as tx,

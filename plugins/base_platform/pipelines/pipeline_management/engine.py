@@ -370,8 +370,7 @@ def _shard_files(
     left out; commit's row count check would notice anything else missing.
     """
     shard_id = result.shard.id
-    staged_prefix = f"_staging/{run_key}/{shard_id}/"
-    data = [(staged, staged.removeprefix(staged_prefix)) for staged in result.files]
+    data = [(staged, staging_writer.published_path(run_key, shard_id, staged)) for staged in result.files]
     quarantine = key_uniqueness.repeated_files(pipeline, run_key, shard_id, len(data))
     published_quarantine = None
     if result.quarantine:

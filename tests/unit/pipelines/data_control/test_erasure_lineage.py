@@ -139,3 +139,30 @@ def test_a_run_that_read_before_an_erasure_commits_without_the_subject(tmp_path:
     assert holding(tmp_path, PSEUDONYM) == []
     reasons = [r["_reason"] for r in quarantine.records(pipeline, str(out), KEY, run="run-2")]
     assert reasons.count(ERASED) >= 3 + 1  # the 3 stored rows, and the quarantined bad amount
+
+
+@pytest.mark.slow
+def test_a_subject_in_hundreds_of_multi_value_rows_is_erased(tmp_path: Path) -> None:
+    """An address on 700 documents (a shared mailbox): one expression per holding row used to
+    chain 700 deep, past what pyiceberg's visitors can recurse through."""
+    import pyarrow as pa
+
+    subject, other = bytes(range(32)), bytes(range(1, 33))
+    rows = pa.table(
+        {
+            "sha256": pa.array([f"doc-{n}" for n in range(1000)]),
+            "emails": pa.array(
+                [[subject, other] if n < 700 else [other] for n in range(1000)], pa.list_(pa.binary())
+            ),
+        }
+    )
+    catalog = tables.catalog()
+    catalog.create_namespace_if_not_exists(tables.NAMESPACE)
+    table = catalog.create_table(
+        tables.identifier("mailbox"), rows.schema, location=str(tmp_path / "mailbox")
+    )
+    table.append(rows)
+    report = erasure.erase_rows(table.refresh(), {"emails": [subject]}, "r-1", ("sha256",))
+    assert report["rows_removed"] == 700
+    left = table.refresh().scan().to_arrow()
+    assert left.num_rows == 300 and all(subject not in row for row in left.column("emails").to_pylist())

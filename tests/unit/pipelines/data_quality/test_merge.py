@@ -148,7 +148,7 @@ def test_a_merge_names_a_stored_column_and_no_unique_rule_on_the_key(tmp_path: P
     for write, fault in (
         ("write: {mode: merge}\n", "order_by"),
         ("write: {mode: merge, order_by: nowhere}\n", "unknown column"),
-        ("write: {mode: merge, order_by: event_time}\n", "no unique rule"),
+        ("write: {mode: merge, order_by: event_time}\n", "no unique rule"),  # the spec has one on the key
         ("write: {mode: append, order_by: event_time}\n", "order_by"),
     ):
         (tmp_path / "pipelines").mkdir(exist_ok=True)
@@ -213,3 +213,53 @@ def _rows_of(path: Path) -> list[tuple[str, int, str]]:
             when = datetime.strptime(row["event_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             found.append((row["transaction_id"], round((NOW - when) / HOUR), row["amount"]))
     return found
+
+
+@pytest.mark.slow
+def test_a_commit_that_failed_after_publishing_its_files_merges_the_same_on_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog refuses the snapshot after the run's files were renamed into place: the retry
+    finds them there, and stores each key once with the same counts."""
+    from pyiceberg.table import Transaction
+
+    pipeline, out = merging(), tmp_path / "out"
+    drop(tmp_path / "in1", "a.csv", [("a", DAY, "1.00"), ("b", DAY, "2.00")])
+    run(pipeline, tmp_path / "in1", out, "run-1")
+    drop(tmp_path / "in2", "b.csv", [("a", HOUR, "5.00"), ("a", 2 * HOUR, "4.00"), ("c", HOUR, "6.00")])
+    shards = engine.discover(pipeline, str(tmp_path / "in2"), str(out), False)
+    results = tuple(engine.process_shard(pipeline, shard, "run-2", str(out), KEY) for shard in shards)
+    request = CommitRequest("run-2", results, str(out), {"start": None, "end": None}, False, key=KEY)
+
+    def catalog_gone(self: Transaction) -> None:
+        raise OSError("catalog gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Transaction, "commit_transaction", catalog_gone)
+        with pytest.raises(OSError, match="catalog gone"):
+            engine.commit(pipeline, request)
+    assert not list((out / "_staging" / "run-2").rglob("part-*.parquet")), "the run's files were published"
+    record = engine.commit(pipeline, request)
+    assert counts(record) == (3, 2, 0, 1, 1)
+    assert {key: amount for key, (_, amount) in table_rows().items()} == {
+        "a": "5.00",
+        "b": "2.00",
+        "c": "6.00",
+    }
+
+
+@pytest.mark.slow
+def test_a_file_rewritten_by_many_merges_keeps_a_short_name(tmp_path: Path) -> None:
+    pipeline, out = merging(), tmp_path / "out"
+    drop(tmp_path / "in0", "a.csv", [(f"k{n}", 3 * DAY, "1.00") for n in range(10)])
+    run(pipeline, tmp_path / "in0", out, "scheduled__2026-12-07T00:00:00+00:00")
+    for number in range(1, 7):  # k0 again and again, a little newer each time, same day
+        drop(
+            tmp_path / f"in{number}",
+            "a.csv",
+            [("k0", 3 * DAY - number * timedelta(minutes=1), f"{number}.00")],
+        )
+        record = run(pipeline, tmp_path / f"in{number}", out, f"scheduled__2026-12-07T0{number}:00:00+00:00")
+        assert counts(record) == (1, 1, 0, 0, 1)
+    assert table_rows()["k0"][1] == "6.00" and len(table_rows()) == 10
+    assert max(len(path.name) for path in out.rglob("*.parquet")) < 120

@@ -61,12 +61,14 @@ def plan(pipeline: Pipeline, uri: str, resume: Resume) -> list[Shard]:
 
 
 def side_writer(pipeline: Pipeline) -> media_kinds.SideWriter:
-    """Store a file beside the dataset (once: names are content hashes); returns its relative path."""
+    """Store a file beside the dataset (named by its content hash); returns its relative path.
+
+    It is written again when there already: the same bytes, and a fresh time, so orphan removal's
+    grace covers this run in flight as it covers a new file."""
     location = Location.of(pipeline.spec.storage.uri)
 
     def write(name: str, data: bytes) -> str:
-        if not location.exists(media_kinds.SIDE_FOLDER, name):
-            location.write_atomically(data, media_kinds.SIDE_FOLDER, name)
+        location.write_atomically(data, media_kinds.SIDE_FOLDER, name)
         return f"{media_kinds.SIDE_FOLDER}/{name}"
 
     return write
