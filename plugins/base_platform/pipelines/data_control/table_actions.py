@@ -38,7 +38,10 @@ def parse_point(text: str) -> int | datetime:
         raise ControlError(f"{text!r} is neither a snapshot id nor an ISO timestamp")
     if text.isdigit():
         return int(text)
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:  # the shape of a timestamp, not a real one: month 13, hour 25
+        raise ControlError(f"{text!r} is not a real time: {exc}") from exc
     if when.tzinfo is None:
         raise ControlError(f"{text!r} has no time zone: add Z or +hh:mm")
     return when

@@ -1,15 +1,18 @@
 """data_distribution's read path: a dataset's rows for the API, pruned, paged and cached.
 
-A query names columns, filters and a point in time; :func:`page` turns the filters into an
-Iceberg expression, so the scan skips the partitions and files whose bounds cannot match before
-it opens any (``files_scanned`` against ``files_total`` shows it). Paging walks the scan's files
-in path order with a cursor that pins the snapshot, so every page of one query reads the same
-data even while runs commit. Results are cached by (snapshot, normalised query): a new snapshot
-is a new key, so nothing is ever stale. A snapshot that leaves the table (an erasure's expiry, a
-rollback, maintenance) takes its pages with it: a read that finds the table's snapshots changed
-drops them, and ``dataset_erase`` drops them from the shared store at once
-(:func:`forget_erased`), so no erased row stays in a cache. The cache is bounded in bytes: an LRU
-in the process under ``make run``, a Redis of its own in production (``BASE_DATASETS_CACHE_URL``).
+A query names columns, filters and a point in time; :func:`page` turns the filters into an Iceberg
+expression, so the scan skips the partitions and files whose bounds cannot match before it opens any
+(``files_scanned`` against ``files_total`` shows it). Paging walks the scan's files in path order
+with a cursor that pins the snapshot, so every page of one query reads the same data even while runs
+commit; a cursor is signed with the server's key (:func:`cursor_key`), so a caller can hand back
+only a position this API gave, for the same dataset and query. Only audited data leaves: a query
+reads a snapshot on ``main``'s history (a staged run's snapshot on the ``audit`` branch, or one its
+audit discarded, is :class:`NotServed`). Results are cached by (snapshot, normalised query): a new
+snapshot is a new key, so nothing is ever stale. A snapshot that leaves the table (an erasure's
+expiry, a rollback, maintenance) takes its pages with it: a read that finds the table's snapshots
+changed drops them, and ``dataset_erase`` drops them from the shared store at once
+(:func:`forget_erased`), so no erased row stays in a cache. The cache is bounded in bytes: an LRU in
+the process under ``make run``, a Redis of its own in production (``BASE_DATASETS_CACHE_URL``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -27,7 +32,10 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, cast
 
-from base_platform.pipelines.data_control.table_actions import dataset_table, parse_point, snapshot_at
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from base_platform.pipelines.data_control.table_actions import ControlError, dataset_table, parse_point
+from base_platform.pipelines.data_distribution import MAX_LIMIT
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,15 +46,34 @@ if TYPE_CHECKING:
     from base_platform.pipelines.data_control.erasure import ErasedSubject
     from base_platform.pipelines.spec import Pipeline
 
-MAX_LIMIT = 10_000
+
 FILTER = re.compile(r"^(?P<column>[a-z][a-z0-9_]*)\s*(?P<op><=|>=|=|<|>|\s+in\s+)\s*(?P<value>.*)$")
 CACHE_BYTES = 256 << 20  # the in-process store's bound, per api-server process
 CACHE_PREFIX = "base:page:"
+CURSOR_KEY_ENV = "BASE_DATASETS_CURSOR_KEY"
+INT64 = (-(1 << 63), (1 << 63) - 1)
 log = logging.getLogger(__name__)
 
 
 class QueryError(ValueError):
     """A query the dataset cannot answer: an unknown column, a bad filter, value or cursor (a 400)."""
+
+
+class NotServed(QueryError):
+    """A snapshot the API does not serve (a 404): not on ``main``'s history (staged for its audit,
+    discarded by it, rolled back), or no longer in the table (expired)."""
+
+
+class Position(BaseModel):
+    """Where the next page of a query starts: what a cursor carries, signed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    dataset: str
+    snapshot_id: int
+    file_index: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    query: str
 
 
 @dataclass(frozen=True)
@@ -106,16 +133,13 @@ def parse_filter(pipeline: Pipeline, text: str) -> BooleanExpression:
     return cast("BooleanExpression", predicates[op](column, value))
 
 
-NUMBERS: dict[str, Any] = {"int64": int, "float64": float}
-
-
 def _typed(pipeline: Pipeline, column: str, raw: str) -> Any:
     spec = pipeline.contract.column(column)
     try:
         if spec.decimal:
-            return Decimal(raw)
-        if spec.type in NUMBERS:
-            return NUMBERS[spec.type](raw)
+            return _decimal(column, raw, *spec.decimal)
+        if spec.type in ("int64", "float64"):
+            return _number(column, raw, spec.type)
         if spec.type == "bool":
             if raw not in ("true", "false"):
                 raise ValueError(raw)
@@ -134,23 +158,87 @@ def _typed(pipeline: Pipeline, column: str, raw: str) -> Any:
     return raw
 
 
-def _cursor(snapshot_id: int, file_index: int, offset: int, query: Query) -> str:
-    text = json.dumps({"s": snapshot_id, "f": file_index, "o": offset, "q": query.key()})
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+def _number(column: str, raw: str, kind: str) -> int | float:
+    """An int64 within its range, a float64 that is finite: Iceberg's literals hold no other."""
+    if kind == "int64":
+        number = int(raw)
+        if not INT64[0] <= number <= INT64[1]:
+            raise QueryError(f"{column}: {raw!r} is outside int64")
+        return number
+    real = float(raw)
+    if not math.isfinite(real):
+        raise QueryError(f"{column}: {raw!r} is not a finite number")
+    return real
 
 
-def _position(query: Query) -> tuple[int | None, int, int]:
-    """The cursor's snapshot, file index and row offset (none: the first page)."""
-    if not query.cursor:
-        return None, 0, 0
+def _decimal(column: str, raw: str, precision: int, scale: int) -> Decimal:
+    """The literal at the column's scale (Iceberg compares decimals of one scale only): ``10`` is
+    ``10.00`` of a decimal(18,2); a value that would need rounding, or more digits, is refused."""
+    value = Decimal(raw)
+    if not value.is_finite():
+        raise QueryError(f"{column}: {raw!r} is not a finite number")
     try:
-        padded = query.cursor + "=" * (-len(query.cursor) % 4)
-        found = json.loads(base64.urlsafe_b64decode(padded))
-        position = int(found["s"]), int(found["f"]), int(found["o"])
-        same = found["q"] == query.key()
-    except (ValueError, KeyError, TypeError) as exc:
+        scaled = value.quantize(Decimal(1).scaleb(-scale))
+    except InvalidOperation as exc:  # more digits than any decimal the context can hold
+        raise QueryError(f"{column}: {raw!r} does not fit a decimal({precision},{scale})") from exc
+    if scaled != value:
+        raise QueryError(f"{column}: {raw!r} has more than {scale} decimal places")
+    if len(scaled.as_tuple().digits) > precision:
+        raise QueryError(f"{column}: {raw!r} does not fit a decimal({precision},{scale})")
+    return scaled
+
+
+def cursor_key() -> bytes:
+    """The key that signs cursors, the same in every api-server process of a deployment:
+    ``BASE_DATASETS_CURSOR_KEY``, else derived from Airflow's ``[api] secret_key`` (which those
+    processes already share for the UI's sessions)."""
+    secret = os.environ.get(CURSOR_KEY_ENV)
+    if not secret:
+        from airflow.configuration import conf
+
+        secret = conf.get("api", "secret_key", fallback="")
+    if not secret:
+        raise RuntimeError(f"no key to sign cursors: set {CURSOR_KEY_ENV} or [api] secret_key")
+    return hmac.new(secret.encode(), b"base-platform datasets cursor v1", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _cursor(snapshot_id: int, file_index: int, offset: int, query: Query) -> str:
+    """``<position>.<signature>``: the position in base64 JSON, the HMAC of it in base64."""
+    position = Position(
+        dataset=query.dataset,
+        snapshot_id=snapshot_id,
+        file_index=file_index,
+        offset=offset,
+        query=query.key(),
+    )
+    body = _b64(position.model_dump_json().encode())
+    return f"{body}.{_b64(hmac.new(cursor_key(), body.encode(), hashlib.sha256).digest())}"
+
+
+def _position(query: Query) -> Position | None:
+    """The cursor's position (none: the first page), if this server signed it for this query."""
+    if not query.cursor:
+        return None
+    body, _, signature = query.cursor.partition(".")
+    try:
+        given = _unb64(signature)
+    except ValueError as exc:
         raise QueryError("cursor: not one this API gave") from exc
-    if not same:
+    if not hmac.compare_digest(given, hmac.new(cursor_key(), body.encode(), hashlib.sha256).digest()):
+        raise QueryError("cursor: not one this API gave (unsigned, edited, or another server's)")
+    try:
+        position = Position.model_validate_json(_unb64(body))
+    except (ValueError, ValidationError) as exc:
+        raise QueryError("cursor: not one this API gave") from exc
+    if position.dataset != query.dataset or position.query != query.key():
         raise QueryError("cursor: it belongs to another query (columns, filters, as_of and limit must stay)")
     return position
 
@@ -167,18 +255,49 @@ def check(pipeline: Pipeline, query: Query) -> None:
     _position(query)
 
 
+def served(table: Table, snapshot_id: int, parameter: str) -> Snapshot:
+    """The snapshot, if it is on ``main``'s history and not expired; else why not."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    current = table.current_snapshot()
+    for snapshot in ancestors_of(current, table.metadata) if current else ():
+        if snapshot.snapshot_id == snapshot_id:
+            return snapshot
+    if table.snapshot_by_id(snapshot_id) is None:
+        raise NotServed(f"{parameter}: no snapshot {snapshot_id} (expired, or never made)")
+    refs = sorted(name for name, ref in table.metadata.refs.items() if ref.snapshot_id == snapshot_id)
+    if "audit" in refs:
+        raise NotServed(
+            f"{parameter}: snapshot {snapshot_id} is staged on the audit branch: its run has not passed "
+            "its audit, so it is not served"
+        )
+    raise NotServed(
+        f"{parameter}: snapshot {snapshot_id} is not on main's history (its audit discarded it, or a "
+        "rollback left it), so it is not served"
+    )
+
+
 def _snapshot(table: Table, query: Query) -> Snapshot:
-    """The snapshot a query reads: the one its cursor pins, else its as_of, else the current one."""
-    pinned, _, _ = _position(query)
-    if pinned is not None:
-        snapshot = table.snapshot_by_id(pinned)
-        if snapshot is None:
-            raise QueryError(f"cursor: snapshot {pinned} expired; start again")
-        return snapshot
-    found = snapshot_at(table, parse_point(query.as_of)) if query.as_of else table.current_snapshot()
+    """The snapshot a query reads: the one its cursor pins, else its as_of, else the current one;
+    always one on ``main``'s history."""
+    position = _position(query)
+    if position is not None:
+        return served(table, position.snapshot_id, "cursor")
+    if not query.as_of:
+        current = table.current_snapshot()
+        if current is None:
+            raise NotServed(f"{'.'.join(table.name())}: no published snapshot yet")
+        return current
+    try:
+        point = parse_point(query.as_of)
+    except ControlError as exc:
+        raise QueryError(f"as_of: {exc}") from exc
+    if isinstance(point, int):
+        return served(table, point, "as_of")
+    found = table.snapshot_as_of_timestamp(int(point.timestamp() * 1000))
     if found is None:
-        raise QueryError(f"{'.'.join(table.name())}: no snapshot yet")
-    return found
+        raise NotServed(f"as_of: {'.'.join(table.name())} had no snapshot at {point.isoformat()}")
+    return served(table, found.snapshot_id, "as_of")
 
 
 def page(pipeline: Pipeline, query: Query) -> Page:
@@ -193,7 +312,8 @@ def _page(pipeline: Pipeline, query: Query, table: Table, snapshot: Snapshot) ->
     from pyiceberg.expressions import AlwaysTrue, And
     from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 
-    _, file_index, offset = _position(query)
+    position = _position(query)
+    file_index, offset = (position.file_index, position.offset) if position else (0, 0)
     expression: BooleanExpression = AlwaysTrue()
     for text in query.filters:
         expression = And(expression, parse_filter(pipeline, text))
@@ -201,6 +321,10 @@ def _page(pipeline: Pipeline, query: Query, table: Table, snapshot: Snapshot) ->
         row_filter=expression, selected_fields=query.columns or ("*",), snapshot_id=snapshot.snapshot_id
     )
     tasks = sorted(scan.plan_files(), key=lambda task: task.file.file_path)
+    if position is not None and not (
+        file_index < len(tasks) and offset < tasks[file_index].file.record_count
+    ):  # a signed cursor is this server's, but check: a position outside the snapshot reads nothing sane
+        raise QueryError("cursor: its position is outside the snapshot's rows; start again")
     parts: list[pa.Table] = []
     wanted, scanned = query.limit, 0
     while file_index < len(tasks) and wanted > 0:
