@@ -6,6 +6,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
+
+
+class Refusal(BaseModel):
+    """The body of every refusal (FastAPI's ``HTTPException``): what was wrong, for a person."""
+
+    detail: str
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals a route documents in its OpenAPI schema, so a client (and schemathesis) knows them."""
+    said = {
+        400: "a parameter is malformed or names nothing the data has; the detail names the parameter",
+        401: "no valid Airflow token (bearer header or the UI's cookie)",
+        403: "the caller's roles may not see this",
+        404: "nothing of that name the caller may read, or a snapshot the API does not serve",
+    }
+    return {code: {"model": Refusal, "description": said[code]} for code in codes}
 
 
 async def current_user(request: Request) -> Any:

@@ -1,12 +1,16 @@
 """data_distribution's read API: the datasets, their schemas and their rows, for any HTTP client.
 
-Served by Airflow's api-server in the platform page's app (``/base-platform/api/datasets``), so
-no new service runs. Airflow does not protect a plugin's routes: each one here takes the
-caller's Airflow token (401 without one) and the dataset grants of the caller's roles in
-``config/roles.yaml`` (403, and the dataset is missing from the listing). Rows come from
-:mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the Iceberg scan, ``as_of``,
-cursor pages, JSON or Arrow IPC (``Accept: application/vnd.apache.arrow.stream``). The routes
-are plain functions, so FastAPI runs the blocking scans in its thread pool.
+Served by Airflow's api-server in the platform page's app (``/base-platform/api/datasets``), so no
+new service runs. Airflow does not protect a plugin's routes: each one here takes the caller's
+Airflow token (401 without one) and the dataset grants of the caller's roles in
+``config/roles.yaml``: a dataset the caller may not read is missing from the listing, and its routes
+answer exactly as for one that does not exist (404), so they tell no one what exists. Every
+parameter is typed (:class:`RowsParams`): a malformed one is a 422 that names it, one the data
+cannot answer (an unknown column, a filter value not of the column's type, a cursor this server did
+not sign) a 400 that names it, a snapshot not on ``main``'s history a 404 that says why. Rows come
+from :mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the Iceberg
+scan, ``as_of``, cursor pages, JSON or Arrow IPC (``Accept: application/vnd.apache.arrow.stream``).
+The routes are plain functions, so FastAPI runs the blocking scans in its thread pool.
 """
 
 from __future__ import annotations
@@ -14,13 +18,68 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from base_platform.ui.access import CurrentUser
+from base_platform.pipelines.data_control.form_params import POINT
+from base_platform.pipelines.data_distribution import MAX_LIMIT
+from base_platform.ui.access import CurrentUser, refusals
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-router = APIRouter(prefix="/api/datasets")
+NAME = r"^[a-z][a-z0-9_]*$"  # a dataset's or a view's name, as config/pipelines spells them
+COLUMNS = r"^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$"
+MAX_FILTERS = 64
+BINARY = {"type": "string", "format": "binary"}
+MAX_TEXT = 4096  # a filter or a cursor: longer is no one's honest query
+router = APIRouter(prefix="/api/datasets", responses=refusals(401, 404))
+DatasetName = Annotated[str, Path(pattern=NAME, max_length=128, description="a dataset of config/pipelines")]
+
+
+class RowsParams(BaseModel):
+    """The rows route's query parameters: a malformed one is a 422 that names it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    columns: str | None = Field(
+        None, pattern=COLUMNS, max_length=MAX_TEXT, description="the columns to return, comma-separated"
+    )
+    filter: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
+        default_factory=list,
+        max_length=MAX_FILTERS,
+        description="<column><op><value>, op one of = < > <= >= in (a comma list); each one narrows",
+    )
+    as_of: str | None = Field(
+        None,
+        pattern=POINT.pattern,
+        max_length=64,
+        description="a snapshot id of main's history, or a time with its zone",
+    )
+    limit: int = Field(1000, ge=1, le=MAX_LIMIT, description="rows per page")
+    cursor: str | None = Field(None, max_length=MAX_TEXT, description="the next_cursor of the page before")
+
+
+class DatasetEntry(BaseModel):
+    """One dataset of the listing."""
+
+    name: str
+    description: str
+    contract_version: str
+    snapshot_id: int | None
+    rows: int
+    freshness: list[Any] | None
+
+
+class RowsPage(BaseModel):
+    """A page of rows as JSON (Arrow IPC carries the same facts as ``X-Base-*`` headers)."""
+
+    dataset: str
+    snapshot_id: int
+    next_cursor: str | None
+    files_total: int
+    files_planned: int
+    files_scanned: int
+    rows: list[dict[str, Any]]
 
 
 @cache
@@ -49,20 +108,16 @@ def readable(user: Any) -> dict[str, Any]:
 
 
 def granted(user: Any, name: str) -> Any:
-    from base_platform.pipelines.spec import pipeline_named
-
-    try:
-        pipeline_named(name)
-    except KeyError as exc:
-        raise HTTPException(404, f"no dataset {name!r}") from exc
+    """The dataset's pipeline, if the user may read it; one answer for missing and forbidden, so
+    the API is no oracle of which datasets exist."""
     pipeline = readable(user).get(name)
     if pipeline is None:
-        raise HTTPException(403, f"your roles may not read {name!r}")
+        raise HTTPException(404, f"no dataset {name!r} that you may read")
     return pipeline
 
 
 @router.get("")
-def datasets(user: CurrentUser) -> list[dict[str, Any]]:
+def datasets(user: CurrentUser) -> list[DatasetEntry]:
     from base_platform.pipelines.data_storage import tables
 
     listed = []
@@ -72,20 +127,20 @@ def datasets(user: CurrentUser) -> list[dict[str, Any]]:
         summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
         last = tables.history(table, limit=1)
         listed.append(
-            {
-                "name": name,
-                "description": pipeline.spec.description,
-                "contract_version": pipeline.contract.version,
-                "snapshot_id": snapshot.snapshot_id if snapshot else None,
-                "rows": int(summary.get("total-records", 0)),
-                "freshness": list(fresh) if last and (fresh := last[-1].freshness) is not None else None,
-            }
+            DatasetEntry(
+                name=name,
+                description=pipeline.spec.description,
+                contract_version=pipeline.contract.version,
+                snapshot_id=snapshot.snapshot_id if snapshot else None,
+                rows=int(summary.get("total-records", 0)),
+                freshness=list(fresh) if last and (fresh := last[-1].freshness) is not None else None,
+            )
         )
     return listed
 
 
 @router.get("/{name}/schema")
-def schema(name: str, user: CurrentUser) -> dict[str, Any]:
+def schema(name: DatasetName, user: CurrentUser) -> dict[str, Any]:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_storage import tables
     from base_platform.pipelines.metadata_discovery.registry import registry_entry
@@ -100,16 +155,13 @@ def schema(name: str, user: CurrentUser) -> dict[str, Any]:
     return {key: entry[key] for key in keep} | {"primary_key": list(pipeline.contract.primary_key)}
 
 
-@router.get("/{name}/rows")
+@router.get(
+    "/{name}/rows",
+    response_model=None,
+    responses=refusals(400) | {200: {"model": RowsPage, "content": {ARROW_STREAM: {"schema": BINARY}}}},
+)
 def rows(
-    name: str,
-    user: CurrentUser,
-    request: Request,
-    columns: str | None = None,
-    filter: Annotated[list[str] | None, Query()] = None,
-    as_of: str | None = None,
-    limit: int = 1000,
-    cursor: str | None = None,
+    name: DatasetName, user: CurrentUser, request: Request, params: Annotated[RowsParams, Query()]
 ) -> Response:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_distribution import serving
@@ -117,15 +169,17 @@ def rows(
     pipeline = granted(user, name)
     query = serving.Query(
         dataset=name,
-        columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else (),
-        filters=tuple(filter or ()),
-        as_of=as_of,
-        limit=limit,
-        cursor=cursor,
+        columns=tuple(params.columns.split(",")) if params.columns else (),
+        filters=tuple(params.filter),
+        as_of=params.as_of,
+        limit=params.limit,
+        cursor=params.cursor,
     )
     try:
         found = page_cache().get(pipeline, query)
-    except (serving.QueryError, table_actions.ControlError) as exc:
+    except (serving.NotServed, table_actions.ControlError) as exc:  # no table yet, or a snapshot not served
+        raise HTTPException(404, str(exc)) from exc
+    except serving.QueryError as exc:
         raise HTTPException(400, str(exc)) from exc
     facts = {
         "snapshot_id": found.snapshot_id,

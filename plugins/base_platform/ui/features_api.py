@@ -2,20 +2,41 @@
 
 Beside the datasets API, with its auth: the caller's Airflow token (401 without one) and the
 dataset grants of ``config/roles.yaml``; a role that may read a view's source dataset and its
-references may read the view (403 otherwise, and the view is missing from the listing).
+references may read the view. Any other view is missing from the listing and answers as one that
+does not exist (404), so the API tells no one which views exist.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
 
-from base_platform.ui.access import CurrentUser
-from base_platform.ui.datasets_api import readable
+from base_platform.ui.access import CurrentUser, refusals
+from base_platform.ui.datasets_api import NAME, readable
 
 MAX_ENTITIES = 1000  # a page of a batch scorer; more is an offline job
-router = APIRouter(prefix="/api/features")
+router = APIRouter(prefix="/api/features", responses=refusals(401, 404))
+
+
+class FeatureViewEntry(BaseModel):
+    """One view of the listing."""
+
+    name: str
+    description: str
+    entity: str
+    source: str
+    features: list[str]
+    labels: list[str]
+
+
+class OnlineParams(BaseModel):
+    """The online route's query parameters: a malformed one is a 422 that names it."""
+
+    entity: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=MAX_ENTITIES, description="an entity key (repeat: ?entity=a&entity=b)"
+    )
 
 
 def _views(user: Any) -> dict[str, Any]:
@@ -30,34 +51,29 @@ def _views(user: Any) -> dict[str, Any]:
 
 
 @router.get("")
-def views(user: CurrentUser) -> list[dict[str, Any]]:
+def views(user: CurrentUser) -> list[FeatureViewEntry]:
     return [
-        {
-            "name": name,
-            "description": view.description,
-            "entity": view.entity,
-            "source": view.source.dataset,
-            "features": view.feature_names,
-            "labels": [label.name for label in view.labels],
-        }
+        FeatureViewEntry(
+            name=name,
+            description=view.description,
+            entity=view.entity,
+            source=view.source.dataset,
+            features=list(view.feature_names),
+            labels=[label.name for label in view.labels],
+        )
         for name, view in sorted(_views(user).items())
     ]
 
 
 @router.get("/{name}/online")
 def online_features(
-    name: str, user: CurrentUser, entity: Annotated[list[str] | None, Query()] = None
+    name: Annotated[str, Path(pattern=NAME, max_length=128, description="a view of config/features")],
+    user: CurrentUser,
+    params: Annotated[OnlineParams, Query()],
 ) -> dict[str, Any]:
     """``?entity=a&entity=b``: each entity's latest features (null for one the store does not hold)."""
     from base_platform.pipelines.feature_engineering import online
-    from base_platform.pipelines.feature_engineering.views import feature_view_named
 
-    try:
-        feature_view_named(name)
-    except KeyError as exc:
-        raise HTTPException(404, f"no feature view {name!r}") from exc
     if name not in _views(user):
-        raise HTTPException(403, f"your roles may not read {name!r}")
-    if not entity or len(entity) > MAX_ENTITIES:
-        raise HTTPException(400, f"give 1 to {MAX_ENTITIES} `entity` parameters")
-    return online.get_online_features(name, entity)
+        raise HTTPException(404, f"no feature view {name!r} that you may read")
+    return online.get_online_features(name, params.entity)

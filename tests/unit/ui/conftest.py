@@ -1,0 +1,62 @@
+"""The platform app as the api-server serves it: Airflow's FAB auth manager (ours), the roles and
+users of config/roles.yaml synced into a fresh metadata DB, and each user's real Airflow token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from base_platform.auth.manager import PlatformFabAuthManager
+
+FAB = f"{PlatformFabAuthManager.__module__}.{PlatformFabAuthManager.__name__}"
+DAG_IDS = ["pipeline_transactions", "platform_deploy", "platform_drift", "dataset_sample", "dataset_split"]
+
+
+class Callers:
+    """The app in-process, and a bearer header for each user of config/roles.yaml."""
+
+    def __init__(self, client: TestClient, tokens: dict[str, str]) -> None:
+        self.client = client
+        self.tokens = tokens
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def get(self, user: str, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self.headers(user) | kwargs.pop("headers", {}), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def callers() -> Iterator[Callers]:
+    """Slow to make (a migrated DB with FAB's tables, the roles synced), so once per session."""
+    from airflow.api_fastapi import app as airflow_app
+    from airflow.configuration import conf
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+    from airflow.utils.db import resetdb
+
+    from base_platform.auth import sync
+    from base_platform.auth.roles import load_roles
+    from base_platform.ui.app import create_app
+
+    before = conf.get("core", "auth_manager")
+    conf.set("core", "auth_manager", FAB)
+    airflow_app.purge_cached_app()
+    try:
+        resetdb(skip_init=False)
+        config = load_roles()
+        sync.sync(config, DAG_IDS, {user.password_env: f"pw-{user.username}" for user in config.users})
+        manager = airflow_app.create_auth_manager()
+        manager.init()
+        with get_application_builder() as builder:
+            tokens = {
+                user.username: manager.generate_jwt(builder.sm.find_user(username=user.username))
+                for user in config.users
+            }
+        with TestClient(create_app(), raise_server_exceptions=False) as client:
+            yield Callers(client, tokens)
+    finally:
+        conf.set("core", "auth_manager", before)
+        airflow_app.purge_cached_app()
