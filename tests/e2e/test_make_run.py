@@ -259,8 +259,9 @@ def _a_stored_subject(incoming: Path) -> str:
 
 
 def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, served: str) -> None:
-    """datasets-curl's output, then the refusals: 401 without a token, 403 (and an empty listing)
-    for a role without dataset grants, 400 naming a bad filter or column; and as_of."""
+    """datasets-curl's output, then the refusals: 401 without a token, 404 (and an empty listing)
+    for a role without dataset grants, as for a dataset that does not exist; 400 naming a bad
+    filter or column; and as_of (404 before the first snapshot)."""
     listed = re.search(r"^transactions: (\d+) rows at snapshot (\d+), contract ", served, re.M)
     assert listed and int(listed[1]) > 0, served
     day = re.search(r"^(\d+) rows; (\d+) of (\d+) files planned; more: (True|False)$", served, re.M)
@@ -272,8 +273,8 @@ def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, s
     assert httpx.get(api, timeout=30).status_code == 401
     assert httpx.get(f"{api}/transactions/rows", timeout=30).status_code == 401
     assert httpx.get(api, headers=ds, timeout=30).json() == []
-    assert httpx.get(f"{api}/transactions/rows", headers=ds, timeout=30).status_code == 403
-    assert httpx.get(f"{api}/transactions/schema", headers=ds, timeout=30).status_code == 403
+    assert httpx.get(f"{api}/transactions/rows", headers=ds, timeout=30).status_code == 404
+    assert httpx.get(f"{api}/transactions/schema", headers=ds, timeout=30).status_code == 404
     bad = httpx.get(f"{api}/transactions/rows", headers=admin, params={"filter": "amount>lots"}, timeout=30)
     assert bad.status_code == 400 and "'lots' is not a decimal" in bad.text, bad.text
     bad = httpx.get(f"{api}/transactions/rows", headers=admin, params={"columns": "nope"}, timeout=30)
@@ -285,20 +286,20 @@ def _assert_the_dataset_api_serves_what_it_should(stack: DevStack, home: Path, s
     then = httpx.get(f"{api}/transactions/rows", headers=admin, params=pinned, timeout=30)
     assert then.status_code == 200 and then.json()["snapshot_id"] == int(listed[2]), then.text
     before = {"as_of": "2020-01-01T00:00:00Z"}  # before the table's first snapshot
-    assert httpx.get(f"{api}/transactions/rows", headers=admin, params=before, timeout=30).status_code == 400
+    assert httpx.get(f"{api}/transactions/rows", headers=admin, params=before, timeout=30).status_code == 404
 
 
 def _assert_the_features_api_refuses_what_it_should(stack: DevStack, home: Path) -> None:
-    """The features API has the datasets API's auth: 401 without a token, 403 (and an empty
-    listing) for a role that may not read transactions; 400 without entities, 404 for no view."""
+    """The features API has the datasets API's auth: 401 without a token, 404 (and an empty
+    listing) for a role that may not read transactions, as for no view; 422 without entities."""
     api = f"http://127.0.0.1:{stack.api_port}/base-platform/api/features"
     admin, ds = ({"Authorization": f"Bearer {_token(stack, user, home)}"} for user in ("admin", "ds"))
     online = f"{api}/account_spend/online"
     assert httpx.get(online, params={"entity": "acc-00000001"}, timeout=30).status_code == 401
     assert httpx.get(api, headers=ds, timeout=30).json() == []
-    assert httpx.get(online, headers=ds, params={"entity": "acc-00000001"}, timeout=30).status_code == 403
+    assert httpx.get(online, headers=ds, params={"entity": "acc-00000001"}, timeout=30).status_code == 404
     none = httpx.get(online, headers=admin, timeout=30)
-    assert none.status_code == 400 and "entity" in none.text, none.text
+    assert none.status_code == 422 and "entity" in none.text, none.text
     assert (
         httpx.get(f"{api}/nope/online", headers=admin, params={"entity": "a"}, timeout=30).status_code == 404
     )

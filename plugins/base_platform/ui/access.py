@@ -23,7 +23,10 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "the caller's roles may not see this",
         404: "nothing of that name the caller may read, or a snapshot the API does not serve",
     }
-    return {code: {"model": Refusal, "description": said[code]} for code in codes}
+    # JSON whatever the route's own media type (the page's HTML, /metrics' text), so no "model" here:
+    # FastAPI would file the refusal's schema under the route's media type
+    body = {"application/json": {"schema": Refusal.model_json_schema()}}
+    return {code: {"description": said[code], "content": body} for code in codes}
 
 
 async def current_user(request: Request) -> Any:

@@ -10,15 +10,19 @@ is ``config/roles.yaml``. The Argo CD token stays on the server: the browser get
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from base_platform.ui.access import CurrentUser, may_read
+from base_platform.catalog.loader import ENVIRONMENTS
+from base_platform.ui.access import CurrentUser, may_read, refusals
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
+EnvironmentName = Annotated[
+    str, Query(pattern=f"^({'|'.join(ENVIRONMENTS)})$", description="a catalog environment")
+]
 
 
 def tabs_for(user: Any) -> dict[str, Any]:
@@ -36,7 +40,10 @@ def require_platform(user: Any) -> None:
 def create_app() -> FastAPI:
     from base_platform.ui import datasets_api, features_api
 
-    app = FastAPI(title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None)
+    # every route refuses a caller without a valid token, and its schema says so
+    app = FastAPI(
+        title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None, responses=refusals(401)
+    )
     app.include_router(datasets_api.router)
     app.include_router(features_api.router)
 
@@ -48,8 +55,8 @@ def create_app() -> FastAPI:
     async def tabs(user: CurrentUser) -> dict[str, Any]:
         return {"user": str(user.get_name())} | tabs_for(user)
 
-    @app.get("/api/platform")
-    async def platform(user: CurrentUser, environment: str = "dev") -> dict[str, Any]:
+    @app.get("/api/platform", responses=refusals(400, 403))
+    async def platform(user: CurrentUser, environment: EnvironmentName = "dev") -> dict[str, Any]:
         from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
 
@@ -62,7 +69,7 @@ def create_app() -> FastAPI:
             "verdicts": state.last_verdicts(),
         }
 
-    @app.get("/api/drift")
+    @app.get("/api/drift", responses=refusals(403))
     async def drift(user: CurrentUser) -> dict[str, Any]:
         from base_platform.ui import state
 
@@ -99,8 +106,8 @@ def create_app() -> FastAPI:
         ]
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
-    @app.get("/metrics")
-    async def metrics(user: CurrentUser, environment: str = "dev") -> Response:
+    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(403))
+    async def metrics(user: CurrentUser, environment: EnvironmentName = "dev") -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 

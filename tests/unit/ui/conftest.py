@@ -4,12 +4,16 @@ users of config/roles.yaml synced into a fresh metadata DB, and each user's real
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from base_platform.auth.manager import PlatformFabAuthManager
+from base_platform.pipelines.spec import pipeline_named
+from tests.conftest import iceberg_connection
+from tests.unit.pipelines.test_engine import generate_run, run
 
 FAB = f"{PlatformFabAuthManager.__module__}.{PlatformFabAuthManager.__name__}"
 DAG_IDS = ["pipeline_transactions", "platform_deploy", "platform_drift", "dataset_sample", "dataset_split"]
@@ -60,3 +64,18 @@ def callers() -> Iterator[Callers]:
     finally:
         conf.set("core", "auth_manager", before)
         airflow_app.purge_cached_app()
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """transactions with two published runs (500 and 300 rows), shared by the read-only tests."""
+    tmp = tmp_path_factory.mktemp("datasets-api")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp / "iceberg.db", tmp / "warehouse")
+        )
+        pipeline = pipeline_named("transactions")
+        for number, rows in ((1, 500), (2, 300)):
+            generate_run(rows, tmp / f"in{number}", number)
+            assert run(pipeline, tmp / f"in{number}", tmp / "out", f"run-{number}").published
+        yield tmp

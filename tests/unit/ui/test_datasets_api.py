@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,26 +18,10 @@ from base_platform.pipelines.data_distribution import serving
 from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.spec import pipeline_named
 from benchmarks.datagen import generate
-from tests.conftest import iceberg_connection
 from tests.unit.pipelines.test_engine import generate_run, run
 from tests.unit.ui.conftest import Callers
 
 ROWS = "/api/datasets/transactions/rows"
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """transactions with two published runs (500 and 300 rows), shared by the read-only tests."""
-    tmp = tmp_path_factory.mktemp("datasets-api")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(
-            "AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp / "iceberg.db", tmp / "warehouse")
-        )
-        pipeline = pipeline_named("transactions")
-        for number, rows in ((1, 500), (2, 300)):
-            generate_run(rows, tmp / f"in{number}", number)
-            assert run(pipeline, tmp / f"in{number}", tmp / "out", f"run-{number}").published
-        yield tmp
 
 
 def refused(answer: object, status: int, *words: str) -> None:
