@@ -28,7 +28,7 @@ from base_platform.ui.access import CurrentUser, refusals
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NAME = r"^[a-z][a-z0-9_]*$"  # a dataset's or a view's name, as config/pipelines spells them
-COLUMNS = r"^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$"
+COLUMNS = r"^ *[a-z][a-z0-9_]*( *, *[a-z][a-z0-9_]*)* *$"  # spaces around the commas, as before
 MAX_FILTERS = 64
 BINARY = {"type": "string", "format": "binary"}
 MAX_TEXT = 4096  # a filter or a cursor: longer is no one's honest query
@@ -169,7 +169,7 @@ def rows(
     pipeline = granted(user, name)
     query = serving.Query(
         dataset=name,
-        columns=tuple(params.columns.split(",")) if params.columns else (),
+        columns=tuple(c.strip() for c in params.columns.split(",")) if params.columns else (),
         filters=tuple(params.filter),
         as_of=params.as_of,
         limit=params.limit,
