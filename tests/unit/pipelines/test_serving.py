@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,19 @@ def test_the_cache_answers_until_the_snapshot_moves_and_stays_within_its_bytes(
     assert small.get(pipeline, query) is kept
     small.get(pipeline, serving.Query("transactions", limit=99))  # does not fit beside it
     assert small.get(pipeline, query) is not kept  # evicted, read again
+
+
+@pytest.mark.slow
+def test_a_new_cursor_key_ends_the_cursors_in_flight_but_not_paging_from_the_cache(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages = serving.PageCache()
+    query = serving.Query("transactions", limit=100)
+    monkeypatch.setenv(serving.CURSOR_KEY_ENV, "the key before")
+    before = pages.get(pipeline, query).next_cursor
+    assert before and pages.get(pipeline, replace(query, cursor=before)).rows.num_rows == 100
+    monkeypatch.setenv(serving.CURSOR_KEY_ENV, "the key after")
+    with pytest.raises(serving.QueryError, match="another server"):
+        pages.get(pipeline, replace(query, cursor=before))
+    after = pages.get(pipeline, query).next_cursor  # the first page again: its cursor is the new key's
+    assert after and pages.get(pipeline, replace(query, cursor=after)).rows.num_rows == 100

@@ -439,7 +439,10 @@ class RedisPageStore:
 
 
 def _page_key(dataset: str, snapshot_id: int, query: Query) -> str:
-    return f"{dataset}:{snapshot_id}:{query.key()}:{query.cursor or ''}"
+    """A page's key names the cursor key too: a page keeps its ``next_cursor``, signed, so after a
+    new key a cached page would hand out cursors no server accepts."""
+    signer = hashlib.sha256(cursor_key()).hexdigest()[:12]
+    return f"{dataset}:{snapshot_id}:{query.key()}:{signer}:{query.cursor or ''}"
 
 
 def _expired(key: str, dataset: str, live: frozenset[int]) -> bool:
