@@ -22,6 +22,7 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "no valid Airflow token (bearer header or the UI's cookie)",
         403: "the caller's roles may not see this",
         404: "nothing of that name the caller may read, or a snapshot the API does not serve",
+        503: "a source behind the route (Argo CD) has not answered yet: try again after Retry-After",
     }
     # JSON whatever the route's own media type (the page's HTML, /metrics' text), so no "model" here:
     # FastAPI would file the refusal's schema under the route's media type

@@ -55,7 +55,7 @@ def create_app() -> FastAPI:
     async def tabs(user: CurrentUser) -> dict[str, Any]:
         return {"user": str(user.get_name())} | tabs_for(user)
 
-    @app.get("/api/platform", responses=refusals(400, 403))
+    @app.get("/api/platform", responses=refusals(400, 403, 503))
     async def platform(user: CurrentUser, environment: EnvironmentName = "dev") -> dict[str, Any]:
         from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
@@ -106,7 +106,7 @@ def create_app() -> FastAPI:
         ]
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(403))
+    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(403, 503))
     async def metrics(user: CurrentUser, environment: EnvironmentName = "dev") -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
