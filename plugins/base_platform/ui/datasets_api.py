@@ -28,7 +28,8 @@ from base_platform.ui.access import CurrentUser, refusals
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NAME = r"^[a-z][a-z0-9_]*$"  # a dataset's or a view's name, as config/pipelines spells them
-COLUMNS = r"^ *[a-z][a-z0-9_]*( *, *[a-z][a-z0-9_]*)* *$"  # spaces around the commas, as before
+# spaces around the commas, and an empty value for "all" (as_of: "now"), as before
+COLUMNS = r"^( *[a-z][a-z0-9_]*( *, *[a-z][a-z0-9_]*)* *)?$"
 MAX_FILTERS = 64
 BINARY = {"type": "string", "format": "binary"}
 MAX_TEXT = 4096  # a filter or a cursor: longer is no one's honest query
@@ -51,7 +52,7 @@ class RowsParams(BaseModel):
     )
     as_of: str | None = Field(
         None,
-        pattern=POINT.pattern,
+        pattern=f"^$|{POINT.pattern}",
         max_length=64,
         description="a snapshot id of main's history, or a time with its zone",
     )

@@ -83,6 +83,7 @@ def test_a_decimal_filter_of_any_scale_that_is_exact_reads_and_one_that_is_not_i
         ({"limit": "1e3"}, 422, ("limit",)),
         ({"columns": "amount,,currency"}, 422, ("columns",)),
         ({"columns": "amount , currency"}, 200, ()),
+        ({"columns": "", "as_of": "", "cursor": ""}, 200, ()),  # empty: all columns, now, the first page
         ({"columns": "amount,nope"}, 400, ("columns", "nope")),
         ({"filter": "nope=1"}, 400, ("filter", "nope")),
         ({"filter": "amount~1"}, 400, ("filter",)),
