@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
-from base_platform.ui.access import CurrentUser, may_read
+from base_platform.ui.access import CurrentUser, MetricsCaller, may_read
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
@@ -100,7 +100,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics")
-    async def metrics(user: CurrentUser, environment: str = "dev") -> Response:
+    async def metrics(user: MetricsCaller, environment: str = "dev") -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 
