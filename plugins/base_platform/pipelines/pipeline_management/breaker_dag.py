@@ -4,7 +4,8 @@ operator's way to close it.
 An open breaker pauses ``pipeline_<name>`` (through Airflow's API, see ``airflow_api``) and
 tells the spec's ``circuit_breaker.notify`` webhook why, with the numbers. ``pipeline_control``
 publishes the audited snapshot to ``main`` (and announces it, so ``publish_<name>`` follows) or
-discards it, then closes the breaker and resumes the schedule.
+discards it, then closes the breaker and resumes the schedule. Only an admin, or a role with
+``release_batches: true`` in ``config/roles.yaml``, may trigger it, and its task checks who did.
 """
 
 from __future__ import annotations
