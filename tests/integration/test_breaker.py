@@ -158,3 +158,33 @@ def test_a_run_triggered_by_a_user_who_may_not_release_fails_and_the_batch_stays
     table = table.refresh()
     assert main_id() == main != audit and breaker.state(table).state == "open"
     assert table.metadata.refs[breaker.AUDIT].snapshot_id == audit
+
+
+def test_publish_refuses_the_snapshot_the_breaker_holds_and_publishes_mains(
+    incoming: Path, tmp_path: Path
+) -> None:
+    """publish_transactions with the audit's snapshot_id by hand fails at choose and exports
+    nothing; with main's it exports."""
+    from base_platform.pipelines.data_distribution.dag import build_publish_dag
+    from base_platform.pipelines.pipeline_management.dag import build_pipeline_dag
+    from base_platform.pipelines.spec import S3Target
+
+    dag = build_pipeline_dag(pipeline_named("transactions"))
+    generate_run(300, incoming / "hour-1", 1)
+    assert run_dag(dag)[0].state == "success"
+    generate(800, "csv", 0.2, incoming / "hour-2", seed=5)
+    assert run_dag(dag)[0].state == "failed"
+    audit = table_actions.dataset_table("transactions").metadata.refs[breaker.AUDIT].snapshot_id
+
+    exports = tmp_path / "exports"
+    pipeline = pipeline_named("transactions")
+    spec = pipeline.spec.model_copy(
+        update={"distribution": (S3Target(target="s3", name="exports", uri=str(exports)),)}
+    )
+    publish = build_publish_dag(pipeline.model_copy(update={"spec": spec}))
+    refused = publish.test(run_conf={"snapshot_id": str(audit)})
+    states = {ti.task_id: ti.state for ti in refused.get_task_instances()}
+    assert refused.state == "failed" and states == {"choose": "failed", "publish_exports": "upstream_failed"}
+    assert not exports.exists()
+    published = publish.test(run_conf={"snapshot_id": str(main_id())})
+    assert published.state == "success" and (exports / f"snapshot={main_id()}").is_dir()
