@@ -49,8 +49,14 @@ def scrape_hashes() -> list[str]:
     return [h.lower() for h in re.split(r"[\s,]+", value) if re.fullmatch(r"[0-9a-fA-F]{64}", h)]
 
 
+MIN_SCRAPE_TOKEN = 32  # characters: `secrets.token_urlsafe(32)` makes 43
+
+
 def is_scrape_token(token: str, hashes: list[str]) -> bool:
-    """Whether the token's SHA-256 is one configured, compared in constant time with each."""
+    """Whether the token's SHA-256 is one configured, compared in constant time with each. A short
+    one never is, whatever digest is configured (the empty string's, say)."""
+    if len(token) < MIN_SCRAPE_TOKEN:
+        return False
     digest = hashlib.sha256(token.encode()).hexdigest()
     return any([hmac.compare_digest(digest, known) for known in hashes])
 

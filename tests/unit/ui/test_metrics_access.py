@@ -90,3 +90,4 @@ def test_the_scrape_token_opens_metrics_only_and_nothing_when_no_hash_is_configu
     monkeypatch.setenv(SCRAPE_ENV, "not a digest")
     assert scrape(client, token).status_code == 401
     assert not is_scrape_token(token, []) and is_scrape_token(token, [sha256(token)])
+    assert not is_scrape_token("short", [sha256("short")]) and not is_scrape_token("", [sha256("")])
