@@ -54,6 +54,8 @@ class Role(StrictModel):
             raise ValueError("a role is either `copy_of` a built-in role or has `dags` rules, not both")
         if not self.copy_of and not self.dags:
             raise ValueError("a role needs `copy_of` or at least one `dags` rule")
+        if self.copy_of and self.release_batches:
+            raise ValueError("`release_batches` needs `dags` rules: a copy's grants are the built-in role's")
         return self
 
     def may_read_dataset(self, name: str) -> bool:

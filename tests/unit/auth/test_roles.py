@@ -123,6 +123,12 @@ def test_approvers_are_the_named_users_and_roles_never_the_requester() -> None:
         ("roles: {dev: {copy_of: Admin, dags: [{match: '*', grant: read}]}}", "roles.dev", "not both"),
         ("roles: {dev: {dags: [{match: '*', grant: write}]}}", "roles.dev.dags[0].grant", "'trigger'"),
         ("roles: {Admin: {copy_of: Admin}}", "(root)", "built-in"),
+        ("roles: {ops: {copy_of: Op, release_batches: true}}", "roles.ops", "needs `dags` rules"),
+        (
+            "roles: {dev: {dags: [{match: '*', grant: read}], release_batches: yes_please}}",
+            "roles.dev.release_batches",
+            "bool",
+        ),
         (
             ROLE + "users: [{username: a, role: ops, email: a@b.c, password_env: A}]",
             "(root)",
