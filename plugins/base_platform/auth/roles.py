@@ -23,6 +23,9 @@ DAGS = "DAGs"
 DAG_PREFIX = "DAG:"
 DAG_RUN_PREFIX = "DAG Run:"
 BUILTIN_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
+# Publishes or discards the batch an open circuit breaker holds: a failed audit reaches `main`
+# through it, so only `release_batches` decides who triggers it, never a `pipeline_*` pattern.
+RELEASE_DAG = "pipeline_control"
 
 
 class DagRule(StrictModel):
@@ -41,6 +44,9 @@ class Role(StrictModel):
     datasets: tuple[DatasetRule, ...] = Field(
         default=(), description="who may read which datasets through the API; an Admin copy reads all"
     )
+    release_batches: bool = Field(
+        default=False, description="may publish or discard a batch an open breaker holds (pipeline_control)"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Role:
@@ -48,6 +54,8 @@ class Role(StrictModel):
             raise ValueError("a role is either `copy_of` a built-in role or has `dags` rules, not both")
         if not self.copy_of and not self.dags:
             raise ValueError("a role needs `copy_of` or at least one `dags` rule")
+        if self.copy_of and self.release_batches:
+            raise ValueError("`release_batches` needs `dags` rules: a copy's grants are the built-in role's")
         return self
 
     def may_read_dataset(self, name: str) -> bool:
@@ -56,9 +64,16 @@ class Role(StrictModel):
             return True
         return next((r.grant == "read" for r in self.datasets if fnmatch.fnmatchcase(name, r.match)), False)
 
+    def may_release_batches(self) -> bool:
+        return self.copy_of == "Admin" or self.release_batches
+
     def grant_for(self, dag_id: str) -> str | None:
-        """The first matching rule decides; None means the DAG is invisible to this role."""
-        return next((rule.grant for rule in self.dags if fnmatch.fnmatchcase(dag_id, rule.match)), None)
+        """The first matching rule decides; None means the DAG is invisible to this role. On
+        ``RELEASE_DAG`` a rule gives at most read: trigger comes from ``release_batches`` alone."""
+        grant = next((rule.grant for rule in self.dags if fnmatch.fnmatchcase(dag_id, rule.match)), None)
+        if dag_id == RELEASE_DAG:
+            return "trigger" if self.release_batches else ("read" if grant else None)
+        return grant
 
 
 class User(StrictModel):
@@ -87,6 +102,14 @@ class RolesConfig(StrictModel):
                 raise ValueError(f"duplicate user {user.username!r}")
             seen.add(user.username)
         return self
+
+
+def may_release_batches(config: RolesConfig, username: str | None) -> bool:
+    """Whether the user who triggered a ``RELEASE_DAG`` run may release a batch: a user of this
+    file whose role is an Admin copy or has ``release_batches``. Anyone else (a user made outside
+    this file, a run with no user) may not."""
+    user = next((u for u in config.users if u.username == username), None)
+    return user is not None and config.roles[user.role].may_release_batches()
 
 
 def load_roles(path: Path | None = None) -> RolesConfig:

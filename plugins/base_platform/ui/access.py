@@ -1,11 +1,16 @@
 """Who calls a route of our FastAPI apps: Airflow does not authenticate a plugin's app, so the
-routes do, with Airflow's own token check and auth manager."""
+routes do, with Airflow's own token check and auth manager. ``/metrics`` also takes Prometheus'
+scrape credential, which does not expire daily as an Airflow token does."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel
 
 
@@ -30,6 +35,12 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": said[code], "content": body} for code in codes}
 
 
+# An Airflow Variable, so an env var (AIRFLOW_VAR_BASE_METRICS_SCRAPE_SHA256), the secrets backend
+# (Vault: airflow/variables/base_metrics_scrape_sha256) or the metadata DB may hold it: the SHA-256
+# (hex) of each accepted scrape token, two during a rotation. The token itself is never here.
+SCRAPE_HASHES_VARIABLE = "base_metrics_scrape_sha256"
+
+
 async def current_user(request: Request) -> Any:
     """The Airflow user of the request (bearer token, else the UI's cookie), or 401: Airflow's own
     ``get_user``, imported when a request comes rather than in every process that loads plugins."""
@@ -41,8 +52,62 @@ async def current_user(request: Request) -> Any:
 CurrentUser = Annotated[Any, Depends(current_user)]
 
 
+@dataclass(frozen=True)
+class Scraper:
+    """Prometheus, by the scrape credential. Only ``/metrics`` takes one (``MetricsCaller``), and it
+    reads every figure /metrics exports, so :func:`may_read` lets it."""
+
+    name: str = "metrics-scraper"
+
+    def get_name(self) -> str:
+        return self.name
+
+
+def scrape_hashes() -> list[str]:
+    """The configured SHA-256 hex digests (none: no scrape credential works). Reads the secrets
+    backend or the DB, so a request calls it off the event loop."""
+    from airflow.models.variable import Variable
+
+    value = Variable.get_variable_from_secrets(key=SCRAPE_HASHES_VARIABLE) or ""
+    return [h.lower() for h in re.split(r"[\s,]+", value) if re.fullmatch(r"[0-9a-fA-F]{64}", h)]
+
+
+MIN_SCRAPE_TOKEN = 32  # characters: `secrets.token_urlsafe(32)` makes 43
+
+
+def is_scrape_token(token: str, hashes: list[str]) -> bool:
+    """Whether the token's SHA-256 is one configured, compared in constant time with each. A short
+    one never is, whatever digest is configured (the empty string's, say)."""
+    if len(token) < MIN_SCRAPE_TOKEN:
+        return False
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return any([hmac.compare_digest(digest, known) for known in hashes])
+
+
+async def metrics_caller(request: Request) -> Any:
+    """``/metrics``'s caller: Prometheus with the scrape token, else an Airflow user as on every route.
+    Any credential that is neither (wrong, expired, missing) is 401."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme
+    from starlette.concurrency import run_in_threadpool
+
+    bearer = await bearer_scheme(request)
+    if bearer is not None and is_scrape_token(bearer.credentials, await run_in_threadpool(scrape_hashes)):
+        return Scraper()
+    try:
+        return await current_user(request)
+    except HTTPException as exc:  # Airflow answers a token it cannot verify with 403
+        if exc.status_code in (401, 403):
+            raise HTTPException(401, "a valid scrape token or Airflow token is required") from exc
+        raise
+
+
+MetricsCaller = Annotated[Any, Depends(metrics_caller)]
+
+
 def may_read(user: Any, dag_id: str) -> bool:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
+    if isinstance(user, Scraper):
+        return True
     return bool(get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))

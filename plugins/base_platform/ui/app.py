@@ -16,7 +16,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from base_platform.catalog.loader import ENVIRONMENTS
-from base_platform.ui.access import CurrentUser, may_read, refusals
+from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
@@ -107,7 +107,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(403, 503))
-    async def metrics(user: CurrentUser, environment: EnvironmentName = "dev") -> Response:
+    async def metrics(user: MetricsCaller, environment: EnvironmentName = "dev") -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 

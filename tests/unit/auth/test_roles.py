@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from base_platform.auth.roles import DagRule, DatasetRule, Role, load_roles, scoped_role_permissions
+from base_platform.auth.roles import (
+    DagRule,
+    DatasetRule,
+    Role,
+    load_roles,
+    may_release_batches,
+    scoped_role_permissions,
+)
 from base_platform.catalog.loader import CatalogError
 
 DAG_IDS = [
@@ -116,6 +123,12 @@ def test_approvers_are_the_named_users_and_roles_never_the_requester() -> None:
         ("roles: {dev: {copy_of: Admin, dags: [{match: '*', grant: read}]}}", "roles.dev", "not both"),
         ("roles: {dev: {dags: [{match: '*', grant: write}]}}", "roles.dev.dags[0].grant", "'trigger'"),
         ("roles: {Admin: {copy_of: Admin}}", "(root)", "built-in"),
+        ("roles: {ops: {copy_of: Op, release_batches: true}}", "roles.ops", "needs `dags` rules"),
+        (
+            "roles: {dev: {dags: [{match: '*', grant: read}], release_batches: yes_please}}",
+            "roles.dev.release_batches",
+            "bool",
+        ),
         (
             ROLE + "users: [{username: a, role: ops, email: a@b.c, password_env: A}]",
             "(root)",
@@ -134,3 +147,29 @@ def test_a_bad_roles_file_names_the_file_and_key(tmp_path: Path, text: str, key:
     with pytest.raises(CatalogError) as error:
         load_roles(path)
     assert str(error.value).startswith(f"{path}: {key}: ") and message in str(error.value)
+
+
+def test_only_admins_and_release_batches_roles_may_trigger_pipeline_control() -> None:
+    """A `pipeline_*` rule gives at most read on pipeline_control, even one that names it."""
+    config = load_roles()
+    assert {name: role.grant_for("pipeline_control") for name, role in config.roles.items()} == {
+        "admin": None,  # a copy of FAB's Admin: every DAG, without rules
+        "developer": "read",
+        "data-scientist": "read",
+        "pipeline-breaker": "read",
+    }
+    assert config.roles["data-scientist"].grant_for("pipeline_transactions") == "trigger"
+    named = Role(dags=(DagRule(match="pipeline_control", grant="trigger"),))
+    assert named.grant_for("pipeline_control") == "read"
+    releaser = Role(dags=(DagRule(match="dataset_*", grant="read"),), release_batches=True)
+    assert releaser.grant_for("pipeline_control") == "trigger" and releaser.may_release_batches()
+    perms = scoped_role_permissions(config.roles["data-scientist"], VIEWER, [*DAG_IDS, "pipeline_control"])
+    assert ("can_read", "DAG:pipeline_control") in perms
+    assert not {p for p in perms if p[1].endswith("pipeline_control") and p[0] != "can_read"}
+
+
+def test_who_may_release_a_held_batch_is_decided_by_the_users_role_in_the_file() -> None:
+    config = load_roles()
+    assert may_release_batches(config, "admin") and may_release_batches(config, "ops")
+    for username in ("dev", "ds", "breaker", "dag_test", "", None):
+        assert not may_release_batches(config, username), username

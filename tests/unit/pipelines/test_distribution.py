@@ -52,3 +52,29 @@ def test_digests_become_postgres_bytea_hex_nulls_and_slices_included() -> None:
     array = pa.array([values[0], None, *values[1:]], pa.binary(32)).slice(1)
     text = publishing._bytea_hex(array)
     assert text.to_pylist() == [None, *("\\x" + v.hex() for v in values[1:])]
+
+
+def test_a_snapshot_asked_for_by_hand_must_be_on_main_not_held_by_the_breaker_nor_discarded(
+    tmp_path: Path,
+) -> None:
+    from base_platform.pipelines.pipeline_management import breaker
+    from tests.unit.pipelines.test_engine import generate_run
+
+    pipeline = pipeline_named("transactions")
+    generate_run(300, tmp_path / "good", 1)
+    good = run(pipeline, tmp_path / "good", tmp_path / "out", "run-1")
+    generate(600, "csv", 0.2, tmp_path / "bad", seed=2)
+    bad = run(pipeline, tmp_path / "bad", tmp_path / "out", "run-2")  # trips the breaker
+    table = tables.load("transactions")
+    assert table is not None and breaker.state(table).state == "open" and bad.snapshot_id is not None
+    assert publishing.snapshot_to_publish(table, None, str(good.snapshot_id)) == good.snapshot_id
+    held = f"snapshot {bad.snapshot_id} is not on main \\(an audit the breaker holds"
+    with pytest.raises(publishing.PublishError, match=held):
+        publishing.snapshot_to_publish(table, None, str(bad.snapshot_id))
+    assert publishing.snapshot_to_publish(table, None, None) == good.snapshot_id  # main's, not the audit's
+
+    breaker.resolve_audit(table, "discard", who="ops", why="bad export from the switch")
+    table = table.refresh()
+    assert table.snapshot_by_id(bad.snapshot_id) is not None  # still in the table, until expiry
+    with pytest.raises(publishing.PublishError, match=f"snapshot {bad.snapshot_id} is not on main \\(staged"):
+        publishing.snapshot_to_publish(table, None, str(bad.snapshot_id))

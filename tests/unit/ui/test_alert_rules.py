@@ -14,6 +14,7 @@ from tests.conftest import ROOT
 
 RULES = ROOT / "include" / "manifests" / "monitoring" / "prometheus-rules.yaml"
 UNIT_TESTS = ROOT / "include" / "manifests" / "monitoring" / "prometheus-rules.test.yaml"
+SCRAPE = ROOT / "include" / "manifests" / "monitoring" / "prometheus-scrape.yaml"
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus) is not installed")
 
@@ -67,3 +68,26 @@ def test_the_dashboard_and_the_rules_use_only_metrics_that_exist() -> None:
     used = {name for query in queries for name in re.findall(r"\b((?:base|airflow)_[a-z_]+)\b", query)}
     assert used - exported <= {"airflow_scheduler_heartbeat", "airflow_ti_successes", "airflow_ti_failures"}
     assert exported <= used, f"exported but neither charted nor alerted on: {sorted(exported - used)}"
+
+
+def test_promtool_accepts_the_scrape_job_which_reads_its_token_from_a_file_not_from_the_config(
+    tmp_path: Path,
+) -> None:
+    """The job scrapes the page's /metrics with the scrape token from the mounted Secret's file (no
+    credential in the repository, none that expires with an Airflow session)."""
+    config = yaml.safe_load(SCRAPE.read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/base-platform/metrics"
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/prometheus/secrets/base-metrics-scrape/token",
+    }
+    assert not {"bearer_token", "bearer_token_file", "basic_auth"} & set(job)
+    token = tmp_path / "token"  # promtool checks that the file exists; the Secret is not mounted here
+    token.write_text("placeholder")
+    job["authorization"]["credentials_file"] = str(token)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([str(PROMTOOL), "check", "config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr

@@ -60,11 +60,28 @@ class PublishError(ValueError):
 
 
 def snapshot_to_publish(table: Table, triggered: int | None, requested: str | None) -> int:
-    """The snapshot a run publishes: the one asked for, else the newest event's, else the current one."""
+    """The snapshot a run publishes: the one asked for, else the newest event's, else the current one.
+
+    One asked for by hand must be on ``main``'s history: a staged snapshot, the audit an open
+    breaker holds, or a discarded one never passed its audit, so no consumer gets it."""
+    name = ".".join(table.name())
     try:
-        return tables.existing_snapshot(table, int(requested) if requested else triggered)
+        chosen = tables.existing_snapshot(table, int(requested) if requested else triggered)
     except tables.NoSnapshot as exc:
-        raise PublishError(f"{'.'.join(table.name())}: {exc}") from exc
+        raise PublishError(f"{name}: {exc}") from exc
+    if requested and not any(s.snapshot_id == chosen for s in tables.lineage(table)):
+        raise PublishError(f"{name}: snapshot {chosen} is not on main ({_off_main(table, chosen)})")
+    return chosen
+
+
+def _off_main(table: Table, snapshot_id: int) -> str:
+    """Why a snapshot the table has is not on ``main``, for the refusal."""
+    from base_platform.pipelines.pipeline_management.breaker import AUDIT
+
+    audit = table.metadata.refs.get(AUDIT)
+    if audit is not None and audit.snapshot_id == snapshot_id:
+        return "an audit the breaker holds: publish it with pipeline_control first"
+    return "staged, discarded or rolled back: only audited snapshots on main are published"
 
 
 def _read(table: Table, tasks: list[FileScanTask]) -> pa.Table:

@@ -4,7 +4,8 @@ operator's way to close it.
 An open breaker pauses ``pipeline_<name>`` (through Airflow's API, see ``airflow_api``) and
 tells the spec's ``circuit_breaker.notify`` webhook why, with the numbers. ``pipeline_control``
 publishes the audited snapshot to ``main`` (and announces it, so ``publish_<name>`` follows) or
-discards it, then closes the breaker and resumes the schedule.
+discards it, then closes the breaker and resumes the schedule. Only an admin, or a role with
+``release_batches: true`` in ``config/roles.yaml``, may trigger it, and its task checks who did.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def build_pipeline_control_dag() -> DAG:
             from base_platform.pipelines.pipeline_management import breaker
 
             params = context["params"]
+            who = require_releaser(context["dag_run"].triggering_user_name)
             pipeline = pipeline_named(params["dataset"])
-            who = context["dag_run"].triggering_user_name or "unknown"
             table = tables.load(pipeline.spec.name)
             if table is None:
                 raise AirflowFailException(f"dataset {pipeline.spec.name!r} has no table: nothing to resolve")
@@ -165,6 +166,21 @@ def build_pipeline_control_dag() -> DAG:
 
         resolve()
     return dag
+
+
+def require_releaser(username: str | None) -> str:
+    """The user who triggered the run, if config/roles.yaml lets them release a held batch (an
+    admin, or a role with ``release_batches``); else the task fails. The DAG's trigger grant says
+    the same, but a FAB role edited by hand, or a copy of Op or User, would get past that alone."""
+    from base_platform.auth.roles import load_roles, may_release_batches
+
+    if not may_release_batches(load_roles(), username):
+        raise AirflowFailException(
+            f"user {username or '(none)'} may not publish or discard a batch the circuit breaker holds: "
+            "only an admin or a role with `release_batches: true` in config/roles.yaml may"
+        )
+    assert username is not None, "may_release_batches found the user"
+    return username
 
 
 def release_stream(pipeline: Any, action: str, audited: Any, reason: str) -> Any:

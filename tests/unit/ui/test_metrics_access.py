@@ -1,0 +1,93 @@
+"""Who may scrape /metrics: Prometheus with its long-lived scrape token, or an Airflow user with a
+token that has not expired. Tokens are minted by Airflow's own signer and checked by the real app."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from base_platform.ui import state
+from base_platform.ui.access import SCRAPE_HASHES_VARIABLE, is_scrape_token
+from tests.scenarios import deployed_platform
+
+SCRAPE_ENV = f"AIRFLOW_VAR_{SCRAPE_HASHES_VARIABLE.upper()}"
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture
+def client(
+    airflow_db: None, iceberg: Any, start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    from airflow.api_fastapi.app import init_auth_manager
+
+    from base_platform.ui.app import create_app
+
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))
+    start_simulator(deployed_platform())
+    init_auth_manager()
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def airflow_token(valid_for: int) -> str:
+    """An Airflow token of the admin, signed by Airflow's own signer; negative: expired that long ago."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    user = SimpleAuthManagerUser(username="admin", role="admin")
+    return str(get_auth_manager().generate_jwt(user, expiration_time_in_seconds=valid_for))
+
+
+def scrape(client: TestClient, token: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.get("/metrics", headers=headers)
+
+
+def test_the_scrape_token_reads_metrics_and_either_of_two_hashes_serves_a_rotation(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    monkeypatch.setenv(SCRAPE_ENV, f"{sha256(old)},\n {sha256(new).upper()}")
+    for token in (old, new):
+        answer = scrape(client, token)
+        assert answer.status_code == 200, answer.text
+        assert "base_app_health{" in answer.text
+    monkeypatch.setenv(SCRAPE_ENV, sha256(new))  # the rotation is over: the old token is out
+    assert scrape(client, old).status_code == 401 and scrape(client, new).status_code == 200
+
+
+def test_a_wrong_missing_or_expired_credential_is_401_and_a_live_airflow_token_still_works(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = secrets.token_urlsafe(32)
+    monkeypatch.setenv(SCRAPE_ENV, sha256(token))
+    for wrong in (None, "", token[:-1], sha256(token), token + "x", secrets.token_urlsafe(32)):
+        assert scrape(client, wrong).status_code == 401, wrong
+    expired = airflow_token(-3600)  # Airflow's own signer, an hour past its expiry
+    assert scrape(client, expired).status_code == 401
+    assert client.get("/metrics", cookies={"_token": expired}).status_code == 401
+    forged = expired.rsplit(".", 1)[0] + "." + "A" * 86  # a token whose signature is not Airflow's
+    assert scrape(client, forged).status_code == 401
+    person = scrape(client, airflow_token(600))
+    assert person.status_code == 200 and "base_app_health{" in person.text
+
+
+def test_the_scrape_token_opens_metrics_only_and_nothing_when_no_hash_is_configured(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = secrets.token_urlsafe(32)
+    monkeypatch.setenv(SCRAPE_ENV, sha256(token))
+    for path in ("/api/tabs", "/api/platform", "/api/pipelines"):
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code in (401, 403), path
+    monkeypatch.setenv(SCRAPE_ENV, "not a digest")
+    assert scrape(client, token).status_code == 401
+    assert not is_scrape_token(token, []) and is_scrape_token(token, [sha256(token)])
+    assert not is_scrape_token("short", [sha256("short")]) and not is_scrape_token("", [sha256("")])
