@@ -46,6 +46,10 @@ class NotReady(Exception):
         self.key = key
 
 
+class ReadFailed(Exception):
+    """The first read of a key failed (with nothing cached): its error, until the next read is due."""
+
+
 @dataclass(frozen=True)
 class Cached(Generic[T]):
     """A cached value with when it was read; ``stale`` once older than the cache's seconds or
@@ -93,7 +97,7 @@ class TTLCache:
             if due:
                 entry.refresh = threading.Event()
                 threading.Thread(
-                    target=self._refresh, args=(key, entry, compute), name=f"cache-refresh {key}", daemon=True
+                    target=self._refresh, args=(entry, compute), name=f"cache-refresh {key}", daemon=True
                 ).start()
             if entry.has_value:
                 return self._snapshot(entry)
@@ -104,10 +108,10 @@ class TTLCache:
             if entry.has_value:
                 return self._snapshot(entry)
             if entry.error is not None and entry.refresh is None:
-                raise entry.error
+                raise ReadFailed(f"{key}: {entry.error}") from entry.error
         raise NotReady(key, wait)
 
-    def _refresh(self, key: str, entry: _Entry, compute: Callable[[], T]) -> None:
+    def _refresh(self, entry: _Entry, compute: Callable[[], T]) -> None:
         try:
             value = compute()
         except Exception as exc:  # kept for the callers; a stale value stays served
@@ -149,10 +153,8 @@ def platform_state(environment: str) -> JSON:
     problem: str | None = None
     try:
         cached = CACHE.read("argocd:applications", _read_applications, wait=ARGOCD_WAIT_SECONDS)
-    except NotReady:
-        raise
-    except Exception as exc:  # shown on the page rather than a 500: the catalog still draws
-        items, problem = [], f"Argo CD did not answer: {exc}"
+    except ReadFailed as exc:  # shown on the page rather than a 500: the catalog still draws
+        items, problem = [], f"Argo CD did not answer: {exc.__cause__}"
     else:
         items = cached.value
         if cached.error:
