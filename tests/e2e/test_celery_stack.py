@@ -289,3 +289,100 @@ def test_a_data_scientist_runs_the_transactions_pipeline_on_celery(
     catalog.dispose()
     assert (namespace, name) == ("base", "transactions") and metadata.endswith(".metadata.json")
     assert manifest["snapshot_id"] and manifest["dag_run"] == f"pipeline_transactions/{run_id}"
+
+
+def test_an_unknown_environment_is_a_400_on_the_page_and_metrics(
+    stack: Launched, clients: dict[str, Client]
+) -> None:
+    admin = {"Authorization": clients["admin"].http.headers["Authorization"]}
+    for path in ("/api/platform", "/metrics", "/api/drift"):
+        answer = httpx.get(f"{stack.api}/base-platform{path}", params={"environment": "qa"}, headers=admin)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text)
+        assert "unknown environment 'qa'" in answer.text
+
+
+HUNG_SECONDS = 16  # past the page cache's 10 s, so refreshes are due and hang on Argo CD
+
+
+def _platform(stack: Launched, token: dict[str, str]) -> httpx.Response:
+    return httpx.get(
+        f"{stack.api}/base-platform/api/platform", params={"environment": "dev"}, headers=token, timeout=120
+    )
+
+
+def _until_platform(stack: Launched, token: dict[str, str], fresh: bool) -> dict[str, Any]:
+    """The page's answer once it is 200 without a problem (and ``fresh``: not stale), within 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        answer = _platform(stack, token)
+        body: dict[str, Any] = answer.json() if answer.status_code == 200 else {}
+        if body and body["problem"] is None and not (fresh and body["stale"]):
+            return body
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.5)
+
+
+def _airflow_answers_in_a_second_until(stack: Launched, admin: Client, until: float) -> None:
+    """Airflow's own health and DAG list, over and over: each under a second."""
+    while time.monotonic() < until:
+        for name, call in (
+            ("health", lambda: httpx.get(f"{stack.api}/api/v2/monitor/health", timeout=30)),
+            ("dags", lambda: admin.http.get("/dags", params={"limit": 5})),
+        ):
+            begun = time.monotonic()
+            answer = call()
+            seconds = time.monotonic() - begun
+            assert answer.status_code == 200, (name, answer.text)
+            assert seconds < 1.0, f"{name} took {seconds:.2f} s with Argo CD hung"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+def test_a_hung_argo_cd_never_slows_airflows_own_api(stack: Launched, clients: dict[str, Client]) -> None:
+    """The Argo CD simulator stopped (SIGSTOP: connections accepted, never answered) while six
+    clients keep asking the page and /metrics: Airflow's health and DAG list answer in under a
+    second throughout, the page answers stale or 503 in seconds, and recovers after SIGCONT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    admin = clients["admin"]
+    token = {"Authorization": admin.http.headers["Authorization"]}
+    for _ in range(10):  # a value in the cache of each api-server worker, most likely
+        _until_platform(stack, token, fresh=False)
+
+    stop_at = time.monotonic() + HUNG_SECONDS
+    answers: list[tuple[float, float, httpx.Response]] = []  # (asked at, seconds, answer)
+
+    def ask_page(number: int) -> None:
+        path = "/metrics" if number % 2 else "/api/platform"
+        while time.monotonic() < stop_at:
+            begun = time.monotonic()
+            answer = httpx.get(
+                f"{stack.api}/base-platform{path}", params={"environment": "dev"}, headers=token, timeout=120
+            )
+            answers.append((begun, time.monotonic() - begun, answer))
+            time.sleep(0.5)  # a browser or a scraper, not a load test: the box has two cores
+
+    sim = stack.pids["argocd-sim"]
+    os.kill(sim, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            asking = [pool.submit(ask_page, number) for number in range(6)]
+            _airflow_answers_in_a_second_until(stack, admin, stop_at)
+            for done in asking:
+                done.result()
+    finally:
+        os.kill(sim, signal.SIGCONT)
+
+    assert any(answer.status_code == 200 for _, _, answer in answers), "no page request was answered"
+    for begun, seconds, answer in answers:
+        # a stale value at once, or a 503 after the first read's short wait: never Argo CD's pace
+        assert seconds < 10, (answer.request.url, seconds)
+        assert answer.status_code in (200, 503), answer.text
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"].isdigit(), answer.headers
+        elif answer.request.url.path.endswith("/api/platform") and begun > stopped_at + 11:
+            assert answer.json()["stale"] is True, answer.json()  # older than the cache's 10 s
+
+    recovered = _until_platform(stack, token, fresh=True)
+    assert {c["name"] for c in recovered["components"]} >= {"argocd", "vault"}
