@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -322,19 +322,53 @@ def _until_platform(stack: Launched, token: dict[str, str], fresh: bool) -> dict
         time.sleep(0.5)
 
 
-def _airflow_answers_in_a_second_until(stack: Launched, admin: Client, until: float) -> None:
-    """Airflow's own health and DAG list, over and over: each under a second."""
+def _airflow_latencies_until(stack: Launched, admin: Client, until: float) -> dict[str, list[float]]:
+    """Airflow's own health and DAG list, over and over: the seconds each took."""
+    seconds: dict[str, list[float]] = {"health": [], "dags": []}
     while time.monotonic() < until:
         for name, call in (
-            ("health", lambda: httpx.get(f"{stack.api}/api/v2/monitor/health", timeout=30)),
+            ("health", lambda: httpx.get(f"{stack.api}/api/v2/monitor/health", timeout=60)),
             ("dags", lambda: admin.http.get("/dags", params={"limit": 5})),
         ):
             begun = time.monotonic()
             answer = call()
-            seconds = time.monotonic() - begun
+            seconds[name].append(round(time.monotonic() - begun, 3))
             assert answer.status_code == 200, (name, answer.text)
-            assert seconds < 1.0, f"{name} took {seconds:.2f} s with Argo CD hung"
         time.sleep(0.2)
+    return seconds
+
+
+class PageAnswer(NamedTuple):
+    asked_at: float  # time.monotonic(), one clock for every process of the machine
+    seconds: float
+    path: str
+    status: int
+    retry_after: str | None
+    stale: bool | None
+
+
+def _ask_page(api: str, token: dict[str, str], path: str, until: float) -> list[PageAnswer]:
+    """One client of the page, in a process of its own (the test's own threads must not slow
+    the latencies it measures): a request a second until ``until``."""
+    answers = []
+    while time.monotonic() < until:
+        begun = time.monotonic()
+        answer = httpx.get(
+            f"{api}/base-platform{path}", params={"environment": "dev"}, headers=token, timeout=120
+        )
+        stale = answer.json()["stale"] if answer.status_code == 200 and path == "/api/platform" else None
+        answers.append(
+            PageAnswer(
+                begun,
+                time.monotonic() - begun,
+                path,
+                answer.status_code,
+                answer.headers.get("Retry-After"),
+                stale,
+            )
+        )
+        time.sleep(1.0)  # a browser or a scraper, not a load test: the box has two cores
+    return answers
 
 
 @pytest.mark.timeout(300)
@@ -342,47 +376,37 @@ def test_a_hung_argo_cd_never_slows_airflows_own_api(stack: Launched, clients: d
     """The Argo CD simulator stopped (SIGSTOP: connections accepted, never answered) while six
     clients keep asking the page and /metrics: Airflow's health and DAG list answer in under a
     second throughout, the page answers stale or 503 in seconds, and recovers after SIGCONT."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor
 
     admin = clients["admin"]
     token = {"Authorization": admin.http.headers["Authorization"]}
     for _ in range(10):  # a value in the cache of each api-server worker, most likely
         _until_platform(stack, token, fresh=False)
+    before = _airflow_latencies_until(stack, admin, time.monotonic() + 5)  # for the failure message
 
-    stop_at = time.monotonic() + HUNG_SECONDS
-    answers: list[tuple[float, float, httpx.Response]] = []  # (asked at, seconds, answer)
+    with ProcessPoolExecutor(6) as pool:
+        sim = stack.pids["argocd-sim"]
+        os.kill(sim, signal.SIGSTOP)
+        try:
+            stopped_at = time.monotonic()
+            stop_at = stopped_at + HUNG_SECONDS
+            paths = ["/metrics" if number % 2 else "/api/platform" for number in range(6)]
+            asking = [pool.submit(_ask_page, stack.api, token, path, stop_at) for path in paths]
+            hung = _airflow_latencies_until(stack, admin, stop_at)
+            answers = [answer for done in asking for answer in done.result()]
+        finally:
+            os.kill(sim, signal.SIGCONT)
 
-    def ask_page(number: int) -> None:
-        path = "/metrics" if number % 2 else "/api/platform"
-        while time.monotonic() < stop_at:
-            begun = time.monotonic()
-            answer = httpx.get(
-                f"{stack.api}/base-platform{path}", params={"environment": "dev"}, headers=token, timeout=120
-            )
-            answers.append((begun, time.monotonic() - begun, answer))
-            time.sleep(0.5)  # a browser or a scraper, not a load test: the box has two cores
-
-    sim = stack.pids["argocd-sim"]
-    os.kill(sim, signal.SIGSTOP)
-    try:
-        stopped_at = time.monotonic()
-        with ThreadPoolExecutor(6) as pool:
-            asking = [pool.submit(ask_page, number) for number in range(6)]
-            _airflow_answers_in_a_second_until(stack, admin, stop_at)
-            for done in asking:
-                done.result()
-    finally:
-        os.kill(sim, signal.SIGCONT)
-
-    assert any(answer.status_code == 200 for _, _, answer in answers), "no page request was answered"
-    for begun, seconds, answer in answers:
+    for name, seconds in hung.items():
+        assert max(seconds) < 1.0, f"{name} with Argo CD hung: {seconds}; before: {before[name]}"
+    assert any(answer.status == 200 for answer in answers), "no page request was answered"
+    for answer in answers:
         # a stale value at once, or a 503 after the first read's short wait: never Argo CD's pace
-        assert seconds < 10, (answer.request.url, seconds)
-        assert answer.status_code in (200, 503), answer.text
-        if answer.status_code == 503:
-            assert answer.headers["Retry-After"].isdigit(), answer.headers
-        elif answer.request.url.path.endswith("/api/platform") and begun > stopped_at + 11:
-            assert answer.json()["stale"] is True, answer.json()  # older than the cache's 10 s
+        assert answer.seconds < 10 and answer.status in (200, 503), answer
+        if answer.status == 503:
+            assert answer.retry_after and answer.retry_after.isdigit(), answer
+        elif answer.path == "/api/platform" and answer.asked_at > stopped_at + 11:
+            assert answer.stale is True, answer  # older than the cache's 10 s
 
     recovered = _until_platform(stack, token, fresh=True)
     assert {c["name"] for c in recovered["components"]} >= {"argocd", "vault"}
