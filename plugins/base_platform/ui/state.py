@@ -207,10 +207,10 @@ def _read_pipelines() -> list[JSON]:
     from base_platform.pipelines.pipeline_management import breaker
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
-    rows = []
+    rows, within = [], tables.catalog()  # one catalog: each one opened builds a database engine
     for pipeline in load_pipelines():
         spec = pipeline.spec
-        table = tables.load(spec.name)
+        table = tables.load(spec.name, within)
         runs = tables.history(table, limit=30)
         held = breaker.state(table) if table is not None else breaker.Breaker()
         last = runs[-1] if runs else None
