@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from base_platform.catalog.loader import ENVIRONMENTS
+from base_platform.catalog.loader import ENVIRONMENTS, default_environment
 from base_platform.catalog.models import Catalog, Wave
 
 POLL_SECONDS = float(os.environ.get("BASE_PLATFORM_POLL_SECONDS", "10"))
@@ -24,12 +24,6 @@ START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 def fixed_settings() -> dict[str, Any]:
     """What every DAG sets alike: the start date, and no catchup (a missed interval is not run late)."""
     return {"start_date": START_DATE, "catchup": False}
-
-
-def default_environment() -> str:
-    """The environment this Airflow manages (``BASE_PLATFORM_ENVIRONMENT``), for schedules."""
-    configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT", "dev")
-    return configured if configured in ENVIRONMENTS else "dev"
 
 
 def environment_param() -> Param:

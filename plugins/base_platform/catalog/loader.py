@@ -26,6 +26,13 @@ CONFIG_DIR = Path(
 ENVIRONMENTS = ("dev", "staging", "prod")
 
 
+def default_environment() -> str:
+    """The environment this deployment manages (``BASE_PLATFORM_ENVIRONMENT``): the DAGs' default
+    param and schedules, and what the platform page and ``/metrics`` show unless asked."""
+    configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT", "dev")
+    return configured if configured in ENVIRONMENTS else "dev"
+
+
 class CatalogError(ValueError):
     """A configuration error, with the file and the key that caused it."""
 

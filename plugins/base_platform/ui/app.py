@@ -5,24 +5,24 @@ Airflow does not authenticate a plugin's app, so every route here does: the call
 token (the UI's cookie, or a bearer token) must be valid (else 401), and each tab asks the auth
 manager whether the user may read the DAGs behind it (else 403). With the FAB auth manager that
 is ``config/roles.yaml``. The Argo CD token stays on the server: the browser gets only JSON.
+
+Every route is a plain ``def``: FastAPI runs it in a worker thread, so its Argo CD, Iceberg,
+file and permission reads never block the event loop that also serves Airflow's own UI and
+REST API. What Argo CD has not answered in time is a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from base_platform.catalog.loader import ENVIRONMENTS
 from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
 
 PAGE = Path(__file__).with_name("page.html")
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
-EnvironmentName = Annotated[
-    str, Query(pattern=f"^({'|'.join(ENVIRONMENTS)})$", description="a catalog environment")
-]
 
 
 def tabs_for(user: Any) -> dict[str, Any]:
@@ -37,8 +37,24 @@ def require_platform(user: Any) -> None:
         raise HTTPException(403, "this role may not see the platform tab")
 
 
+def known_environment(environment: str | None) -> str:
+    """The environment asked for, else the deployment's; an unknown one is a 400 (before any read,
+    so a made-up value costs no Argo CD call and no cache entry)."""
+    from base_platform.catalog.loader import ENVIRONMENTS, default_environment
+
+    if environment is None:
+        return default_environment()
+    if environment not in ENVIRONMENTS:
+        raise HTTPException(400, f"unknown environment {environment!r}; known: {', '.join(ENVIRONMENTS)}")
+    return environment
+
+
 def create_app() -> FastAPI:
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
     from base_platform.ui import datasets_api, features_api
+    from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady
 
     # every route refuses a caller without a valid token, and its schema says so
     app = FastAPI(
@@ -47,37 +63,46 @@ def create_app() -> FastAPI:
     app.include_router(datasets_api.router)
     app.include_router(features_api.router)
 
+    @app.exception_handler(NotReady)
+    def not_ready(request: Request, exc: NotReady) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
+
     @app.get("/", response_class=HTMLResponse)
-    async def page(user: CurrentUser) -> HTMLResponse:
+    def page(user: CurrentUser) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
     @app.get("/api/tabs")
-    async def tabs(user: CurrentUser) -> dict[str, Any]:
+    def tabs(user: CurrentUser) -> dict[str, Any]:
         return {"user": str(user.get_name())} | tabs_for(user)
 
     @app.get("/api/platform", responses=refusals(400, 403, 503))
-    async def platform(user: CurrentUser, environment: EnvironmentName = "dev") -> dict[str, Any]:
+    def platform(user: CurrentUser, environment: str | None = None) -> dict[str, Any]:
+        """The environment's components; ``stale`` with ``age_seconds`` while a refresh runs."""
         from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
 
         require_platform(user)
-        if environment not in ENVIRONMENTS:
-            raise HTTPException(400, f"unknown environment {environment!r}; known: {', '.join(ENVIRONMENTS)}")
+        environment = known_environment(environment)
         return state.platform_state(environment) | {
             "environments": list(ENVIRONMENTS),
-            "deploy": state.latest_report("platform_deploy", "deploy"),
-            "verdicts": state.last_verdicts(),
+            "deploy": state.latest_report("platform_deploy", "deploy", environment),
+            "verdicts": state.last_verdicts(environment),
         }
 
-    @app.get("/api/drift", responses=refusals(403))
-    async def drift(user: CurrentUser) -> dict[str, Any]:
+    @app.get("/api/drift", responses=refusals(400, 403))
+    def drift(user: CurrentUser, environment: str | None = None) -> dict[str, Any]:
+        """The environment's last drift report, each finding with its resources' field diffs."""
         from base_platform.ui import state
 
         require_platform(user)
-        return state.latest_report("platform_drift", "drift") or {"findings": [], "counts": {}}
+        environment = known_environment(environment)
+        empty = {"environment": environment, "findings": [], "counts": {}}
+        return state.latest_report("platform_drift", "drift", environment) or empty
 
     @app.get("/api/pipelines")
-    async def pipelines(user: CurrentUser) -> list[dict[str, Any]]:
+    def pipelines(user: CurrentUser) -> list[dict[str, Any]]:
         from base_platform.ui import state
 
         allowed = set(tabs_for(user)["datasets"])
@@ -106,17 +131,18 @@ def create_app() -> FastAPI:
         ]
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(403, 503))
-    async def metrics(user: MetricsCaller, environment: EnvironmentName = "dev") -> Response:
+    @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(400, 403, 503))
+    def metrics(user: MetricsCaller, environment: str | None = None) -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 
         require_platform(user)
+        environment = known_environment(environment)
         body = prometheus.render(
             state.platform_state(environment),
             state.pipeline_rows(),
-            state.latest_report("platform_deploy", "deploy"),
-            state.latest_report("platform_drift", "drift"),
+            state.latest_report("platform_deploy", "deploy", environment),
+            state.latest_report("platform_drift", "drift", environment),
         )
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

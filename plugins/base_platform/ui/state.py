@@ -1,7 +1,10 @@
 """What the platform page and ``/metrics`` show, read from Argo CD and the latest reports.
 
-Reads are cached for ``CACHE_SECONDS`` per process: a page refresh or a Prometheus scrape never
-costs more than one Argo CD list call per environment in that window.
+Reads are cached for ``CACHE_SECONDS`` per process and served stale-while-revalidate: a request
+never waits on Argo CD once a value is cached (it gets the old value, marked with its age,
+while one background thread per key refreshes it). Only a first read is waited for, and only
+up to a deadline (:class:`NotReady`, a 503): the api-server also serves Airflow's UI and REST
+API, whose threads must not pile up behind a hung Argo CD.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import default_catalog
+from base_platform.catalog.loader import environment as load_environment
 from base_platform.catalog.models import Wave
 from base_platform.types import JSON
 
@@ -23,44 +28,147 @@ if TYPE_CHECKING:
     from base_platform.pipelines.run_records import RunRecord
 
 CACHE_SECONDS = 10.0
+ARGOCD_CALL_SECONDS = 4.0
+"""Per HTTP call to Argo CD for the page, one attempt: the deploy DAGs keep their own retries."""
+ARGOCD_WAIT_SECONDS = 2.0
+"""How long a request with nothing cached waits for the first Argo CD read before a 503."""
+READ_WAIT_SECONDS = 20.0
+"""The same for the datasets' figures and the reports (local reads: Iceberg, files)."""
+RETRY_AFTER_SECONDS = 5
 T = TypeVar("T")
 
 
+class NotReady(Exception):
+    """Nothing cached yet and the first read did not finish within the deadline."""
+
+    def __init__(self, key: str, waited: float) -> None:
+        super().__init__(f"{key}: no answer within {waited:g} s; a read is under way")
+        self.key = key
+
+
+class ReadFailed(Exception):
+    """The first read of a key failed (with nothing cached): its error, until the next read is due."""
+
+
+@dataclass(frozen=True)
+class Cached(Generic[T]):
+    """A cached value with when it was read; ``stale`` once older than the cache's seconds or
+    when a later refresh failed (``error``)."""
+
+    value: T
+    read_at: str
+    age_seconds: float
+    stale: bool
+    error: str | None
+
+
+@dataclass
+class _Entry:
+    value: Any = None
+    has_value: bool = False
+    value_at: float = 0.0  # monotonic time of the value's read
+    tried_at: float = 0.0  # of the last read, successful or not
+    read_at: str = ""
+    error: BaseException | None = None  # the last read's failure, newer than the value
+    refresh: threading.Event | None = field(default=None)
+
+
 class TTLCache:
-    """One value per key, recomputed at most once per ``seconds`` (on a monotonic clock)."""
+    """One value per key, refreshed at most once per ``seconds`` (monotonic clock), by one
+    background thread per key; the lock is held only to look and to store, never during a read."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
-        self._values: dict[str, tuple[float, Any]] = {}
+        self._entries: dict[str, _Entry] = {}
 
-    def get(self, key: str, compute: Callable[[], T]) -> T:
+    def get(self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS) -> T:
+        return self.read(key, compute, wait).value
+
+    def read(self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS) -> Cached[T]:
+        """The cached value (stale at once rather than waiting on a refresh); with nothing cached,
+        the first read's, waited for up to ``wait`` seconds, else :class:`NotReady`. A failed
+        first read raises its error until the next refresh is due."""
         with self._lock:
-            hit = self._values.get(key)
-            if hit and time.monotonic() - hit[0] < self.seconds:
-                value: T = hit[1]
-                return value
+            entry = self._entries.setdefault(key, _Entry())
+            due = entry.refresh is None and (
+                not (entry.has_value or entry.error) or time.monotonic() - entry.tried_at >= self.seconds
+            )
+            if due:
+                entry.refresh = threading.Event()
+                threading.Thread(
+                    target=self._refresh, args=(entry, compute), name=f"cache-refresh {key}", daemon=True
+                ).start()
+            if entry.has_value:
+                return self._snapshot(entry)
+            running = entry.refresh
+        if running is not None:
+            running.wait(wait)
+        with self._lock:
+            if entry.has_value:
+                return self._snapshot(entry)
+            if entry.error is not None and entry.refresh is None:
+                raise ReadFailed(f"{key}: {entry.error}") from entry.error
+        raise NotReady(key, wait)
+
+    def _refresh(self, entry: _Entry, compute: Callable[[], T]) -> None:
+        try:
             value = compute()
-            self._values[key] = (time.monotonic(), value)
-            return value
+        except Exception as exc:  # kept for the callers; a stale value stays served
+            with self._lock:
+                entry.error, entry.tried_at = exc, time.monotonic()
+        else:
+            with self._lock:
+                entry.value, entry.has_value, entry.error = value, True, None
+                entry.value_at = entry.tried_at = time.monotonic()
+                entry.read_at = datetime.now(UTC).isoformat(timespec="seconds")
+        finally:
+            with self._lock:
+                done, entry.refresh = entry.refresh, None
+            if done is not None:
+                done.set()
+
+    def _snapshot(self, entry: _Entry) -> Cached[Any]:
+        age = time.monotonic() - entry.value_at
+        return Cached(
+            value=entry.value,
+            read_at=entry.read_at,
+            age_seconds=round(max(age, 0.0), 1),
+            stale=entry.error is not None or age >= self.seconds,
+            error=str(entry.error) if entry.error is not None else None,
+        )
 
 
 CACHE = TTLCache(CACHE_SECONDS)
 
 
 def platform_state(environment: str) -> JSON:
-    """Every catalog component by wave, with its live sync, health and revision."""
-    return CACHE.get(f"platform:{environment}", lambda: _read_platform(environment))
+    """Every catalog component by wave, with its live sync, health and revision in
+    ``environment``, and when Argo CD was read (``stale`` while a refresh is due or failed).
 
-
-def _read_platform(environment: str) -> JSON:
-    catalog = default_catalog()
+    :raises NotReady: nothing read yet, and Argo CD did not answer within ``ARGOCD_WAIT_SECONDS``.
+    """
+    catalog, env = default_catalog(), load_environment(environment)
+    read: JSON = {"read_at": None, "age_seconds": None, "stale": True}
+    problem: str | None = None
     try:
-        with ArgoCDHook() as hook:
-            live = {a["metadata"]["name"]: a for a in hook.list_applications().get("items") or []}
-        problem = None
-    except Exception as exc:  # shown on the page rather than a 500: the catalog still draws
-        live, problem = {}, f"Argo CD did not answer: {exc}"
+        cached = CACHE.read("argocd:applications", _read_applications, wait=ARGOCD_WAIT_SECONDS)
+    except ReadFailed as exc:  # shown on the page rather than a 500: the catalog still draws
+        items, problem = [], f"Argo CD did not answer: {exc.__cause__}"
+    else:
+        items = cached.value
+        if cached.error:
+            problem = f"Argo CD did not answer: {cached.error}"
+        read = {"read_at": cached.read_at, "age_seconds": cached.age_seconds, "stale": cached.stale}
+    # One Argo CD, one connection: an Application is this environment's when it deploys to this
+    # environment's cluster for its component, as render_application writes it.
+    servers = {c.name: env.clusters[c.cluster] for c in catalog.components}
+    live = {
+        app["metadata"]["name"]: app
+        for app in items
+        if ((app.get("spec") or {}).get("destination") or {}).get("server")
+        == servers.get(app["metadata"]["name"])
+    }
     components = []
     for component in catalog.components:
         status = (live.get(component.name) or {}).get("status") or {}
@@ -80,8 +188,13 @@ def _read_platform(environment: str) -> JSON:
         "waves": [wave.value for wave in Wave],
         "components": components,
         "problem": problem,
-        "read_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    } | read
+
+
+def _read_applications() -> list[JSON]:
+    """Every Application in Argo CD: one short call, no retries (the next refresh is the retry)."""
+    with ArgoCDHook(timeout=ARGOCD_CALL_SECONDS, max_attempts=1) as hook:
+        return list(hook.list_applications().get("items") or [])
 
 
 def pipeline_rows() -> list[JSON]:
@@ -94,10 +207,10 @@ def _read_pipelines() -> list[JSON]:
     from base_platform.pipelines.pipeline_management import breaker
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
-    rows = []
+    rows, within = [], tables.catalog()  # one catalog: each one opened builds a database engine
     for pipeline in load_pipelines():
         spec = pipeline.spec
-        table = tables.load(spec.name)
+        table = tables.load(spec.name, within)
         runs = tables.history(table, limit=30)
         held = breaker.state(table) if table is not None else breaker.Breaker()
         last = runs[-1] if runs else None
@@ -173,16 +286,18 @@ def _age(when: str) -> float:
 REPORTS_READ = 50  # the newest reports of a DAG looked at for each component's last verdict
 
 
-def latest_report(dag_id: str, name: str) -> JSON | None:
-    """The newest ``<name>.json`` a DAG wrote under the artifacts root (local roots only)."""
-    reports = _reports(dag_id, name)
+def latest_report(dag_id: str, name: str, environment: str) -> JSON | None:
+    """The newest ``<name>.json`` a DAG wrote for ``environment`` under the artifacts root
+    (local roots only)."""
+    reports = _reports(dag_id, name, environment)
     return reports[0] if reports else None
 
 
-def last_verdicts() -> dict[str, JSON]:
-    """Each component's verdict in the newest platform_deploy run that selected it, with that run."""
+def last_verdicts(environment: str) -> dict[str, JSON]:
+    """Each component's verdict in the newest platform_deploy run to ``environment`` that
+    selected it, with that run."""
     found: dict[str, JSON] = {}
-    for report in _reports("platform_deploy", "deploy"):
+    for report in _reports("platform_deploy", "deploy", environment):
         for row in report.get("components") or []:
             if row["component"] not in found and row["verdict"] != "not run":
                 found[row["component"]] = {
@@ -194,8 +309,9 @@ def last_verdicts() -> dict[str, JSON]:
     return found
 
 
-def _reports(dag_id: str, name: str) -> list[JSON]:
-    return CACHE.get(f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name))
+def _reports(dag_id: str, name: str, environment: str) -> list[JSON]:
+    reports = CACHE.get(f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name))
+    return [report for report in reports if report.get("environment") == environment]
 
 
 def _read_reports(dag_id: str, name: str) -> list[JSON]:

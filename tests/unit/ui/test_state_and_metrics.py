@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,53 @@ def test_state_names_every_component_with_its_live_status(start_simulator: Calla
     assert (apps["vault"]["sync"], apps["vault"]["health"]) == ("Synced", "Healthy")
     assert (apps["mlflow"]["exists"], apps["mlflow"]["health"]) == (False, "Missing")
     assert apps["airflow"]["depends_on"] and apps["airflow"]["wave"] == "orchestration"
+
+
+def test_each_environment_sees_only_the_apps_deployed_to_its_clusters(
+    start_simulator: Callable[..., Any],
+) -> None:
+    start_simulator(deployed_platform("prod"))
+    prod = {c["name"]: c for c in state.platform_state("prod")["components"]}
+    dev = {c["name"]: c for c in state.platform_state("dev")["components"]}
+    assert (prod["vault"]["exists"], prod["vault"]["health"]) == (True, "Healthy")
+    assert (dev["vault"]["exists"], dev["vault"]["health"]) == (False, "Missing")
+    assert not any(c["exists"] for c in dev.values())
+
+
+@pytest.mark.slow
+def test_a_hung_argo_cd_costs_a_request_seconds_not_minutes(
+    start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP: connections are accepted, nothing answers. A cached value is served at once,
+    stale; with nothing cached, a 503's NotReady within the wait; the read gives up after its
+    short call deadline, and the page then names the problem."""
+    sim = start_simulator(deployed_platform())
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(0.5))
+    assert state.platform_state("dev")["problem"] is None
+    time.sleep(0.6)
+    os.kill(sim.proc.pid, signal.SIGSTOP)
+    try:
+        begun = time.monotonic()
+        stale = state.platform_state("dev")
+        assert time.monotonic() - begun < 1.0
+        assert stale["stale"] and stale["age_seconds"] >= 0.5 and stale["problem"] is None
+        assert {c["health"] for c in stale["components"]} == {"Healthy"}
+
+        monkeypatch.setattr(state, "CACHE", state.TTLCache(60))
+        begun = time.monotonic()
+        with pytest.raises(state.NotReady):
+            state.platform_state("dev")
+        assert time.monotonic() - begun < state.ARGOCD_WAIT_SECONDS + 2
+        deadline = time.monotonic() + state.ARGOCD_CALL_SECONDS + 5  # not the hook's 30 s x 5 attempts
+        while True:
+            try:
+                failed = state.platform_state("dev")
+                break
+            except state.NotReady:
+                assert time.monotonic() < deadline, "the read outlived its deadline"
+        assert "did not answer" in failed["problem"] and failed["stale"]
+    finally:
+        os.kill(sim.proc.pid, signal.SIGCONT)
 
 
 @pytest.mark.slow
@@ -96,14 +145,14 @@ def test_metrics_carry_the_last_deploy_drift_and_dataset_figures() -> None:
     assert values[("base_dataset_breaker_open", (("dataset", "transactions"),))] == 1.0
 
 
-def test_each_card_gets_the_verdict_of_the_newest_run_that_deployed_it(
+def test_each_card_gets_the_verdict_of_the_newest_run_that_deployed_it_to_its_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path))
 
-    def deploy(run_id: str, rows: list[dict[str, Any]], when: float) -> None:
+    def deploy(run_id: str, rows: list[dict[str, Any]], when: float, environment: str = "dev") -> None:
         report = {
-            "environment": "dev",
+            "environment": environment,
             "ok": True,
             "run_id": run_id,
             "finished_at": run_id,
@@ -122,8 +171,15 @@ def test_each_card_gets_the_verdict_of_the_newest_run_that_deployed_it(
         ],
         3_000,
     )
-    verdicts = state.last_verdicts()
+    deploy(
+        "p1", [{"component": "vault", "verdict": "deployed", "ok": True}], 4_000, "prod"
+    )  # newest, not dev's
+    verdicts = state.last_verdicts("dev")
     assert verdicts["vault"] == {"verdict": "failed: boom", "ok": False, "run_id": "r2", "finished_at": "r2"}
     assert verdicts["cert-manager"]["run_id"] == "r3" and "argocd" not in verdicts
-    latest = state.latest_report("platform_deploy", "deploy")
+    latest = state.latest_report("platform_deploy", "deploy", "dev")
     assert latest is not None and latest["run_id"] == "r3"
+    assert state.last_verdicts("prod") == {
+        "vault": {"verdict": "deployed", "ok": True, "run_id": "p1", "finished_at": "p1"}
+    }
+    assert state.latest_report("platform_deploy", "deploy", "staging") is None

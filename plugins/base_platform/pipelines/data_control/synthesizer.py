@@ -295,7 +295,9 @@ def example(pattern: str, rng: np.random.Generator) -> str:
     Not ``rstr``: it draws negated classes from ``set(string.printable)``, whose order changes
     with each process's hash seed (so a seed does not reproduce), and it includes whitespace.
     """
-    from re import _parser as parser  # type: ignore[attr-defined]
+    import importlib
+
+    parser: Any = importlib.import_module("re._parser")  # private: typeshed has no stub for it
 
     return _Drawer(pattern, rng).draw(parser.parse(pattern))
 

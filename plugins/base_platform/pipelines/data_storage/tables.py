@@ -116,11 +116,13 @@ def identifier(name: str) -> str:
     return f"{NAMESPACE}.{name}"
 
 
-def load(name: str) -> Table | None:
+def load(name: str, within: SqlCatalog | None = None) -> Table | None:
+    """The dataset's table, or None; ``within`` an open catalog (one for many loads: opening one
+    builds a database engine)."""
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        return catalog().load_table(identifier(name))
+        return (within or catalog()).load_table(identifier(name))
     except NoSuchTableError:
         return None
 
