@@ -14,14 +14,23 @@ REST API. What Argo CD has not answered in time is a 503 with ``Retry-After``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
+from base_platform.catalog.loader import ENVIRONMENTS
 from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
 
 PAGE = Path(__file__).with_name("page.html")
+# the schema lists the catalog's environments; the route itself answers any other with a 400
+Environment = Annotated[
+    str | None,
+    Query(
+        description="a catalog environment; default: the deployment's",
+        json_schema_extra={"enum": list(ENVIRONMENTS)},
+    ),
+]
 PLATFORM_DAG = "platform_deploy"  # who may read the deploys may see the platform tab and /metrics
 
 
@@ -78,7 +87,7 @@ def create_app() -> FastAPI:
         return {"user": str(user.get_name())} | tabs_for(user)
 
     @app.get("/api/platform", responses=refusals(400, 403, 503))
-    def platform(user: CurrentUser, environment: str | None = None) -> dict[str, Any]:
+    def platform(user: CurrentUser, environment: Environment = None) -> dict[str, Any]:
         """The environment's components; ``stale`` with ``age_seconds`` while a refresh runs."""
         from base_platform.catalog.loader import ENVIRONMENTS
         from base_platform.ui import state
@@ -92,7 +101,7 @@ def create_app() -> FastAPI:
         }
 
     @app.get("/api/drift", responses=refusals(400, 403))
-    def drift(user: CurrentUser, environment: str | None = None) -> dict[str, Any]:
+    def drift(user: CurrentUser, environment: Environment = None) -> dict[str, Any]:
         """The environment's last drift report, each finding with its resources' field diffs."""
         from base_platform.ui import state
 
@@ -132,7 +141,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(400, 403, 503))
-    def metrics(user: MetricsCaller, environment: str | None = None) -> Response:
+    def metrics(user: MetricsCaller, environment: Environment = None) -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state
 

@@ -16,6 +16,7 @@ from base_platform.ui.access import SCRAPE_HASHES_VARIABLE, is_scrape_token
 from tests.scenarios import deployed_platform
 
 SCRAPE_ENV = f"AIRFLOW_VAR_{SCRAPE_HASHES_VARIABLE.upper()}"
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 def sha256(token: str) -> str:
@@ -26,15 +27,25 @@ def sha256(token: str) -> str:
 def client(
     airflow_db: None, iceberg: Any, start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
-    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi import app as airflow_app
+    from airflow.configuration import conf
 
     from base_platform.ui.app import create_app
 
     monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))
     start_simulator(deployed_platform())
-    init_auth_manager()
-    with TestClient(create_app()) as test_client:
-        yield test_client
+    # Airflow's simple auth manager, whichever one other tests of the session left configured
+    # (tests/unit/ui/conftest.py's FAB), and theirs back afterwards
+    configured, instance = conf.get("core", "auth_manager"), airflow_app._AuthManagerState.instance
+    conf.set("core", "auth_manager", SIMPLE)
+    airflow_app._AuthManagerState.instance = None
+    airflow_app.init_auth_manager()
+    try:
+        with TestClient(create_app()) as test_client:
+            yield test_client
+    finally:
+        conf.set("core", "auth_manager", configured)
+        airflow_app._AuthManagerState.instance = instance
 
 
 def airflow_token(valid_for: int) -> str:
