@@ -63,7 +63,7 @@ def create_app() -> FastAPI:
     from fastapi.responses import JSONResponse
 
     from base_platform.ui import datasets_api, features_api
-    from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady
+    from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady, ReadFailed
 
     # every route refuses a caller without a valid token, and its schema says so
     app = FastAPI(
@@ -73,7 +73,8 @@ def create_app() -> FastAPI:
     app.include_router(features_api.router)
 
     @app.exception_handler(NotReady)
-    def not_ready(request: Request, exc: NotReady) -> JSONResponse:
+    @app.exception_handler(ReadFailed)  # a source that failed its first read (Iceberg's catalog down)
+    def not_ready(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )

@@ -62,14 +62,15 @@ class PublishError(ValueError):
 def snapshot_to_publish(table: Table, triggered: int | None, requested: str | None) -> int:
     """The snapshot a run publishes: the one asked for, else the newest event's, else the current one.
 
-    One asked for by hand must be on ``main``'s history: a staged snapshot, the audit an open
-    breaker holds, or a discarded one never passed its audit, so no consumer gets it."""
+    It must be on ``main``'s history, whoever chose it: a staged snapshot, the audit an open
+    breaker holds, or a discarded one never passed its audit, and one a rollback took off
+    ``main`` after its event was sent is no longer what the dataset says, so no consumer gets it."""
     name = ".".join(table.name())
     try:
         chosen = tables.existing_snapshot(table, int(requested) if requested else triggered)
     except tables.NoSnapshot as exc:
         raise PublishError(f"{name}: {exc}") from exc
-    if requested and not any(s.snapshot_id == chosen for s in tables.lineage(table)):
+    if not any(s.snapshot_id == chosen for s in tables.lineage(table)):
         raise PublishError(f"{name}: snapshot {chosen} is not on main ({_off_main(table, chosen)})")
     return chosen
 

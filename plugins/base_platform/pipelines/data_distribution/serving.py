@@ -529,9 +529,12 @@ def to_ipc(rows: pa.Table) -> bytes:
 
 
 def to_json_rows(rows: pa.Table) -> list[dict[str, Any]]:
-    """Rows as JSON: digests as hex, decimals as strings, times as ISO 8601."""
+    """Rows as JSON: digests as hex, decimals as strings, times as ISO 8601, a float that is not
+    finite (a sensor's NaN mean) as null: JSON has no NaN, and the response would be a 500."""
 
     def plain(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
         if isinstance(value, list):  # a multi-value HMAC column: each digest as hex
             return [plain(item) for item in value]
         if isinstance(value, bytes):

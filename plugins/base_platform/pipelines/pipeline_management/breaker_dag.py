@@ -144,6 +144,11 @@ def build_pipeline_control_dag() -> DAG:
             from base_platform.pipelines.pipeline_management import breaker
 
             params = context["params"]
+            if context["dag_run"].clear_number:  # a cleared run keeps its first trigger's user
+                raise AirflowFailException(
+                    "a cleared pipeline_control run is refused: it would act as the user who first "
+                    "triggered it, on whatever batch the breaker holds now; trigger a new run"
+                )
             who = require_releaser(context["dag_run"].triggering_user_name)
             pipeline = pipeline_named(params["dataset"])
             table = tables.load(pipeline.spec.name)
