@@ -33,7 +33,9 @@ ARGOCD_CALL_SECONDS = 4.0
 ARGOCD_WAIT_SECONDS = 2.0
 """How long a request with nothing cached waits for the first Argo CD read before a 503."""
 READ_WAIT_SECONDS = 20.0
-"""The same for the datasets' figures and the reports (local reads: Iceberg, files)."""
+"""The same for the datasets' figures and the reports (local reads: Iceberg, files); these also
+wait that long for a refresh their age started, so a breaker that just opened is what the page
+shows, not the state of a minute ago (a hung Argo CD read, by contrast, is served stale at once)."""
 RETRY_AFTER_SECONDS = 5
 T = TypeVar("T")
 
@@ -82,13 +84,18 @@ class TTLCache:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
-    def get(self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS) -> T:
-        return self.read(key, compute, wait).value
+    def get(
+        self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS, fresh_wait: float = 0.0
+    ) -> T:
+        return self.read(key, compute, wait, fresh_wait).value
 
-    def read(self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS) -> Cached[T]:
-        """The cached value (stale at once rather than waiting on a refresh); with nothing cached,
-        the first read's, waited for up to ``wait`` seconds, else :class:`NotReady`. A failed
-        first read raises its error until the next refresh is due."""
+    def read(
+        self, key: str, compute: Callable[[], T], wait: float = READ_WAIT_SECONDS, fresh_wait: float = 0.0
+    ) -> Cached[T]:
+        """The cached value, stale at once rather than waiting on a refresh, or after waiting up
+        to ``fresh_wait`` seconds for the refresh its age started; with nothing cached, the first
+        read's, waited for up to ``wait`` seconds, else :class:`NotReady`. A failed first read
+        raises its error until the next refresh is due."""
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
             due = entry.refresh is None and (
@@ -99,11 +106,11 @@ class TTLCache:
                 threading.Thread(
                     target=self._refresh, args=(entry, compute), name=f"cache-refresh {key}", daemon=True
                 ).start()
-            if entry.has_value:
-                return self._snapshot(entry)
             running = entry.refresh
+            if entry.has_value and (running is None or fresh_wait <= 0):
+                return self._snapshot(entry)
         if running is not None:
-            running.wait(wait)
+            running.wait(fresh_wait if entry.has_value else wait)
         with self._lock:
             if entry.has_value:
                 return self._snapshot(entry)
@@ -199,7 +206,7 @@ def _read_applications() -> list[JSON]:
 
 def pipeline_rows() -> list[JSON]:
     """One row per dataset: its last run's figures and the GB/hour and quarantine rate of up to 30 runs."""
-    return CACHE.get("pipelines", _read_pipelines)
+    return CACHE.get("pipelines", _read_pipelines, fresh_wait=READ_WAIT_SECONDS)
 
 
 def _read_pipelines() -> list[JSON]:
@@ -310,7 +317,9 @@ def last_verdicts(environment: str) -> dict[str, JSON]:
 
 
 def _reports(dag_id: str, name: str, environment: str) -> list[JSON]:
-    reports = CACHE.get(f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name))
+    reports = CACHE.get(
+        f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name), fresh_wait=READ_WAIT_SECONDS
+    )
     return [report for report in reports if report.get("environment") == environment]
 
 

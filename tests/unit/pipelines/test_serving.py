@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from base_platform.pipelines.data_control import table_actions
@@ -136,3 +138,9 @@ def test_a_new_cursor_key_ends_the_cursors_in_flight_but_not_paging_from_the_cac
         pages.get(pipeline, replace(query, cursor=before))
     after = pages.get(pipeline, query).next_cursor  # the first page again: its cursor is the new key's
     assert after and pages.get(pipeline, replace(query, cursor=after)).rows.num_rows == 100
+
+
+def test_a_stored_nan_or_infinity_reads_as_null_in_json_rows() -> None:
+    """JSON has no NaN: a sensor's NaN mean made the rows route a 500."""
+    rows = pa.table({"mean": [1.5, math.nan, math.inf, -math.inf, None]})
+    assert [row["mean"] for row in serving.to_json_rows(rows)] == [1.5, None, None, None, None]

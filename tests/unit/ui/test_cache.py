@@ -101,3 +101,17 @@ def test_a_failed_first_read_raises_its_error_until_the_next_read_is_due() -> No
         with pytest.raises(ReadFailed, match="refused"):
             cache.read("k", broken, wait=5)
     assert len(calls) == 1
+
+
+def test_a_local_read_waits_for_the_refresh_its_age_started_up_to_its_bound() -> None:
+    """The datasets' figures: a breaker that just opened is what a read after the TTL shows, not
+    the state before; a refresh that hangs past ``fresh_wait`` still gives the old value, marked."""
+    cache = TTLCache(0.2)
+    assert cache.get("k", lambda: "closed") == "closed"
+    time.sleep(0.3)
+    assert cache.read("k", lambda: "open", fresh_wait=5).value == "open"
+    time.sleep(0.3)
+    hung = Gate("later")
+    answer = cache.read("k", hung, fresh_wait=0.3)
+    assert answer.value == "open" and answer.stale
+    hung.opened.set()

@@ -1,5 +1,6 @@
 """Who may scrape /metrics: Prometheus with its long-lived scrape token, or an Airflow user with a
-token that has not expired. Tokens are minted by Airflow's own signer and checked by the real app."""
+token that has not expired. Tokens are minted by Airflow's own signer and checked by the real app.
+And what /metrics and the page's routes answer when a source behind them fails its first read."""
 
 from __future__ import annotations
 
@@ -102,3 +103,15 @@ def test_the_scrape_token_opens_metrics_only_and_nothing_when_no_hash_is_configu
     assert scrape(client, token).status_code == 401
     assert not is_scrape_token(token, []) and is_scrape_token(token, [sha256(token)])
     assert not is_scrape_token("short", [sha256("short")]) and not is_scrape_token("", [sha256("")])
+
+
+def test_a_catalog_that_cannot_be_read_is_a_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Iceberg's catalog unreachable as the api-server starts: a 503 to retry, never a 500."""
+    monkeypatch.delenv("AIRFLOW_CONN_ICEBERG_DEFAULT", raising=False)  # no catalog connection at all
+    headers = {"Authorization": f"Bearer {airflow_token(600)}"}
+    for path in ("/api/pipelines", "/api/pipelines/overview", "/metrics"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 503, (path, answer.status_code, answer.text)
+        assert answer.headers["Retry-After"].isdigit()
