@@ -60,7 +60,7 @@ pytest: $(STAMP) system-packages
 ## figures they measure printed (docs/reliability.md). BASE_DRILL_OFF=<setting> turns one off.
 drills: $(STAMP) system-packages
 	$(BIN)/pytest -p no:xdist -s --durations=10 -m drill \
-	  tests/drills/test_rest_load.py tests/drills/test_faults.py tests/drills/test_restore.py
+	  tests/drills/test_rest_load.py tests/drills/test_hung_argo_cd.py tests/drills/test_faults.py tests/drills/test_restore.py
 
 ## system-packages: Debian's Postgres and Redis (the production-topology e2e test), Chromium and
 ## its driver (the platform page in a real browser) and promtool (the alert rules).

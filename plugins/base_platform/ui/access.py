@@ -88,13 +88,14 @@ async def metrics_caller(request: Request) -> Any:
     """``/metrics``'s caller: Prometheus with the scrape token, else an Airflow user as on every route.
     Any credential that is neither (wrong, expired, missing) is 401."""
     from airflow.api_fastapi.core_api.security import bearer_scheme
-    from starlette.concurrency import run_in_threadpool
+
+    from base_platform.ui.threads import run_blocking
 
     bearer = await bearer_scheme(request)
     token = bearer.credentials if bearer is not None else ""
     # an Airflow token (a JWT: two dots) never costs a secrets-backend read; nor does a short one
     scrape_shaped = len(token) >= MIN_SCRAPE_TOKEN and token.count(".") != 2
-    if scrape_shaped and is_scrape_token(token, await run_in_threadpool(scrape_hashes)):
+    if scrape_shaped and is_scrape_token(token, await run_blocking(scrape_hashes)):
         return Scraper()
     try:
         return await current_user(request)

@@ -6,9 +6,10 @@ token (the UI's cookie, or a bearer token) must be valid (else 401), and each ta
 manager whether the user may read the DAGs behind it (else 403). With the FAB auth manager that
 is ``config/roles.yaml``. The Argo CD token stays on the server: the browser gets only JSON.
 
-Every route is a plain ``def``: FastAPI runs it in a worker thread, so its Argo CD, Iceberg,
-file and permission reads never block the event loop that also serves Airflow's own UI and
-REST API. What Argo CD has not answered in time is a 503 with ``Retry-After``.
+Every route's body runs in the plugin's own threads (:func:`~base_platform.ui.threads.off_loop`),
+so its Argo CD, Iceberg, file and permission reads never block the event loop that also serves
+Airflow's own UI and REST API, nor take the thread pool Airflow's sync endpoints run in. What
+Argo CD has not answered in time is a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from base_platform.catalog.loader import ENVIRONMENTS
 from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
+from base_platform.ui.threads import off_loop
 
 PAGE = Path(__file__).with_name("page.html")
 # the schema lists the catalog's environments; the route itself answers any other with a 400
@@ -74,20 +76,23 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(NotReady)
     @app.exception_handler(ReadFailed)  # a source that failed its first read (Iceberg's catalog down)
-    def not_ready(request: Request, exc: Exception) -> JSONResponse:
+    async def not_ready(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
 
     @app.get("/", response_class=HTMLResponse)
+    @off_loop
     def page(user: CurrentUser) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
     @app.get("/api/tabs")
+    @off_loop
     def tabs(user: CurrentUser) -> dict[str, Any]:
         return {"user": str(user.get_name())} | tabs_for(user)
 
     @app.get("/api/platform", responses=refusals(400, 403, 503))
+    @off_loop
     def platform(user: CurrentUser, environment: Environment = None) -> dict[str, Any]:
         """The environment's components; ``stale`` with ``age_seconds`` while a refresh runs."""
         from base_platform.catalog.loader import ENVIRONMENTS
@@ -102,6 +107,7 @@ def create_app() -> FastAPI:
         }
 
     @app.get("/api/drift", responses=refusals(400, 403))
+    @off_loop
     def drift(user: CurrentUser, environment: Environment = None) -> dict[str, Any]:
         """The environment's last drift report, each finding with its resources' field diffs."""
         from base_platform.ui import state
@@ -112,6 +118,7 @@ def create_app() -> FastAPI:
         return state.latest_report("platform_drift", "drift", environment) or empty
 
     @app.get("/api/pipelines")
+    @off_loop
     def pipelines(user: CurrentUser) -> list[dict[str, Any]]:
         from base_platform.ui import state
 
@@ -119,10 +126,10 @@ def create_app() -> FastAPI:
         return [row for row in state.pipeline_rows() if row["dataset"] in allowed]
 
     @app.get("/api/pipelines/overview")
+    @off_loop
     def overview(user: CurrentUser) -> list[dict[str, Any]]:
         """Every pipeline the user may read: schedule, paused, newest DAG run, snapshot, freshness,
-        quarantine rate and GB/hour of the last published run, and its circuit breaker (plain
-        ``def``: it reads a database)."""
+        quarantine rate and GB/hour of the last published run, and its circuit breaker."""
         from base_platform.ui import state
 
         allowed = set(tabs_for(user)["datasets"])
@@ -142,6 +149,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(400, 403, 503))
+    @off_loop
     def metrics(user: MetricsCaller, environment: Environment = None) -> Response:
         from base_platform.ui import metrics as prometheus
         from base_platform.ui import state

@@ -10,7 +10,7 @@ cannot answer (an unknown column, a filter value not of the column's type, a cur
 not sign) a 400 that names it, a snapshot not on ``main``'s history a 404 that says why. Rows come
 from :mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the Iceberg
 scan, ``as_of``, cursor pages, JSON or Arrow IPC (``Accept: application/vnd.apache.arrow.stream``).
-The routes are plain functions, so FastAPI runs the blocking scans in its thread pool.
+The blocking scans run in the plugin's own threads (:mod:`base_platform.ui.threads`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from base_platform.pipelines.data_control.form_params import POINT
 from base_platform.pipelines.data_distribution import MAX_LIMIT
 from base_platform.ui.access import CurrentUser, refusals
+from base_platform.ui.threads import off_loop
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NAME = r"^[a-z][a-z0-9_]*$"  # a dataset's or a view's name, as config/pipelines spells them
@@ -118,6 +119,7 @@ def granted(user: Any, name: str) -> Any:
 
 
 @router.get("")
+@off_loop
 def datasets(user: CurrentUser) -> list[DatasetEntry]:
     from base_platform.pipelines.data_storage import tables
 
@@ -141,6 +143,7 @@ def datasets(user: CurrentUser) -> list[DatasetEntry]:
 
 
 @router.get("/{name}/schema")
+@off_loop
 def schema(name: DatasetName, user: CurrentUser) -> dict[str, Any]:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_storage import tables
@@ -161,6 +164,7 @@ def schema(name: DatasetName, user: CurrentUser) -> dict[str, Any]:
     response_model=None,
     responses=refusals(400) | {200: {"model": RowsPage, "content": {ARROW_STREAM: {"schema": BINARY}}}},
 )
+@off_loop
 def rows(
     name: DatasetName, user: CurrentUser, request: Request, params: Annotated[RowsParams, Query()]
 ) -> Response:

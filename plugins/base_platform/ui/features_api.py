@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from base_platform.ui.access import CurrentUser, refusals
 from base_platform.ui.datasets_api import NAME, readable
+from base_platform.ui.threads import off_loop
 
 MAX_ENTITIES = 1000  # a page of a batch scorer; more is an offline job
 router = APIRouter(prefix="/api/features", responses=refusals(401, 404))
@@ -51,6 +52,7 @@ def _views(user: Any) -> dict[str, Any]:
 
 
 @router.get("")
+@off_loop
 def views(user: CurrentUser) -> list[FeatureViewEntry]:
     return [
         FeatureViewEntry(
@@ -66,6 +68,7 @@ def views(user: CurrentUser) -> list[FeatureViewEntry]:
 
 
 @router.get("/{name}/online")
+@off_loop
 def online_features(
     name: Annotated[str, Path(pattern=NAME, max_length=128, description="a view of config/features")],
     user: CurrentUser,

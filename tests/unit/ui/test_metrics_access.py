@@ -1,12 +1,17 @@
 """Who may scrape /metrics: Prometheus with its long-lived scrape token, or an Airflow user with a
 token that has not expired. Tokens are minted by Airflow's own signer and checked by the real app.
-And what /metrics and the page's routes answer when a source behind them fails its first read."""
+And what /metrics and the page's routes answer when a source behind them fails or hangs: a 503,
+and never a thread of the pool Airflow's own sync routes run in."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import signal
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,8 +30,13 @@ def sha256(token: str) -> str:
 
 
 @pytest.fixture
+def simulator(start_simulator: Callable[..., Any]) -> Any:
+    return start_simulator(deployed_platform())
+
+
+@pytest.fixture
 def client(
-    airflow_db: None, iceberg: Any, start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    airflow_db: None, iceberg: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     from airflow.api_fastapi import app as airflow_app
     from airflow.configuration import conf
@@ -34,7 +44,6 @@ def client(
     from base_platform.ui.app import create_app
 
     monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))
-    start_simulator(deployed_platform())
     # Airflow's simple auth manager, whichever one other tests of the session left configured
     # (tests/unit/ui/conftest.py's FAB), and theirs back afterwards
     configured, instance = conf.get("core", "auth_manager"), airflow_app._AuthManagerState.instance
@@ -115,3 +124,48 @@ def test_a_catalog_that_cannot_be_read_is_a_503_with_retry_after(
         answer = client.get(path, headers=headers)
         assert answer.status_code == 503, (path, answer.status_code, answer.text)
         assert answer.headers["Retry-After"].isdigit()
+
+
+@pytest.mark.slow
+def test_requests_held_by_a_hung_argo_cd_take_no_thread_from_airflows_pool(
+    client: TestClient, simulator: Any
+) -> None:
+    """Twice as many page and /metrics requests as the plugin has threads, with Argo CD stopped
+    (SIGSTOP) and nothing cached: each waits its turn for a plugin thread and gets a 503 (or, after
+    the read's deadline, the page naming the problem), while AnyIO's default pool (where Airflow's
+    sync routes run) lends none of its threads."""
+    import anyio.to_thread
+
+    from base_platform.ui.threads import PLUGIN_THREADS, plugin_threads
+
+    headers = {"Authorization": f"Bearer {airflow_token(600)}"}
+    paths = ["/metrics", "/api/platform"] * PLUGIN_THREADS
+    portal = client.portal
+    assert portal is not None
+
+    def borrowed() -> tuple[float, float]:  # called in the app's event loop
+        return (
+            anyio.to_thread.current_default_thread_limiter().borrowed_tokens,
+            plugin_threads().borrowed_tokens,
+        )
+
+    os.kill(simulator.proc.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(len(paths)) as pool:
+            asked = [pool.submit(client.get, path, headers=headers) for path in paths]
+            seen = []
+            while not all(request.done() for request in asked):
+                seen.append(portal.call(borrowed))
+                time.sleep(0.05)
+            answers = [request.result() for request in asked]
+    finally:
+        os.kill(simulator.proc.pid, signal.SIGCONT)
+    assert max(plugin for _, plugin in seen) == PLUGIN_THREADS  # the hang did hold every plugin thread
+    assert max(default for default, _ in seen) == 0, seen
+    for path, answer in zip(paths, answers, strict=True):
+        # a 503 to retry while the first read runs; once its 4 s deadline has passed, what failed
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"].isdigit(), answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+            assert path == "/metrics" or "Argo CD did not answer" in answer.json()["problem"]
