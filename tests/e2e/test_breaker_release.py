@@ -42,9 +42,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
         launched.proc.wait(timeout=90)
 
 
-def resolve_log(admin: Client, run_id: str) -> str:
+def resolve_log(admin: Client, run_id: str, attempt: int = 1) -> str:
     answer = admin.http.get(
-        f"/dags/pipeline_control/dagRuns/{run_id}/taskInstances/resolve/logs/1",
+        f"/dags/pipeline_control/dagRuns/{run_id}/taskInstances/resolve/logs/{attempt}",
         headers={"Accept": "application/json"},
     )
     assert answer.status_code == 200, answer.text
@@ -52,7 +52,7 @@ def resolve_log(admin: Client, run_id: str) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_only_an_admin_may_trigger_pipeline_control_and_its_task_lets_the_admin_through(
+def test_only_a_releasing_role_may_trigger_pipeline_control_and_a_cleared_run_is_refused(
     stack: Launched,
 ) -> None:
     clients = role_clients(stack)
@@ -66,7 +66,7 @@ def test_only_an_admin_may_trigger_pipeline_control_and_its_task_lets_the_admin_
         assert clients[role].http.patch("/dags/pipeline_control", json={"is_paused": True}).status_code == 403
         assert clients[role].http.get("/dags/pipeline_control").status_code == 200  # they still see it
 
-    for role in ("admin", "ops"):
+    for role in ("ops", "admin"):
         answer = clients[role].trigger("pipeline_control", DISCARD)
         assert answer.status_code == 200, (role, answer.text)
         run_id = answer.json()["dag_run_id"]
@@ -75,6 +75,13 @@ def test_only_an_admin_may_trigger_pipeline_control_and_its_task_lets_the_admin_
         log = resolve_log(admin, run_id)  # past the check of who triggered it, to the breaker
         assert "may not publish or discard" not in log, log
         assert state == "success" or "nothing to resolve" in log or "no audit is waiting" in log, log
+
+    # the admin's run cleared: it would act again as its first trigger's user, so it is refused
+    answer = admin.http.post(f"/dags/pipeline_control/dagRuns/{run_id}/clear", json={"dry_run": False})
+    assert answer.status_code == 200, answer.text
+    admin.wait_for_task("pipeline_control", run_id, "resolve", {"failed"}, 300)
+    log = resolve_log(admin, run_id, attempt=2)
+    assert "a cleared pipeline_control run is refused" in log, log
 
 
 def test_prometheus_scrapes_with_its_token_and_an_airflow_token_still_works_for_people(
