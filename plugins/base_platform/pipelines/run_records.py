@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -185,6 +185,12 @@ def _decoded(value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+def seconds_since(when: str) -> float:
+    """A commit's age (``committed_at``) by the clock now: the page and /metrics compute it as
+    they answer, never when they read the figures, so it grows while a cached read is old."""
+    return round((datetime.now(UTC) - datetime.fromisoformat(when)).total_seconds(), 1)
 
 
 @dataclass(frozen=True)

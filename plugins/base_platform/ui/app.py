@@ -60,6 +60,23 @@ def known_environment(environment: str | None) -> str:
     return environment
 
 
+def metrics_body(environment: str) -> bytes:
+    """/metrics' text: each source's figures, then at once its cache metadata, so the age and
+    ``up`` exported are those of the value just read (a refresh may land between the two reads
+    only if it was already under way)."""
+    from base_platform.ui import metrics as prometheus
+    from base_platform.ui import state
+
+    platform, argocd = state.platform_state(environment), state.source("argocd")
+    pipelines, pipelines_read = state.pipeline_rows(), state.source("pipelines")
+    deploy = state.latest_report("platform_deploy", "deploy", environment)
+    deploy_read = state.source("deploy")
+    drift = state.latest_report("platform_drift", "drift", environment)
+    drift_read = state.source("drift")
+    sources = {"argocd": argocd, "pipelines": pipelines_read, "deploy": deploy_read, "drift": drift_read}
+    return prometheus.render(platform, pipelines, deploy, drift, sources)
+
+
 def create_app() -> FastAPI:
     from fastapi import Request
     from fastapi.responses import JSONResponse
@@ -151,17 +168,8 @@ def create_app() -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(400, 403, 503))
     @off_loop
     def metrics(user: MetricsCaller, environment: Environment = None) -> Response:
-        from base_platform.ui import metrics as prometheus
-        from base_platform.ui import state
-
         require_platform(user)
-        environment = known_environment(environment)
-        body = prometheus.render(
-            state.platform_state(environment),
-            state.pipeline_rows(),
-            state.latest_report("platform_deploy", "deploy", environment),
-            state.latest_report("platform_drift", "drift", environment),
-        )
+        body = metrics_body(known_environment(environment))
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

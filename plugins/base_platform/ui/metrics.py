@@ -1,22 +1,37 @@
 """``/metrics``: the platform's and the datasets' figures in Prometheus' text format.
 
 Built per scrape from :mod:`base_platform.ui.state`, whose reads are cached: a scrape costs no
-Argo CD call beyond the cache's, and no dataset scan.
+Argo CD call beyond the cache's, and no dataset scan. Cached figures repeat their last good value
+while a source fails, so each source's age and last read's outcome go out beside them, and the
+datasets' freshness age is taken now, from the commit time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from base_platform.pipelines.run_records import seconds_since
 from base_platform.types import JSON
+
+if TYPE_CHECKING:
+    from base_platform.ui.state import Cached
 
 SYNC_STATES = ("Synced", "OutOfSync", "Unknown", "Missing")
 HEALTH_STATES = ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
 
 
-def render(platform: JSON, pipelines: list[JSON], deploy: JSON | None, drift: JSON | None) -> bytes:
+def render(
+    platform: JSON,
+    pipelines: list[JSON],
+    deploy: JSON | None,
+    drift: JSON | None,
+    sources: Mapping[str, Cached[Any] | None] | None = None,
+) -> bytes:
+    """``sources``: the cache's metadata of each read behind the figures (None: never read
+    successfully), by the ``source`` label of ``base_platform_source_{up,age_seconds}``."""
     registry = CollectorRegistry()
     labels = ["environment", "app", "wave"]
     sync = Gauge(
@@ -37,7 +52,27 @@ def render(platform: JSON, pipelines: list[JSON], deploy: JSON | None, drift: JS
     _deploy(registry, deploy)
     _drift(registry, drift)
     _datasets(registry, pipelines)
+    _sources(registry, sources or {})
     return generate_latest(registry)
+
+
+def _sources(registry: CollectorRegistry, sources: Mapping[str, Cached[Any] | None]) -> None:
+    up = Gauge(
+        "base_platform_source_up",
+        "1 if the last read of the source behind these figures succeeded, 0 if it failed or never did",
+        ["source"],
+        registry=registry,
+    )
+    age = Gauge(
+        "base_platform_source_age_seconds",
+        "Seconds since the source's figures were last read successfully (none if never)",
+        ["source"],
+        registry=registry,
+    )
+    for name, read in sources.items():
+        up.labels(name).set(1 if read is not None and read.up else 0)
+        if read is not None:
+            age.labels(name).set(read.age_seconds)
 
 
 def _deploy(registry: CollectorRegistry, deploy: JSON | None) -> None:
@@ -85,10 +120,13 @@ def _datasets(registry: CollectorRegistry, pipelines: list[JSON]) -> None:
         "quarantine_rate": Gauge(
             "base_dataset_quarantine_ratio", "Quarantined / rows in, last run", ["dataset"], registry=registry
         ),
-        "freshness_age_seconds": Gauge(
-            "base_dataset_age_seconds", "Seconds since the last commit", ["dataset"], registry=registry
-        ),
     }
+    freshness = Gauge(
+        "base_dataset_age_seconds",
+        "Seconds since the last commit, by the clock now",
+        ["dataset"],
+        registry=registry,
+    )
     slo = Gauge(
         "base_dataset_freshness_slo_seconds",
         "The spec's freshness bound (max_age_hours)",
@@ -126,3 +164,5 @@ def _datasets(registry: CollectorRegistry, pipelines: list[JSON]) -> None:
             rows.labels(row["dataset"], outcome).set(row[f"rows_{outcome}"])
         for key, gauge in gauges.items():
             gauge.labels(row["dataset"]).set(row[key])
+        if row.get("committed_at"):  # not the age as of the read: that one stops while it is stale
+            freshness.labels(row["dataset"]).set(seconds_since(row["committed_at"]))

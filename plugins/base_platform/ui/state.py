@@ -22,6 +22,7 @@ from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.catalog.loader import default_catalog
 from base_platform.catalog.loader import environment as load_environment
 from base_platform.catalog.models import Wave
+from base_platform.pipelines.run_records import seconds_since
 from base_platform.types import JSON
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ class Cached(Generic[T]):
     age_seconds: float
     stale: bool
     error: str | None
+
+    @property
+    def up(self) -> bool:
+        """The last read succeeded: the value is as new as reads get (else ``error`` says why not)."""
+        return self.error is None
 
 
 @dataclass
@@ -118,6 +124,13 @@ class TTLCache:
                 raise ReadFailed(f"{key}: {entry.error}") from entry.error
         raise NotReady(key, wait)
 
+    def peek(self, key: str) -> Cached[Any] | None:
+        """What :meth:`read` would return now, without starting a read: for /metrics to say how
+        old the figures it just read are; None while the key was never read successfully."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return self._snapshot(entry) if entry is not None and entry.has_value else None
+
     def _refresh(self, entry: _Entry, compute: Callable[[], T]) -> None:
         try:
             value = compute()
@@ -147,6 +160,19 @@ class TTLCache:
 
 
 CACHE = TTLCache(CACHE_SECONDS)
+SOURCES = {
+    "argocd": "argocd:applications",
+    "pipelines": "pipelines",
+    "deploy": "reports:platform_deploy:deploy",
+    "drift": "reports:platform_drift:drift",
+}
+"""The cached reads behind /metrics, by the ``source`` label its freshness gauges carry."""
+
+
+def source(name: str) -> Cached[Any] | None:
+    """The cache's metadata of one of :data:`SOURCES` (its value's age, whether its last read
+    failed); None while it was never read successfully."""
+    return CACHE.peek(SOURCES[name])
 
 
 def platform_state(environment: str) -> JSON:
@@ -205,8 +231,13 @@ def _read_applications() -> list[JSON]:
 
 
 def pipeline_rows() -> list[JSON]:
-    """One row per dataset: its last run's figures and the GB/hour and quarantine rate of up to 30 runs."""
-    return CACHE.get("pipelines", _read_pipelines, fresh_wait=READ_WAIT_SECONDS)
+    """One row per dataset: its last run's figures and the GB/hour and quarantine rate of up to 30
+    runs. The freshness age is the commit's age now, not when the figures were read: it keeps
+    growing while that read is stale or failing, so a freshness alert still fires."""
+    return [
+        row | {"freshness_age_seconds": seconds_since(row["committed_at"]) if row["committed_at"] else None}
+        for row in CACHE.get("pipelines", _read_pipelines, fresh_wait=READ_WAIT_SECONDS)
+    ]
 
 
 def _read_pipelines() -> list[JSON]:
@@ -229,7 +260,6 @@ def _read_pipelines() -> list[JSON]:
                 "last_run": last.run if last else None,
                 "snapshot_id": last.snapshot_id if last else None,
                 "committed_at": last.committed_at if last else None,
-                "freshness_age_seconds": _age(last.committed_at) if last and last.committed_at else None,
                 "freshness_slo_seconds": min(slo) if slo else None,
                 "rows_in": last.rows_in if last else 0,
                 "rows_stored": last.rows_stored if last else 0,
@@ -284,10 +314,6 @@ def _rate(record: RunRecord | None) -> float:
     if not record or not record.rows_in:
         return 0.0
     return round(float(record.rows_quarantined) / float(record.rows_in), 6)
-
-
-def _age(when: str) -> float:
-    return round((datetime.now(UTC) - datetime.fromisoformat(when)).total_seconds(), 1)
 
 
 REPORTS_READ = 50  # the newest reports of a DAG looked at for each component's last verdict

@@ -33,7 +33,7 @@ def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
         [str(PROMTOOL), "check", "rules", str(rule_file(tmp_path))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_every_alert_fires_on_its_sample_series(tmp_path: Path) -> None:

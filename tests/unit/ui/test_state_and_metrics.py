@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from base_platform.argocd.hooks import ArgoCDHook
 from base_platform.artifacts import write_report
-from base_platform.ui import metrics, state
+from base_platform.ui import app, metrics, state
 from tests.scenarios import deployed_platform
 
 
@@ -86,6 +87,96 @@ def test_a_hung_argo_cd_costs_a_request_seconds_not_minutes(
         assert "did not answer" in failed["problem"] and failed["stale"]
     finally:
         os.kill(sim.proc.pid, signal.SIGCONT)
+
+
+def source(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str, name: str) -> float:
+    return values[(f"base_platform_source_{metric}", (("source", name),))]
+
+
+@pytest.mark.slow
+def test_metrics_say_a_source_is_down_and_how_old_its_repeated_figures_are(
+    start_simulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Argo CD stopped (SIGSTOP) after one good read: the apps' figures repeat that read, but once
+    the refresh fails, /metrics says so (up 0) and their age keeps growing; the datasets' read
+    failing (no catalog) likewise. Never read successfully: up 0 and no age."""
+    sim = start_simulator(deployed_platform())
+    monkeypatch.setenv("BASE_PLATFORM_ARTIFACTS", str(tmp_path))
+    monkeypatch.delenv("AIRFLOW_CONN_ICEBERG_DEFAULT", raising=False)  # every datasets' read fails
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(0.5))
+    state.CACHE.get("pipelines", lambda: [])  # the datasets' last good read: none to show
+    fresh = samples(app.metrics_body("dev"))
+    assert source(fresh, "up", "argocd") == 1 and source(fresh, "age_seconds", "argocd") < 0.5
+    assert source(fresh, "up", "deploy") == 1 and source(fresh, "up", "drift") == 1
+    time.sleep(0.6)
+    os.kill(sim.proc.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + state.ARGOCD_CALL_SECONDS + 5
+        while source(down := samples(app.metrics_body("dev")), "up", "argocd") == 1:
+            assert time.monotonic() < deadline, "the failed refresh never showed"
+            time.sleep(0.2)
+        key = (("app", "vault"), ("environment", "dev"), ("status", "Healthy"), ("wave", "core"))
+        assert down[("base_app_health", key)] == 1.0  # the last good value, repeated
+        assert source(down, "age_seconds", "argocd") >= state.ARGOCD_CALL_SECONDS
+        assert source(down, "up", "pipelines") == 0 and source(down, "age_seconds", "pipelines") > 0.5
+        time.sleep(1.0)
+        later = samples(app.metrics_body("dev"))
+        assert source(later, "up", "argocd") == 0
+        assert source(later, "age_seconds", "argocd") >= source(down, "age_seconds", "argocd") + 0.9
+
+        monkeypatch.setattr(state, "CACHE", state.TTLCache(60))  # nothing cached: Argo CD never read
+        state.CACHE.get("pipelines", lambda: [])
+        deadline = time.monotonic() + state.ARGOCD_CALL_SECONDS + 5
+        while True:
+            try:
+                never = samples(app.metrics_body("dev"))
+                break
+            except state.NotReady:
+                assert time.monotonic() < deadline, "the first read outlived its deadline"
+        assert source(never, "up", "argocd") == 0
+        assert ("base_platform_source_age_seconds", (("source", "argocd"),)) not in never
+    finally:
+        os.kill(sim.proc.pid, signal.SIGCONT)
+
+
+def test_the_datasets_freshness_age_grows_between_scrapes_without_a_new_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The age is the commit's, by the clock of each scrape and page request: a stale or failing
+    read of the figures must not freeze it below the freshness SLO."""
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(60))
+    committed_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    reads = []
+
+    def read() -> list[dict[str, Any]]:  # a row as the datasets' read leaves it, an hour after a commit
+        reads.append(committed_at)
+        return [
+            {
+                "dataset": "transactions",
+                "last_run": "r1",
+                "committed_at": committed_at,
+                "freshness_age_seconds": 3600.0,  # what the read before this change stored
+                "freshness_slo_seconds": 86400.0,
+                "rows_in": 10,
+                "rows_stored": 10,
+                "rows_quarantined": 0,
+                "quarantine_rate": 0.0,
+                "gb_per_hour": 1.0,
+                "wall_seconds": 1.0,
+                "breaker": {"state": "closed"},
+            }
+        ]
+
+    state.CACHE.get("pipelines", read)
+    platform = {"environment": "dev", "components": []}
+    key = ("base_dataset_age_seconds", (("dataset", "transactions"),))
+    first = state.pipeline_rows()
+    before = samples(metrics.render(platform, first, None, None))[key]
+    time.sleep(1.1)
+    second = state.pipeline_rows()
+    assert reads == [committed_at]  # one read: the age grew without it
+    assert samples(metrics.render(platform, first, None, None))[key] >= before + 1.0 >= 3601.0
+    assert second[0]["freshness_age_seconds"] >= first[0]["freshness_age_seconds"] + 1.0
 
 
 @pytest.mark.slow
