@@ -160,11 +160,17 @@ class TTLCache:
 
 
 CACHE = TTLCache(CACHE_SECONDS)
+
+
+def _report_key(dag_id: str, name: str) -> str:
+    return f"reports:{dag_id}:{name}"
+
+
 SOURCES = {
     "argocd": "argocd:applications",
     "pipelines": "pipelines",
-    "deploy": "reports:platform_deploy:deploy",
-    "drift": "reports:platform_drift:drift",
+    "deploy": _report_key("platform_deploy", "deploy"),
+    "drift": _report_key("platform_drift", "drift"),
 }
 """The cached reads behind /metrics, by the ``source`` label its freshness gauges carry."""
 
@@ -185,7 +191,7 @@ def platform_state(environment: str) -> JSON:
     read: JSON = {"read_at": None, "age_seconds": None, "stale": True}
     problem: str | None = None
     try:
-        cached = CACHE.read("argocd:applications", _read_applications, wait=ARGOCD_WAIT_SECONDS)
+        cached = CACHE.read(SOURCES["argocd"], _read_applications, wait=ARGOCD_WAIT_SECONDS)
     except ReadFailed as exc:  # shown on the page rather than a 500: the catalog still draws
         items, problem = [], f"Argo CD did not answer: {exc.__cause__}"
     else:
@@ -236,7 +242,7 @@ def pipeline_rows() -> list[JSON]:
     growing while that read is stale or failing, so a freshness alert still fires."""
     return [
         row | {"freshness_age_seconds": seconds_since(row["committed_at"]) if row["committed_at"] else None}
-        for row in CACHE.get("pipelines", _read_pipelines, fresh_wait=READ_WAIT_SECONDS)
+        for row in CACHE.get(SOURCES["pipelines"], _read_pipelines, fresh_wait=READ_WAIT_SECONDS)
     ]
 
 
@@ -344,7 +350,7 @@ def last_verdicts(environment: str) -> dict[str, JSON]:
 
 def _reports(dag_id: str, name: str, environment: str) -> list[JSON]:
     reports = CACHE.get(
-        f"reports:{dag_id}:{name}", lambda: _read_reports(dag_id, name), fresh_wait=READ_WAIT_SECONDS
+        _report_key(dag_id, name), lambda: _read_reports(dag_id, name), fresh_wait=READ_WAIT_SECONDS
     )
     return [report for report in reports if report.get("environment") == environment]
 
