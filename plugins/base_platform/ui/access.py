@@ -27,7 +27,7 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "no valid Airflow token (bearer header or the UI's cookie)",
         403: "the caller's roles may not see this",
         404: "nothing of that name the caller may read, or a snapshot the API does not serve",
-        503: "a source behind the route (Argo CD) has not answered yet: try again after Retry-After",
+        503: "a source behind the route has not answered yet, or the page's threads are busy: retry later",
     }
     # JSON whatever the route's own media type (the page's HTML, /metrics' text), so no "model" here:
     # FastAPI would file the refusal's schema under the route's media type
@@ -72,6 +72,15 @@ def scrape_hashes() -> list[str]:
     return [h.lower() for h in re.split(r"[\s,]+", value) if re.fullmatch(r"[0-9a-fA-F]{64}", h)]
 
 
+def cached_scrape_hashes() -> list[str]:
+    """:func:`scrape_hashes`, read at most once per the page cache's 10 s and stale-while-revalidate,
+    so a stream of bearers that only look like scrape tokens costs the secrets backend one read,
+    not one each, and a hung Vault a 503 after 2 s. A rotation's new digest counts within 10 s."""
+    from base_platform.ui.state import ARGOCD_WAIT_SECONDS, CACHE
+
+    return CACHE.get("scrape-hashes", scrape_hashes, wait=ARGOCD_WAIT_SECONDS)
+
+
 MIN_SCRAPE_TOKEN = 32  # characters: `secrets.token_urlsafe(32)` makes 43
 
 
@@ -95,7 +104,7 @@ async def metrics_caller(request: Request) -> Any:
     token = bearer.credentials if bearer is not None else ""
     # an Airflow token (a JWT: two dots) never costs a secrets-backend read; nor does a short one
     scrape_shaped = len(token) >= MIN_SCRAPE_TOKEN and token.count(".") != 2
-    if scrape_shaped and is_scrape_token(token, await run_blocking(scrape_hashes)):
+    if scrape_shaped and is_scrape_token(token, await run_blocking(cached_scrape_hashes)):
         return Scraper()
     try:
         return await current_user(request)

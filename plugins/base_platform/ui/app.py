@@ -83,16 +83,18 @@ def create_app() -> FastAPI:
 
     from base_platform.ui import datasets_api, features_api
     from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady, ReadFailed
+    from base_platform.ui.threads import Busy
 
     # every route refuses a caller without a valid token, and its schema says so
     app = FastAPI(
-        title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None, responses=refusals(401)
+        title="BASE Platform", docs_url=None, redoc_url=None, openapi_url=None, responses=refusals(401, 503)
     )
     app.include_router(datasets_api.router)
     app.include_router(features_api.router)
 
     @app.exception_handler(NotReady)
     @app.exception_handler(ReadFailed)  # a source that failed its first read (Iceberg's catalog down)
+    @app.exception_handler(Busy)  # every plugin thread held (by hung reads) past the wait
     async def not_ready(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -79,6 +79,7 @@ class _Entry:
     read_at: str = ""
     error: BaseException | None = None  # the last read's failure, newer than the value
     refresh: threading.Event | None = field(default=None)
+    refresh_began: float = 0.0  # monotonic time the running refresh started
 
 
 class TTLCache:
@@ -100,23 +101,26 @@ class TTLCache:
     ) -> Cached[T]:
         """The cached value, stale at once rather than waiting on a refresh, or after waiting up
         to ``fresh_wait`` seconds for the refresh its age started; with nothing cached, the first
-        read's, waited for up to ``wait`` seconds, else :class:`NotReady`. A failed first read
-        raises its error until the next refresh is due."""
+        read's, waited for up to ``wait`` seconds, else :class:`NotReady`. Both waits count from
+        the refresh's start, not the request's: while a read hangs, only the requests of its
+        first seconds wait, the later ones are answered at once. A failed first read raises its
+        error until the next refresh is due."""
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
             due = entry.refresh is None and (
                 not (entry.has_value or entry.error) or time.monotonic() - entry.tried_at >= self.seconds
             )
             if due:
-                entry.refresh = threading.Event()
+                entry.refresh, entry.refresh_began = threading.Event(), time.monotonic()
                 threading.Thread(
                     target=self._refresh, args=(entry, compute), name=f"cache-refresh {key}", daemon=True
                 ).start()
             running = entry.refresh
             if entry.has_value and (running is None or fresh_wait <= 0):
                 return self._snapshot(entry)
-        if running is not None:
-            running.wait(fresh_wait if entry.has_value else wait)
+            left = (fresh_wait if entry.has_value else wait) - (time.monotonic() - entry.refresh_began)
+        if running is not None and left > 0:
+            running.wait(left)
         with self._lock:
             if entry.has_value:
                 return self._snapshot(entry)

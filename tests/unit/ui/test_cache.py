@@ -115,3 +115,29 @@ def test_a_local_read_waits_for_the_refresh_its_age_started_up_to_its_bound() ->
     answer = cache.read("k", hung, fresh_wait=0.3)
     assert answer.value == "open" and answer.stale
     hung.opened.set()
+
+
+def test_while_a_read_hangs_only_the_requests_of_its_first_seconds_wait() -> None:
+    """A hung refresh of a local read: the request that started it waits ``fresh_wait``; one that
+    comes later is answered at once (stale), and with nothing cached a NotReady at once, so a
+    stream of requests does not hold a thread each for the whole wait."""
+    cache, hung = TTLCache(0.1), Gate("later")
+    assert cache.get("k", lambda: "old") == "old"
+    time.sleep(0.2)
+    begun = time.monotonic()
+    assert cache.read("k", hung, fresh_wait=0.5).stale
+    assert 0.4 < time.monotonic() - begun < 2
+    begun = time.monotonic()
+    for _ in range(5):
+        assert cache.read("k", hung, fresh_wait=0.5).value == "old"
+    assert time.monotonic() - begun < 0.2 and hung.calls == 1
+
+    first, slow = TTLCache(60), Gate("first")
+    with pytest.raises(NotReady):
+        first.read("k", slow, wait=0.5)
+    begun = time.monotonic()
+    with pytest.raises(NotReady):
+        first.read("k", slow, wait=0.5)
+    assert time.monotonic() - begun < 0.2
+    hung.opened.set()
+    slow.opened.set()

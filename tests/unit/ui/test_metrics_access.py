@@ -82,7 +82,28 @@ def test_the_scrape_token_reads_metrics_and_either_of_two_hashes_serves_a_rotati
         assert answer.status_code == 200, answer.text
         assert "base_app_health{" in answer.text
     monkeypatch.setenv(SCRAPE_ENV, sha256(new))  # the rotation is over: the old token is out
+    assert scrape(client, old).status_code == 200  # the digests are read once per cache period
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))  # that period past
     assert scrape(client, old).status_code == 401 and scrape(client, new).status_code == 200
+
+
+def test_bearers_that_only_look_like_scrape_tokens_cost_the_secrets_backend_one_read(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.variable import Variable
+
+    reads = []
+    real = Variable.get_variable_from_secrets
+
+    def counted(key: str) -> Any:
+        reads.append(key)
+        return real(key=key)
+
+    monkeypatch.setattr(Variable, "get_variable_from_secrets", staticmethod(counted))
+    monkeypatch.setenv(SCRAPE_ENV, sha256(secrets.token_urlsafe(32)))
+    for _ in range(30):
+        assert scrape(client, secrets.token_urlsafe(32)).status_code == 401
+    assert reads == [SCRAPE_HASHES_VARIABLE]
 
 
 def test_a_wrong_missing_or_expired_credential_is_401_and_a_live_airflow_token_still_works(
@@ -169,3 +190,31 @@ def test_requests_held_by_a_hung_argo_cd_take_no_thread_from_airflows_pool(
         else:
             assert answer.status_code == 200, answer.text
             assert path == "/metrics" or "Argo CD did not answer" in answer.json()["problem"]
+
+
+@pytest.mark.slow
+def test_a_request_that_finds_every_plugin_thread_held_past_the_wait_is_a_503_busy(
+    client: TestClient, simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Argo CD stopped, nothing cached: the first requests hold every plugin thread for the first
+    read's 2 s wait; the rest, waiting 0.5 s for a thread here, get a 503 saying so, not a queue."""
+    from base_platform.ui import threads
+
+    monkeypatch.setattr(threads, "THREAD_WAIT_SECONDS", 0.5)
+    headers = {"Authorization": f"Bearer {airflow_token(600)}"}
+    os.kill(simulator.proc.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2 * threads.PLUGIN_THREADS) as pool:
+            asked = [
+                pool.submit(client.get, "/api/platform", headers=headers)
+                for _ in range(2 * threads.PLUGIN_THREADS)
+            ]
+            answers = [request.result() for request in asked]
+    finally:
+        os.kill(simulator.proc.pid, signal.SIGCONT)
+    busy = [answer for answer in answers if "stayed busy" in answer.text]
+    assert len(busy) == threads.PLUGIN_THREADS, [answer.text for answer in answers]
+    for answer in answers:
+        assert answer.status_code in (200, 503) and (
+            answer.status_code == 200 or answer.headers["Retry-After"]
+        )
