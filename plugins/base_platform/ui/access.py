@@ -27,12 +27,34 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "no valid Airflow token (bearer header or the UI's cookie)",
         403: "the caller's roles may not see this",
         404: "nothing of that name the caller may read, or a snapshot the API does not serve",
+        406: "the Accept header takes none of the route's media types; the detail names them",
         503: "a source behind the route has not answered yet, or the page's threads are busy: retry later",
     }
     # JSON whatever the route's own media type (the page's HTML, /metrics' text), so no "model" here:
     # FastAPI would file the refusal's schema under the route's media type
     body = {"application/json": {"schema": Refusal.model_json_schema()}}
     return {code: {"description": said[code], "content": body} for code in codes}
+
+
+class Invalid(BaseModel):
+    """One parameter FastAPI refused: where (``["query", "fitler"]``), and why."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidParams(BaseModel):
+    """FastAPI's 422 body, for the routes whose only parameters FastAPI does not list (none)."""
+
+    detail: list[Invalid]
+
+
+# a route that takes no query parameters refuses any (NoParams): FastAPI documents that 422 only on
+# routes with parameters of their own, so these say it themselves
+NO_PARAMS: dict[int | str, dict[str, Any]] = {
+    422: {"description": "a query parameter the route does not take", "model": InvalidParams}
+}
 
 
 # An Airflow Variable, so an env var (AIRFLOW_VAR_BASE_METRICS_SCRAPE_SHA256), the secrets backend

@@ -10,6 +10,10 @@ Every route's body runs in the plugin's own threads (:func:`~base_platform.ui.th
 so its Argo CD, Iceberg, file and permission reads never block the event loop that also serves
 Airflow's own UI and REST API, nor take the thread pool Airflow's sync endpoints run in. What
 Argo CD has not answered in time is a 503 with ``Retry-After``.
+
+The page's own routes ignore a query parameter they do not take (Airflow's UI loads ``/``,
+Prometheus' scrape config may add some; the page's script sends only ``environment``); the datasets
+and features APIs refuse one (a 422 naming it), since a misspelt filter there reads as "unfiltered".
 """
 
 from __future__ import annotations

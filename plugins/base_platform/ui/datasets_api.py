@@ -5,12 +5,14 @@ new service runs. Airflow does not protect a plugin's routes: each one here take
 Airflow token (401 without one) and the dataset grants of the caller's roles in
 ``config/roles.yaml``: a dataset the caller may not read is missing from the listing, and its routes
 answer exactly as for one that does not exist (404), so they tell no one what exists. Every
-parameter is typed (:class:`RowsParams`): a malformed one is a 422 that names it, one the data
-cannot answer (an unknown column, a filter value not of the column's type, a cursor this server did
-not sign) a 400 that names it, a snapshot not on ``main``'s history a 404 that says why. Rows come
-from :mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the Iceberg
-scan, ``as_of``, cursor pages, JSON or Arrow IPC (``Accept: application/vnd.apache.arrow.stream``).
-The blocking scans run in the plugin's own threads (:mod:`base_platform.ui.threads`).
+parameter is typed (:class:`RowsParams`): a malformed one, or one no route takes (a misspelt
+``fitler`` must not read as "unfiltered"), is a 422 that names it, one the data cannot answer (an
+unknown column, a filter value not of the column's type, a cursor this server did not sign) a 400
+whose detail starts with the parameter, a snapshot not on ``main``'s history a 404 that says why.
+Rows come from :mod:`base_platform.pipelines.data_distribution.serving`: filters pushed down to the
+Iceberg scan, ``as_of``, cursor pages, JSON or Arrow IPC as the ``Accept`` header prefers (q-values
+and wildcards; neither acceptable: 406). The blocking scans run in the plugin's own threads
+(:mod:`base_platform.ui.threads`), on one Iceberg catalog per process (``tables.shared_catalog``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from base_platform.pipelines.data_control.form_params import POINT
 from base_platform.pipelines.data_distribution import MAX_LIMIT
-from base_platform.ui.access import CurrentUser, refusals
+from base_platform.ui.access import NO_PARAMS, CurrentUser, refusals
 from base_platform.ui.threads import off_loop
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+JSON = "application/json"
 NAME = r"^[a-z][a-z0-9_]*$"  # a dataset's or a view's name, as config/pipelines spells them
 # spaces around the commas, and an empty value for "all" (as_of: "now"), as before
 COLUMNS = r"^( *[a-z][a-z0-9_]*( *, *[a-z][a-z0-9_]*)* *)?$"
@@ -38,10 +41,16 @@ router = APIRouter(prefix="/api/datasets", responses=refusals(401, 404))
 DatasetName = Annotated[str, Path(pattern=NAME, max_length=128, description="a dataset of config/pipelines")]
 
 
-class RowsParams(BaseModel):
-    """The rows route's query parameters: a malformed one is a 422 that names it."""
+class NoParams(BaseModel):
+    """The query of a route that takes none: any parameter is a 422 that names it, as on the others."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
+
+class RowsParams(BaseModel):
+    """The rows route's query parameters: a malformed or unknown one is a 422 that names it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     columns: str | None = Field(
         None, pattern=COLUMNS, max_length=MAX_TEXT, description="the columns to return, comma-separated"
@@ -118,14 +127,30 @@ def granted(user: Any, name: str) -> Any:
     return pipeline
 
 
-@router.get("")
+def media_type(accept: str | None) -> str:
+    """JSON or Arrow IPC, whichever the ``Accept`` header prefers (JSON on a tie, or with no header);
+    406 when it accepts neither. Werkzeug (Flask's, which the FAB provider brings) parses it: q-values,
+    ``*/*`` and ``application/*``, the most specific range deciding (``application/json;q=0, */*``)."""
+    from werkzeug.datastructures import MIMEAccept
+    from werkzeug.http import parse_accept_header
+
+    if not accept or not accept.strip():
+        return JSON
+    accepted = parse_accept_header(accept, MIMEAccept)
+    as_json, as_arrow = accepted.quality(JSON), accepted.quality(ARROW_STREAM)
+    if max(as_json, as_arrow) <= 0:
+        raise HTTPException(406, f"Accept: {accept[:200]!r} takes neither {JSON} nor {ARROW_STREAM}")
+    return ARROW_STREAM if as_arrow > as_json else JSON
+
+
+@router.get("", responses=NO_PARAMS)
 @off_loop
-def datasets(user: CurrentUser) -> list[DatasetEntry]:
+def datasets(user: CurrentUser, params: Annotated[NoParams, Query()]) -> list[DatasetEntry]:
     from base_platform.pipelines.data_storage import tables
 
-    listed = []
+    listed, within = [], tables.shared_catalog()
     for name, pipeline in sorted(readable(user).items()):
-        table = tables.load(name)
+        table = tables.load(name, within)
         snapshot = table.current_snapshot() if table is not None else None
         summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
         last = tables.history(table, limit=1)
@@ -142,16 +167,16 @@ def datasets(user: CurrentUser) -> list[DatasetEntry]:
     return listed
 
 
-@router.get("/{name}/schema")
+@router.get("/{name}/schema", responses=NO_PARAMS)
 @off_loop
-def schema(name: DatasetName, user: CurrentUser) -> dict[str, Any]:
+def schema(name: DatasetName, user: CurrentUser, params: Annotated[NoParams, Query()]) -> dict[str, Any]:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_storage import tables
     from base_platform.pipelines.metadata_discovery.registry import registry_entry
 
     pipeline = granted(user, name)
     try:
-        table = table_actions.dataset_table(name)
+        table = table_actions.dataset_table(name, tables.shared_catalog())
     except table_actions.ControlError as exc:
         raise HTTPException(404, str(exc)) from exc
     entry = registry_entry(pipeline, table, tables.history(table, limit=1))
@@ -162,7 +187,7 @@ def schema(name: DatasetName, user: CurrentUser) -> dict[str, Any]:
 @router.get(
     "/{name}/rows",
     response_model=None,
-    responses=refusals(400) | {200: {"model": RowsPage, "content": {ARROW_STREAM: {"schema": BINARY}}}},
+    responses=refusals(400, 406) | {200: {"model": RowsPage, "content": {ARROW_STREAM: {"schema": BINARY}}}},
 )
 @off_loop
 def rows(
@@ -171,6 +196,7 @@ def rows(
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_distribution import serving
 
+    answer_as = media_type(request.headers.get("accept"))  # before any read: a 406 costs no scan
     pipeline = granted(user, name)
     query = serving.Query(
         dataset=name,
@@ -193,7 +219,8 @@ def rows(
         "files_planned": found.files_planned,
         "files_scanned": found.files_scanned,
     }
-    if ARROW_STREAM in request.headers.get("accept", ""):
+    vary = {"Vary": "Accept"}  # one URL, two bodies: a shared cache must key on Accept too
+    if answer_as == ARROW_STREAM:
         headers = {f"X-Base-{k.replace('_', '-')}": str(v) for k, v in facts.items() if v is not None}
-        return Response(serving.to_ipc(found.rows), media_type=ARROW_STREAM, headers=headers)
-    return JSONResponse({"dataset": name, **facts, "rows": serving.to_json_rows(found.rows)})
+        return Response(serving.to_ipc(found.rows), media_type=ARROW_STREAM, headers=headers | vary)
+    return JSONResponse({"dataset": name, **facts, "rows": serving.to_json_rows(found.rows)}, headers=vary)

@@ -3,7 +3,8 @@
 Beside the datasets API, with its auth: the caller's Airflow token (401 without one) and the
 dataset grants of ``config/roles.yaml``; a role that may read a view's source dataset and its
 references may read the view. Any other view is missing from the listing and answers as one that
-does not exist (404), so the API tells no one which views exist.
+does not exist (404), so the API tells no one which views exist. A query parameter no route takes
+is a 422 that names it, as on the datasets API.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from base_platform.ui.access import CurrentUser, refusals
-from base_platform.ui.datasets_api import NAME, readable
+from base_platform.ui.access import NO_PARAMS, CurrentUser, refusals
+from base_platform.ui.datasets_api import NAME, NoParams, readable
 from base_platform.ui.threads import off_loop
 
 MAX_ENTITIES = 1000  # a page of a batch scorer; more is an offline job
@@ -33,7 +34,9 @@ class FeatureViewEntry(BaseModel):
 
 
 class OnlineParams(BaseModel):
-    """The online route's query parameters: a malformed one is a 422 that names it."""
+    """The online route's query parameters: a malformed or unknown one is a 422 that names it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     entity: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         min_length=1, max_length=MAX_ENTITIES, description="an entity key (repeat: ?entity=a&entity=b)"
@@ -51,9 +54,9 @@ def _views(user: Any) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=NO_PARAMS)
 @off_loop
-def views(user: CurrentUser) -> list[FeatureViewEntry]:
+def views(user: CurrentUser, params: Annotated[NoParams, Query()]) -> list[FeatureViewEntry]:
     return [
         FeatureViewEntry(
             name=name,

@@ -255,7 +255,7 @@ def _read_pipelines() -> list[JSON]:
     from base_platform.pipelines.pipeline_management import breaker
     from base_platform.pipelines.spec import Freshness, load_pipelines
 
-    rows, within = [], tables.catalog()  # one catalog: each one opened builds a database engine
+    rows, within = [], tables.shared_catalog()  # the process's: each one opened builds a database engine
     for pipeline in load_pipelines():
         spec = pipeline.spec
         table = tables.load(spec.name, within)

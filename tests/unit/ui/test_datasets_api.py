@@ -11,17 +11,20 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from base_platform.pipelines.data_control import table_actions
 from base_platform.pipelines.data_distribution import serving
 from base_platform.pipelines.pipeline_management import breaker
 from base_platform.pipelines.spec import pipeline_named
+from base_platform.ui.datasets_api import ARROW_STREAM
 from benchmarks.datagen import generate
 from tests.unit.pipelines.test_engine import generate_run, run
 from tests.unit.ui.conftest import Callers
 
 ROWS = "/api/datasets/transactions/rows"
+JSON = "application/json"
 
 
 def refused(answer: object, status: int, *words: str) -> None:
@@ -57,13 +60,11 @@ def test_a_decimal_filter_of_any_scale_that_is_exact_reads_and_one_that_is_not_i
         ("amount in 1, NaN", "not a finite number"),
         ("amount=12345678901234567.5", "does not fit"),
         ("event_time>2026-13-01T00:00Z", "not a timestamp"),
+        ("amount>abc", "not a decimal"),
     ]:
-        refused(
-            callers.get("dev", ROWS, params={"filter": bad}),
-            400,
-            "amount" if "amount" in bad else "event_time",
-            reason,
-        )
+        answer = callers.get("dev", ROWS, params={"filter": bad})
+        refused(answer, 400, "amount" if "amount" in bad else "event_time", reason)
+        assert answer.json()["detail"].startswith(f"filter {bad!r}: "), answer.text
 
 
 @pytest.mark.slow
@@ -86,6 +87,12 @@ def test_a_decimal_filter_of_any_scale_that_is_exact_reads_and_one_that_is_not_i
         ({"columns": "", "as_of": "", "cursor": ""}, 200, ()),  # empty: all columns, now, the first page
         ({"columns": "amount,nope"}, 400, ("columns", "nope")),
         ({"filter": "nope=1"}, 400, ("filter", "nope")),
+        ({"filter": ["amount>1", "amount>abc"]}, 400, ("filter 'amount>abc'", "not a decimal")),
+        (
+            {"filter": "event_time>2026-11-21T00:00"},
+            400,
+            ("filter 'event_time>2026-11-21T00:00'", "time zone"),
+        ),
         ({"filter": "amount~1"}, 400, ("filter",)),
         ({"filter": "x" * 5000}, 422, ("filter",)),
         ({"filter": "transaction_id=\x00"}, 200, ()),
@@ -102,6 +109,8 @@ def test_every_bad_parameter_is_a_4xx_that_names_it(
         assert answer.status_code == 200, answer.text
     else:
         refused(answer, status, *words)
+    if status == 400:  # the docs' promise: the detail starts with the parameter
+        assert answer.json()["detail"].startswith(words[0]), answer.text
 
 
 def _edit(cursor: str, **changes: int) -> str:
@@ -207,3 +216,110 @@ def test_a_staged_snapshot_or_one_its_audit_discarded_is_a_404_that_says_why(
     refused(discarded, 404, "as_of", "not on main's history", "not served")
     by_id = callers.get("dev", ROWS, params={"as_of": str(good.snapshot_id), "limit": 10_000})
     assert by_id.status_code == 200 and len(by_id.json()["rows"]) == 500
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "params", "unknown"),
+    [
+        (ROWS, {"fitler": "amount>10"}, "fitler"),
+        (ROWS, {"limt": 5, "limit": 10}, "limt"),
+        (ROWS, [("filter", "amount>10"), ("Filter", "amount<20")], "Filter"),
+        ("/api/datasets", {"limit": 5}, "limit"),
+        ("/api/datasets/transactions/schema", {"columns": "amount"}, "columns"),
+        ("/api/features", {"entity": "a"}, "entity"),
+        ("/api/features/account_spend/online", {"entity": "a", "entitty": "b"}, "entitty"),
+    ],
+)
+def test_a_query_parameter_no_route_takes_is_a_422_that_names_it_not_an_unfiltered_answer(
+    callers: Callers, catalog: Path, path: str, params: object, unknown: str
+) -> None:
+    answer = callers.get("dev", path, params=params)
+    assert answer.status_code == 422, answer.text
+    assert ["query", unknown] in [error["loc"] for error in answer.json()["detail"]], answer.text
+
+
+def test_the_page_sends_only_query_parameters_its_routes_take() -> None:
+    """The page's own fetches: a parameter the strict routes refuse would break the page."""
+    import re
+
+    from base_platform.ui.app import PAGE, create_app
+
+    page = PAGE.read_text()
+    fetched = set(re.findall(r"get\(`?\"?(api/[a-z/]+)", page))
+    sent = set(re.findall(r"[?&]([a-z_]+)=", page))
+    assert fetched and sent == {"environment"}, (fetched, sent)
+    paths = create_app().openapi()["paths"]
+    for path in fetched:
+        taken = {p["name"] for p in paths["/" + path]["get"].get("parameters", []) if p["in"] == "query"}
+        assert path in ("api/pipelines", "api/tabs") or sent <= taken, (path, taken)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, JSON),
+        ("*/*", JSON),
+        ("application/json, application/vnd.apache.arrow.stream;q=0", JSON),
+        ("application/vnd.apache.arrow.stream;q=0, */*", JSON),
+        ("application/vnd.apache.arrow.stream, application/json", JSON),  # a tie: JSON
+        ("application/vnd.apache.arrow.stream;q=0.5, application/json;q=0.4", ARROW_STREAM),
+        (ARROW_STREAM, ARROW_STREAM),
+        ("application/json;q=0, */*", ARROW_STREAM),
+        ("text/html, application/*;q=0.2", JSON),
+        ("text/html", 406),
+        ("application/json;q=0, application/vnd.apache.arrow.stream;q=0", 406),
+        ("text/*, image/png", 406),
+    ],
+)
+def test_the_accept_header_picks_json_or_arrow_by_its_q_values_and_neither_is_a_406(
+    callers: Callers, catalog: Path, accept: str | None, expected: str | int
+) -> None:
+    headers = {"Accept": accept} if accept is not None else {}
+    answer = callers.get("dev", ROWS, params={"limit": 5}, headers=headers)
+    if expected == 406:
+        refused(answer, 406, "application/json", ARROW_STREAM)
+        return
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].split(";")[0] == expected
+    assert "Accept" in answer.headers["vary"]
+    if expected == ARROW_STREAM:
+        assert pa.ipc.open_stream(answer.content).read_all().num_rows == 5
+    else:
+        assert len(answer.json()["rows"]) == 5
+
+
+@pytest.mark.slow
+def test_the_api_opens_one_iceberg_catalog_per_connection_settings_not_one_per_table_and_request(
+    callers: Callers, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from base_platform.pipelines.data_storage import tables
+    from tests.conftest import iceberg_connection
+
+    opened: list[str] = []
+    init = SqlCatalog.__init__
+
+    def counted(self: SqlCatalog, name: str, **properties: str) -> None:
+        opened.append(properties["uri"])
+        init(self, name, **properties)
+
+    monkeypatch.setattr(SqlCatalog, "__init__", counted)
+    tables.forget_shared_catalogs()
+    for limit in (5, 6, 5):
+        assert callers.get("dev", ROWS, params={"limit": limit}).status_code == 200
+        assert callers.get("dev", "/api/datasets").status_code == 200
+        assert callers.get("dev", "/api/datasets/transactions/schema").status_code == 200
+    assert len(opened) == 1, opened
+
+    def transactions() -> object:
+        listed = callers.get("dev", "/api/datasets").json()
+        return next(entry["snapshot_id"] for entry in listed if entry["name"] == "transactions")
+
+    with monkeypatch.context() as other:  # another catalog: a catalog of its own, at once
+        other.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp_path / "i.db", tmp_path / "w"))
+        assert transactions() is None and transactions() is None
+    assert transactions() is not None  # the first connection's catalog, still open
+    assert len(opened) == 2 and opened[0] != opened[1], opened

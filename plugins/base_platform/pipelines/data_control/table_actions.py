@@ -19,6 +19,7 @@ from base_platform.pipelines.data_storage import tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
     from pyiceberg.table.snapshots import Snapshot
@@ -47,8 +48,9 @@ def parse_point(text: str) -> int | datetime:
     return when
 
 
-def dataset_table(name: str) -> Table:
-    table = tables.load(name)
+def dataset_table(name: str, within: SqlCatalog | None = None) -> Table:
+    """The dataset's table (``within`` an open catalog, as :func:`tables.load`), or a ControlError."""
+    table = tables.load(name, within)
     if table is None:
         raise ControlError(f"dataset {name!r} has no table: no run has committed yet")
     return table

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from base_platform.pipelines.data_control.table_actions import ControlError, dataset_table, parse_point
 from base_platform.pipelines.data_distribution import MAX_LIMIT
+from base_platform.pipelines.data_storage import tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -126,10 +127,13 @@ def parse_filter(pipeline: Pipeline, text: str) -> BooleanExpression:
         ">=": GreaterThanOrEqual,
         "in": In,
     }
-    if op == "in":
-        value: Any = {_typed(pipeline, column, v.strip()) for v in raw.split(",") if v.strip()}
-    else:
-        value = _typed(pipeline, column, raw)
+    try:
+        if op == "in":
+            value: Any = {_typed(pipeline, column, v.strip()) for v in raw.split(",") if v.strip()}
+        else:
+            value = _typed(pipeline, column, raw)
+    except QueryError as exc:  # the parameter first, as every other 400 says it
+        raise QueryError(f"filter {text!r}: {exc}") from exc
     return cast("BooleanExpression", predicates[op](column, value))
 
 
@@ -303,7 +307,7 @@ def _snapshot(table: Table, query: Query) -> Snapshot:
 def page(pipeline: Pipeline, query: Query) -> Page:
     """One page of the query's rows (uncached)."""
     check(pipeline, query)
-    table = dataset_table(pipeline.spec.name)
+    table = dataset_table(pipeline.spec.name, tables.shared_catalog())
     return _page(pipeline, query, table, _snapshot(table, query))
 
 
@@ -467,7 +471,7 @@ class PageCache:
     def get(self, pipeline: Pipeline, query: Query) -> Page:
         """The page, from the cache while the snapshot it reads is the same."""
         check(pipeline, query)
-        table = dataset_table(pipeline.spec.name)
+        table = dataset_table(pipeline.spec.name, tables.shared_catalog())
         snapshot = _snapshot(table, query)
         self._forget_gone(pipeline.spec.name, live_snapshots(table))
         key = _page_key(pipeline.spec.name, snapshot.snapshot_id, query)
@@ -498,15 +502,13 @@ class PageCache:
 def forget_erased(subject: ErasedSubject) -> dict[str, int]:
     """``dataset_erase``'s follower: drop at once the shared store's pages of every snapshot the
     erasure expired, in each dataset it touched (a process's own LRU drops them at its next read)."""
-    from base_platform.pipelines.data_storage import tables
-
     url = os.environ.get("BASE_DATASETS_CACHE_URL")
     if not url:
         return {}
-    store = RedisPageStore(url)
+    store, within = RedisPageStore(url), tables.catalog()  # one catalog for the erasure's tables
     dropped = {}
     for name in subject.tables:
-        table = tables.load(name)
+        table = tables.load(name, within)
         if table is not None:
             dropped[name] = store.forget(name, live_snapshots(table.refresh()))
     return dropped

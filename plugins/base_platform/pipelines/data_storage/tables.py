@@ -15,12 +15,15 @@ database file) or ``postgres`` (host, port, login, password, schema: the databas
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cachetools import TTLCache
 
 from base_platform.files import resolve, s3_settings
 from base_platform.pipelines.run_records import SUMMARY_PREFIX, RunRecord, highest
@@ -66,21 +69,64 @@ def stored_schema(pipeline: Pipeline) -> pa.Schema:
 
 def catalog() -> SqlCatalog:
     """The SQL catalog of ``iceberg_default``, with S3 credentials from the amazon connection."""
+    return _open_catalog(catalog_settings())
+
+
+def catalog_settings() -> tuple[str, str | None]:
+    """``iceberg_default``'s (database URL, warehouse), read from one connection lookup."""
     from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(CONN_ID)
+    warehouse = conn.extra_dejson.get("warehouse")
+    return _database_url(conn), resolve(warehouse) if warehouse else None
+
+
+def _open_catalog(settings: tuple[str, str | None]) -> SqlCatalog:
     from pyiceberg.catalog.sql import SqlCatalog
 
-    properties = {"uri": catalog_uri(), "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
-    if warehouse := BaseHook.get_connection(CONN_ID).extra_dejson.get("warehouse"):
-        properties["warehouse"] = resolve(warehouse)
+    uri, warehouse = settings
+    properties = {"uri": uri, "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
+    if warehouse:
+        properties["warehouse"] = warehouse
     return SqlCatalog(NAMESPACE, **properties, **_s3_properties())
+
+
+# Catalogs the api-server's reads share, by iceberg_default's settings: opening one builds a database
+# engine and queries the catalog's tables, per table a request read before. The settings are the key,
+# so a changed connection opens a new one at once; the TTL bounds how long S3 credentials read at
+# opening are used (boto hands out temporary ones with at least 10 minutes left).
+SHARED_CATALOG_SECONDS = 300
+_shared: TTLCache[tuple[str, str | None], SqlCatalog] = TTLCache(maxsize=4, ttl=SHARED_CATALOG_SECONDS)
+_shared_lock = threading.Lock()
+
+
+def shared_catalog() -> SqlCatalog:
+    """This process's catalog of ``iceberg_default``, for reads (one connection lookup a call);
+    thread-safe: SQLAlchemy's engine pools its connections. :func:`forget_shared_catalogs` empties it."""
+    settings = catalog_settings()
+    with _shared_lock:
+        found = _shared.get(settings)
+        if found is None:
+            found = _shared[settings] = _open_catalog(settings)
+        return found
+
+
+def forget_shared_catalogs() -> None:
+    """Drop the shared catalogs (a test's, or after a change the settings do not show: S3's keys)."""
+    with _shared_lock:
+        _shared.clear()
 
 
 def catalog_uri() -> str:
     """The SQLAlchemy URL of ``iceberg_default``'s database (what platform_backup dumps)."""
     from airflow.sdk import BaseHook
+
+    return _database_url(BaseHook.get_connection(CONN_ID))
+
+
+def _database_url(conn: Any) -> str:
     from sqlalchemy.engine import URL
 
-    conn = BaseHook.get_connection(CONN_ID)
     if conn.conn_type == "sqlite":
         database = Path(resolve(conn.host or "iceberg.db"))
         database.parent.mkdir(parents=True, exist_ok=True)
