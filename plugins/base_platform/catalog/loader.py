@@ -27,10 +27,18 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 
 
 def default_environment() -> str:
-    """The environment this deployment manages (``BASE_PLATFORM_ENVIRONMENT``): the DAGs' default
-    param and schedules, and what the platform page and ``/metrics`` show unless asked."""
+    """The environment this deployment manages (``BASE_PLATFORM_ENVIRONMENT``, unset: dev): the DAGs'
+    default param and schedules, and what the platform page and ``/metrics`` show unless asked.
+
+    :raises CatalogError: a value that is no environment (``production``): a typo must not show
+        dev's platform as this deployment's.
+    """
     configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT", "dev")
-    return configured if configured in ENVIRONMENTS else "dev"
+    if configured not in ENVIRONMENTS:
+        raise CatalogError(
+            "$BASE_PLATFORM_ENVIRONMENT", "value", f"{configured!r} is not one of {', '.join(ENVIRONMENTS)}"
+        )
+    return configured
 
 
 class CatalogError(ValueError):

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from base_platform.catalog.loader import ENVIRONMENTS
+from base_platform.catalog.loader import ENVIRONMENTS, default_environment
 from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
 from base_platform.ui.threads import off_loop
 
@@ -55,8 +55,6 @@ def require_platform(user: Any) -> None:
 def known_environment(environment: str | None) -> str:
     """The environment asked for, else the deployment's; an unknown one is a 400 (before any read,
     so a made-up value costs no Argo CD call and no cache entry)."""
-    from base_platform.catalog.loader import ENVIRONMENTS, default_environment
-
     if environment is None:
         return default_environment()
     if environment not in ENVIRONMENTS:
@@ -88,6 +86,8 @@ def create_app() -> FastAPI:
     from base_platform.ui import datasets_api, features_api
     from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady, ReadFailed
     from base_platform.ui.threads import Busy
+
+    default_environment()  # a deployment environment that is none fails here, at load, by name
 
     # every route refuses a caller without a valid token, and its schema says so
     app = FastAPI(
