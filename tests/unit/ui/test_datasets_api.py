@@ -61,6 +61,8 @@ def test_a_decimal_filter_of_any_scale_that_is_exact_reads_and_one_that_is_not_i
         ("amount=12345678901234567.5", "does not fit"),
         ("event_time>2026-13-01T00:00Z", "not a timestamp"),
         ("amount>abc", "not a decimal"),
+        ("amount in ,", "at least one value"),
+        ("amount in  , ,", "at least one value"),
     ]:
         answer = callers.get("dev", ROWS, params={"filter": bad})
         refused(answer, 400, "amount" if "amount" in bad else "event_time", reason)

@@ -130,6 +130,8 @@ def parse_filter(pipeline: Pipeline, text: str) -> BooleanExpression:
     try:
         if op == "in":
             value: Any = {_typed(pipeline, column, v.strip()) for v in raw.split(",") if v.strip()}
+            if not value:  # `in ,` would match nothing: a query of no values is a mistake, not a filter
+                raise QueryError("'in' needs at least one value")
         else:
             value = _typed(pipeline, column, raw)
     except QueryError as exc:  # the parameter first, as every other 400 says it
