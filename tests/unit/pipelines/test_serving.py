@@ -144,3 +144,15 @@ def test_a_stored_nan_or_infinity_reads_as_null_in_json_rows() -> None:
     """JSON has no NaN: a sensor's NaN mean made the rows route a 500."""
     rows = pa.table({"mean": [1.5, math.nan, math.inf, -math.inf, None]})
     assert [row["mean"] for row in serving.to_json_rows(rows)] == [1.5, None, None, None, None]
+
+
+def test_empty_pages_count_against_the_cache_bound() -> None:
+    """Distinct queries that match nothing (``amount in 1``, ``amount in 2``, ...) each cache a
+    page of no rows: they must fill the bound like any page, not count as a byte each."""
+    import pyarrow as pa
+
+    store = serving.MemoryPageStore(max_bytes=10 * serving.PAGE_OVERHEAD_BYTES)
+    empty = serving.Page(pa.table({"amount": pa.array([], pa.int64())}), 1, None, 0, 0, 0)
+    for number in range(1000):
+        store.put(f"query-{number}", empty)
+    assert len(store.page_keys()) == 10

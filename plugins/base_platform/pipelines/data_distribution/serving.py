@@ -362,6 +362,11 @@ def _page(pipeline: Pipeline, query: Query, table: Table, snapshot: Snapshot) ->
     )
 
 
+PAGE_OVERHEAD_BYTES = 2048
+"""What a cached page costs besides its rows (its key, the Page and its Arrow table's objects): an
+empty page counted as 1 byte let distinct empty queries grow the cache far past its bound."""
+
+
 class MemoryPageStore:
     """Pages in this process, least recently used out first, bounded in bytes (``make run``)."""
 
@@ -369,7 +374,7 @@ class MemoryPageStore:
         from cachetools import LRUCache
 
         self._pages: LRUCache[str, Page] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda page: max(1, page.rows.nbytes)
+            maxsize=max_bytes, getsizeof=lambda page: PAGE_OVERHEAD_BYTES + page.rows.nbytes
         )
         self._lock = threading.Lock()
 
