@@ -195,6 +195,7 @@ def rows(
 ) -> Response:
     from base_platform.pipelines.data_control import table_actions
     from base_platform.pipelines.data_distribution import serving
+    from base_platform.pipelines.data_storage.tables import NotServed
 
     answer_as = media_type(request.headers.get("accept"))  # before any read: a 406 costs no scan
     pipeline = granted(user, name)
@@ -208,7 +209,7 @@ def rows(
     )
     try:
         found = page_cache().get(pipeline, query)
-    except (serving.NotServed, table_actions.ControlError) as exc:  # no table yet, or a snapshot not served
+    except (NotServed, table_actions.ControlError) as exc:  # no table yet, or a snapshot not served
         raise HTTPException(404, str(exc)) from exc
     except serving.QueryError as exc:
         raise HTTPException(400, str(exc)) from exc

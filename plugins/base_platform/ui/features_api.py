@@ -77,9 +77,15 @@ def online_features(
     user: CurrentUser,
     params: Annotated[OnlineParams, Query()],
 ) -> dict[str, Any]:
-    """``?entity=a&entity=b``: each entity's latest features (null for one the store does not hold)."""
-    from base_platform.pipelines.feature_engineering import online
+    """``?entity=a&entity=b``: each entity's latest features (null for one the store does not hold),
+    while the snapshot they were computed from is on its dataset's main history (else a 404)."""
+    from base_platform.pipelines.data_storage.tables import NotServed
+    from base_platform.pipelines.feature_engineering import offline
 
-    if name not in _views(user):
+    view = _views(user).get(name)
+    if view is None:
         raise HTTPException(404, f"no feature view {name!r} that you may read")
-    return online.get_online_features(name, params.entity)
+    try:
+        return offline.served_online(view, params.entity)
+    except NotServed as exc:
+        raise HTTPException(404, str(exc)) from exc

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from base_platform.pipelines.data_control.table_actions import ControlError, dataset_table, parse_point
 from base_platform.pipelines.data_distribution import MAX_LIMIT
 from base_platform.pipelines.data_storage import tables
+from base_platform.pipelines.data_storage.tables import NotServed, served
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,11 +59,6 @@ log = logging.getLogger(__name__)
 
 class QueryError(ValueError):
     """A query the dataset cannot answer: an unknown column, a bad filter, value or cursor (a 400)."""
-
-
-class NotServed(QueryError):
-    """A snapshot the API does not serve (a 404): not on ``main``'s history (staged for its audit,
-    discarded by it, rolled back), or no longer in the table (expired)."""
 
 
 class Position(BaseModel):
@@ -259,28 +255,6 @@ def check(pipeline: Pipeline, query: Query) -> None:
     for text in query.filters:
         parse_filter(pipeline, text)
     _position(query)
-
-
-def served(table: Table, snapshot_id: int, parameter: str) -> Snapshot:
-    """The snapshot, if it is on ``main``'s history and not expired; else why not."""
-    from pyiceberg.table.snapshots import ancestors_of
-
-    current = table.current_snapshot()
-    for snapshot in ancestors_of(current, table.metadata) if current else ():
-        if snapshot.snapshot_id == snapshot_id:
-            return snapshot
-    if table.snapshot_by_id(snapshot_id) is None:
-        raise NotServed(f"{parameter}: no snapshot {snapshot_id} (expired, or never made)")
-    refs = sorted(name for name, ref in table.metadata.refs.items() if ref.snapshot_id == snapshot_id)
-    if "audit" in refs:
-        raise NotServed(
-            f"{parameter}: snapshot {snapshot_id} is staged on the audit branch: its run has not passed "
-            "its audit, so it is not served"
-        )
-    raise NotServed(
-        f"{parameter}: snapshot {snapshot_id} is not on main's history (its audit discarded it, or a "
-        "rollback left it), so it is not served"
-    )
 
 
 def _snapshot(table: Table, query: Query) -> Snapshot:

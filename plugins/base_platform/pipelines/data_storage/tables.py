@@ -294,6 +294,31 @@ def lineage(table: Table) -> Iterator[Snapshot]:
         yield from ancestors_of(current, table.metadata)
 
 
+class NotServed(LookupError):
+    """A snapshot that may not leave the platform (a 404 on the APIs): not on ``main``'s history
+    (staged for its audit, discarded by it, rolled back), or no longer in the table (expired)."""
+
+
+def served(table: Table, snapshot_id: int, parameter: str) -> Snapshot:
+    """The snapshot, if it is on ``main``'s history and not expired; else :class:`NotServed`, saying
+    why, after ``parameter`` (what named the snapshot: ``as_of``, ``cursor``, a feature view)."""
+    for snapshot in lineage(table):
+        if snapshot.snapshot_id == snapshot_id:
+            return snapshot
+    if table.snapshot_by_id(snapshot_id) is None:
+        raise NotServed(f"{parameter}: no snapshot {snapshot_id} (expired, or never made)")
+    refs = sorted(name for name, ref in table.metadata.refs.items() if ref.snapshot_id == snapshot_id)
+    if "audit" in refs:
+        raise NotServed(
+            f"{parameter}: snapshot {snapshot_id} is staged on the audit branch: its run has not passed "
+            "its audit, so it is not served"
+        )
+    raise NotServed(
+        f"{parameter}: snapshot {snapshot_id} is not on main's history (its audit discarded it, or a "
+        "rollback left it), so it is not served"
+    )
+
+
 def committed_inputs(table: Table) -> dict[str, str]:
     """Input checksum -> run, of every run in the current lineage (since the last full refresh),
     of the runs whose snapshots expired (which ``maintenance.expire`` carried over), and of the

@@ -272,6 +272,25 @@ def publish_online(view: FeatureView, into: online.OnlineStore | None = None) ->
     return {"entities": online.publish(view.name, rows, view.entity, meta, into), **meta}
 
 
+def served_online(
+    view: FeatureView, entities: list[str], into: online.OnlineStore | None = None
+) -> dict[str, Any]:
+    """The entities' online features, only while the source snapshot they were computed from is on
+    its dataset's ``main`` history: after a rollback or an expiry they are not served (as the
+    datasets API would not serve that snapshot's rows) until the view is materialised again.
+
+    :raises tables.NotServed: the source snapshot may not leave the platform any more.
+    """
+    found = online.get_online_features(view.name, entities, into)
+    if snapshot := found.get("source_snapshot"):
+        what = f"feature view {view.name!r} (materialise it again)"
+        table = tables.load(view.source.dataset, within=tables.shared_catalog())
+        if table is None:
+            raise tables.NotServed(f"{what}: its source {view.source.dataset} has no table")
+        tables.served(table, int(snapshot), what)
+    return found
+
+
 def erase_subject(
     subject: ErasedSubject, views: Sequence[FeatureView] | None = None, into: online.OnlineStore | None = None
 ) -> dict[str, Any]:

@@ -118,3 +118,30 @@ def test_an_entity_that_is_a_pseudonym_is_keyed_by_its_hex() -> None:
 
     rows = pa.table({"who": pa.array([PSEUDONYM], pa.binary(32)), "n": [1]})
     assert list(online.encoded(rows, "who")) == [(PSEUDONYM.hex(), '{"n":1}')]
+
+
+@pytest.mark.slow
+def test_online_features_of_a_snapshot_a_rollback_left_are_not_served_until_materialised_again(
+    tmp_path: Path,
+) -> None:
+    """Features computed from transactions' second snapshot; the dataset rolled back to its first:
+    serving them would hand out what the datasets API refuses (a snapshot off main's history)."""
+    from base_platform.pipelines.data_control import table_actions
+    from base_platform.pipelines.data_storage import tables
+
+    land(tmp_path, 1, [SUBJECT, OTHER])
+    first = table_actions.dataset_table("transactions").current_snapshot()
+    assert first is not None
+    land(tmp_path, 2, [OTHER])
+    offline.materialise(VIEW)
+    offline.publish_online(VIEW)
+    entity = online.entity_text(_other())
+    assert offline.served_online(VIEW, [entity])["entities"][entity] is not None
+
+    table_actions.rollback("transactions", first.snapshot_id, dry_run=False, who="ops", why="bad batch")
+    with pytest.raises(tables.NotServed, match="not on main's history"):
+        offline.served_online(VIEW, [entity])
+    offline.materialise(VIEW)
+    offline.publish_online(VIEW)
+    again = offline.served_online(VIEW, [entity])
+    assert again["source_snapshot"] == str(first.snapshot_id) and again["entities"][entity] is not None
