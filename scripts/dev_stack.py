@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -396,6 +396,18 @@ def wait_ready(stack: Launched, seconds: float = 240) -> Launched:
     """Read the stack's output until it says it is ready (after printing the login)."""
     stack.read_until("Press Ctrl-C", seconds)
     return stack
+
+
+@contextlib.contextmanager
+def running(stack: Launched, seconds: float = 240) -> Iterator[Launched]:
+    """The stack once ready; stopped on the way out however the block ends, as Ctrl-C stops it
+    (SIGINT to its session), and waited for."""
+    try:
+        yield wait_ready(stack, seconds)
+    finally:
+        if stack.proc.poll() is None:
+            os.killpg(stack.proc.pid, signal.SIGINT)
+        stack.proc.wait(timeout=90)
 
 
 def iceberg_connection() -> dict[str, object]:

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from benchmarks.datagen import generate
-from scripts.dev_stack import Launched, launch, wait_ready
+from scripts.dev_stack import Launched, launch, running
 from tests.conftest import free_port
 from tests.e2e.rest_client import Client, role_clients
 from tests.e2e.services import Postgres, postgres_server, redis
@@ -156,13 +156,10 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         )
         drill = Drill(launched, database, broker, broker_dir, broker_port, sim_port)
         try:
-            wait_ready(launched, seconds=300)
-            drill.clients = role_clients(launched)
-            yield drill
+            with running(launched, seconds=300):
+                drill.clients = role_clients(launched)
+                yield drill
         finally:
-            if launched.proc.poll() is None:
-                os.killpg(launched.proc.pid, signal.SIGINT)
-            launched.proc.wait(timeout=90)
             drill.broker.close()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scripts.dev_stack import launch, postgres_iceberg_connection, wait_ready
+from scripts.dev_stack import launch, postgres_iceberg_connection, running
 from tests.conftest import ROOT, doc_block, free_port
 from tests.drills.conftest import DRILL_TIMINGS, Drill, new_transactions, wait_until
 from tests.e2e.rest_client import Client, role_clients
@@ -155,8 +155,7 @@ def test_a_backup_restores_onto_a_fresh_stack_with_history_connections_roles_and
                 **DRILL_TIMINGS,
             },
         )
-        try:
-            wait_ready(stack, seconds=300)
+        with running(stack, seconds=300):
             ready_seconds = time.monotonic() - started
             print(
                 f"\nrestore: platformctl restore {restore_seconds:.1f} s, the stack serving "
@@ -165,10 +164,6 @@ def test_a_backup_restores_onto_a_fresh_stack_with_history_connections_roles_and
                 f"{ready_seconds / RTO_TARGET_SECONDS:.2%} of it)"
             )
             check_restored(role_clients(stack), history, stack.api, home)
-        finally:
-            if stack.proc.poll() is None:
-                os.killpg(stack.proc.pid, signal.SIGINT)
-            stack.proc.wait(timeout=90)
 
 
 def check_restored(clients: dict[str, Client], history: dict[str, int], api: str, home: Path) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import signal
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from scripts.dev_stack import Launched, launch, wait_ready
+from scripts.dev_stack import Launched, launch, running
 from tests.conftest import free_port
 from tests.e2e.rest_client import Client, role_clients
 
@@ -33,13 +31,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
         free_port(),
         {"AIRFLOW_VAR_BASE_METRICS_SCRAPE_SHA256": digest},
     )
-    try:
-        wait_ready(launched, seconds=420)
+    with running(launched, seconds=420):
         yield launched
-    finally:
-        if launched.proc.poll() is None:
-            os.killpg(launched.proc.pid, signal.SIGINT)
-        launched.proc.wait(timeout=90)
 
 
 def resolve_log(admin: Client, run_id: str, attempt: int = 1) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.dev_stack import Launched, launch, wait_ready
+from scripts.dev_stack import Launched, launch, running
 from tests.conftest import ROOT, free_port
 from tests.e2e.rest_client import Client, role_clients
 from tests.e2e.services import postgres, redis
@@ -71,13 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[L
                 "BASE_PLATFORM_CONFIG_DIR": str(short_approval_config(base)),
             },
         )
-        try:
-            wait_ready(launched, seconds=300)
+        with running(launched, seconds=300):
             yield launched
-        finally:
-            if launched.proc.poll() is None:
-                os.killpg(launched.proc.pid, signal.SIGINT)
-            launched.proc.wait(timeout=90)
 
 
 @pytest.fixture(scope="module")
