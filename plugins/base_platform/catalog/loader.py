@@ -33,7 +33,7 @@ def default_environment() -> str:
     :raises CatalogError: a value that is no environment (``production``): a typo must not show
         dev's platform as this deployment's.
     """
-    configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT", "dev")
+    configured = os.environ.get("BASE_PLATFORM_ENVIRONMENT") or "dev"
     if configured not in ENVIRONMENTS:
         raise CatalogError(
             "$BASE_PLATFORM_ENVIRONMENT", "value", f"{configured!r} is not one of {', '.join(ENVIRONMENTS)}"

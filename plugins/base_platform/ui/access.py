@@ -95,12 +95,22 @@ def scrape_hashes() -> list[str]:
 
 
 def cached_scrape_hashes() -> list[str]:
-    """:func:`scrape_hashes`, read at most once per the page cache's 10 s and stale-while-revalidate,
-    so a stream of bearers that only look like scrape tokens costs the secrets backend one read,
-    not one each, and a hung Vault a 503 after 2 s. A rotation's new digest counts within 10 s."""
-    from base_platform.ui.state import ARGOCD_WAIT_SECONDS, CACHE
+    """:func:`scrape_hashes`, read at most once per the page cache's 10 s, so a stream of bearers that
+    only look like scrape tokens costs the secrets backend one read, not one each. Never older than
+    that: past it, a request waits up to 2 s for the read its age started, and if that read has
+    not answered (a hung Vault) it is a 503, so a digest removed from the Variable is refused
+    within 10 s, never honoured from an old read.
 
-    return CACHE.get("scrape-hashes", scrape_hashes, wait=ARGOCD_WAIT_SECONDS)
+    :raises NotReady: no current read of the digests within 2 s.
+    """
+    from base_platform.ui.state import ARGOCD_WAIT_SECONDS, CACHE, NotReady
+
+    key = "scrape-hashes"
+    read = CACHE.read(key, scrape_hashes, wait=ARGOCD_WAIT_SECONDS, fresh_wait=ARGOCD_WAIT_SECONDS)
+    if read.stale:
+        raise NotReady(key, ARGOCD_WAIT_SECONDS)
+    hashes: list[str] = read.value
+    return hashes
 
 
 MIN_SCRAPE_TOKEN = 32  # characters: `secrets.token_urlsafe(32)` makes 43
@@ -126,7 +136,7 @@ async def metrics_caller(request: Request) -> Any:
     token = bearer.credentials if bearer is not None else ""
     # an Airflow token (a JWT: two dots) never costs a secrets-backend read; nor does a short one
     scrape_shaped = len(token) >= MIN_SCRAPE_TOKEN and token.count(".") != 2
-    if scrape_shaped and is_scrape_token(token, await run_blocking(cached_scrape_hashes)):
+    if scrape_shaped and is_scrape_token(token, await run_blocking(cached_scrape_hashes, "metrics")):
         return Scraper()
     try:
         return await current_user(request)

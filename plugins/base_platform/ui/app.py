@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from base_platform.catalog.loader import ENVIRONMENTS, default_environment
 from base_platform.ui.access import CurrentUser, MetricsCaller, may_read, refusals
-from base_platform.ui.threads import off_loop
+from base_platform.ui.threads import in_pool, off_loop
 
 PAGE = Path(__file__).with_name("page.html")
 # the schema lists the catalog's environments; the route itself answers any other with a 400
@@ -82,6 +82,7 @@ def metrics_body(environment: str) -> bytes:
 def create_app() -> FastAPI:
     from fastapi import Request
     from fastapi.responses import JSONResponse
+    from sqlalchemy.exc import OperationalError
 
     from base_platform.ui import datasets_api, features_api
     from base_platform.ui.state import RETRY_AFTER_SECONDS, NotReady, ReadFailed
@@ -95,6 +96,16 @@ def create_app() -> FastAPI:
     )
     app.include_router(datasets_api.router)
     app.include_router(features_api.router)
+
+    @app.exception_handler(OSError)  # storage or a catalog's database unreachable, mid-request
+    @app.exception_handler(OperationalError)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # the type only: a driver's message may name hosts or paths a caller has no business seeing
+        return JSONResponse(
+            {"detail": f"the catalog or its storage did not answer ({type(exc).__name__}); try again"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(NotReady)
     @app.exception_handler(ReadFailed)  # a source that failed its first read (Iceberg's catalog down)
@@ -172,7 +183,7 @@ def create_app() -> FastAPI:
         return [{key: row[key] for key in keep} | runs.get(row["dag_id"], {}) for row in rows]
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=refusals(400, 403, 503))
-    @off_loop
+    @in_pool("metrics")
     def metrics(user: MetricsCaller, environment: Environment = None) -> Response:
         require_platform(user)
         body = metrics_body(known_environment(environment))

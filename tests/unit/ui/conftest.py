@@ -74,6 +74,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv(
             "AIRFLOW_CONN_ICEBERG_DEFAULT", iceberg_connection(tmp / "iceberg.db", tmp / "warehouse")
         )
+        patch.setenv("BASE_PIPELINES_ROOT", str(tmp / "root"))  # the online store's SQLite, say
+        patch.delenv("AIRFLOW_CONN_FEATURES_ONLINE", raising=False)
         pipeline = pipeline_named("transactions")
         for number, rows in ((1, 500), (2, 300)):
             generate_run(rows, tmp / f"in{number}", number)

@@ -325,3 +325,24 @@ def test_the_api_opens_one_iceberg_catalog_per_connection_settings_not_one_per_t
         assert transactions() is None and transactions() is None
     assert transactions() is not None  # the first connection's catalog, still open
     assert len(opened) == 2 and opened[0] != opened[1], opened
+
+
+@pytest.mark.slow
+def test_a_catalog_database_that_refuses_connections_is_a_503_that_names_no_host(
+    callers: Callers, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Postgres behind iceberg_default down mid-life: the data routes answer 503 with
+    Retry-After (a retry will do), not a 500, and the detail carries no host, port or password."""
+    import json
+
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens there
+    down = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "u", "password": "pw-x9"}
+    monkeypatch.setenv("AIRFLOW_CONN_ICEBERG_DEFAULT", json.dumps(down | {"schema": "iceberg"}))
+    for path in (ROWS, "/api/datasets", "/api/datasets/transactions/schema"):
+        answer = callers.get("dev", path)
+        assert answer.status_code == 503 and answer.headers["Retry-After"].isdigit(), (path, answer.text)
+        assert (
+            "OperationalError" in answer.text and str(port) not in answer.text and "pw-x9" not in answer.text
+        )

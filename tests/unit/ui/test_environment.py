@@ -18,12 +18,12 @@ def test_without_one_asked_the_deployments_environment_is_shown(
     assert known_environment("dev" if configured != "dev" else "prod") != configured  # asked beats configured
 
 
-@pytest.mark.parametrize("configured", ["production", "", "Prod", "qa"])
-def test_a_deployment_environment_that_is_none_fails_the_app_and_the_dags_at_load(
+@pytest.mark.parametrize("configured", ["production", " dev", "Prod", "qa"])
+def test_a_deployment_environment_that_is_none_fails_the_app_and_the_deploy_dags_at_load(
     monkeypatch: pytest.MonkeyPatch, configured: str
 ) -> None:
-    """A typo must not show dev's platform as prod's: the plugin's app and every DAG file refuse
-    to load, naming the variable."""
+    """A typo must not show dev's platform as prod's: the plugin's app and the DAG files that take
+    an environment refuse to load, naming the variable."""
     from base_platform.catalog.loader import CatalogError
     from base_platform.ui.app import create_app
 

@@ -76,14 +76,15 @@ def test_the_scrape_token_reads_metrics_and_either_of_two_hashes_serves_a_rotati
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    monkeypatch.setattr(state, "CACHE", state.TTLCache(0.5))  # the digests' 10 s, shortened
     monkeypatch.setenv(SCRAPE_ENV, f"{sha256(old)},\n {sha256(new).upper()}")
     for token in (old, new):
         answer = scrape(client, token)
         assert answer.status_code == 200, answer.text
         assert "base_app_health{" in answer.text
     monkeypatch.setenv(SCRAPE_ENV, sha256(new))  # the rotation is over: the old token is out
-    assert scrape(client, old).status_code == 200  # the digests are read once per cache period
-    monkeypatch.setattr(state, "CACHE", state.TTLCache(state.CACHE_SECONDS))  # that period past
+    assert scrape(client, old).status_code == 200  # read less than a cache period ago
+    time.sleep(0.6)  # the period past: the very next scrape reads the digests again
     assert scrape(client, old).status_code == 401 and scrape(client, new).status_code == 200
 
 
@@ -157,7 +158,7 @@ def test_requests_held_by_a_hung_argo_cd_take_no_thread_from_airflows_pool(
     sync routes run) lends none of its threads."""
     import anyio.to_thread
 
-    from base_platform.ui.threads import PLUGIN_THREADS, plugin_threads
+    from base_platform.ui.threads import METRICS_THREADS, PLUGIN_THREADS, plugin_threads
 
     headers = {"Authorization": f"Bearer {airflow_token(600)}"}
     paths = ["/metrics", "/api/platform"] * PLUGIN_THREADS
@@ -167,7 +168,7 @@ def test_requests_held_by_a_hung_argo_cd_take_no_thread_from_airflows_pool(
     def borrowed() -> tuple[float, float]:  # called in the app's event loop
         return (
             anyio.to_thread.current_default_thread_limiter().borrowed_tokens,
-            plugin_threads().borrowed_tokens,
+            plugin_threads().borrowed_tokens + plugin_threads("metrics").borrowed_tokens,
         )
 
     os.kill(simulator.proc.pid, signal.SIGSTOP)
@@ -181,7 +182,8 @@ def test_requests_held_by_a_hung_argo_cd_take_no_thread_from_airflows_pool(
             answers = [request.result() for request in asked]
     finally:
         os.kill(simulator.proc.pid, signal.SIGCONT)
-    assert max(plugin for _, plugin in seen) == PLUGIN_THREADS  # the hang did hold every plugin thread
+    # the hang held every page thread and both of /metrics' own
+    assert max(plugin for _, plugin in seen) == PLUGIN_THREADS + METRICS_THREADS
     assert max(default for default, _ in seen) == 0, seen
     for path, answer in zip(paths, answers, strict=True):
         # a 503 to retry while the first read runs; once its 4 s deadline has passed, what failed
@@ -209,9 +211,12 @@ def test_a_request_that_finds_every_plugin_thread_held_past_the_wait_is_a_503_bu
                 pool.submit(client.get, "/api/platform", headers=headers)
                 for _ in range(2 * threads.PLUGIN_THREADS)
             ]
+            time.sleep(0.2)  # every page thread taken: /metrics has threads of its own
+            scrape = client.get("/metrics", headers=headers)
             answers = [request.result() for request in asked]
     finally:
         os.kill(simulator.proc.pid, signal.SIGCONT)
+    assert "stayed busy" not in scrape.text and scrape.headers["Retry-After"], scrape.text
     busy = [answer for answer in answers if "stayed busy" in answer.text]
     assert len(busy) == threads.PLUGIN_THREADS, [answer.text for answer in answers]
     for answer in answers:

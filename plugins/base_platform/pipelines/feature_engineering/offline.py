@@ -275,19 +275,20 @@ def publish_online(view: FeatureView, into: online.OnlineStore | None = None) ->
 def served_online(
     view: FeatureView, entities: list[str], into: online.OnlineStore | None = None
 ) -> dict[str, Any]:
-    """The entities' online features, only while the source snapshot they were computed from is on
-    its dataset's ``main`` history: after a rollback or an expiry they are not served (as the
-    datasets API would not serve that snapshot's rows) until the view is materialised again.
+    """The entities' online features, unless the source snapshot they were computed from is still
+    in its dataset's table but off ``main``'s history (a rollback left it, its audit discarded
+    it): then they are not served, as the datasets API would not serve that snapshot's rows,
+    until the view is materialised again. An expired snapshot is no such case: maintenance
+    expires old ones, and an erasure expires the ones that held the subject after its follower
+    removed the subject from this store, so those features stay served.
 
-    :raises tables.NotServed: the source snapshot may not leave the platform any more.
+    :raises tables.NotServed: the source snapshot may not leave the platform.
     """
     found = online.get_online_features(view.name, entities, into)
     if snapshot := found.get("source_snapshot"):
-        what = f"feature view {view.name!r} (materialise it again)"
         table = tables.load(view.source.dataset, within=tables.shared_catalog())
-        if table is None:
-            raise tables.NotServed(f"{what}: its source {view.source.dataset} has no table")
-        tables.served(table, int(snapshot), what)
+        if table is not None and table.snapshot_by_id(int(snapshot)) is not None:
+            tables.served(table, int(snapshot), f"feature view {view.name!r} (materialise it again)")
     return found
 
 
