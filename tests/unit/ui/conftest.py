@@ -34,8 +34,9 @@ class Callers:
 
 
 @pytest.fixture(scope="session")
-def callers() -> Iterator[Callers]:
-    """Slow to make (a migrated DB with FAB's tables, the roles synced), so once per session."""
+def callers(airflow_db: None) -> Iterator[Callers]:
+    """Slow to make (a migrated DB with FAB's tables, the roles synced), so once per session.
+    After ``airflow_db``: its reset, first asked for by a later test, would delete these users."""
     from airflow.api_fastapi import app as airflow_app
     from airflow.configuration import conf
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
